@@ -1,0 +1,24 @@
+// Runs the node:test suites against one throwaway PostgreSQL (or PGCREW_TEST_URL), then removes it.
+// Node 20's test runner cannot glob, so the files are listed here.
+import { spawn } from 'node:child_process'
+import { readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { startTempCluster, type TempCluster } from '../src/temp-cluster.ts'
+
+const args = process.argv.slice(2)
+const files = args.length ? args : readdirSync('test').filter((f) => f.endsWith('.test.ts')).sort().map((f) => join('test', f))
+
+let cluster: TempCluster | undefined
+const env = { ...process.env }
+if (!env.PGCREW_TEST_URL) {
+  cluster = await startTempCluster({ settings: { max_connections: 200 } })
+  env.PGCREW_TEST_URL = cluster.url
+  console.log(`# test server: PostgreSQL (${cluster.source} binaries) at ${cluster.displayUrl}`)
+}
+// Tests must not pick up the developer's own servers, profiles or passwords.
+for (const key of ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSWORD', 'PGPASSFILE', 'PGCREW_PROFILE', 'PGCREW_PROFILES', 'PGCREW_HOSTNAME']) delete env[key]
+
+const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...files], { stdio: 'inherit', env })
+const code: number = await new Promise((resolve) => child.on('exit', (c, s) => resolve(c ?? (s ? 1 : 0))))
+await cluster?.stop()
+process.exit(code)

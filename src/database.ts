@@ -1,0 +1,516 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { inspect } from 'node:util'
+import type pg from 'pg'
+import { connectError, describeTarget } from './connect-errors.ts'
+import { defaultHost, resolveConnectionParams, type ConnectionParams, type ConnectionSettings } from './connection-params.ts'
+import { parseConnectionString } from './connection-string.ts'
+import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from './database-error.ts'
+import { PgcrewError } from './errors.ts'
+import { createExecutor, type Executor, type Lease } from './executor.ts'
+import { loadHookModule, type HookRef } from './hooks.ts'
+import { resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
+import type { ClientSpec, OnConnectHook } from './pg-client.ts'
+import { chooseProfile, loadProfiles, machineFqdn, type Profile, type ProfileSet } from './profiles.ts'
+import { restoreSnapshotOptions, type DatabaseSnapshot } from './snapshot.ts'
+import { beginStatement, Transaction, type TransactionOptions } from './transaction.ts'
+
+/** Which role a Database acts as: the default, the profile's admin or user, or a named role. */
+export type RoleChoice = { kind: 'default' } | { kind: 'admin'; name: string } | { kind: 'user'; name: string } | { kind: 'role'; name: string }
+
+/** Everything that decides where a connection goes; a switch builds a new one of these. */
+interface Target {
+  profile?: Profile
+  /** Settings from the options and any connection string, without the password. */
+  settings: ConnectionSettings
+  serverSettings: Record<string, string>
+  role: RoleChoice
+  dbversion?: string
+  pooling: Pooling
+}
+
+/** Options of `connect()`: one-off overrides of where to connect. */
+export interface ConnectOptions {
+  /** Return false instead of throwing when the connection fails. */
+  silentOnFail?: boolean
+  dbname?: string
+  user?: string
+  host?: string
+  port?: number
+}
+
+const PG_ENV_KEYS = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSERVICE']
+
+/**
+ * The master connection object: where and as whom to connect, and the connections themselves.
+ *
+ * @example
+ * await using db = new Database({ profile: 'utah' })
+ * await db.connect()
+ * const { rows } = await db.query('select current_user')
+ */
+export class Database implements AsyncDisposable {
+  readonly #opts: ResolvedOptions
+  #password: string | undefined
+  #profiles: ProfileSet | undefined
+  #target: Target | undefined
+  #executor: Executor | undefined
+  #version: string | undefined
+  #closed = false
+  readonly #hooks: HookRef[] = []
+  readonly #context = new AsyncLocalStorage<Transaction>()
+  #idleErrors = 0
+
+  constructor(options: DatabaseOptions = {}) {
+    this.#opts = resolveOptions(options)
+    this.#password = (this.#opts as { password?: string }).password
+    const hooks = this.#opts.onConnect
+    for (const hook of hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]) this.onConnect(hook)
+  }
+
+  /** Rebuild a Database in another thread or process from `snapshot()`. */
+  static fromSnapshot(snapshot: DatabaseSnapshot, extra: Partial<DatabaseOptions> = {}): Database {
+    const { options, password, role, dbversion, settings, serverSettings } = restoreSnapshotOptions(snapshot)
+    const db = new Database({ ...options, ...extra })
+    if (password !== undefined) db.#password = password
+    db.#pendingRole = role
+    db.#pendingVersion = dbversion
+    db.#pendingSettings = settings && { settings, serverSettings }
+    return db
+  }
+
+  #pendingRole: RoleChoice | undefined
+  #pendingVersion: string | undefined
+  #pendingSettings: { settings: ConnectionSettings; serverSettings: Record<string, string> } | undefined
+
+  // ---- state --------------------------------------------------------------------------------
+
+  /** True once a connection has been made and until `close()`. */
+  get connected(): boolean {
+    return this.#executor !== undefined
+  }
+
+  /** The profile in use, if any. */
+  get profile(): string | undefined {
+    return this.#target?.profile?.name
+  }
+
+  /** The database connected to (`<base>_<dbversion>` after `changeVersion`). */
+  get dbname(): string | undefined {
+    return this.#executor?.spec.params.dbname
+  }
+
+  /** The version suffix chosen with `changeVersion`. */
+  get dbversion(): string | undefined {
+    return this.#target?.dbversion
+  }
+
+  /** The role connections log in as. */
+  get user(): string | undefined {
+    return this.#executor?.spec.params.user
+  }
+
+  /** The role choice (default, admin, user, or a named role). */
+  get role(): RoleChoice | undefined {
+    return this.#target?.role
+  }
+
+  /** Whether sessions are read-only on the server (`default_transaction_read_only`). */
+  get readOnly(): boolean | undefined {
+    return this.#executor?.spec.readOnly
+  }
+
+  get pooling(): Pooling {
+    return this.#target?.pooling ?? this.#opts.pooling
+  }
+
+  /** Where connections go — never a password. */
+  get connectionParams(): ConnectionParams | undefined {
+    return this.#executor?.spec.params
+  }
+
+  /** The server's version string (`SHOW server_version`), known after connect. */
+  get serverVersion(): string | undefined {
+    return this.#version
+  }
+
+  /** Connections this Database holds open right now. */
+  get connectionCount(): number {
+    return this.#executor?.totalCount ?? 0
+  }
+
+  /** How many idle connections the server killed under us (each cost one reconnect, nothing else). */
+  get idleErrorCount(): number {
+    return this.#idleErrors
+  }
+
+  // ---- profiles -----------------------------------------------------------------------------
+
+  #profileSet(): ProfileSet {
+    this.#profiles ??= loadProfiles({ files: this.#opts.profilesFile ? [this.#opts.profilesFile] : undefined, env: this.#opts.env })
+    return this.#profiles
+  }
+
+  /** The profiles this Database can use, in choice order. */
+  listProfiles(): Profile[] {
+    return [...this.#profileSet().profiles]
+  }
+
+  /** Decide the profile for a fresh connect: named, by hostname, `local`, or none when settings are explicit. */
+  #initialProfile(): Profile | undefined {
+    const env = this.#opts.env
+    const named = this.#opts.profile ?? env.PGCREW_PROFILE
+    if (named) return chooseProfile(this.#profileSet(), named, env).profile
+    if (this.#opts.connectionString || this.#opts.host) return undefined
+    const set = this.#profileSet()
+    if (set.profiles.length === 0) return undefined
+    try {
+      return chooseProfile(set, undefined, env).profile
+    } catch (error) {
+      // With PG* variables set, libpq users expect those to work when no profile claims this host.
+      if (error instanceof PgcrewError && error.code === 'NO_PROFILE_MATCHES' && PG_ENV_KEYS.some((k) => env[k])) return undefined
+      throw error
+    }
+  }
+
+  #baseSettings(): { settings: ConnectionSettings; serverSettings: Record<string, string> } {
+    if (this.#pendingSettings) return { settings: { ...this.#pendingSettings.settings }, serverSettings: this.#pendingSettings.serverSettings }
+    const o = this.#opts
+    let settings: ConnectionSettings = {}
+    let serverSettings: Record<string, string> = {}
+    if (o.connectionString) {
+      const parsed = parseConnectionString(o.connectionString)
+      settings = parsed.settings
+      serverSettings = parsed.serverSettings
+      if (parsed.password !== undefined && this.#password === undefined) this.#password = parsed.password
+    }
+    const explicit: ConnectionSettings = {
+      host: o.host,
+      port: o.port,
+      dbname: o.dbname,
+      user: o.user,
+      sslmode: o.sslmode,
+      applicationName: o.applicationName,
+      options: o.options,
+      searchPath: o.searchPath,
+      statementTimeoutMillis: o.statementTimeoutMillis,
+    }
+    for (const [k, v] of Object.entries(explicit)) if (v !== undefined) (settings as Record<string, unknown>)[k] = v
+    return { settings, serverSettings }
+  }
+
+  // ---- connecting ---------------------------------------------------------------------------
+
+  #spec(target: Target): ClientSpec {
+    const env = this.#opts.env
+    const base = resolveConnectionParams(target.settings, target.profile, env)
+    const role = target.role
+    const user = role.kind === 'default' ? base.user : role.name
+    const dbname = target.dbversion ? `${base.dbname}_${target.dbversion}` : base.dbname
+    let host = base.host
+    // A profile that names this very machine is reached through the local socket (no TCP, no SSL).
+    if (target.profile?.host && !host.startsWith('/') && host === machineFqdn(env)) host = defaultHost()
+    const params: ConnectionParams = Object.freeze({ ...base, host, user, dbname })
+    const profileUser = target.profile?.user
+    const asUser = role.kind === 'user' || (role.kind === 'default' && profileUser !== undefined && user === profileUser)
+    const readOnly = this.#opts.readonly ?? (asUser && target.profile?.readonly !== false)
+    const serverSettings = target.serverSettings
+    const hooks: OnConnectHook[] = []
+    if (Object.keys(serverSettings).length) {
+      hooks.push(async (client) => {
+        for (const [k, v] of Object.entries(serverSettings)) await client.query('SELECT set_config($1, $2, false)', [k, v])
+      })
+    }
+    for (const ref of this.#hooks) hooks.push(ref.hook)
+    // The explicit password belongs to the configured user; any other role looks its own up.
+    const passwordUser = this.#opts.user ?? target.settings.user ?? target.profile?.user ?? base.user
+    const profilePassword = target.profile?.password
+    return {
+      params,
+      password: this.#password ?? profilePassword,
+      passwordUser: this.#password !== undefined ? passwordUser : target.profile?.user,
+      pgpassFile: this.#opts.pgpassFile,
+      env,
+      readOnly,
+      connectionTimeoutMillis: this.#opts.connectionTimeoutMillis,
+      hooks,
+    }
+  }
+
+  /** Build an executor for a target and prove it works; the caller swaps it in. */
+  async #open(target: Target): Promise<{ executor: Executor; version: string }> {
+    const spec = this.#spec(target)
+    const executor = createExecutor(target.pooling, spec, {
+      max: this.#opts.max,
+      idleTimeoutMillis: this.#opts.idleTimeoutMillis,
+      connectionTimeoutMillis: this.#opts.connectionTimeoutMillis,
+      maxLifetimeSeconds: this.#opts.maxLifetimeSeconds,
+      prePing: this.#opts.prePing,
+      onIdleError: () => {
+        this.#idleErrors++
+      },
+    })
+    let lease: Lease | undefined
+    try {
+      lease = await executor.acquire()
+      const { rows } = await lease.client.query<{ server_version: string }>('SHOW server_version')
+      await lease.release()
+      return { executor, version: rows[0]!.server_version }
+    } catch (error) {
+      await lease?.release(true)
+      await executor.end().catch(() => {})
+      throw connectError(mapDatabaseError(error), spec, target.profile?.name)
+    }
+  }
+
+  /** Swap in a new target only after it has connected: on failure the old connection stays usable. */
+  async #switchTo(target: Target): Promise<void> {
+    this.#assertOpen()
+    const { executor, version } = await this.#open(target)
+    const old = this.#executor
+    this.#executor = executor
+    this.#target = target
+    this.#version = version
+    await old?.end().catch(() => {})
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new PgcrewError('CLOSED', 'this Database was closed; create a new one')
+  }
+
+  /**
+   * Connect using the options, the profile and the environment. Returns true on success; with
+   * `silentOnFail` a failure returns false instead of throwing.
+   */
+  async connect(options: ConnectOptions = {}): Promise<boolean> {
+    try {
+      const { settings, serverSettings } = this.#baseSettings()
+      for (const key of ['dbname', 'user', 'host', 'port'] as const) {
+        if (options[key] !== undefined) (settings as Record<string, unknown>)[key] = options[key]
+      }
+      const profile = this.#target?.profile ?? this.#initialProfile()
+      const role = this.#pendingRole ?? { kind: 'default' as const }
+      const dbversion = this.#pendingVersion ?? this.#opts.dbversion
+      const pooling = this.#opts.pooling === 'pooled' && profile?.pooling ? profile.pooling : this.#opts.pooling
+      await this.#switchTo({ profile, settings, serverSettings, role, dbversion, pooling })
+      return true
+    } catch (error) {
+      if (options.silentOnFail) return false
+      throw error
+    }
+  }
+
+  /** Connect to a `postgres://` / `pq://` string or explicit settings, replacing profile settings. */
+  async connectFromParameters(params: string | (ConnectionSettings & { password?: string })): Promise<boolean> {
+    this.#assertOpen()
+    let settings: ConnectionSettings
+    let serverSettings: Record<string, string> = {}
+    if (typeof params === 'string') {
+      const parsed = parseConnectionString(params)
+      settings = parsed.settings
+      serverSettings = parsed.serverSettings
+      this.#password = parsed.password
+    } else {
+      const { password, ...rest } = params
+      settings = rest
+      this.#password = password
+    }
+    await this.#switchTo({ profile: undefined, settings, serverSettings, role: { kind: 'default' }, dbversion: this.#target?.dbversion, pooling: this.pooling })
+    return true
+  }
+
+  async #connectedTarget(): Promise<Target> {
+    if (!this.#target) await this.connect()
+    return this.#target!
+  }
+
+  /** Switch to another profile (default: the one this host would get). Keeps the old pool until the new one works. */
+  async setProfile(name?: string): Promise<void> {
+    const chosen = chooseProfile(this.#profileSet(), name, this.#opts.env).profile
+    const t = this.#target
+    const { settings, serverSettings } = this.#baseSettings()
+    await this.#switchTo({ profile: chosen, settings, serverSettings, role: { kind: 'default' }, dbversion: t?.dbversion, pooling: t?.pooling ?? this.#opts.pooling })
+  }
+
+  /** Reconnect as `user`, looking its password up afresh. */
+  async become(user: string): Promise<void> {
+    if (!user) throw new PgcrewError('INVALID_OPTION', 'become(user) needs a role name')
+    const t = await this.#connectedTarget()
+    await this.#switchTo({ ...t, role: { kind: 'role', name: user } })
+  }
+
+  /** Reconnect as the profile's (or the given) admin role. */
+  async becomeAdmin(admin?: string): Promise<void> {
+    const t = await this.#connectedTarget()
+    const name = admin ?? this.#opts.admin ?? t.profile?.admin
+    if (!name) {
+      throw new PgcrewError('ADMIN_NOT_CONFIGURED', `no admin role configured${t.profile ? ` for profile "${t.profile.name}"` : ''}; add "admin = ROLE" to the profile or pass becomeAdmin('role')`)
+    }
+    await this.#switchTo({ ...t, role: { kind: 'admin', name } })
+  }
+
+  /** Reconnect as the profile's (or the given) user role; its sessions are read-only unless `readonly = false`. */
+  async becomeUser(user?: string): Promise<void> {
+    const t = await this.#connectedTarget()
+    const name = user ?? t.profile?.user ?? this.#opts.user ?? resolveConnectionParams(t.settings, undefined, this.#opts.env).user
+    await this.#switchTo({ ...t, role: { kind: 'user', name } })
+  }
+
+  /** Connect to `<base dbname>_<v>`; without `v`, back to the base database. */
+  async changeVersion(v?: string): Promise<void> {
+    if (v !== undefined && !/^[\w.-]+$/.test(v)) throw new PgcrewError('INVALID_OPTION', `dbversion "${v}" may hold only letters, digits, _ . and -`)
+    const t = await this.#connectedTarget()
+    await this.#switchTo({ ...t, dbversion: v })
+  }
+
+  /** Switch between a pool and a fresh connection per unit of work. */
+  async setPooling(pooling: Pooling): Promise<void> {
+    const t = await this.#connectedTarget()
+    await this.#switchTo({ ...t, pooling })
+  }
+
+  /**
+   * Run a hook on every new physical connection: a function, or a module path whose default export
+   * is the hook (only module hooks travel to crew workers). Applies to connections made from now on.
+   */
+  onConnect(hook: OnConnectHook | string): this {
+    this.#hooks.push(typeof hook === 'string' ? { module: hook, hook: loadHookModule(hook) } : { hook })
+    return this
+  }
+
+  // ---- work ---------------------------------------------------------------------------------
+
+  async #executorNow(): Promise<Executor> {
+    this.#assertOpen()
+    if (!this.#executor) await this.connect()
+    return this.#executor!
+  }
+
+  /** Borrow one physical connection for `fn` (session state: advisory locks, LISTEN, COPY…). */
+  async withClient<T>(fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
+    const current = this.#context.getStore()
+    if (current) return fn(current.client)
+    const lease = await (await this.#executorNow()).acquire()
+    let broken = false
+    try {
+      return await fn(lease.client)
+    } catch (error) {
+      broken = !isServerErrorOnly(error)
+      throw mapDatabaseError(error)
+    } finally {
+      await lease.release(broken)
+    }
+  }
+
+  /**
+   * Run one statement. Inside `db.transaction(fn)` it joins that transaction's connection.
+   *
+   * @example const { rows } = await db.query('select * from t where id = $1', [id])
+   */
+  async query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    const current = this.#context.getStore()
+    if (current) return current.query<R>(text, values)
+    return this.withClient((client) => client.query<R>(text as string, values))
+  }
+
+  /**
+   * Run `fn` in a transaction on one connection: COMMIT on success, ROLLBACK on error. Called inside
+   * another transaction of this Database it becomes a SAVEPOINT.
+   *
+   * @example await db.transaction(async (tx) => tx.query('update …'), { isolation: 'serializable', retries: 3 })
+   */
+  async transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    const current = this.#context.getStore()
+    if (current) return current.transaction(fn, options)
+    const begin = beginStatement(options)
+    const retries = options.retries ?? 0
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#once(begin, fn)
+      } catch (error) {
+        if (attempt >= retries || !(error instanceof DatabaseError && ['40001', '40P01'].includes(error.code))) throw error
+        const delay = (options.retryDelayMillis ?? 20) * 2 ** attempt
+        await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * delay))
+      }
+    }
+  }
+
+  async #once<T>(begin: string, fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    const lease = await (await this.#executorNow()).acquire()
+    const client = lease.client
+    let destroy = false
+    try {
+      await client.query(begin)
+      const tx = new Transaction(client)
+      const result = await this.#context.run(tx, () => fn(tx))
+      if (client.getTransactionStatus?.() === 'E') {
+        await client.query('ROLLBACK')
+        throw new InFailedSqlTransaction('25P02', 'cannot commit: an error inside the transaction was caught and ignored, so PostgreSQL rolled it back; rethrow the error or use a nested transaction (savepoint)', {})
+      }
+      await client.query('COMMIT')
+      return result
+    } catch (error) {
+      try {
+        if (client.getTransactionStatus?.() !== 'I') await client.query('ROLLBACK')
+      } catch {
+        destroy = true
+      }
+      if (!isServerErrorOnly(error)) destroy = true
+      throw mapDatabaseError(error)
+    } finally {
+      await lease.release(destroy)
+    }
+  }
+
+  // ---- crossing threads ---------------------------------------------------------------------
+
+  /** A plain, structured-cloneable description for reconnecting elsewhere (crew workers). */
+  snapshot(): DatabaseSnapshot {
+    const t = this.#target
+    const o = this.#opts
+    const { env: _env, onConnect: _hooks, connectionString: _uri, ...options } = o
+    return {
+      version: 1,
+      options: { ...options, profile: t?.profile?.name ?? o.profile, pooling: this.pooling },
+      settings: t?.settings ?? this.#baseSettings().settings,
+      serverSettings: t?.serverSettings ?? this.#baseSettings().serverSettings,
+      role: t?.role ?? { kind: 'default' },
+      dbversion: t?.dbversion ?? o.dbversion,
+      hookModules: this.#hooks.flatMap((h) => (h.module ? [h.module] : [])),
+      functionHooks: this.#hooks.filter((h) => !h.module).length,
+      secret: this.#password === undefined ? undefined : new TextEncoder().encode(this.#password),
+    }
+  }
+
+  // ---- closing ------------------------------------------------------------------------------
+
+  /** Close every connection. Safe to call twice. */
+  async close(): Promise<void> {
+    this.#closed = true
+    const executor = this.#executor
+    this.#executor = undefined
+    await executor?.end()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  toString(): string {
+    const where = this.#executor ? describeTarget(this.#executor.spec.params) : 'not connected'
+    return `Database(${this.profile ? `profile ${this.profile}, ` : ''}${where}${this.#executor?.spec.readOnly ? ', read-only' : ''})`
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { profile: this.profile, user: this.user, dbname: this.dbname, dbversion: this.dbversion, connected: this.connected, pooling: this.pooling }
+  }
+
+  [inspect.custom](): string {
+    return `Database ${inspect(this.toJSON())}`
+  }
+}
+
+/** A server error leaves the connection usable; anything else (socket, timeout) may not have. */
+function isServerErrorOnly(error: unknown): boolean {
+  const mapped = mapDatabaseError(error)
+  return mapped instanceof DatabaseError && !/^(08|57P)/.test(mapped.code)
+}

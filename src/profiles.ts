@@ -1,0 +1,245 @@
+import { execFileSync } from 'node:child_process'
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { homedir, hostname } from 'node:os'
+import { join, resolve } from 'node:path'
+import ini from 'ini'
+import { PgcrewError } from './errors.ts'
+
+/** One named connection profile, merged from the profile files. */
+export interface Profile {
+  readonly name: string
+  readonly host?: string
+  readonly port?: number
+  readonly dbname?: string
+  /** The default role; `becomeUser()` target. */
+  readonly user?: string
+  /** The `becomeAdmin()` target. */
+  readonly admin?: string
+  /** Regex matched against this machine's whole FQDN. */
+  readonly domain?: string
+  /** Sessions as `user` are read-only unless this is false. Default true. */
+  readonly readonly?: boolean
+  readonly pooling?: 'pooled' | 'per-transaction'
+  readonly sslmode?: string
+  readonly application_name?: string
+  readonly connect_timeout?: number
+  readonly options?: string
+  readonly search_path?: string
+  readonly statement_timeout?: number
+  /** Non-enumerable: accepted only from a file with mode 0600. */
+  readonly password?: string
+  /** The files this profile's keys came from. */
+  readonly files: readonly string[]
+}
+
+/** The keys a profile may hold, and how each is read. */
+const KEYS: Record<string, 'string' | 'port' | 'int' | 'bool' | 'pooling'> = {
+  host: 'string',
+  port: 'port',
+  dbname: 'string',
+  user: 'string',
+  admin: 'string',
+  domain: 'string',
+  readonly: 'bool',
+  pooling: 'pooling',
+  password: 'string',
+  sslmode: 'string',
+  application_name: 'string',
+  connect_timeout: 'int',
+  options: 'string',
+  search_path: 'string',
+  statement_timeout: 'int',
+}
+
+/** Profiles in choice order (user file's sections first), with where they came from. */
+export interface ProfileSet {
+  readonly profiles: readonly Profile[]
+  readonly files: readonly string[]
+  get(name: string): Profile | undefined
+}
+
+/** The profile files pgcrew reads, later wins per key: project, then user; `PGCREW_PROFILES` replaces both. */
+export function profileFiles(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string[] {
+  if (env.PGCREW_PROFILES) return [resolve(cwd, env.PGCREW_PROFILES)]
+  const userDir = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), '.config')
+  return [join(cwd, 'config', 'profiles.ini'), join(userDir, 'pgcrew', 'profiles.ini')]
+}
+
+/** Expand `${VAR}` and `${VAR:-default}` from the environment; an unset `${VAR}` is an error. */
+export function expandVariables(value: string, env: NodeJS.ProcessEnv, where: string): string {
+  return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_m, name: string, fallback: string | undefined) => {
+    const v = env[name]
+    if (v !== undefined && v !== '') return v
+    if (fallback !== undefined) return fallback
+    throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: \${${name}} is not set in the environment; set it or write \${${name}:-default}`)
+  })
+}
+
+/** Reject what the ini package would silently misread: dotted sections, keys outside sections, junk lines. */
+function validateLines(text: string, file: string): void {
+  let section: string | undefined
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim()
+    const where = `${file}:${i + 1}`
+    if (line === '' || line.startsWith(';') || line.startsWith('#')) return
+    const header = /^\[(.*)\]\s*([;#].*)?$/.exec(line)
+    if (header) {
+      section = header[1]!.trim()
+      if (section.includes('.')) {
+        throw new PgcrewError('PROFILE_DOTTED_NAME', `${where}: profile name "${section}" contains a dot, which the INI format reads as nesting; rename it (for example "${section.replaceAll('.', '-')}")`)
+      }
+      if (section === '') throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: empty section name "[]"`)
+      return
+    }
+    if (line.startsWith('[')) throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: malformed section header "${line}"; write [name]`)
+    if (!/^[A-Za-z_][\w-]*\s*=/.test(line)) {
+      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: expected "key = value" or "[profile]", found "${line.slice(0, 40)}"`)
+    }
+    if (section === undefined) {
+      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: "${line.split('=')[0]!.trim()}" appears before any [profile] section; put it under one`)
+    }
+  })
+}
+
+function convert(key: string, value: unknown, where: string): unknown {
+  const kind = KEYS[key]
+  if (!kind) {
+    throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: unknown key "${key}"; known keys: ${Object.keys(KEYS).join(', ')}`)
+  }
+  const text = typeof value === 'string' ? value.trim() : String(value)
+  switch (kind) {
+    case 'string':
+      return text
+    case 'port':
+    case 'int': {
+      const n = Number(text)
+      if (!Number.isInteger(n) || n < 0 || (kind === 'port' && (n < 1 || n > 65535))) {
+        throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: ${key} must be ${kind === 'port' ? 'a port number (1-65535)' : 'a whole number'}, not "${text}"`)
+      }
+      return n
+    }
+    case 'bool': {
+      const t = text.toLowerCase()
+      if (['true', 'yes', 'on', '1'].includes(t)) return true
+      if (['false', 'no', 'off', '0'].includes(t)) return false
+      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: ${key} must be true or false, not "${text}"`)
+    }
+    case 'pooling':
+      if (text === 'pooled' || text === 'per-transaction') return text
+      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: pooling must be "pooled" or "per-transaction", not "${text}"`)
+  }
+}
+
+function readProfileFile(file: string, env: NodeJS.ProcessEnv): Map<string, Record<string, unknown>> {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (error) {
+    throw new PgcrewError('PROFILE_FILE_INVALID', `cannot read profile file ${file}: ${(error as NodeJS.ErrnoException).code ?? error}`, { cause: error })
+  }
+  validateLines(text, file)
+  const parsed = ini.parse(text) as Record<string, Record<string, unknown>>
+  const secure = (statSync(file).mode & 0o077) === 0
+  const out = new Map<string, Record<string, unknown>>()
+  for (const [name, body] of Object.entries(parsed)) {
+    const values: Record<string, unknown> = {}
+    for (const [key, raw] of Object.entries(body)) {
+      const where = `${file} [${name}] ${key}`
+      if (key === 'password' && !secure) {
+        throw new PgcrewError(
+          'PROFILE_PASSWORD_INSECURE',
+          `${file} holds a password for profile "${name}" but can be read by others (mode ${(statSync(file).mode & 0o777).toString(8)}); run chmod 600 ${file}, or move the password to ~/.pgpass`,
+        )
+      }
+      values[key] = convert(key, typeof raw === 'string' ? expandVariables(raw, env, where) : raw, where)
+    }
+    out.set(name, values)
+  }
+  return out
+}
+
+function makeProfile(name: string, values: Record<string, unknown>, files: string[]): Profile {
+  const { password, ...rest } = values
+  const profile = { name, ...rest, files: Object.freeze(files) }
+  if (password !== undefined) Object.defineProperty(profile, 'password', { value: password, enumerable: false })
+  return Object.freeze(profile) as Profile
+}
+
+/**
+ * Read and merge the profile files (missing files are fine). Later files win per key; in choice
+ * order the user file's sections come first, then the project's.
+ *
+ * @example loadProfiles().profiles.map((p) => p.name)
+ */
+export function loadProfiles(options: { files?: string[]; env?: NodeJS.ProcessEnv } = {}): ProfileSet {
+  const env = options.env ?? process.env
+  const files = options.files ?? profileFiles(env)
+  const explicit = options.files !== undefined || Boolean(env.PGCREW_PROFILES)
+  const merged = new Map<string, { values: Record<string, unknown>; files: string[] }>()
+  const order: string[][] = []
+  for (const file of files) {
+    if (!existsSync(file)) {
+      if (explicit) throw new PgcrewError('PROFILE_FILE_INVALID', `profile file ${file} does not exist; check PGCREW_PROFILES`)
+      continue
+    }
+    const sections = readProfileFile(file, env)
+    order.push([...sections.keys()])
+    for (const [name, values] of sections) {
+      const entry = merged.get(name) ?? { values: {}, files: [] }
+      Object.assign(entry.values, values)
+      entry.files.push(file)
+      merged.set(name, entry)
+    }
+  }
+  const names = [...new Set(order.reverse().flat())]
+  const profiles = names.map((n) => makeProfile(n, merged.get(n)!.values, merged.get(n)!.files))
+  return Object.freeze({ profiles, files: files.filter((f) => existsSync(f)), get: (name: string) => profiles.find((p) => p.name === name) })
+}
+
+/** This machine's fully qualified name: `PGCREW_HOSTNAME`, else `hostname -f`, else os.hostname(). */
+export function machineFqdn(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.PGCREW_HOSTNAME) return env.PGCREW_HOSTNAME
+  try {
+    const fqdn = execFileSync('hostname', ['-f'], { encoding: 'utf8', timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    if (fqdn) return fqdn
+  } catch {
+    // no hostname(1) or no resolver: the kernel's name is the best we have
+  }
+  return hostname()
+}
+
+/** Which profile was chosen, and why (what `pgcrew profiles which` prints). */
+export interface ProfileChoice {
+  profile: Profile
+  reason: string
+}
+
+/**
+ * Choose a profile: explicit name > `PGCREW_PROFILE` > first whose `domain` matches the whole FQDN >
+ * `local` > a typed error listing what exists.
+ */
+export function chooseProfile(set: ProfileSet, name?: string, env: NodeJS.ProcessEnv = process.env): ProfileChoice {
+  const known = set.profiles.map((p) => p.name).join(', ') || '(none)'
+  const wanted = name ?? env.PGCREW_PROFILE
+  if (wanted) {
+    const profile = set.get(wanted)
+    if (!profile) {
+      throw new PgcrewError('PROFILE_NOT_FOUND', `no profile named "${wanted}" — known: ${known} (files: ${set.files.join(', ') || 'none found'})`, { details: { profile: wanted } })
+    }
+    return { profile, reason: name ? 'named explicitly' : 'named by PGCREW_PROFILE' }
+  }
+  const fqdn = machineFqdn(env)
+  for (const profile of set.profiles) {
+    if (profile.domain === undefined) continue
+    let re: RegExp
+    try {
+      re = new RegExp(`^(?:${profile.domain})$`)
+    } catch (error) {
+      throw new PgcrewError('PROFILE_FILE_INVALID', `profile "${profile.name}": domain "${profile.domain}" is not a valid regular expression`, { cause: error })
+    }
+    if (re.test(fqdn)) return { profile, reason: `domain /${profile.domain}/ matches this host ${fqdn}` }
+  }
+  const local = set.get('local')
+  if (local) return { profile: local, reason: `no domain matches ${fqdn}; using "local"` }
+  throw new PgcrewError('NO_PROFILE_MATCHES', `no profile matches host ${fqdn} — known: ${known}; set PGCREW_PROFILE, pass --profile, or add a [local] profile`, { details: { host: fqdn } })
+}

@@ -1,0 +1,224 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { PgcrewError } from './errors.ts'
+import { findPostgresBinaries, type BinaryPreference, type BinarySource } from './postgres-binaries.ts'
+
+/** Options for {@link startTempCluster}; every field is optional. */
+export interface TempClusterOptions {
+  /** `auto` (system, then npm), `system` or `npm`. Default: `PGCREW_PG_BINARIES` or `auto`. */
+  binaries?: BinaryPreference
+  /** Name of the superuser initdb creates. Default `postgres`. */
+  superuser?: string
+  /** Extra server settings, e.g. `{ max_connections: '20' }`. */
+  settings?: Record<string, string | number>
+  /** How long to wait for the server to accept connections. Default 30 000. */
+  startTimeoutMillis?: number
+  /** Ports tried before giving up when another process takes the chosen one. Default 5. */
+  portAttempts?: number
+}
+
+const DEFAULTS = Object.freeze({ superuser: 'postgres', startTimeoutMillis: 30_000, portAttempts: 5 })
+
+/** A running throwaway PostgreSQL; `stop()` (or `await using`) removes the server and its data. */
+export interface TempCluster extends AsyncDisposable {
+  readonly host: string
+  readonly port: number
+  /** The unix socket directory (the data directory's parent). */
+  readonly socketDir: string
+  readonly superuser: string
+  /** The superuser's password (non-enumerable: never shows in a log or inspect). */
+  readonly password: string
+  /** `postgres://superuser:password@127.0.0.1:port/postgres` — a secret: do not print it. */
+  readonly url: string
+  /** The same URL with the password masked, safe to print. */
+  readonly displayUrl: string
+  readonly source: BinarySource
+  readonly bindir: string
+  stop(): Promise<void>
+}
+
+interface RunAs {
+  uid: number
+  gid: number
+  name: string
+}
+
+/** PostgreSQL refuses to run as root: find an unprivileged account to run it as. */
+function unprivilegedUser(): RunAs | undefined {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined
+  const passwd = readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':'))
+  for (const name of ['postgres', 'nobody']) {
+    const row = passwd.find((f) => f[0] === name)
+    if (row) return { name, uid: Number(row[2]), gid: Number(row[3]) }
+  }
+  throw new PgcrewError('TEMP_CLUSTER_FAILED', 'running as root and no "postgres" or "nobody" user to run PostgreSQL as; create one (useradd postgres)')
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.unref()
+    srv.on('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address()
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))))
+    })
+  })
+}
+
+const live = new Set<() => void>()
+let exitHooksInstalled = false
+
+/** Kill every live cluster synchronously: the only thing possible in 'exit' and on a fatal signal. */
+function installExitHooks(): void {
+  if (exitHooksInstalled) return
+  exitHooksInstalled = true
+  process.on('exit', () => {
+    for (const kill of live) kill()
+  })
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(signal, () => {
+      for (const kill of live) kill()
+      // Only re-raise when nobody else listens, or we would swallow the user's own handler.
+      if (process.listenerCount(signal) === 1) {
+        process.removeAllListeners(signal)
+        process.kill(process.pid, signal)
+      }
+    })
+  }
+}
+
+/**
+ * Start a throwaway PostgreSQL: initdb into a temp dir, scram-sha-256 passwords on TCP and on the
+ * socket, a random free port (retried on collision), removed on stop, on exit and on SIGINT/SIGTERM.
+ *
+ * @example
+ * await using pg = await startTempCluster()
+ * const db = new Database({ connectionString: pg.url })
+ */
+export async function startTempCluster(options: TempClusterOptions = {}): Promise<TempCluster> {
+  const opts = { ...DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) }
+  const { bindir, source } = findPostgresBinaries(options.binaries)
+  const runAs = unprivilegedUser()
+  const base = mkdtempSync(join(tmpdir(), 'pgcrew-'))
+  const dataDir = join(base, 'data')
+  const password = randomBytes(18).toString('base64url')
+  let child: ChildProcess | undefined
+  let log = ''
+
+  const killNow = (): void => {
+    if (child && child.exitCode === null) child.kill('SIGQUIT')
+    rmSync(base, { recursive: true, force: true })
+  }
+  live.add(killNow)
+  installExitHooks()
+
+  try {
+    const pwfile = join(base, 'pwfile')
+    writeFileSync(pwfile, password + '\n', { mode: 0o600 })
+    if (runAs) {
+      chownSync(base, runAs.uid, runAs.gid)
+      chownSync(pwfile, runAs.uid, runAs.gid)
+    }
+    const ids = runAs ? { uid: runAs.uid, gid: runAs.gid } : {}
+    const init = spawnSync(
+      join(bindir, 'initdb'),
+      ['-D', dataDir, '-U', opts.superuser, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync'],
+      { ...ids, encoding: 'utf8', cwd: base },
+    )
+    rmSync(pwfile)
+    if (init.status !== 0) {
+      throw new PgcrewError('TEMP_CLUSTER_FAILED', `initdb failed (${source} binaries in ${bindir}):\n${(init.stderr || init.stdout || String(init.error)).trim()}`)
+    }
+    const settings = Object.entries(options.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`])
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort()
+      log = ''
+      child = spawn(
+        join(bindir, 'postgres'),
+        ['-D', dataDir, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'synchronous_commit=off', ...settings],
+        { ...ids, cwd: base, stdio: ['ignore', 'ignore', 'pipe'] },
+      )
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+        log = (log + d).slice(-20_000)
+      })
+      const ready = await waitReady(child, port, opts.superuser, password, opts.startTimeoutMillis)
+      if (ready === 'ready') {
+        const proc = child
+        proc.unref()
+        ;(proc.stderr as { unref?: () => void } | null)?.unref?.()
+        return makeHandle({ port, base, superuser: opts.superuser, password, source, bindir, proc, killNow })
+      }
+      if (ready === 'port-taken' && attempt < opts.portAttempts) continue
+      throw new PgcrewError('TEMP_CLUSTER_FAILED', `PostgreSQL did not start (${source} binaries in ${bindir}): ${ready}\n${log.trim().split('\n').slice(-8).join('\n')}`)
+    }
+  } catch (error) {
+    // Setup failed half-way: leave no server and no data dir behind.
+    killNow()
+    live.delete(killNow)
+    throw error
+  }
+}
+
+async function waitReady(child: ChildProcess, port: number, user: string, password: string, timeoutMillis: number): Promise<string> {
+  const deadline = Date.now() + timeoutMillis
+  let exited: string | undefined
+  child.once('exit', (code, signal) => {
+    exited = `server exited (${signal ?? code})`
+  })
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100))
+    if (exited) return exited
+    const client = new pg.Client({ host: '127.0.0.1', port, user, password, database: 'postgres' })
+    client.on('error', () => {})
+    try {
+      await client.connect()
+      await client.end()
+      return 'ready'
+    } catch {
+      // 57P03 "starting up" or ECONNREFUSED: not yet
+    }
+  }
+  child.kill('SIGQUIT')
+  return exited ?? `not ready after ${timeoutMillis} ms`
+}
+
+function makeHandle(h: { port: number; base: string; superuser: string; password: string; source: BinarySource; bindir: string; proc: ChildProcess; killNow: () => void }): TempCluster {
+  let stopping: Promise<void> | undefined
+  const stop = (): Promise<void> =>
+    (stopping ??= new Promise<void>((resolve) => {
+      const done = (): void => {
+        rmSync(h.base, { recursive: true, force: true })
+        live.delete(h.killNow)
+        resolve()
+      }
+      if (h.proc.exitCode !== null || h.proc.signalCode !== null) return done()
+      h.proc.once('exit', done)
+      h.proc.ref() // unref'd while running so it never holds the process open; now we must wait for it
+      // SIGINT = fast shutdown: roll back open transactions, close sessions cleanly.
+      h.proc.kill('SIGINT')
+      setTimeout(() => h.proc.kill('SIGQUIT'), 10_000).unref()
+    }))
+  const handle = {
+    host: '127.0.0.1',
+    port: h.port,
+    socketDir: h.base,
+    superuser: h.superuser,
+    source: h.source,
+    bindir: h.bindir,
+    displayUrl: `postgres://${encodeURIComponent(h.superuser)}:***@127.0.0.1:${h.port}/postgres`,
+    stop,
+    [Symbol.asyncDispose]: stop,
+  }
+  Object.defineProperty(handle, 'password', { value: h.password, enumerable: false })
+  Object.defineProperty(handle, 'url', {
+    value: `postgres://${encodeURIComponent(h.superuser)}:${encodeURIComponent(h.password)}@127.0.0.1:${h.port}/postgres`,
+    enumerable: false,
+  })
+  return handle as unknown as TempCluster
+}
