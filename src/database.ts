@@ -258,7 +258,7 @@ export class Database implements AsyncDisposable {
     } catch (error) {
       await lease?.release(true)
       await executor.end().catch(() => {})
-      throw connectError(mapDatabaseError(error), spec, target.profile?.name)
+      throw connectError(error, spec, target.profile?.name)
     }
   }
 
@@ -283,20 +283,29 @@ export class Database implements AsyncDisposable {
    */
   async connect(options: ConnectOptions = {}): Promise<boolean> {
     try {
-      const { settings, serverSettings } = this.#baseSettings()
+      this.#assertOpen()
+      const target = this.#target ?? this.#initialTarget()
+      const settings = { ...target.settings }
       for (const key of ['dbname', 'user', 'host', 'port'] as const) {
         if (options[key] !== undefined) (settings as Record<string, unknown>)[key] = options[key]
       }
-      const profile = this.#target?.profile ?? this.#initialProfile()
-      const role = this.#pendingRole ?? { kind: 'default' as const }
-      const dbversion = this.#pendingVersion ?? this.#opts.dbversion
-      const pooling = this.#opts.pooling === 'pooled' && profile?.pooling ? profile.pooling : this.#opts.pooling
-      await this.#switchTo({ profile, settings, serverSettings, role, dbversion, pooling })
+      await this.#switchTo({ ...target, settings })
       return true
     } catch (error) {
       if (options.silentOnFail) return false
       throw error
     }
+  }
+
+  /** Where a first connection goes: options, profile, and any state restored from a snapshot. */
+  #initialTarget(): Target {
+    const { settings, serverSettings } = this.#baseSettings()
+    const profile = this.#initialProfile()
+    const role = this.#pendingRole ?? { kind: 'default' as const }
+    const dbversion = this.#pendingVersion ?? this.#opts.dbversion
+    // A profile's pooling applies unless the caller chose per-transaction explicitly.
+    const pooling = this.#opts.pooling === 'pooled' && profile?.pooling ? profile.pooling : this.#opts.pooling
+    return { profile, settings, serverSettings, role, dbversion, pooling }
   }
 
   /** Connect to a `postgres://` / `pq://` string or explicit settings, replacing profile settings. */
@@ -318,9 +327,10 @@ export class Database implements AsyncDisposable {
     return true
   }
 
+  /** The current target, or the one a first connect would use (a switch need not connect twice). */
   async #connectedTarget(): Promise<Target> {
-    if (!this.#target) await this.connect()
-    return this.#target!
+    this.#assertOpen()
+    return this.#target ?? this.#initialTarget()
   }
 
   /** Switch to another profile (default: the one this host would get). Keeps the old pool until the new one works. */

@@ -6,6 +6,21 @@ import { join } from 'node:path'
 import { after } from 'node:test'
 import pg from 'pg'
 
+// Cleanups run once when the test file ends. A top-level after() registered at import time belongs to
+// the file; one registered inside a before() hook would run as soon as that hook finished.
+const cleanups: Array<() => unknown> = []
+const roleCleanups: Array<() => unknown> = []
+after(async () => {
+  for (const fn of cleanups.reverse()) await fn()
+  // Roles go last: objects and grants in the test databases depend on them.
+  for (const fn of roleCleanups) await fn()
+})
+
+/** Run `fn` when this test file ends (last registered runs first). */
+export function atEnd(fn: () => unknown): void {
+  cleanups.push(fn)
+}
+
 /** The superuser URL of the test server (set by `npm test`, or by you). */
 export function testUrl(): string {
   const url = process.env.PGCREW_TEST_URL
@@ -50,9 +65,7 @@ export function uniqueName(prefix: string): string {
 export async function freshDatabase(prefix = 'test'): Promise<{ dbname: string; url: string }> {
   const dbname = uniqueName(prefix)
   await admin(`CREATE DATABASE "${dbname}"`)
-  after(async () => {
-    await admin(`DROP DATABASE IF EXISTS "${dbname}" WITH (FORCE)`)
-  })
+  atEnd(() => admin(`DROP DATABASE IF EXISTS "${dbname}" WITH (FORCE)`))
   return { dbname, url: urlFor(dbname) }
 }
 
@@ -61,7 +74,7 @@ export async function freshRole(prefix = 'role', options = ''): Promise<{ name: 
   const name = uniqueName(prefix)
   const password = 'pw-' + randomBytes(9).toString('hex')
   await admin(`CREATE ROLE "${name}" LOGIN PASSWORD '${password}' ${options}`)
-  after(async () => {
+  roleCleanups.push(async () => {
     await admin(`DROP OWNED BY "${name}" CASCADE`).catch(() => {})
     await admin(`DROP ROLE IF EXISTS "${name}"`)
   })
@@ -71,7 +84,7 @@ export async function freshRole(prefix = 'role', options = ''): Promise<{ name: 
 /** A scratch directory removed when the test file ends. */
 export function scratchDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'pgcrew-test-'))
-  after(() => rmSync(dir, { recursive: true, force: true }))
+  atEnd(() => rmSync(dir, { recursive: true, force: true }))
   return dir
 }
 
