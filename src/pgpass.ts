@@ -2,12 +2,11 @@ import { existsSync, readFileSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { PgcrewError } from './errors.ts'
 
-// The npm pgpass module gets the file name and the permission rule right, so those come from it.
-// Its line parser and matcher differ from libpq (see README "Passwords"), so those are here.
+// The npm pgpass module gets the file name right, so that comes from it. Its line parser and
+// matcher differ from libpq (see README "Passwords"), and its permission check writes its warning
+// only to a real Stream and refuses every file while PGPASSWORD is set, so those are here.
 const pgpassHelper = createRequire(import.meta.url)('pgpass/lib/helper.js') as {
   getFileName(env?: NodeJS.ProcessEnv): string
-  usePgPass(stats: { mode: number }, fname: string): boolean
-  warnTo(stream: NodeJS.WritableStream): NodeJS.WritableStream
 }
 
 /** libpq's compiled-in socket directory on Debian-built libpq (DEFAULT_PGSOCKET_DIR). */
@@ -48,8 +47,11 @@ export interface PgpassMatch {
  * five fields (libpq skips those silently).
  */
 export function parsePgpassLine(raw: string, lineNo = 0): PgpassEntry | undefined {
-  const line = raw.replace(/\r?\n$/, '').replace(/\r$/, '')
-  if (line === '' || line.startsWith('#')) return undefined
+  // libpq: a comment is a line whose very first byte is '#' (checked before stripping), and
+  // pg_strip_crlf removes every trailing CR and LF.
+  if (raw.startsWith('#')) return undefined
+  const line = raw.replace(/[\r\n]+$/, '')
+  if (line === '') return undefined
   const fields: string[] = ['']
   const rawFields: string[] = ['']
   for (let i = 0; i < line.length; i++) {
@@ -100,39 +102,35 @@ export function resetPgpassWarnings(): void {
 }
 
 /**
- * Read a pgpass file the way libpq does: missing → nothing; not a plain file or readable by group
- * or others → ignored with one warning per file; unreadable → a typed error.
+ * Read a pgpass file the way libpq does: missing → nothing; group- or world-accessible, or not a
+ * plain file (a device such as /dev/null) → ignored with one warning per file, worded as libpq's.
+ * A file that exists but cannot be read (a directory, no permission) is a typed error: libpq
+ * silently ignores it, which hides a broken PGPASSFILE until authentication fails.
  */
 export function readPgpassFile(file: string, warn: (message: string) => void = (m) => process.stderr.write(m + '\n')): PgpassEntry[] {
   if (!existsSync(file)) return []
+  const unreadable = (why: string, cause?: unknown): PgcrewError =>
+    new PgcrewError('PGPASS_UNREADABLE', `cannot read password file "${file}": ${why}; point PGPASSFILE at a readable file (chmod 600) or remove it`, { cause })
   let text: string
   try {
     const stats = statSync(file)
-    let warning = ''
-    const previous = pgpassHelper.warnTo({ writable: true, write: (s: string) => ((warning += s), true) } as never)
-    let usable: boolean
-    try {
-      // PGPASSWORD is handled before we get here; hide it so the helper only judges the file.
-      const saved = process.env.PGPASSWORD
-      delete process.env.PGPASSWORD
-      try {
-        usable = pgpassHelper.usePgPass(stats, file)
-      } finally {
-        if (saved !== undefined) process.env.PGPASSWORD = saved
-      }
-    } finally {
-      pgpassHelper.warnTo(previous)
+    if (stats.isDirectory()) throw unreadable('it is a directory')
+    let warning: string | undefined
+    if (!stats.isFile()) warning = `WARNING: password file "${file}" is not a plain file`
+    else if (process.platform !== 'win32' && (stats.mode & 0o077) !== 0) {
+      warning = `WARNING: password file "${file}" has group or world access; permissions should be u=rw (0600) or less`
     }
-    if (!usable) {
+    if (warning !== undefined) {
       if (!warned.has(file)) {
         warned.add(file)
-        warn(`pgcrew: ${warning.trim() || `password file "${file}" ignored`}`)
+        warn(`pgcrew: ${warning}`)
       }
       return []
     }
     text = readFileSync(file, 'utf8')
   } catch (error) {
-    throw new PgcrewError('PGPASS_UNREADABLE', `cannot read password file "${file}": ${(error as NodeJS.ErrnoException).code ?? error}; fix its permissions (chmod 600) or set PGPASSFILE`, { cause: error })
+    if (error instanceof PgcrewError) throw error
+    throw unreadable(String((error as NodeJS.ErrnoException).code ?? error), error)
   }
   const entries: PgpassEntry[] = []
   text.split('\n').forEach((raw, i) => {
