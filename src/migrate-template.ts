@@ -52,7 +52,8 @@ export function renderTemplate(sql: string, variables: TemplateVariables, source
       if (kind !== 'ident' && kind !== 'literal') fail(token, `unknown placeholder form {${name!.text}!${kind}}; use !ident or !literal`)
       if (!Object.hasOwn(variables, name!.text)) {
         const known = Object.keys(variables).sort().join(', ') || 'none'
-        fail(token, `no value for {${name!.text}} (known: ${known}); pass it in variables`)
+        const how = name!.text === 'username' ? 'pass user (--user), the application role' : 'pass it in variables'
+        fail(token, `no value for {${name!.text}} (known: ${known}); ${how}`)
       }
       const value = variables[name!.text]!
       if (kind === 'literal') out += quoteLiteral(value)

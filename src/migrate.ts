@@ -66,9 +66,9 @@ export interface MigrateResult {
 }
 
 /** The defaults of {@link MigrateOptions}; the README points here. */
-export const MIGRATE_DEFAULTS = Object.freeze({
+export const MIGRATE_DEFAULTS: Readonly<{ maxWaitMillis: number; adminMustBe: 'owner' | 'superuser'; dryRun: boolean }> = Object.freeze({
   maxWaitMillis: 300_000,
-  adminMustBe: 'owner' as 'owner' | 'superuser',
+  adminMustBe: 'owner',
   dryRun: false,
 })
 
@@ -146,6 +146,24 @@ function planSql(plan: MigrationPlan, vt: VersionTable, seeding: boolean): strin
   return parts.join('\n\n') + (parts.length > 0 ? '\n' : '')
 }
 
+type ResolvedMigrateOptions = Readonly<MigrateOptions & { maxWaitMillis: number; adminMustBe: 'owner' | 'superuser'; dryRun: boolean }>
+
+function resolveMigrateOptions(options: MigrateOptions): ResolvedMigrateOptions {
+  if (typeof options?.scripts !== 'string' || typeof options.app !== 'string') {
+    throw new PgcrewError('INVALID_OPTION', 'migrate needs scripts (the scripts folder) and app (the application name)')
+  }
+  for (const name of ['username', 'dbname']) {
+    if (options.variables !== undefined && Object.hasOwn(options.variables, name)) {
+      throw new PgcrewError('INVALID_OPTION', `variables.${name} would hide the built-in {${name}}; pass user (for {username}) or connect to the database you mean (for {dbname})`)
+    }
+  }
+  const maxWaitMillis = options.maxWaitMillis ?? MIGRATE_DEFAULTS.maxWaitMillis
+  if (!(maxWaitMillis >= 0)) throw new PgcrewError('INVALID_OPTION', `maxWaitMillis must be 0 or more, not ${maxWaitMillis}`)
+  const adminMustBe = options.adminMustBe ?? MIGRATE_DEFAULTS.adminMustBe
+  if (adminMustBe !== 'owner' && adminMustBe !== 'superuser') throw new PgcrewError('INVALID_OPTION', `adminMustBe must be 'owner' or 'superuser', not ${String(adminMustBe)}`)
+  return Object.freeze({ ...options, maxWaitMillis, adminMustBe, dryRun: options.dryRun ?? MIGRATE_DEFAULTS.dryRun })
+}
+
 function failureLine(statement: { sql: string; line: number }, error: unknown): number {
   const position = Number((error as { position?: string }).position)
   if (!Number.isInteger(position) || position < 1) return statement.line
@@ -159,20 +177,19 @@ function failureLine(statement: { sql: string; line: number }, error: unknown): 
  */
 export async function migrate(db: Database, options: MigrateOptions): Promise<MigrateResult> {
   const started = performance.now()
-  const o = { ...MIGRATE_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as Required<Pick<MigrateOptions, 'scripts' | 'app' | keyof typeof MIGRATE_DEFAULTS>> & MigrateOptions
+  const o = resolveMigrateOptions(options)
   const emit = (event: MigrateEvent): void => o.onProgress?.(event)
   const vt = parseVersionTable(o.versionTable ?? `${o.app}_version.version`)
+  // Everything that can be checked without the database fails here, before a connection is used.
   const folder: ScriptFolder = await readScriptFolder(o.scripts, o.app)
   targetVersion(folder, o.target)
   const seed = o.seed === undefined ? undefined : await loadSeed(o.seed)
-  for (const name of ['username', 'dbname']) {
-    if (o.variables && Object.hasOwn(o.variables, name)) throw new PgcrewError('INVALID_OPTION', `variables.${name} would hide the built-in {${name}}; pass user (for {username}) or connect to the database (for {dbname}) instead`)
-  }
   if (!db.connected) await db.connect()
   if (db.readOnly && !o.dryRun) {
     throw new PgcrewError('MIGRATE_ROLE', `connected read-only as ${db.user}; migrating changes the schema, so connect as the profile's admin (db.becomeAdmin())`)
   }
-  const user = o.user ?? db.listProfiles().find((p) => p.name === db.profile)?.user
+  const profile = db.profile === undefined ? undefined : db.listProfiles().find((p) => p.name === db.profile)
+  const user = o.user ?? profile?.user
 
   return db.transaction(async (tx) => {
     const { dbname } = await checkRoles(tx, user, o.adminMustBe)

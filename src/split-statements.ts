@@ -213,16 +213,3 @@ export function splitStatements(sql: string, options: SplitOptions = {}): SqlSta
   finish()
   return statements
 }
-
-/**
- * The first `count` keywords/identifiers of a statement, upper-cased, skipping comments and
- * punctuation — enough to classify it (`CREATE INDEX CONCURRENTLY`, `BEGIN`, `VACUUM`…).
- */
-export function leadingWords(sql: string, count: number): string[] {
-  const words: string[] = []
-  for (const token of tokenizeSql(sql)) {
-    if (token.kind === 'word') words.push(token.text.toUpperCase())
-    if (words.length >= count) break
-  }
-  return words
-}

@@ -11,6 +11,7 @@ import { prepareScript } from '../src/migrate-script.ts'
 import { readScriptFolder } from '../src/migrate-scripts.ts'
 import { planMigration } from '../src/migrate-plan.ts'
 import { splitStatements } from '../src/split-statements.ts'
+import { loadSeed } from '../src/migrate-seed.ts'
 
 async function folderWith(t: { after: (fn: () => Promise<void>) => void }, files: Record<string, string>): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'pgcrew-plan-'))
@@ -113,6 +114,7 @@ test('template mistakes are errors with file and line', () => {
     code: 'MIGRATE_TEMPLATE',
     message: 'create_app.sql line 11: no value for {usrname} (known: username); pass it in variables',
   })
+  assert.throws(() => renderTemplate('GRANT ALL ON t TO {username}', {}, at), { message: /no value for \{username\} \(known: none\); pass user \(--user\)/ })
   assert.throws(() => renderTemplate('SELECT {', {}, at), { code: 'MIGRATE_TEMPLATE', message: /line 10: a \{ that does not start/ })
   assert.throws(() => renderTemplate('SELECT }', {}, at), { code: 'MIGRATE_TEMPLATE', message: /a lone \}/ })
   assert.throws(() => renderTemplate('SELECT {a!raw}', { a: 'x' }, at), { code: 'MIGRATE_TEMPLATE', message: /unknown placeholder form \{a!raw\}/ })
@@ -197,4 +199,19 @@ test('a plan creates a missing schema at the latest version, upgrades an old one
   assert.equal(upgrade.action, 'upgrade')
   assert.deepEqual(upgrade.scripts.map((s) => s.file), ['update_app_1_to_2.sql'])
   assert.equal((await planMigration(folder, '2', { variables: {} })).action, 'none')
+})
+
+test('seed files may be YAML or JSON; a wrong shape is a clear error', async (t) => {
+  const dir = await folderWith(t, {
+    'seed.json': '{"customers": [{"id": 1, "name": "Ada"}], "empty": []}',
+    'seed.yaml': 'customers:\n  - { id: 1, joined: 2024-05-01, tags: [a, b] }\n',
+    'flat.yaml': 'customers: Ada\n',
+    'broken.yaml': 'customers: [\n',
+  })
+  assert.deepEqual(await loadSeed(join(dir, 'seed.json')), { customers: [{ id: 1, name: 'Ada' }], empty: [] })
+  // Dates stay strings: PostgreSQL converts them by the column's type.
+  assert.deepEqual(await loadSeed(join(dir, 'seed.yaml')), { customers: [{ id: 1, joined: '2024-05-01', tags: ['a', 'b'] }] })
+  await assert.rejects(loadSeed(join(dir, 'flat.yaml')), { code: 'MIGRATE_SEED', message: /flat\.yaml: customers must hold a list of rows/ })
+  await assert.rejects(loadSeed(join(dir, 'broken.yaml')), { code: 'MIGRATE_SEED', message: /broken\.yaml is not valid YAML or JSON/ })
+  await assert.rejects(loadSeed(join(dir, 'missing.yaml')), { code: 'MIGRATE_SEED', message: /cannot read the seed file/ })
 })

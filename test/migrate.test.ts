@@ -97,8 +97,11 @@ async function shopAt01(): Promise<string> {
 
 test('a fresh database is created at the current version', async () => {
   const dbname = await newDatabase()
-  const result = await run(dbname)
+  const progress: string[] = []
+  const result = await run(dbname, { onProgress: (e) => progress.push(e.type === 'statement' ? `${e.file}:${e.line}` : e.type) })
   assert.equal(result.action, 'create')
+  assert.deepEqual(progress.slice(0, 4), ['waiting', 'plan', 'create_shop.sql:2', 'create_shop.sql:6'])
+  assert.equal(progress.length, 2 + result.statements)
   assert.equal(result.from, null)
   assert.equal(result.to, '1.0')
   assert.deepEqual(result.scripts, ['create_shop.sql'])

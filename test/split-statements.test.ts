@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { splitStatements, leadingWords } from '../src/split-statements.ts'
+import { splitStatements } from '../src/split-statements.ts'
 import { PgcrewError } from '../src/errors.ts'
 
 const sqlOf = (script: string): string[] => splitStatements(script).map((s) => s.sql)
@@ -162,9 +162,4 @@ test('psql meta-commands are refused with their line', () => {
   })
   // …but a backslash inside a string is just text.
   assert.deepEqual(sqlOf("SELECT '\\connect'"), ["SELECT '\\connect'"])
-})
-
-test('leadingWords skips comments and punctuation', () => {
-  assert.deepEqual(leadingWords('/* x */ -- y\n REINDEX (VERBOSE) index concurrently foo', 4), ['REINDEX', 'VERBOSE', 'INDEX', 'CONCURRENTLY'])
-  assert.deepEqual(leadingWords('', 2), [])
 })
