@@ -71,34 +71,43 @@ export function expandVariables(value: string, env: NodeJS.ProcessEnv, where: st
     const v = env[name]
     if (v !== undefined && v !== '') return v
     if (fallback !== undefined) return fallback
-    throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: \${${name}} is not set in the environment; set it or write \${${name}:-default}`)
+    throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: \${${name}} is ${v === undefined ? 'not set' : 'empty'} in the environment; set it or write \${${name}:-default}`)
   })
 }
 
-/** Reject what the ini package would silently misread: dotted sections, keys outside sections, junk lines. */
-function validateLines(text: string, file: string): void {
+/**
+ * Reject what the ini package would silently misread: dotted sections, keys outside sections, junk
+ * lines. Returns the text to hand to ini, with comments after a `[section]` header removed: ini 6
+ * does not see `[local] ; note` as a header at all and would pour the keys under it into the
+ * previous profile.
+ */
+function validateLines(text: string, file: string): string {
   let section: string | undefined
-  text.split(/\r?\n/).forEach((raw, i) => {
+  const lines = text.split(/\r?\n/)
+  lines.forEach((raw, i) => {
     const line = raw.trim()
     const where = `${file}:${i + 1}`
     if (line === '' || line.startsWith(';') || line.startsWith('#')) return
-    const header = /^\[(.*)\]\s*([;#].*)?$/.exec(line)
+    const header = /^\[([^\]]*)\]\s*([;#].*)?$/.exec(line)
     if (header) {
       section = header[1]!.trim()
       if (section.includes('.')) {
         throw new PgcrewError('PROFILE_DOTTED_NAME', `${where}: profile name "${section}" contains a dot, which the INI format reads as nesting; rename it (for example "${section.replaceAll('.', '-')}")`)
       }
       if (section === '') throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: empty section name "[]"`)
+      lines[i] = `[${section}]`
       return
     }
     if (line.startsWith('[')) throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: malformed section header "${line}"; write [name]`)
     if (!/^[A-Za-z_][\w-]*\s*=/.test(line)) {
-      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: expected "key = value" or "[profile]", found "${line.slice(0, 40)}"`)
+      // Show only the first word: a mistyped line may be "password: secret".
+      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: expected "key = value" or "[profile]", found a line starting "${line.split(/[\s:=]/)[0]!.slice(0, 40)}"`)
     }
     if (section === undefined) {
       throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: "${line.split('=')[0]!.trim()}" appears before any [profile] section; put it under one`)
     }
   })
+  return lines.join('\n')
 }
 
 function convert(key: string, value: unknown, where: string): unknown {
@@ -137,8 +146,7 @@ function readProfileFile(file: string, env: NodeJS.ProcessEnv): Map<string, Reco
   } catch (error) {
     throw new PgcrewError('PROFILE_FILE_INVALID', `cannot read profile file ${file}: ${(error as NodeJS.ErrnoException).code ?? error}`, { cause: error })
   }
-  validateLines(text, file)
-  const parsed = ini.parse(text) as Record<string, Record<string, unknown>>
+  const parsed = ini.parse(validateLines(text, file)) as Record<string, Record<string, unknown>>
   const secure = (statSync(file).mode & 0o077) === 0
   const out = new Map<string, Record<string, unknown>>()
   for (const [name, body] of Object.entries(parsed)) {
