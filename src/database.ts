@@ -11,6 +11,8 @@ import { loadHookModule, type HookRef } from './hooks.ts'
 import { resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
 import type { ClientSpec, OnConnectHook } from './pg-client.ts'
 import { chooseProfile, loadProfiles, machineFqdn, type Profile, type ProfileSet } from './profiles.ts'
+import { trackInRealm } from './realm.ts'
+import { Crew, type CrewOptions } from './crew.ts'
 import { restoreSnapshotOptions, type DatabaseSnapshot } from './snapshot.ts'
 import { beginStatement, Transaction, type TransactionOptions } from './transaction.ts'
 
@@ -62,6 +64,7 @@ export class Database implements AsyncDisposable {
 
   constructor(options: DatabaseOptions = {}) {
     this.#opts = resolveOptions(options)
+    trackInRealm(this)
     this.#password = (this.#opts as { password?: string }).password
     const hooks = this.#opts.onConnect
     for (const hook of hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]) this.onConnect(hook)
@@ -138,6 +141,16 @@ export class Database implements AsyncDisposable {
     return this.#executor?.totalCount ?? 0
   }
 
+  /** The most connections this Database's own pool may open (counted in a crew's budget). */
+  get maxConnections(): number {
+    return this.#opts.max
+  }
+
+  /** Start a crew of worker threads that reconnect from this Database's snapshot. */
+  async crew(options: CrewOptions): Promise<Crew> {
+    return Crew.create(this, options)
+  }
+
   /** How many idle connections the server killed under us (each cost one reconnect, nothing else). */
   get idleErrorCount(): number {
     return this.#idleErrors
@@ -173,7 +186,11 @@ export class Database implements AsyncDisposable {
   }
 
   #baseSettings(): { settings: ConnectionSettings; serverSettings: Record<string, string> } {
-    if (this.#pendingSettings) return { settings: { ...this.#pendingSettings.settings }, serverSettings: this.#pendingSettings.serverSettings }
+    if (this.#pendingSettings) {
+      const settings = { ...this.#pendingSettings.settings }
+      if (this.#opts.applicationName) settings.applicationName = this.#opts.applicationName
+      return { settings, serverSettings: this.#pendingSettings.serverSettings }
+    }
     const o = this.#opts
     let settings: ConnectionSettings = {}
     let serverSettings: Record<string, string> = {}

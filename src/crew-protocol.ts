@@ -1,0 +1,56 @@
+import { isTransientError } from './database-error.ts'
+import { PgcrewError } from './errors.ts'
+import type { DatabaseSnapshot } from './snapshot.ts'
+
+/** What each crew worker thread receives as workerData. */
+export interface CrewWorkerData {
+  snapshot: DatabaseSnapshot
+  /** URL of the user's worker module (its default export comes from defineWorker). */
+  workerModule: string
+  perWorkerConnections: number
+  /** BroadcastChannel name for close/ready messages. */
+  channel: string
+}
+
+/** One unit of work sent to a worker. */
+export type TaskEnvelope =
+  | { mode: 'plain'; task: unknown; attempt: number }
+  | { mode: 'pipeline'; task: unknown; attempt: number; pipeline: string; key: string; ledger: string }
+
+/** An error as it crosses the thread boundary: plain data, no stack, never a secret. */
+export interface SerializedError {
+  name: string
+  code?: string
+  message: string
+  transient: boolean
+  detail?: string
+}
+
+/** What a worker sends back for a task. */
+export type TaskOutcome = { ok: true; value: unknown; workerId: number; skipped?: boolean } | { ok: false; error: SerializedError; workerId: number }
+
+export function serializeError(error: unknown): SerializedError {
+  const e = error as { name?: string; code?: unknown; message?: string; detail?: unknown }
+  return {
+    name: typeof e?.name === 'string' ? e.name : 'Error',
+    code: typeof e?.code === 'string' ? e.code : undefined,
+    message: typeof e?.message === 'string' ? e.message : String(error),
+    transient: isTransientError(error),
+    detail: typeof e?.detail === 'string' ? e.detail : undefined,
+  }
+}
+
+/** The error a task failed with, rebuilt in the main thread (code and transient flag kept). */
+export class TaskError extends PgcrewError {
+  readonly transient: boolean
+  readonly originalName: string
+  constructor(error: SerializedError, readonly workerId?: number) {
+    super(error.code ?? 'TASK_FAILED', error.message, { details: { name: error.name, detail: error.detail, workerId } })
+    this.name = 'TaskError'
+    this.transient = error.transient
+    this.originalName = error.name
+  }
+}
+
+/** Messages on the crew's BroadcastChannel. */
+export type CrewMessage = { type: 'ready'; workerId: number } | { type: 'close' } | { type: 'closed'; workerId: number } | { type: 'init-failed'; workerId: number; error: SerializedError }

@@ -1,0 +1,93 @@
+// The worker side of a crew: runs inside each piscina worker thread (loaded by workers/crew-worker).
+import { BroadcastChannel, threadId } from 'node:worker_threads'
+import { Database } from './database.ts'
+import { isWorkerDefinition, type TaskHandler } from './define-worker.ts'
+import { PgcrewError } from './errors.ts'
+import { serializeError, type CrewMessage, type CrewWorkerData, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
+import { discardRealmConnections, trackPgPools } from './realm.ts'
+import { markDone } from './ledger.ts'
+
+// Before the user's module is imported, so a pool it creates at import time is known and discarded.
+trackPgPools()
+
+/**
+ * Import the user's worker module. Node 20 does not carry `--import tsx` loader hooks into worker
+ * threads, so a TypeScript worker gets tsx registered here first (a failed import would be cached).
+ */
+async function importWorkerModule(url: string): Promise<unknown> {
+  if (/\.[mc]?ts$/.test(url)) {
+    let api: { register: () => unknown }
+    try {
+      api = (await import('tsx/esm/api')) as typeof api
+    } catch {
+      throw new PgcrewError('WORKER_INVALID', `${url} is TypeScript but tsx is not installed; run \`npm install -D tsx\` or point the crew at the built .js file`)
+    }
+    api.register()
+  }
+  return import(url)
+}
+
+interface Ready {
+  db: Database
+  handler: TaskHandler
+}
+
+/** Build the piscina task function for this worker; the init hook runs on its first task. */
+export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Promise<TaskOutcome> {
+  const workerId = threadId
+  const abort = new AbortController()
+  const channel = new BroadcastChannel(data.channel)
+  channel.unref()
+  let ready: Promise<Ready> | undefined
+
+  const init = async (): Promise<Ready> => {
+    const mod = (await importWorkerModule(data.workerModule)) as { default?: unknown }
+    const definition = mod.default
+    if (!isWorkerDefinition(definition)) {
+      throw new PgcrewError('WORKER_INVALID', `${data.workerModule} must export default defineWorker(async ({ db }) => async (task) => result)`)
+    }
+    // Whatever this realm holds now was inherited or made at import time: it is not ours to share.
+    await discardRealmConnections()
+    const db = Database.fromSnapshot(data.snapshot, { max: data.perWorkerConnections, applicationName: `pgcrew worker ${workerId}` })
+    await db.connect()
+    const handler = await definition.init({ db, workerId, signal: abort.signal })
+    if (typeof handler !== 'function') throw new PgcrewError('WORKER_INVALID', `the init hook of ${data.workerModule} must return a task function`)
+    channel.postMessage({ type: 'ready', workerId } satisfies CrewMessage)
+    return { db, handler }
+  }
+
+  channel.onmessage = (event: unknown) => {
+    const msg = (event as { data: CrewMessage }).data
+    if (msg.type !== 'close') return
+    abort.abort()
+    void (async () => {
+      const r = await ready?.catch(() => undefined)
+      await r?.db.close().catch(() => {})
+      channel.postMessage({ type: 'closed', workerId } satisfies CrewMessage)
+    })()
+  }
+
+  return async (envelope: TaskEnvelope): Promise<TaskOutcome> => {
+    let r: Ready
+    try {
+      r = await (ready ??= init())
+    } catch (error) {
+      const serialized = serializeError(error)
+      channel.postMessage({ type: 'init-failed', workerId, error: serialized } satisfies CrewMessage)
+      return { ok: false, error: { ...serialized, code: 'WORKER_INIT_FAILED', transient: false, message: `worker init failed: ${serialized.message}` }, workerId }
+    }
+    try {
+      if (envelope.mode === 'plain') {
+        return { ok: true, value: await r.handler(envelope.task, { db: r.db, workerId, attempt: envelope.attempt }), workerId }
+      }
+      const outcome = await r.db.transaction(async (tx) => {
+        // Claim the key first: a concurrent or repeated attempt waits on this row, then sees it done.
+        if (!(await markDone(tx, envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId))) return { skipped: true, value: undefined }
+        return { skipped: false, value: await r.handler(envelope.task, { db: r.db, workerId, tx, attempt: envelope.attempt }) }
+      })
+      return { ok: true, value: outcome.value, skipped: outcome.skipped, workerId }
+    } catch (error) {
+      return { ok: false, error: serializeError(error), workerId }
+    }
+  }
+}

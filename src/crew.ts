@@ -1,0 +1,220 @@
+import { randomBytes } from 'node:crypto'
+import { availableParallelism } from 'node:os'
+import { extname, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { BroadcastChannel } from 'node:worker_threads'
+import { Piscina } from 'piscina'
+import { computeBudget, type BudgetPlan } from './budget.ts'
+import { TaskError, type CrewMessage, type CrewWorkerData, type SerializedError, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
+import type { Database } from './database.ts'
+import { PgcrewError } from './errors.ts'
+
+/** Options of `db.crew()`; every field but `worker` is optional. */
+export interface CrewOptions {
+  /** The worker module (path or URL) whose default export comes from `defineWorker`. */
+  worker: string | URL
+  /** Worker threads. Default: every core (`os.availableParallelism()`). */
+  threads?: number
+  /** Pool size inside each worker. Default 1 (one task at a time per worker). */
+  perWorkerConnections?: number
+  /** Ceiling on main + threads × perWorker; default from the server's max_connections. */
+  connectionBudget?: number
+  /** What to do when over budget. Default 'clamp'. */
+  onOverBudget?: 'clamp' | 'refuse'
+  /** Abort (and fail) a task running longer than this. Default: no limit. */
+  taskTimeoutMillis?: number
+  /** How long close() waits for workers to end their pools. Default 10 000. */
+  closeTimeoutMillis?: number
+}
+
+const DEFAULTS = Object.freeze({ perWorkerConnections: 1, onOverBudget: 'clamp' as const, closeTimeoutMillis: 10_000 })
+
+/** The worker entry piscina loads: .ts under tsx in development, .js after `npm run build`. */
+function crewWorkerFile(): string {
+  const ext = extname(new URL(import.meta.url).pathname) || '.js'
+  return new URL(`../workers/crew-worker${ext}`, import.meta.url).href
+}
+
+function moduleUrl(worker: string | URL): string {
+  if (worker instanceof URL) return worker.href
+  return worker.startsWith('file:') ? worker : pathToFileURL(resolve(worker)).href
+}
+
+/**
+ * A pool of worker threads that each reconnect from the master Database's snapshot and run tasks.
+ *
+ * @example
+ * await using crew = await db.crew({ worker: new URL('./worker.ts', import.meta.url), threads: 4 })
+ * const result = await crew.run({ id: 1 })
+ */
+export class Crew implements AsyncDisposable {
+  readonly #pool: Piscina
+  readonly #channel: BroadcastChannel
+  readonly #ready = new Set<number>()
+  readonly #inFlight = new Set<Promise<unknown>>()
+  readonly #taskTimeoutMillis: number | undefined
+  readonly #closeTimeoutMillis: number
+  #initError: TaskError | undefined
+  #closing: Promise<void> | undefined
+  #crashes = 0
+  /** The connection arithmetic this crew runs under. */
+  readonly budget: BudgetPlan
+
+  private constructor(pool: Piscina, channel: BroadcastChannel, budget: BudgetPlan, opts: CrewOptions) {
+    this.#pool = pool
+    this.#channel = channel
+    this.budget = budget
+    this.#taskTimeoutMillis = opts.taskTimeoutMillis
+    this.#closeTimeoutMillis = opts.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis
+    channel.onmessage = (event: unknown) => {
+      const msg = (event as { data: CrewMessage }).data
+      if (msg.type === 'ready') this.#ready.add(msg.workerId)
+      if (msg.type === 'init-failed') this.#noteInitFailure(msg.error, msg.workerId)
+    }
+    // A worker that dies outside a task (uncaught throw, process.exit) is replaced by piscina; its
+    // task, if any, fails through run(). Without a listener the error would crash the main thread.
+    pool.on('error', () => {
+      this.#crashes++
+    })
+  }
+
+  /** Create a crew for `db` (use `db.crew(options)`). Computes the connection budget first. */
+  static async create(db: Database, options: CrewOptions): Promise<Crew> {
+    if (!options?.worker) throw new PgcrewError('INVALID_OPTION', 'crew({ worker }) needs the worker module: a path or URL of a file that exports default defineWorker(...)')
+    const snapshot = db.snapshot()
+    if (snapshot.functionHooks > 0) {
+      throw new PgcrewError('INVALID_OPTION', 'an onConnect hook given as a function cannot travel to worker threads; pass it as a module path (db.onConnect("./hooks/search-path.ts"))')
+    }
+    const threads = options.threads ?? availableParallelism()
+    if (!Number.isInteger(threads) || threads < 1) throw new PgcrewError('INVALID_OPTION', `threads must be a whole number ≥ 1, not ${threads}`)
+    const perWorker = options.perWorkerConnections ?? DEFAULTS.perWorkerConnections
+    if (!db.connected) await db.connect()
+    const budget = await computeBudget(db, {
+      threads,
+      perWorker,
+      main: db.maxConnections,
+      connectionBudget: options.connectionBudget,
+      onOverBudget: options.onOverBudget ?? DEFAULTS.onOverBudget,
+    })
+    const channelName = `pgcrew-crew-${randomBytes(6).toString('hex')}`
+    const workerData: CrewWorkerData = { snapshot, workerModule: moduleUrl(options.worker), perWorkerConnections: budget.perWorker, channel: channelName }
+    const pool = new Piscina({
+      filename: crewWorkerFile(),
+      minThreads: budget.threads,
+      maxThreads: budget.threads,
+      workerData,
+      // 'sync' parks an idle worker in Atomics.wait: its sockets stall and a killed backend goes unnoticed.
+      atomics: 'async',
+      concurrentTasksPerWorker: budget.perWorker,
+      idleTimeout: 2 ** 31 - 1,
+    })
+    const channel = new BroadcastChannel(channelName)
+    channel.unref()
+    return new Crew(pool, channel, budget, options)
+  }
+
+  #noteInitFailure(error: SerializedError, workerId: number): void {
+    this.#initError ??= new TaskError({ ...error, code: 'WORKER_INIT_FAILED', transient: false, message: `worker init failed: ${error.message}` }, workerId)
+  }
+
+  /** The first worker init failure, if any (reported once; later tasks fail fast with it). */
+  get initError(): TaskError | undefined {
+    return this.#initError
+  }
+
+  /** Worker threads that died outside a task and were replaced. */
+  get crashes(): number {
+    return this.#crashes
+  }
+
+  get threads(): number {
+    return this.budget.threads
+  }
+
+  /** Send one envelope; resolves with the worker's outcome, never rejects. */
+  async dispatch(envelope: TaskEnvelope): Promise<TaskOutcome> {
+    if (this.#closing) return { ok: false, error: { name: 'PgcrewError', code: 'CLOSED', message: 'the crew is closing', transient: false }, workerId: -1 }
+    if (this.#initError) return { ok: false, error: { name: 'TaskError', code: 'WORKER_INIT_FAILED', message: this.#initError.message, transient: false }, workerId: -1 }
+    const signal = this.#taskTimeoutMillis ? AbortSignal.timeout(this.#taskTimeoutMillis) : undefined
+    const p = (this.#pool.run(envelope, { signal }) as Promise<TaskOutcome>).catch((error: unknown): TaskOutcome => {
+      const aborted = (error as { name?: string })?.name === 'AbortError'
+      const message = aborted ? `task timed out after ${this.#taskTimeoutMillis} ms` : `worker thread died: ${(error as Error)?.message ?? error}`
+      return { ok: false, error: { name: 'TaskError', code: aborted ? 'TASK_TIMEOUT' : 'WORKER_CRASHED', message, transient: !aborted }, workerId: -1 }
+    })
+    this.#inFlight.add(p)
+    try {
+      const outcome = await p
+      if (!outcome.ok && outcome.error.code === 'WORKER_INIT_FAILED') this.#noteInitFailure({ ...outcome.error, message: outcome.error.message.replace(/^worker init failed: /, '') }, outcome.workerId)
+      return outcome
+    } finally {
+      this.#inFlight.delete(p)
+    }
+  }
+
+  /** Run one task in a worker; rejects with a {@link TaskError} carrying the worker's error code. */
+  async run<R = unknown>(task: unknown): Promise<R> {
+    const outcome = await this.dispatch({ mode: 'plain', task, attempt: 1 })
+    if (!outcome.ok) throw new TaskError(outcome.error, outcome.workerId)
+    return outcome.value as R
+  }
+
+  /** Run every task, at most `concurrency` at once (default threads × perWorker); yields in completion order. */
+  async *map<T, R = unknown>(tasks: Iterable<T> | AsyncIterable<T>, options: { concurrency?: number } = {}): AsyncGenerator<{ task: T; result?: R; error?: TaskError }> {
+    const limit = options.concurrency ?? this.budget.threads * this.budget.perWorker
+    const running = new Map<Promise<unknown>, Promise<{ key: Promise<unknown>; task: T; outcome: TaskOutcome }>>()
+    for await (const task of tasks as AsyncIterable<T>) {
+      const key = Promise.resolve()
+      const p = this.dispatch({ mode: 'plain', task, attempt: 1 }).then((outcome) => ({ key, task, outcome }))
+      running.set(key, p)
+      if (running.size >= limit) {
+        const done = await Promise.race(running.values())
+        running.delete(done.key)
+        yield done.outcome.ok ? { task: done.task, result: done.outcome.value as R } : { task: done.task, error: new TaskError(done.outcome.error, done.outcome.workerId) }
+      }
+    }
+    while (running.size) {
+      const done = await Promise.race(running.values())
+      running.delete(done.key)
+      yield done.outcome.ok ? { task: done.task, result: done.outcome.value as R } : { task: done.task, error: new TaskError(done.outcome.error, done.outcome.workerId) }
+    }
+  }
+
+  /**
+   * Stop taking tasks, let running ones finish, have every worker end its pool (rolling back anything
+   * open), then stop the threads. piscina has no teardown hook, so a BroadcastChannel carries it.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.allSettled([...this.#inFlight])
+      const expected = new Set(this.#ready)
+      if (expected.size) {
+        await new Promise<void>((resolveAll) => {
+          const timer = setTimeout(resolveAll, this.#closeTimeoutMillis)
+          this.#channel.onmessage = (event: unknown) => {
+            const msg = (event as { data: CrewMessage }).data
+            if (msg.type === 'closed') expected.delete(msg.workerId)
+            if (expected.size === 0) {
+              clearTimeout(timer)
+              resolveAll()
+            }
+          }
+          this.#channel.postMessage({ type: 'close' } satisfies CrewMessage)
+        })
+      }
+      this.#channel.close()
+      await this.#pool.destroy()
+    })()
+    return this.#closing
+  }
+
+  /** The forced path: terminate the threads now (the server rolls back their open transactions). */
+  async destroy(): Promise<void> {
+    this.#closing ??= Promise.resolve()
+    this.#channel.close()
+    await this.#pool.destroy()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}

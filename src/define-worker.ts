@@ -1,0 +1,48 @@
+import type { Transaction } from './transaction.ts'
+import type { Database } from './database.ts'
+
+/** What a worker's init hook receives. */
+export interface WorkerContext {
+  /** This worker's Database, reconnected from the master's snapshot (same profile, role, dbversion, pooling). */
+  db: Database
+  /** A small number naming this worker (also in its connections' application_name). */
+  workerId: number
+  /** Aborted when the crew closes. */
+  signal: AbortSignal
+}
+
+/** What each task call receives besides the task. */
+export interface TaskContext {
+  db: Database
+  workerId: number
+  /** In a pipeline: the transaction the task's writes and its ledger mark commit in together. */
+  tx?: Transaction
+  /** 1 on the first try, 2+ on retries. */
+  attempt: number
+}
+
+/** A task handler made by a worker's init hook. */
+export type TaskHandler<T = unknown, R = unknown> = (task: T, context: TaskContext) => R | Promise<R>
+
+/** A worker file's default export, made by {@link defineWorker}. */
+export interface WorkerDefinition<T = unknown, R = unknown> {
+  readonly kind: 'pgcrew.worker'
+  readonly init: (context: WorkerContext) => Promise<TaskHandler<T, R>> | TaskHandler<T, R>
+}
+
+/**
+ * Define a crew worker: `init` runs once per worker, after pgcrew has discarded any pool the
+ * worker inherited or created at import time and reconnected from the master's snapshot.
+ *
+ * @example
+ * export default defineWorker(async ({ db }) => async (task: { id: number }, { tx }) => {
+ *   await (tx ?? db).query('update items set done = true where id = $1', [task.id])
+ * })
+ */
+export function defineWorker<T = unknown, R = unknown>(init: WorkerDefinition<T, R>['init']): WorkerDefinition<T, R> {
+  return Object.freeze({ kind: 'pgcrew.worker' as const, init })
+}
+
+export function isWorkerDefinition(value: unknown): value is WorkerDefinition {
+  return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'pgcrew.worker'
+}

@@ -1,0 +1,65 @@
+import type { Database } from './database.ts'
+import { PgcrewError } from './errors.ts'
+import { qname } from './quote.ts'
+import type { Transaction } from './transaction.ts'
+
+/** The ledger table's default name. */
+export const DEFAULT_LEDGER = 'pgcrew_ledger'
+
+/** `schema.table` or `table`, quoted; anything else is refused rather than interpolated. */
+export function ledgerName(name: string): string {
+  if (!/^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*)?$/.test(name)) {
+    throw new PgcrewError('INVALID_OPTION', `ledger table "${name}" must be "table" or "schema.table" (letters, digits, _)`)
+  }
+  return qname(...name.split('.'))
+}
+
+/** Create the ledger table if it does not exist (safe to race: the advisory lock serialises creators). */
+export async function ensureLedger(db: Database, table: string): Promise<void> {
+  const t = ledgerName(table)
+  await db.transaction(async (tx) => {
+    await tx.query("SELECT pg_advisory_xact_lock(hashtext('pgcrew.ledger'))")
+    await tx.query(`CREATE TABLE IF NOT EXISTS ${t} (
+      pipeline    text        NOT NULL,
+      key         text        NOT NULL,
+      status      text        NOT NULL CHECK (status IN ('done', 'failed')),
+      attempts    integer     NOT NULL DEFAULT 1,
+      worker      integer,
+      error       text,
+      finished_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (pipeline, key))`)
+  })
+}
+
+/**
+ * Mark a key done inside the task's own transaction. Returns false when it was already done (the
+ * caller must then do nothing): this is what makes a rerun, or a duplicate, do nothing twice.
+ */
+export async function markDone(tx: Transaction, table: string, pipeline: string, key: string, attempt: number, workerId: number): Promise<boolean> {
+  const t = ledgerName(table)
+  const { rowCount } = await tx.query(
+    `INSERT INTO ${t} AS l (pipeline, key, status, attempts, worker) VALUES ($1, $2, 'done', $3, $4)
+     ON CONFLICT (pipeline, key) DO UPDATE SET status = 'done', attempts = EXCLUDED.attempts, worker = EXCLUDED.worker, error = NULL, finished_at = now()
+     WHERE l.status <> 'done'`,
+    [pipeline, key, attempt, workerId],
+  )
+  return rowCount === 1
+}
+
+/** Record a permanent failure (outside any task transaction: the task's own writes rolled back). */
+export async function recordFailure(db: Database, table: string, pipeline: string, key: string, attempts: number, message: string): Promise<void> {
+  const t = ledgerName(table)
+  await db.query(
+    `INSERT INTO ${t} AS l (pipeline, key, status, attempts, error) VALUES ($1, $2, 'failed', $3, $4)
+     ON CONFLICT (pipeline, key) DO UPDATE SET status = 'failed', attempts = EXCLUDED.attempts, error = EXCLUDED.error, finished_at = now()
+     WHERE l.status <> 'done'`,
+    [pipeline, key, attempts, message.slice(0, 2000)],
+  )
+}
+
+/** Which of these keys are done: one query per batch, not per task. */
+export async function doneKeys(db: Database, table: string, pipeline: string, keys: readonly string[]): Promise<Set<string>> {
+  if (keys.length === 0) return new Set()
+  const { rows } = await db.query<{ key: string }>(`SELECT key FROM ${ledgerName(table)} WHERE pipeline = $1 AND key = ANY($2::text[]) AND status = 'done'`, [pipeline, keys])
+  return new Set(rows.map((r) => r.key))
+}
