@@ -194,14 +194,13 @@ export async function migrate(db: Database, options: MigrateOptions): Promise<Mi
   return db.transaction(async (tx) => {
     const { dbname } = await checkRoles(tx, user, o.adminMustBe)
     const variables = { ...o.variables, dbname, ...(user === undefined ? {} : { username: user }) }
-    const plan = async (): Promise<MigrationPlan> => planMigration(folder, await currentVersion(tx, vt, o.detectVersion), { target: o.target, variables })
-    // Plan before waiting, so a broken script fails now rather than after another runner's upgrade.
-    let chosen = await plan()
+    // The version is read only once the lock is ours: a runner that read the version table first
+    // would hold a lock on it while waiting, and deadlock with a script that alters that table.
     if (!o.dryRun) {
       emit({ type: 'waiting', app: o.app, maxWaitMillis: o.maxWaitMillis })
       await acquireLock(tx, o.app, o.maxWaitMillis)
-      chosen = await plan()
     }
+    const chosen = await planMigration(folder, await currentVersion(tx, vt, o.detectVersion), { target: o.target, variables })
     const statements = planStatements(chosen)
     for (const message of chosen.notices) emit({ type: 'notice', message })
     emit({ type: 'plan', action: chosen.action, from: chosen.from, to: chosen.to, scripts: chosen.scripts.map((s) => s.file), statements: statements.length })
