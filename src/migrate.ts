@@ -229,7 +229,7 @@ export async function migrate(db: Database, options: MigrateOptions): Promise<Mi
           const line = failureLine(statement, error)
           throw new PgcrewError(
             'MIGRATE_FAILED',
-            `${statement.file} line ${line}: ${(error as Error).message}; everything was rolled back, the database is still at ${chosen.from ?? 'no schema'}`,
+            `${statement.file} line ${line}: ${(error as Error).message}; everything was rolled back, ${chosen.from === null ? 'the database still has no schema' : `the database is still at ${chosen.from}`}`,
             { cause: error, details: { file: statement.file, line, sqlstate: (error as { sqlstate?: string }).sqlstate } },
           )
         }

@@ -160,7 +160,7 @@ test('the position of a syntax error is reported as the script line it is on', a
   await writeFile(join(scripts, 'create_x.sql'), 'CREATE TABLE a (id int);\nCREATE TABLE b (\n  id int,\n  oops oops oops\n);\n')
   await assert.rejects(run(dbname, { scripts, app: 'x', target: '1', versionTable: undefined }), {
     code: 'MIGRATE_FAILED',
-    message: /^create_x\.sql line 4: syntax error at or near "oops"/,
+    message: /^create_x\.sql line 4: syntax error at or near "oops"; everything was rolled back, the database still has no schema$/,
   })
   assert.deepEqual(await rows(dbname, `SELECT to_regclass('a') AS a`), [{ a: null }])
 })
