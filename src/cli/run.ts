@@ -1,0 +1,107 @@
+import { Database } from '../database.ts'
+import { PgcrewError } from '../errors.ts'
+import { loadPipeline, runPipeline, type RunSummary } from '../pipeline.ts'
+import { chooseProfile, loadProfiles } from '../profiles.ts'
+import { barProgress, lineProgress, silentProgress } from '../progress.ts'
+import { startTempCluster, type TempCluster } from '../temp-cluster.ts'
+import { UsageError, type CliIO, type Command } from './command.ts'
+import { keyValues, printJson, println } from './output.ts'
+
+const PG_ENV = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSERVICE']
+
+/** Is anything configured (profile for this host, PG* variables)? If not, the run gets a temp server. */
+function configured(profile: string | undefined, env: NodeJS.ProcessEnv): boolean {
+  if (profile || env.PGCREW_PROFILE || PG_ENV.some((k) => env[k])) return true
+  try {
+    chooseProfile(loadProfiles({ env }), undefined, env)
+    return true
+  } catch (error) {
+    if (error instanceof PgcrewError && error.code === 'NO_PROFILE_MATCHES') return false
+    throw error
+  }
+}
+
+function int(value: unknown, flag: string, min: number): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} takes a whole number ≥ ${min}, not "${value}"`)
+  return n
+}
+
+function printSummary(io: CliIO, s: RunSummary): void {
+  const workers = Object.entries(s.perWorker)
+    .map(([id, n]) => `#${id}: ${n}`)
+    .join(', ')
+  println(
+    io.stdout,
+    keyValues([
+      ['pipeline', s.pipeline + (s.cancelled ? ' (cancelled: run again to resume)' : '')],
+      ['tasks', `${s.seen} seen, ${s.done} done, ${s.skipped} skipped (already done), ${s.failed} failed, ${s.retried} retried`],
+      ['time', `${(s.durationMillis / 1000).toFixed(1)} s, ${s.tasksPerSecond} tasks/s`],
+      ['threads', `${s.threads}, ${s.connections} connections at most`],
+      ['budget', s.budget],
+      ['per worker', workers || '-'],
+    ]),
+  )
+  for (const f of s.failures) println(io.stdout, `failed: ${f.key} after ${f.attempts} attempt(s): ${f.code ? `[${f.code}] ` : ''}${f.message}`)
+}
+
+export const command: Command = {
+  name: 'run',
+  summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--budget N] [--retries N] [--json]
+
+  PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
+  --threads N        worker threads (default: every core)
+  --profile P        run against profile P; with no profile and no PG* settings, a temporary
+                     PostgreSQL is started for the run and removed after it
+  --as WHO           admin, user, or a role name
+  --per-transaction  a fresh connection per task instead of a pool in each worker
+  --budget N         at most N connections in all (default: from the server's max_connections)
+  --retries N        retries of a task after a transient error (default 3)
+  --json             print a machine-readable summary (no progress output)`,
+  options: {
+    threads: { type: 'string' },
+    profile: { type: 'string' },
+    as: { type: 'string' },
+    'per-transaction': { type: 'boolean' },
+    budget: { type: 'string' },
+    retries: { type: 'string' },
+  },
+  async run({ values, positionals }, io) {
+    if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
+    const threads = int(values.threads, '--threads', 1)
+    const connectionBudget = int(values.budget, '--budget', 2)
+    const retries = int(values.retries, '--retries', 0)
+    const profile = values.profile as string | undefined
+    const as = values.as as string | undefined
+    const json = values.json === true
+    const def = await loadPipeline(positionals[0]!)
+
+    let cluster: TempCluster | undefined
+    let env = io.env
+    if (!configured(profile, env)) {
+      cluster = await startTempCluster()
+      if (!json) println(io.stderr, `pgcrew: no profile or PG* settings: using a temporary PostgreSQL (${cluster.source} binaries) at ${cluster.displayUrl}; it is removed after the run`)
+    }
+    try {
+      await using db = new Database({
+        profile,
+        connectionString: cluster?.url,
+        pooling: values['per-transaction'] ? 'per-transaction' : undefined,
+        max: 2,
+        env,
+      })
+      if (as === 'admin') await db.becomeAdmin()
+      else if (as === 'user') await db.becomeUser()
+      else if (as) await db.become(as)
+      const progress = json ? silentProgress : io.isTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
+      const summary = await runPipeline(db, def, { threads, connectionBudget, retries, progress, signal: io.signal })
+      if (json) printJson(io, summary)
+      else printSummary(io, summary)
+      return summary.cancelled || summary.failed > 0 ? 1 : 0
+    } finally {
+      await cluster?.stop()
+    }
+  },
+}
