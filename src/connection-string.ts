@@ -11,9 +11,24 @@ export interface ParsedConnectionString {
   readonly password?: string
 }
 
-/** Replace the password in a URI with `***` so it can go into an error or a log. */
+/**
+ * Replace the password in a URI with `***` so it can go into an error or a log. Masks up to the
+ * last `@`: a password often holds an unencoded `@` or `/`, and showing too little beats leaking.
+ */
 export function maskConnectionString(uri: string): string {
-  return uri.replace(/^([a-z]+:\/\/[^:/@]*:)[^@]*@/i, '$1***@')
+  return uri.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:).*@/i, '$1***@')
+}
+
+/** Does the string carry userinfo (`user:pass@` or `user@`)? Then its pieces may be a password. */
+function hasCredentials(uri: string): boolean {
+  return uri.includes('@')
+}
+
+/** Name a bad port without echoing it when it may be a piece of a mis-encoded password. */
+function badPort(uri: string, port: string): PgcrewError {
+  return hasCredentials(uri)
+    ? bad(uri, 'the port is not a number; percent-encode any : / @ # ? in the user name or password')
+    : bad(uri, `port "${port}" is not a number`)
 }
 
 function withPassword(result: Omit<ParsedConnectionString, 'password'>, password: string | undefined): ParsedConnectionString {
@@ -50,9 +65,16 @@ function setDriverParam(settings: ConnectionSettings, key: string, value: string
   }
 }
 
+/** A schema name for search_path: quoted unless it is a plain lower-case identifier. */
+function searchPathName(name: string): string {
+  if (name === '' || /^[a-z_][a-z0-9_$]*$/.test(name) || /^"(?:[^"]|"")*"$/.test(name) || name === '$user') return name
+  return '"' + name.replaceAll('"', '""') + '"'
+}
+
 /** py-postgresql's `pq://user:pass@host:port/db?setting=v&[driver_param]=v#schema1,schema2`. */
 function parsePqIri(uri: string): ParsedConnectionString {
-  const m = /^pq:\/\/(?:([^@/]*)@)?(\[[^\]]*\]|[^:/?#]*)?(?::([^/?#]*))?(?:\/([^?#]*))?(?:\?([^#]*))?(?:#(.*))?$/i.exec(uri)
+  // userinfo runs to the last '@' of the authority: passwords often hold an unencoded '@'.
+  const m = /^pq:\/\/(?:([^/?#]*)@)?(\[[^\]]*\]|[^:/?#]*)?(?::([^/?#]*))?(?:\/([^?#]*))?(?:\?([^#]*))?(?:#(.*))?$/i.exec(uri)
   if (!m) throw bad(uri, 'expected pq://user:pass@host:port/dbname?setting=value&[driver_param]=value#schema')
   const [, userinfo, rawHost, rawPort, rawDb, query, fragment] = m
   const settings: ConnectionSettings = {}
@@ -65,10 +87,18 @@ function parsePqIri(uri: string): ParsedConnectionString {
     }
     if (rawHost) {
       const host = decodeURIComponent(rawHost)
-      settings.host = host.startsWith('[unix:') ? host.slice(6, -1) : host.startsWith('[') ? host.slice(1, -1) : host
+      if (/^\[unix:/i.test(host)) {
+        // py-postgresql: [unix:...] is the socket file's path with ':' for '/'; pg wants its directory.
+        const path = host.slice(6, -1).replaceAll(':', '/')
+        const socket = /^(.*)\/\.s\.PGSQL\.(\d+)$/.exec(path)
+        settings.host = socket ? socket[1] || '/' : path
+        if (socket) settings.port = Number(socket[2])
+      } else {
+        settings.host = host.startsWith('[') ? host.slice(1, -1) : host
+      }
     }
     if (rawPort) {
-      if (!/^\d+$/.test(rawPort)) throw bad(uri, `port "${rawPort}" is not a number`)
+      if (!/^\d+$/.test(rawPort)) throw badPort(uri, rawPort)
       settings.port = Number(rawPort)
     }
     if (rawDb) settings.dbname = decodeURIComponent(rawDb)
@@ -76,18 +106,25 @@ function parsePqIri(uri: string): ParsedConnectionString {
     for (const pair of (query ?? '').split('&').filter(Boolean)) {
       const eq = pair.indexOf('=')
       const key = decodeURIComponent(eq < 0 ? pair : pair.slice(0, eq))
-      const value = eq < 0 ? '' : decodeURIComponent(pair.slice(eq + 1).replace(/\+/g, ' '))
+      // IRIs percent-encode; '+' is a plus (timezone=Etc/GMT+5), not a form-encoded space.
+      const value = eq < 0 ? '' : decodeURIComponent(pair.slice(eq + 1))
       const driver = /^\[(.+)\]$/.exec(key)
       if (driver) setDriverParam(settings, driver[1]!, value, uri)
       else serverSettings[key] = value
     }
-    if (fragment) settings.searchPath = decodeURIComponent(fragment).split(',').map((s) => s.trim()).filter(Boolean).join(',')
+    // Split before decoding, as py-postgresql does, so %2C stays inside a schema name.
+    if (fragment) settings.searchPath = fragment.split(',').map((s) => searchPathName(decodeURIComponent(s).trim())).filter(Boolean).join(',')
     return withPassword({ settings, serverSettings }, password)
   } catch (error) {
     if (error instanceof PgcrewError) throw error
     throw bad(uri, 'malformed percent-encoding', error)
   }
 }
+
+/** What pg-connection-string itself puts in its result (whatever the query held). */
+const PG_CONNECTION_STRING_KEYS = new Set(['host', 'port', 'database', 'user', 'password', 'ssl', 'client_encoding'])
+/** Query parameters a postgres:// URI may carry; anything else would be dropped silently, so it is refused. */
+const URI_PARAMS = new Set([...PG_CONNECTION_STRING_KEYS, 'dbname', 'sslmode', 'application_name', 'connect_timeout', 'options'])
 
 /**
  * Parse a `postgres://`/`postgresql://` URI (via pg-connection-string) or a py-postgresql `pq://` IRI.
@@ -101,19 +138,28 @@ export function parseConnectionString(uri: string): ParsedConnectionString {
   try {
     parsed = parsePgUri(uri)
   } catch (error) {
+    // The cause is safe to keep: pg-connection-string redacts the input URL's copy of the string.
     throw bad(uri, (error as Error).message.replace(uri, maskConnectionString(uri)), error)
+  }
+  const extra = parsed as Record<string, unknown>
+  for (const key of Object.keys(extra)) {
+    if (!URI_PARAMS.has(key)) {
+      throw bad(uri, `unsupported parameter "${key}"; known: ${[...URI_PARAMS].filter((k) => !PG_CONNECTION_STRING_KEYS.has(k)).join(', ')} (server settings go in options=-c%20name%3Dvalue or a pq:// IRI)`)
+    }
   }
   const settings: ConnectionSettings = {}
   if (parsed.host) settings.host = parsed.host
   if (parsed.port) {
-    if (!/^\d+$/.test(String(parsed.port))) throw bad(uri, `port "${parsed.port}" is not a number`)
+    if (!/^\d+$/.test(String(parsed.port))) throw badPort(uri, String(parsed.port))
     settings.port = Number(parsed.port)
   }
   if (parsed.database) settings.dbname = parsed.database
+  else if (typeof extra.dbname === 'string' && extra.dbname) settings.dbname = extra.dbname
   if (parsed.user) settings.user = parsed.user
-  const extra = parsed as Record<string, unknown>
   for (const key of ['sslmode', 'application_name', 'connect_timeout', 'options']) {
     if (typeof extra[key] === 'string') setDriverParam(settings, key, extra[key] as string, uri)
   }
+  // node-postgres users write ?ssl=true; that is libpq's sslmode=require.
+  if (extra.ssl === true && settings.sslmode === undefined) settings.sslmode = 'require'
   return withPassword({ settings, serverSettings: {} }, parsed.password ?? undefined)
 }
