@@ -3,7 +3,10 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { cp, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import pg from 'pg'
+import { command as initdb } from '../src/cli/initdb.ts'
+import { UsageError } from '../src/cli/command.ts'
 import { Database } from '../src/database.ts'
 import { migrate, migrationLockKey } from '../src/migrate.ts'
 import type { MigrateOptions } from '../src/migrate.ts'
@@ -337,4 +340,35 @@ test('a gap in the scripts and a newer database are refused with the versions na
   })
   await admin(`UPDATE configuration SET version = '1.1'`, [], dbname)
   await assert.rejects(run(dbname), { code: 'MIGRATE_DOWNGRADE', message: /database is at version 1\.1, newer than 1\.0: refusing to downgrade/ })
+})
+
+/** Runs `pgcrew initdb` with already-parsed flags (as main() hands them over) and captures its output. */
+async function cli(values: Record<string, unknown>): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = { stdout: '', stderr: '' }
+  const sink = (key: 'stdout' | 'stderr') => new Writable({ write(chunk, _enc, done) { out[key] += String(chunk); done() } })
+  const code = await initdb.run({ values, positionals: [] }, { stdout: sink('stdout'), stderr: sink('stderr'), env: cleanEnv(), isTTY: false })
+  return { code, ...out }
+}
+
+test('pgcrew initdb: --dry-run prints the SQL, --yes migrates, --json reports what it did', async () => {
+  const dbname = await newDatabase()
+  const flags = { scripts: shop, app: 'shop', user: appUser, 'version-table': 'configuration.version', url: urlFor(dbname) }
+  const dry = await cli({ ...flags, 'dry-run': true })
+  assert.equal(dry.code, 0)
+  assert.match(dry.stdout, /^-- create_shop\.sql \(to 1\.0\)\n-- line 2\nCREATE TABLE configuration/)
+  assert.match(dry.stderr, new RegExp(`would create shop 1\\.0 in database ${dbname} \\(1 script, \\d+ statements\\)`))
+  assert.equal(await versionOf(dbname), undefined)
+
+  await assert.rejects(cli(flags), (e: unknown) => e instanceof UsageError && /pass --yes/.test(e.message))
+  await assert.rejects(cli({ scripts: shop }), (e: unknown) => e instanceof UsageError && /--app NAME are required/.test(e.message))
+
+  const done = await cli({ ...flags, yes: true, json: true, seed: join(shop, 'seed.yaml') })
+  assert.equal(done.code, 0)
+  const report = JSON.parse(done.stdout)
+  assert.deepEqual([report.action, report.from, report.to, report.database, report.seeded.customers], ['create', null, '1.0', dbname, 2])
+  assert.equal(report.sql, undefined)
+  assert.equal(await versionOf(dbname), '1.0')
+
+  const again = await cli({ ...flags, yes: true })
+  assert.equal(again.stdout, `shop in database ${dbname} is at version 1.0; nothing to do\n`)
 })
