@@ -346,7 +346,24 @@ describe('pgcrew check', () => {
     const r = await pgcrew(['check', '--url', urlFor(dbname, { name: reader.name, password: wrong })])
     assert.equal(r.code, 1)
     assert.match(r.stderr, new RegExp(`^pgcrew: password authentication failed for role "${reader.name}"`))
+    assert.match(r.stderr, /the password came from the password option or connection string/)
     assert.equal(r.stderr.trim().split('\n').length, 1)
+
+    // Another role named with --as looks its own password up (pgpass), never reuses the URL's.
+    const as = await pgcrew(['check', '--url', urlFor(dbname, reader), '--as', owner.name], cleanEnv({ PGPASSFILE: join(dir, 'absent') }))
+    assert.equal(as.code, 1)
+    assert.match(as.stderr, new RegExp(`^pgcrew: password authentication failed for role "${owner.name}".*no password was found`))
+  })
+
+  test('a malformed --url is explained with the password masked', async () => {
+    const password = 'url-secret-' + Math.random().toString(36).slice(2)
+    secrets.add(password)
+    for (const url of [`postgres://u:${password}@h:notaport/db`, `mysql://u:${password}@h/db`]) {
+      const r = await pgcrew(['check', '--url', url, '--json'])
+      assert.equal(r.code, 1)
+      assert.equal(JSON.parse(r.stdout).error.code, 'INVALID_CONNECTION_STRING')
+      assert.match(r.stderr, /^pgcrew: invalid connection string \w+:\/\/u:\*\*\*@h/)
+    }
   })
 
   test('--as admin with no admin configured is an explained failure', async () => {
@@ -376,7 +393,7 @@ describe('pgcrew tmp', () => {
     const vars = Object.fromEntries(exportLine.slice('export '.length).split(' ').map((kv) => kv.split('=') as [string, string]))
     assert.deepEqual(Object.keys(vars), ['PGHOST', 'PGPORT', 'PGUSER', 'PGDATABASE', 'PGPASSFILE'])
     assert.equal(vars.PGDATABASE, 'postgres')
-    assert.match(out.text(), /^# PostgreSQL \d+.* at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/postgres$/m)
+    assert.match(out.text(), /^# PostgreSQL \d+.* is running at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/postgres$/m)
     assert.equal(statSync(vars.PGPASSFILE!).mode & 0o777, 0o600)
     const password = readFileSync(vars.PGPASSFILE!, 'utf8').split('\n')[0]!.split(':').at(-1)!
     assert.ok(password.length >= 16)

@@ -74,8 +74,9 @@ then stops the server and removes the directory.
         )
       } else {
         // Every line but the export is a shell comment, so the whole output can be pasted into a shell.
-        println(io.stdout, `# PostgreSQL ${serverVersion} (${cluster.source} binaries, ${cluster.bindir}) at ${cluster.displayUrl}`)
-        println(io.stdout, `# data, socket and pgpass in ${cluster.socketDir}; removed when this stops (Ctrl-C)`)
+        println(io.stdout, `# PostgreSQL ${serverVersion} is running at ${cluster.displayUrl}`)
+        println(io.stdout, `# binaries: ${cluster.bindir} (${cluster.source})`)
+        println(io.stdout, `# data, socket and pgpass: ${cluster.socketDir} (removed when this stops: Ctrl-C)`)
         println(io.stdout, 'export ' + Object.entries(env).map(([k, v]) => `${k}=${shellQuote(v)}`).join(' '))
       }
       await untilStopped(io.signal)
