@@ -1,0 +1,202 @@
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { describe, test } from 'node:test'
+import { Database } from '../src/database.ts'
+import { definePipeline, runPipeline } from '../src/pipeline.ts'
+import { startTempCluster } from '../src/temp-cluster.ts'
+import { admin, cleanEnv, eventually, freshDatabase, freshRole, server } from './helpers.ts'
+import counterPipeline from './fixtures/pipelines/counter.ts'
+
+const fixture = (name: string) => new URL(`./fixtures/workers/${name}.ts`, import.meta.url)
+
+async function counters(url: string): Promise<{ key: number; n: number }[]> {
+  const db = new Database({ connectionString: url, env: cleanEnv() })
+  try {
+    return (await db.query('SELECT key, n FROM counters ORDER BY key')).rows
+  } finally {
+    await db.close()
+  }
+}
+
+describe('crew workers', () => {
+  test('the init hook runs once per worker, and a pool created at import time is discarded', async () => {
+    const { url, dbname } = await freshDatabase('crew')
+    await admin('CREATE TABLE inits (worker int)', [], dbname)
+    process.env.PGCREW_FIXTURE_URL = url
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('import-pool'), threads: 2 })
+    const results = await Promise.all(Array.from({ length: 12 }, () => crew.run<{ workerId: number; importPoolConnections: number; leakedPoolEnded: boolean }>({})))
+    for (const r of results) assert.equal(r.leakedPoolEnded, true, 'a task ran before its realm discarded the import-time pool')
+    const leaked = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'import-time-pool'")
+    assert.equal(leaked[0]!.n, 0, 'the import-time pool still holds connections')
+    const inits = await admin<{ worker: number; n: number }>('SELECT worker, count(*)::int AS n FROM inits GROUP BY worker', [], dbname)
+    assert.ok(inits.length >= 1 && inits.length <= 2)
+    for (const row of inits) assert.equal(row.n, 1, `worker ${row.worker} ran its init hook ${row.n} times`)
+    const names = await admin<{ application_name: string }>("SELECT application_name FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'pgcrew worker %'", [dbname])
+    assert.ok(names.length >= 1, 'worker connections are tagged with their worker')
+  })
+
+  test("workers use the master's role (becomeUser: writes refused) and dbversion", async () => {
+    const { dbname } = await freshDatabase('crewrole')
+    const base = dbname
+    await admin(`CREATE DATABASE "${base}_v2"`)
+    const reader = await freshRole('crewreader')
+    try {
+      await admin(`GRANT CREATE ON SCHEMA public TO "${reader.name}"`, [], `${base}_v2`)
+      const { host, port } = server()
+      await using db = new Database({ host, port, dbname: base, user: reader.name, password: reader.password, env: cleanEnv(), max: 2 })
+      await db.changeVersion('v2')
+      await db.becomeUser()
+      await using crew = await db.crew({ worker: fixture('echo'), threads: 2 })
+      const who = await crew.run<{ u: string; d: string }>({ op: 'whoami' })
+      assert.equal(who.u, reader.name)
+      assert.equal(who.d, `${base}_v2`)
+      await assert.rejects(crew.run({ op: 'sql', sql: 'CREATE TABLE nope (x int)' }), { code: '25006' })
+    } finally {
+      await admin(`DROP DATABASE IF EXISTS "${base}_v2" WITH (FORCE)`)
+    }
+  })
+
+  test('a task error keeps its code; a worker that exits mid-task is replaced and the crew keeps going', async () => {
+    const { url } = await freshDatabase('crewcrash')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 2 })
+    await assert.rejects(crew.run({ op: 'throw' }), { code: 'ON_PURPOSE', message: 'task failed on purpose' })
+    await assert.rejects(crew.run({ op: 'exit' }), { code: 'WORKER_CRASHED' })
+    const after = await Promise.all([1, 2, 3].map(() => crew.run<{ u: string }>({ op: 'whoami' })))
+    assert.equal(after.length, 3)
+  })
+
+  test('init failure fails fast: tasks reject with the init error, nothing hangs', async () => {
+    const { url } = await freshDatabase('crewinit')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('init-fails'), threads: 2 })
+    const results = await Promise.allSettled(Array.from({ length: 6 }, () => crew.run({})))
+    for (const r of results) {
+      assert.equal(r.status, 'rejected')
+      assert.equal((r as PromiseRejectedResult).reason.code, 'WORKER_INIT_FAILED')
+      assert.match((r as PromiseRejectedResult).reason.message, /cannot load the calibration file/)
+    }
+    assert.ok(crew.initError)
+    const pipeline = definePipeline({ name: 'never', worker: fixture('init-fails'), tasks: [{ key: 1 }, { key: 2 }] })
+    await assert.rejects(runPipeline(db, pipeline, { threads: 2 }), { code: 'WORKER_INIT_FAILED' })
+  })
+
+  test('close lets workers end their pools: no open transaction, no worker connection, no EOF', async () => {
+    const { url, dbname } = await freshDatabase('crewclose')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const crew = await db.crew({ worker: fixture('echo'), threads: 2 })
+    await Promise.all([1, 2, 3, 4].map(() => crew.run({ op: 'sleep' })))
+    await crew.close()
+    const left = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND (application_name LIKE 'pgcrew worker %' OR state LIKE 'idle in transaction%')", [dbname])
+    assert.equal(left[0]!.n, 0)
+  })
+})
+
+describe('connection budget', () => {
+  test('8 threads against max_connections = 20 finish with zero "too many clients"', async () => {
+    await using cluster = await startTempCluster({ settings: { max_connections: 20 } })
+    await using db = new Database({ connectionString: cluster.url, env: cleanEnv(), max: 2 })
+    const pipeline = definePipeline({ ...counterPipeline, tasks: Array.from({ length: 400 }, (_, i) => ({ key: i + 1 })) })
+    await db.query('CREATE TABLE counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
+    await db.query('INSERT INTO counters SELECT g, 0 FROM generate_series(1, 400) g')
+    const summary = await runPipeline(db, pipeline, { threads: 8, perWorkerConnections: 3, retries: 0 })
+    assert.equal(summary.failed, 0, JSON.stringify(summary.failures))
+    assert.equal(summary.done, 400)
+    assert.ok(summary.connections <= 17, summary.budget)
+    assert.match(summary.budget, /max_connections 20/)
+    const rows = await counters(cluster.url)
+    assert.ok(rows.every((r) => r.n === 1))
+  })
+
+  test('an explicit budget that cannot fit is refused with the arithmetic, or clamped and said so', async () => {
+    const { url } = await freshDatabase('budget')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await assert.rejects(db.crew({ worker: fixture('echo'), threads: 4, connectionBudget: 4, onOverBudget: 'refuse' }), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'BUDGET_EXCEEDED')
+      assert.match(e.message, /wanted 2 \(main\) \+ 4 threads × 1 = 6/)
+      return true
+    })
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 4, connectionBudget: 4 })
+    assert.equal(crew.threads, 2)
+    assert.match(crew.budget.explanation, /clamped to 2 threads × 1 = 4/)
+  })
+})
+
+describe('pipelines', () => {
+  test('a worker crash mid-run is retried; every key is done exactly once', async () => {
+    const { url } = await freshDatabase('pipecrash')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const def = definePipeline({
+      name: 'crashy',
+      worker: fixture('counter'),
+      setup: async (d) => {
+        await d.query('CREATE TABLE IF NOT EXISTS counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
+        await d.query('INSERT INTO counters SELECT g, 0 FROM generate_series(1, 50) g ON CONFLICT DO NOTHING')
+      },
+      tasks: Array.from({ length: 50 }, (_, i) => ({ key: i + 1, crash: i + 1 === 7 })),
+    })
+    const summary = await runPipeline(db, def, { threads: 2, retryDelayMillis: 5 })
+    assert.equal(summary.done, 50)
+    assert.equal(summary.failed, 0)
+    assert.ok(summary.retried >= 1)
+    assert.ok((await counters(url)).every((r) => r.n === 1))
+    const again = await runPipeline(db, def, { threads: 2 })
+    assert.equal(again.skipped, 50)
+    assert.equal(again.done, 0)
+  })
+
+  test('permanent failures are recorded with key, attempts and message; a rerun retries only them', async () => {
+    const { url } = await freshDatabase('pipefail')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const def = definePipeline({
+      name: 'failing',
+      worker: fixture('counter'),
+      setup: async (d) => {
+        await d.query('CREATE TABLE IF NOT EXISTS counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
+        await d.query('INSERT INTO counters SELECT g, 0 FROM generate_series(-1, 5) g ON CONFLICT DO NOTHING')
+      },
+      tasks: [-1, 1, 2, 3, 4, 5].map((key) => ({ key })),
+    })
+    const summary = await runPipeline(db, def, { threads: 2 })
+    assert.equal(summary.failed, 1)
+    assert.deepEqual(summary.failures.map((f) => [f.key, f.attempts, f.message]), [['-1', 1, 'permanent failure for key -1']])
+    const ledger = await db.query("SELECT key, status, attempts, error FROM pgcrew_ledger WHERE pipeline = 'failing' AND status = 'failed'")
+    assert.deepEqual(ledger.rows, [{ key: '-1', status: 'failed', attempts: 1, error: 'permanent failure for key -1' }])
+    const again = await runPipeline(db, def, { threads: 2 })
+    assert.equal(again.skipped, 5)
+    assert.equal(again.failed, 1)
+  })
+
+  test('a run killed with SIGKILL part-way and rerun ends with every key done exactly once', async () => {
+    const { url, dbname } = await freshDatabase('pipekill')
+    const { host, port, user, password } = server()
+    const env = { ...cleanEnv(), PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname, PGCREW_FIXTURE_N: '3000', PGCREW_FIXTURE_SLOW: '1' }
+    const cli = new URL('../src/cli.ts', import.meta.url).pathname
+    const pipeline = new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname
+    const run = () => spawn(process.execPath, ['--import', 'tsx', cli, 'run', pipeline, '--threads', '2', '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const first = run()
+    const started = await eventually(async () => {
+      const rows = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_tables WHERE tablename = 'pgcrew_ledger'", [], dbname)
+      if (rows[0]!.n === 0) return false
+      return (await admin<{ n: number }>('SELECT count(*)::int AS n FROM pgcrew_ledger', [], dbname))[0]!.n > 200
+    }, 30_000)
+    assert.ok(started, 'the first run never got going')
+    first.kill('SIGKILL')
+    await new Promise((r) => first.once('exit', r))
+    const partial = (await admin<{ n: number }>('SELECT count(*)::int AS n FROM pgcrew_ledger', [], dbname))[0]!.n
+    assert.ok(partial < 3000, 'the first run finished before it was killed')
+
+    const second = run()
+    let out = ''
+    second.stdout.on('data', (d) => (out += d))
+    const code = await new Promise((r) => second.once('exit', r))
+    assert.equal(code, 0)
+    const summary = JSON.parse(out)
+    assert.equal(summary.skipped, partial)
+    assert.equal(summary.done, 3000 - partial)
+    const rows = await counters(url)
+    assert.equal(rows.length, 3000)
+    assert.deepEqual(rows.filter((r) => r.n !== 1), [], 'some key ran twice or never')
+  })
+})
