@@ -19,9 +19,9 @@ export interface PipelineDefinition<T extends PipelineTask = PipelineTask> {
   /** The task source: an array, iterable or async iterable, or a function of the Database giving one. */
   tasks: Iterable<T> | AsyncIterable<T> | ((db: Database) => Iterable<T> | AsyncIterable<T> | Promise<Iterable<T> | AsyncIterable<T>>)
   /** Create tables and the like; runs once in the main thread before any task. */
-  setup?: (db: Database) => Promise<void> | void
+  setup?(db: Database): Promise<void> | void
   /** Skip a task without running it (checked in the main thread after the ledger). */
-  isComplete?: (task: T, db: Database) => boolean | Promise<boolean>
+  isComplete?(task: T, db: Database): boolean | Promise<boolean>
   /** The ledger table (`table` or `schema.table`). Default `pgcrew_ledger`. */
   ledger?: string
 }
@@ -97,7 +97,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
  * Run a pipeline on a crew: skip done keys (one ledger query per batch), run the rest with retries,
  * record failures, and return a summary. Safe to kill at any instant and run again.
  */
-export async function runPipeline(db: Database, def: PipelineDefinition, options: RunOptions = {}): Promise<RunSummary> {
+export async function runPipeline<T extends PipelineTask>(db: Database, def: PipelineDefinition<T>, options: RunOptions = {}): Promise<RunSummary> {
   const ledger = def.ledger ?? DEFAULT_LEDGER
   const retries = options.retries ?? 3
   const progress = options.progress ?? silentProgress
@@ -160,7 +160,7 @@ export async function runPipeline(db: Database, def: PipelineDefinition, options
     for (const task of batch) {
       if (fatal || options.signal?.aborted) return
       const key = String(task.key)
-      if (done.has(key) || (def.isComplete && (await def.isComplete(task, db)))) {
+      if (done.has(key) || (def.isComplete && (await def.isComplete(task as T, db)))) {
         state.skipped++
         tick()
         continue

@@ -10,7 +10,7 @@ import type { Command } from './command.ts'
 export const commands: Record<string, () => Promise<{ command: Command }>> = {
   profiles: () => import('./profiles.ts'),
   check: () => import('./check.ts'),
-  // initdb: () => import('./initdb.ts'),   ← schema lifecycle: uncomment when src/cli/initdb.ts exists
+  initdb: () => import('./initdb.ts'),
   run: () => import('./run.ts'),
   tmp: () => import('./tmp.ts'),
 }

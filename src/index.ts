@@ -1,0 +1,35 @@
+// The public API of pgcrew: every capability is one hop from here.
+
+// Connecting
+export { Database, type ConnectOptions, type RoleChoice } from './database.ts'
+export { DEFAULTS as DATABASE_DEFAULTS, type DatabaseOptions, type Pooling } from './options.ts'
+export type { ConnectionParams, ConnectionSettings } from './connection-params.ts'
+export { parseConnectionString, maskConnectionString, type ParsedConnectionString } from './connection-string.ts'
+export { loadProfiles, chooseProfile, machineFqdn, profileFiles, type Profile, type ProfileSet, type ProfileChoice } from './profiles.ts'
+export { lookupPgpass, parsePgpassLine, pgpassFileName, type PgpassEntry, type PgpassMatch } from './pgpass.ts'
+export type { OnConnectHook } from './pg-client.ts'
+export type { DatabaseSnapshot } from './snapshot.ts'
+
+// Transactions and errors
+export { Transaction, type TransactionOptions } from './transaction.ts'
+export { PgcrewError, isPgcrewError, type PgcrewErrorCode } from './errors.ts'
+export * from './database-error.ts'
+export { quoteIdent, quoteLiteral, qname, sql, SqlFragment } from './quote.ts'
+
+// Crews and pipelines
+export { Crew, type CrewOptions } from './crew.ts'
+export { defineWorker, type WorkerContext, type TaskContext, type TaskHandler, type WorkerDefinition } from './define-worker.ts'
+export { TaskError } from './crew-protocol.ts'
+export { definePipeline, runPipeline, loadPipeline, type PipelineDefinition, type PipelineTask, type RunOptions, type RunSummary } from './pipeline.ts'
+export type { BudgetPlan } from './budget.ts'
+export { DEFAULT_LEDGER } from './ledger.ts'
+export { barProgress, lineProgress, silentProgress, type ProgressReporter, type ProgressState } from './progress.ts'
+
+// Schema lifecycle
+export { migrate, migrationLockKey, MIGRATE_DEFAULTS, type MigrateOptions, type MigrateResult, type MigrateEvent } from './migrate.ts'
+export { splitStatements, type SqlStatement } from './split-statements.ts'
+export { compareVersions } from './migrate-versions.ts'
+
+// A real PostgreSQL for tests and demos
+export { startTempCluster, type TempCluster, type TempClusterOptions } from './temp-cluster.ts'
+export { findPostgresBinaries, type PostgresBinaries } from './postgres-binaries.ts'
