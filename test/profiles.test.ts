@@ -59,7 +59,8 @@ describe('profile files', () => {
     const home = join(dir, 'home')
     mkdirSync(join(home, '.config', 'pgcrew'), { recursive: true })
     writeFileSync(join(home, '.config', 'pgcrew', 'profiles.ini'), '[from_home]\nhost = h\n')
-    assert.deepEqual(loadProfiles({ env: { HOME: home } }).profiles.map((p) => p.name), ['from_home'])
+    // Without it, the user file is read (its profiles first, before any project config/profiles.ini).
+    assert.equal(loadProfiles({ env: { HOME: home } }).profiles[0]!.name, 'from_home')
     const only = ini('[only]\nhost = x\n')
     assert.deepEqual(loadProfiles({ env: { HOME: home, PGCREW_PROFILES: only } }).profiles.map((p) => p.name), ['only'])
   })
