@@ -239,7 +239,7 @@ export class Database implements AsyncDisposable {
     }
     for (const ref of this.#hooks) hooks.push(ref.hook)
     // The explicit password belongs to the configured user; any other role looks its own up.
-    const passwordUser = this.#opts.user ?? target.settings.user ?? target.profile?.user ?? base.user
+    const passwordUser = target.settings.user ?? target.profile?.user ?? base.user
     const profilePassword = target.profile?.password
     return {
       params,
@@ -469,11 +469,12 @@ export class Database implements AsyncDisposable {
       await client.query(begin)
       const tx = new Transaction(client)
       const result = await this.#context.run(tx, () => fn(tx))
-      if (client.getTransactionStatus?.() === 'E') {
-        await client.query('ROLLBACK')
+      // A COMMIT of a failed transaction answers "ROLLBACK". (The client's transaction status is no
+      // guide here: the ReadyForQuery that reports 'E' may not have arrived yet.)
+      const commit = await client.query('COMMIT')
+      if (commit.command === 'ROLLBACK') {
         throw new InFailedSqlTransaction('25P02', 'cannot commit: an error inside the transaction was caught and ignored, so PostgreSQL rolled it back; rethrow the error or use a nested transaction (savepoint)', {})
       }
-      await client.query('COMMIT')
       return result
     } catch (error) {
       try {

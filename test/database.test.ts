@@ -93,6 +93,20 @@ describe('become / becomeAdmin / becomeUser', () => {
   })
 })
 
+test('regression: a connection string given to connectFromParameters uses its own password', async () => {
+  const { host, port } = server()
+  await using db = new Database({ host, port, dbname, user: reader.name, env: cleanEnv() })
+  await db.connectFromParameters(`pq://${owner.name}:${encodeURIComponent(owner.password)}@${host}:${port}/${dbname}`)
+  assert.equal((await db.query('SELECT current_user AS u')).rows[0].u, owner.name)
+})
+
+test('regression: COMMIT of a transaction whose error was swallowed always raises 25P02 (no status race)', async () => {
+  await using db = open({ user: owner.name })
+  for (let i = 0; i < 50; i++) {
+    await assert.rejects(db.transaction(async (tx) => tx.query('SELECT 1/0').catch(() => {})), { code: '25P02' })
+  }
+})
+
 describe('changeVersion', () => {
   test('reaches <base>_<v>, keeps underscores in the base name, and fails safely when it does not exist', async () => {
     const base = `${dbname}_main_db`
