@@ -171,6 +171,8 @@ export class Database implements AsyncDisposable {
   /** Decide the profile for a fresh connect: named, by hostname, `local`, or none when settings are explicit. */
   #initialProfile(): Profile | undefined {
     const env = this.#opts.env
+    // Rebuilt from a snapshot: use exactly the master's profile (or none), never choose anew.
+    if (this.#pendingSettings) return this.#opts.profile ? chooseProfile(this.#profileSet(), this.#opts.profile, env).profile : undefined
     const named = this.#opts.profile ?? env.PGCREW_PROFILE
     if (named) return chooseProfile(this.#profileSet(), named, env).profile
     if (this.#opts.connectionString || this.#opts.host) return undefined

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { writeFileSync } from 'node:fs'
 import { inspect } from 'node:util'
 import { before, describe, test } from 'node:test'
 import { Database } from '../src/database.ts'
@@ -104,6 +105,24 @@ test('regression: COMMIT of a transaction whose error was swallowed always raise
   await using db = open({ user: owner.name })
   for (let i = 0; i < 50; i++) {
     await assert.rejects(db.transaction(async (tx) => tx.query('SELECT 1/0').catch(() => {})), { code: '25P02' })
+  }
+})
+
+test('regression: a Database rebuilt from a snapshot keeps the master\'s target even when a profile file matches nothing here', async () => {
+  const { host, port } = server()
+  const dir = scratchDir()
+  const profilesFile = `${dir}/profiles.ini`
+  writeFileSync(profilesFile, '[elsewhere]\nhost = db.elsewhere.example\ndomain = .*\\.elsewhere\\.example\n')
+  const connectionString = `postgres://${owner.name}:${encodeURIComponent(owner.password)}@${host}:${port}/${dbname}`
+  await using db = new Database({ connectionString, profilesFile, env: cleanEnv({ PGCREW_HOSTNAME: 'node1.here.example' }) })
+  await db.connect()
+  const copy = Database.fromSnapshot(structuredClone(db.snapshot()), { env: cleanEnv({ PGCREW_HOSTNAME: 'node1.here.example' }) })
+  try {
+    await copy.connect()
+    assert.equal(copy.profile, undefined)
+    assert.equal((await copy.query('SELECT current_user AS u')).rows[0].u, owner.name)
+  } finally {
+    await copy.close()
   }
 })
 
