@@ -1,4 +1,12 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
+import type { Readable } from 'node:stream'
+import { advisoryLock, withAdvisoryLock, type AdvisoryKey, type AdvisoryLock, type AdvisoryLockOptions } from './advisory-lock.ts'
+import { copyFrom, copyTo, type CopyFormat, type CopyFromOptions, type TableName } from './copy.ts'
+import { copyTransfer, type CopyTransferResult, type CopyTransferTarget } from './copy-transfer.ts'
+import { cursor, type Cursor, type CursorOptions } from './cursor.ts'
+import { listen, notify, type Listener, type ListenOptions, type Notification } from './listen.ts'
+import { prepare, type PreparedStatement } from './prepared.ts'
+import { settings, withSettings, type Settings, type SettingValue } from './settings.ts'
 import { inspect } from 'node:util'
 import type pg from 'pg'
 import { connectError, describeTarget } from './connect-errors.ts'
@@ -61,6 +69,7 @@ export class Database implements AsyncDisposable {
   readonly #hooks: HookRef[] = []
   readonly #context = new AsyncLocalStorage<Transaction>()
   #idleErrors = 0
+  readonly #listeners = new Set<Listener<Notification>>()
 
   constructor(options: DatabaseOptions = {}) {
     this.#opts = resolveOptions(options)
@@ -491,6 +500,71 @@ export class Database implements AsyncDisposable {
     }
   }
 
+  // ---- the PostgreSQL toolkit (each delegates to its own module) -----------------------------
+
+  /** SHOW/SET/RESET; `set` needs one connection (a transaction or `withSettings`), not a pool. */
+  get settings(): Settings {
+    return settings(this)
+  }
+
+  /** Run `fn` on one connection with these settings, restored afterwards even on a throw. */
+  withSettings<T>(values: Readonly<Record<string, SettingValue>>, fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
+    return withSettings(this, values, fn)
+  }
+
+  /** A prepared statement with column and parameter types; planned once per physical connection. */
+  prepare<R extends pg.QueryResultRow = any>(text: string): Promise<PreparedStatement<R>> {
+    return prepare<R>(this, text)
+  }
+
+  /** Read a big result in batches with flat memory: `for await (const row of db.cursor(sql))`. */
+  cursor<R extends pg.QueryResultRow = any>(text: string, values: readonly unknown[] = [], options: CursorOptions = {}): Cursor<R> {
+    return cursor<R>(this, text, values, options)
+  }
+
+  /** LISTEN on a dedicated connection that reconnects and re-LISTENs; an async iterator of notifications. */
+  async listen(channels: string | readonly string[], options: ListenOptions = {}): Promise<Listener<Notification>> {
+    const listener = await listen(this, channels, options)
+    // A listener holds a connection until closed; close() closes forgotten ones instead of waiting forever.
+    this.#listeners.add(listener)
+    const close = listener.close.bind(listener)
+    listener.close = async () => {
+      this.#listeners.delete(listener)
+      await close()
+    }
+    return listener
+  }
+
+  /** NOTIFY, quoting the channel exactly as `listen` does (mixed-case names work). */
+  notify(channel: string, payload = ''): Promise<void> {
+    return notify(this, channel, payload)
+  }
+
+  /** A reentrant advisory lock on one connection; released on the server when its count reaches 0. */
+  advisoryLock(keys: AdvisoryKey | readonly AdvisoryKey[], options: AdvisoryLockOptions = {}): Promise<AdvisoryLock | null> {
+    return advisoryLock(this, keys, options)
+  }
+
+  /** Run `fn` holding an advisory lock. */
+  withAdvisoryLock<T>(keys: AdvisoryKey | readonly AdvisoryKey[], fn: () => Promise<T>, options: AdvisoryLockOptions = {}): Promise<T> {
+    return withAdvisoryLock(this, keys, fn, options)
+  }
+
+  /** COPY rows (arrays) or a stream into a table. */
+  copyFrom(table: TableName, source: Parameters<typeof copyFrom>[2], options: CopyFromOptions = {}): Promise<{ rows: number }> {
+    return copyFrom(this, table, source, options)
+  }
+
+  /** COPY a query's result out as a stream. */
+  copyTo(query: string, options: { format?: CopyFormat } = {}): Readable {
+    return copyTo(this, query, options)
+  }
+
+  /** Stream this query's COPY output into tables of one or more targets; a failing target does not stop the others. */
+  copyTransfer(query: string, targets: readonly CopyTransferTarget[], options: { format?: 'text' | 'binary' } = {}): Promise<CopyTransferResult[]> {
+    return copyTransfer(this, query, targets, options)
+  }
+
   // ---- crossing threads ---------------------------------------------------------------------
 
   /** A plain, structured-cloneable description for reconnecting elsewhere (crew workers). */
@@ -516,6 +590,7 @@ export class Database implements AsyncDisposable {
   /** Close every connection. Safe to call twice. */
   async close(): Promise<void> {
     this.#closed = true
+    await Promise.allSettled([...this.#listeners].map((l) => l.close()))
     const executor = this.#executor
     this.#executor = undefined
     await executor?.end()

@@ -16,6 +16,16 @@ export { PgcrewError, isPgcrewError, type PgcrewErrorCode } from './errors.ts'
 export * from './database-error.ts'
 export { quoteIdent, quoteLiteral, qname, sql, SqlFragment } from './quote.ts'
 
+// The toolkit (also methods of Database: db.settings, db.prepare, db.cursor, db.listen, …)
+export { settings, withSettings, type Settings, type SettingValue } from './settings.ts'
+export { prepare, type PreparedStatement, type ColumnInfo, type TypeInfo } from './prepared.ts'
+export { cursor, Cursor, type CursorOptions } from './cursor.ts'
+export { listen, notify, Listener, type ListenOptions, type Notification, type IdleTick, type ReconnectInfo } from './listen.ts'
+export { advisoryLock, withAdvisoryLock, hashKey, AdvisoryLock, type AdvisoryKey, type AdvisoryLockOptions } from './advisory-lock.ts'
+export { copyFrom, copyTo, type CopyFormat, type CopyFromOptions, type TableName } from './copy.ts'
+export { copyTransfer, type CopyTransferTarget, type CopyTransferResult } from './copy-transfer.ts'
+export type { ConnectionTarget } from './connection-target.ts'
+
 // Crews and pipelines
 export { Crew, type CrewOptions } from './crew.ts'
 export { defineWorker, type WorkerContext, type TaskContext, type TaskHandler, type WorkerDefinition } from './define-worker.ts'
