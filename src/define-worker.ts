@@ -1,5 +1,8 @@
-import type { Transaction } from './transaction.ts'
 import type { Database } from './database.ts'
+import type { DatabaseOptions } from './options.ts'
+import { discardRealmConnections } from './realm.ts'
+import type { DatabaseSnapshot } from './snapshot.ts'
+import type { Transaction } from './transaction.ts'
 
 /** What a worker's init hook receives. */
 export interface WorkerContext {
@@ -45,4 +48,20 @@ export function defineWorker<T = unknown, R = unknown>(init: WorkerDefinition<T,
 
 export function isWorkerDefinition(value: unknown): value is WorkerDefinition {
   return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'pgcrew.worker'
+}
+
+/**
+ * The init hook for a process you start yourself (child_process.fork, node:cluster): discard any
+ * Database or pg pool this process made at import time, then reconnect from the master's snapshot.
+ * Send the snapshot with `fork(file, { serialization: 'advanced' })` so it arrives intact.
+ *
+ * @example
+ * process.once('message', async ({ snapshot }) => { const db = await initProcess(snapshot); … })
+ */
+export async function initProcess(snapshot: DatabaseSnapshot, extra: Partial<DatabaseOptions> = {}): Promise<Database> {
+  const { Database } = await import('./database.ts')
+  await discardRealmConnections()
+  const db = Database.fromSnapshot(snapshot, { applicationName: `pgcrew process ${process.pid}`, ...extra })
+  await db.connect()
+  return db
 }

@@ -28,7 +28,7 @@ export type { ConnectionTarget } from './connection-target.ts'
 
 // Crews and pipelines
 export { Crew, type CrewOptions } from './crew.ts'
-export { defineWorker, type WorkerContext, type TaskContext, type TaskHandler, type WorkerDefinition } from './define-worker.ts'
+export { defineWorker, initProcess, type WorkerContext, type TaskContext, type TaskHandler, type WorkerDefinition } from './define-worker.ts'
 export { TaskError } from './crew-protocol.ts'
 export { definePipeline, runPipeline, loadPipeline, type PipelineDefinition, type PipelineTask, type RunOptions, type RunSummary } from './pipeline.ts'
 export type { BudgetPlan } from './budget.ts'

@@ -200,3 +200,26 @@ describe('pipelines', () => {
     assert.deepEqual(rows.filter((r) => r.n !== 1), [], 'some key ran twice or never')
   })
 })
+
+describe('initProcess', () => {
+  test('a forked process discards its import-time Database and reconnects as the master', async () => {
+    const { fork } = await import('node:child_process')
+    const { url } = await freshDatabase('forked')
+    const reader = await freshRole('forkreader')
+    const { host, port } = server()
+    await using db = new Database({ host, port, dbname: 'postgres', user: reader.name, password: reader.password, env: cleanEnv() })
+    await db.becomeUser()
+    const child = fork(new URL('./fixtures/forked-child.ts', import.meta.url).pathname, {
+      execArgv: ['--import', 'tsx'],
+      serialization: 'advanced',
+      env: { ...process.env, PGCREW_FIXTURE_URL: url },
+    })
+    child.send({ snapshot: db.snapshot() })
+    const reply = await new Promise<{ u: string; app: string; early: number; earlyClosed: boolean }>((resolve) => child.once('message', resolve as never))
+    await new Promise((r) => child.once('exit', r))
+    assert.equal(reply.u, reader.name)
+    assert.match(reply.app, /^pgcrew process \d+$/)
+    assert.equal(reply.early, 0)
+    assert.equal(reply.earlyClosed, true)
+  })
+})
