@@ -171,6 +171,9 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     }
   }
 
+  // Listening also tells the CLI that this command stops gracefully on Ctrl-C (it exits at once otherwise).
+  const onAbort = (): void => tick()
+  options.signal?.addEventListener('abort', onAbort, { once: true })
   progress.start(total)
   try {
     let batch: PipelineTask[] = []
@@ -193,6 +196,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     await flush(batch)
     await Promise.allSettled([...running])
   } finally {
+    options.signal?.removeEventListener('abort', onAbort)
     await Promise.allSettled([...running])
     state.total = state.seen
     state.elapsedMillis = Date.now() - started

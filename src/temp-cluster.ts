@@ -83,12 +83,12 @@ function installExitHooks(): void {
   })
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(signal, () => {
+      // Someone else handles this signal (a graceful shutdown that will call stop(), or exit and so
+      // trigger the 'exit' hook above): killing the server now would pull it from under them.
+      if (process.listenerCount(signal) > 1) return
       for (const kill of live) kill()
-      // Only re-raise when nobody else listens, or we would swallow the user's own handler.
-      if (process.listenerCount(signal) === 1) {
-        process.removeAllListeners(signal)
-        process.kill(process.pid, signal)
-      }
+      process.removeAllListeners(signal)
+      process.kill(process.pid, signal)
     })
   }
 }

@@ -223,3 +223,40 @@ describe('initProcess', () => {
     assert.equal(reply.earlyClosed, true)
   })
 })
+
+describe('pgcrew run', () => {
+  test('Ctrl-C stops handing out tasks, prints the summary, exits non-zero; the next run resumes', async () => {
+    const { url, dbname } = await freshDatabase('pipeint')
+    const { host, port, user, password } = server()
+    const env = { ...cleanEnv(), PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname, PGCREW_FIXTURE_N: '3000', PGCREW_FIXTURE_SLOW: '1' }
+    const cli = new URL('../src/cli.ts', import.meta.url).pathname
+    const pipeline = new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname
+    const run = () => spawn(process.execPath, ['--import', 'tsx', cli, 'run', pipeline, '--threads', '2'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const first = run()
+    let out = ''
+    let err = ''
+    first.stdout.on('data', (d) => (out += d))
+    first.stderr.on('data', (d) => (err += d))
+    const started = await eventually(async () => {
+      const t = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_tables WHERE tablename = 'pgcrew_ledger'", [], dbname)
+      return t[0]!.n > 0 && (await admin<{ n: number }>('SELECT count(*)::int AS n FROM pgcrew_ledger', [], dbname))[0]!.n > 100
+    }, 30_000)
+    assert.ok(started)
+    first.kill('SIGINT')
+    const code = await new Promise((r) => first.once('exit', r))
+    assert.equal(code, 1)
+    assert.match(out, /cancelled: run again to resume/)
+    assert.doesNotMatch(err, /\n\s+at /, 'a stack trace was printed')
+    assert.ok(!out.includes(password) && !err.includes(password))
+    const left = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND (application_name LIKE 'pgcrew worker %' OR state LIKE 'idle in transaction%')", [dbname])
+    assert.equal(left[0]!.n, 0)
+    const partial = (await admin<{ n: number }>('SELECT count(*)::int AS n FROM pgcrew_ledger', [], dbname))[0]!.n
+    assert.ok(partial < 3000)
+
+    const second = run()
+    assert.equal(await new Promise((r) => second.once('exit', r)), 0)
+    const rows = await counters(url)
+    assert.equal(rows.length, 3000)
+    assert.deepEqual(rows.filter((r) => r.n !== 1), [])
+  })
+})
