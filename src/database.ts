@@ -257,6 +257,7 @@ export class Database implements AsyncDisposable {
       password: this.#password ?? profilePassword,
       passwordUser: this.#password !== undefined ? passwordUser : target.profile?.user,
       pgpassFile: this.#opts.pgpassFile,
+      warn: this.#opts.onWarning,
       env,
       readOnly,
       connectionTimeoutMillis: this.#opts.connectionTimeoutMillis,
@@ -571,7 +572,7 @@ export class Database implements AsyncDisposable {
   snapshot(): DatabaseSnapshot {
     const t = this.#target
     const o = this.#opts
-    const { env: _env, onConnect: _hooks, connectionString: _uri, ...options } = o
+    const { env: _env, onConnect: _hooks, onWarning: _warn, connectionString: _uri, ...options } = o
     return {
       version: 1,
       options: { ...options, profile: t?.profile?.name ?? o.profile, pooling: this.pooling },

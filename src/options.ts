@@ -1,3 +1,4 @@
+import { closest } from './closest.ts'
 import { PgcrewError } from './errors.ts'
 import type { OnConnectHook } from './pg-client.ts'
 
@@ -45,6 +46,8 @@ export interface DatabaseOptions {
   onConnect?: OnConnectHook | string | Array<OnConnectHook | string>
   /** The pgpass file (default `PGPASSFILE` or ~/.pgpass). */
   pgpassFile?: string
+  /** Where warnings go (an ignored pgpass file…). Default: a line on stderr. */
+  onWarning?: (message: string) => void
   /** The environment to read PG* and PGCREW_* from (default process.env). */
   env?: NodeJS.ProcessEnv
 }
@@ -62,15 +65,14 @@ export const DEFAULTS: Readonly<{ pooling: Pooling; max: number; idleTimeoutMill
 const KNOWN = new Set<string>([
   'profile', 'profilesFile', 'connectionString', 'host', 'port', 'dbname', 'user', 'password', 'admin', 'readonly',
   'dbversion', 'pooling', 'max', 'idleTimeoutMillis', 'connectionTimeoutMillis', 'maxLifetimeSeconds', 'prePing',
-  'applicationName', 'sslmode', 'options', 'searchPath', 'statementTimeoutMillis', 'onConnect', 'pgpassFile', 'env',
+  'applicationName', 'sslmode', 'options', 'searchPath', 'statementTimeoutMillis', 'onConnect', 'pgpassFile', 'onWarning', 'env',
 ])
 
 /** Options after validation, with defaults filled in from {@link DEFAULTS}. */
 export type ResolvedOptions = Readonly<Omit<DatabaseOptions, keyof typeof DEFAULTS> & typeof DEFAULTS & { env: NodeJS.ProcessEnv }>
 
 function nearest(key: string): string | undefined {
-  const lower = key.toLowerCase()
-  return [...KNOWN].find((k) => k.toLowerCase() === lower || k.toLowerCase().startsWith(lower.slice(0, 4)))
+  return [...KNOWN].find((k) => k.toLowerCase() === key.toLowerCase()) ?? closest(key, [...KNOWN])
 }
 
 /** Validate option keys and values once, and fill defaults. Unknown keys are an error, not a silent no-op. */

@@ -15,6 +15,7 @@ export interface ClientSpec {
   password?: string
   passwordUser?: string
   pgpassFile?: string
+  warn?: (message: string) => void
   env: NodeJS.ProcessEnv
   readOnly: boolean
   connectionTimeoutMillis: number
@@ -26,7 +27,7 @@ export function findPassword(spec: ClientSpec): { password?: string; source: Pas
   const { params, env } = spec
   if (spec.password !== undefined && spec.passwordUser === params.user) return { password: spec.password, source: { kind: 'option' } }
   if (env.PGPASSWORD) return { password: env.PGPASSWORD, source: { kind: 'PGPASSWORD' } }
-  const match = lookupPgpass({ host: params.host, port: params.port, database: params.dbname, user: params.user }, { file: spec.pgpassFile, env })
+  const match = lookupPgpass({ host: params.host, port: params.port, database: params.dbname, user: params.user }, { file: spec.pgpassFile, env, warn: spec.warn })
   const file = spec.pgpassFile ?? (env.PGPASSFILE || '~/.pgpass')
   if (match) return { password: match.password, source: { kind: 'pgpass', file: match.file, line: match.line } }
   return { source: { kind: 'none', file } }

@@ -207,6 +207,14 @@ export function loadProfiles(options: { files?: string[]; env?: NodeJS.ProcessEn
 /** This machine's fully qualified name: `PGCREW_HOSTNAME`, else `hostname -f`, else os.hostname(). */
 export function machineFqdn(env: NodeJS.ProcessEnv = process.env): string {
   if (env.PGCREW_HOSTNAME) return env.PGCREW_HOSTNAME
+  // `hostname -f` may ask a resolver: once per process is enough.
+  detectedFqdn ??= detectFqdn()
+  return detectedFqdn
+}
+
+let detectedFqdn: string | undefined
+
+function detectFqdn(): string {
   try {
     const fqdn = execFileSync('hostname', ['-f'], { encoding: 'utf8', timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] }).trim()
     if (fqdn) return fqdn

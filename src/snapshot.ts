@@ -9,7 +9,7 @@ import type { DatabaseOptions } from './options.ts'
  */
 export interface DatabaseSnapshot {
   version: 1
-  options: Omit<DatabaseOptions, 'env' | 'onConnect' | 'password' | 'connectionString'>
+  options: Omit<DatabaseOptions, 'env' | 'onConnect' | 'onWarning' | 'password' | 'connectionString'>
   settings: ConnectionSettings
   /** Server settings from a pq:// IRI, applied on connect. */
   serverSettings: Record<string, string>

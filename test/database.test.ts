@@ -126,6 +126,23 @@ test('regression: a Database rebuilt from a snapshot keeps the master\'s target 
   }
 })
 
+test('an unknown option key says which known key was meant', () => {
+  assert.throws(() => new Database({ pasword: 'x' } as never), { code: 'UNKNOWN_OPTION', message: /did you mean "password"/ })
+  assert.throws(() => new Database({ idleTimeout: 5 } as never), { code: 'UNKNOWN_OPTION', message: /did you mean "idleTimeoutMillis"/ })
+})
+
+test('a loose pgpass file is reported through onWarning, once, and the connection says no password was found', async () => {
+  const { host, port } = server()
+  const loose = writePgpass(scratchDir(), [`${host}:${port}:*:${owner.name}:${owner.password}`], 0o644)
+  const warnings: string[] = []
+  for (let i = 0; i < 2; i++) {
+    await using db = new Database({ host, port, dbname, user: owner.name, pgpassFile: loose, env: cleanEnv(), onWarning: (m) => warnings.push(m) })
+    await assert.rejects(db.connect(), { code: 'AUTHENTICATION_FAILED', message: /no password was found/ })
+  }
+  assert.equal(warnings.length, 1)
+  assert.match(warnings[0]!, /group or world access/)
+})
+
 describe('changeVersion', () => {
   test('reaches <base>_<v>, keeps underscores in the base name, and fails safely when it does not exist', async () => {
     const base = `${dbname}_main_db`
