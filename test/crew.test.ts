@@ -93,6 +93,27 @@ describe('crew workers', () => {
   })
 })
 
+describe('crew.map and timeouts', () => {
+  test('map runs every task with bounded concurrency and reports each failure beside its task', async () => {
+    const { url } = await freshDatabase('crewmap')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 2 })
+    const tasks = [{ op: 'sleep' }, { op: 'throw' }, { op: 'sleep' }, { op: 'whoami' }, { op: 'sleep' }]
+    const seen: string[] = []
+    for await (const r of crew.map(tasks, { concurrency: 2 })) seen.push(r.error ? `${r.task.op}:${r.error.code}` : r.task.op)
+    assert.deepEqual(seen.sort(), ['sleep', 'sleep', 'sleep', 'throw:ON_PURPOSE', 'whoami'])
+  })
+
+  test('a task over taskTimeoutMillis fails with TASK_TIMEOUT and the crew carries on', async () => {
+    const { url } = await freshDatabase('crewtimeout')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 1, taskTimeoutMillis: 2000 })
+    await crew.run({ op: 'whoami' })
+    await assert.rejects(crew.run({ op: 'sql', sql: 'SELECT pg_sleep(30)' }), { code: 'TASK_TIMEOUT' })
+    assert.equal((await crew.run<{ u: string }>({ op: 'whoami' })).u, server().user)
+  })
+})
+
 describe('connection budget', () => {
   test('8 threads against max_connections = 20 finish with zero "too many clients"', async () => {
     await using cluster = await startTempCluster({ settings: { max_connections: 20 } })
