@@ -27,6 +27,15 @@ async function importWorkerModule(url: string): Promise<unknown> {
   return import(url)
 }
 
+/**
+ * A worker thread ended by a task timeout or a crash closes its sockets, but PostgreSQL would run
+ * the query it left behind to the end (a pg_sleep(3600) for an hour). PostgreSQL 14+ can poll the
+ * client while a query runs; older servers do not know the setting, and that is fine.
+ */
+async function stopQueriesOfDeadClients(client: import('pg').ClientBase): Promise<void> {
+  await client.query("SELECT set_config('client_connection_check_interval', '1000', false)").catch(() => {})
+}
+
 interface Ready {
   db: Database
   handler: TaskHandler
@@ -49,6 +58,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
     // Whatever this realm holds now was inherited or made at import time: it is not ours to share.
     await discardRealmConnections()
     const db = Database.fromSnapshot(data.snapshot, { max: data.perWorkerConnections, applicationName: `pgcrew worker ${workerId}` })
+    db.onConnect(stopQueriesOfDeadClients)
     await db.connect()
     const handler = await definition.init({ db, workerId, signal: abort.signal })
     if (typeof handler !== 'function') throw new PgcrewError('WORKER_INVALID', `the init hook of ${data.workerModule} must return a task function`)

@@ -111,6 +111,9 @@ describe('crew.map and timeouts', () => {
     await crew.run({ op: 'whoami' })
     await assert.rejects(crew.run({ op: 'sql', sql: 'SELECT pg_sleep(30)' }), { code: 'TASK_TIMEOUT' })
     assert.equal((await crew.run<{ u: string }>({ op: 'whoami' })).u, server().user)
+    // The abandoned query does not run on for 30 s: the server notices its client is gone.
+    const stillSleeping = async () => (await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'"))[0]!.n
+    assert.ok(await eventually(async () => (await stillSleeping()) === 0, 5000), 'the timed-out query kept running on the server')
   })
 })
 
