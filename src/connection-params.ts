@@ -21,6 +21,9 @@ export interface ConnectionParams {
 /** The connection settings a caller may pass explicitly (all optional). */
 export type ConnectionSettings = Partial<{ -readonly [K in keyof ConnectionParams]: ConnectionParams[K] }>
 
+/** The PG* variables that say where to connect: with any of them set, the environment is "configured". */
+export const PG_ENV_KEYS: readonly string[] = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSERVICE']
+
 /** libpq's default host: its socket directory when it exists, else localhost. */
 export function defaultHost(): string {
   return existsSync(DEFAULT_SOCKET_DIR) ? DEFAULT_SOCKET_DIR : 'localhost'

@@ -73,14 +73,14 @@ export class Crew implements AsyncDisposable {
     }
     // A worker that dies outside a task (uncaught throw, process.exit) is replaced by piscina; its
     // task, if any, fails through run(). Without a listener the error would crash the main thread.
-    pool.on('error', () => {
-      this.#crashes++
-    })
+    pool.on('error', () => {})
   }
 
   /** Create a crew for `db` (use `db.crew(options)`). Computes the connection budget first. */
   static async create(db: Database, options: CrewOptions): Promise<Crew> {
     if (!options?.worker) throw new PgcrewError('INVALID_OPTION', 'crew({ worker }) needs the worker module: a path or URL of a file that exports default defineWorker(...)')
+    // Connect first: the snapshot must name the profile and role this connection actually chose.
+    if (!db.connected) await db.connect()
     const snapshot = db.snapshot()
     if (snapshot.functionHooks > 0) {
       throw new PgcrewError('INVALID_OPTION', 'an onConnect hook given as a function cannot travel to worker threads; pass it as a module path (db.onConnect("./hooks/search-path.ts"))')
@@ -88,7 +88,6 @@ export class Crew implements AsyncDisposable {
     const threads = options.threads ?? availableParallelism()
     if (!Number.isInteger(threads) || threads < 1) throw new PgcrewError('INVALID_OPTION', `threads must be a whole number ≥ 1, not ${threads}`)
     const perWorker = options.perWorkerConnections ?? DEFAULTS.perWorkerConnections
-    if (!db.connected) await db.connect()
     const budget = await computeBudget(db, {
       threads,
       perWorker,
@@ -122,7 +121,7 @@ export class Crew implements AsyncDisposable {
     return this.#initError
   }
 
-  /** Worker threads that died outside a task and were replaced. */
+  /** Worker threads that died (crashed, exited or were stopped by a task timeout) and were replaced. */
   get crashes(): number {
     return this.#crashes
   }
@@ -144,6 +143,7 @@ export class Crew implements AsyncDisposable {
     this.#inFlight.add(p)
     try {
       const outcome = await p
+      if (!outcome.ok && (outcome.error.code === 'WORKER_CRASHED' || outcome.error.code === 'TASK_TIMEOUT')) this.#crashes++
       if (!outcome.ok && outcome.error.code === 'WORKER_INIT_FAILED') this.#noteInitFailure({ ...outcome.error, message: outcome.error.message.replace(/^worker init failed: /, '') }, outcome.workerId)
       return outcome
     } finally {
@@ -159,6 +159,10 @@ export class Crew implements AsyncDisposable {
   }
 
   /** Run every task, at most `concurrency` at once (default threads × perWorker); yields in completion order. */
+  static #item<T, R>(task: T, outcome: TaskOutcome): { task: T; result?: R; error?: TaskError } {
+    return outcome.ok ? { task, result: outcome.value as R } : { task, error: new TaskError(outcome.error, outcome.workerId) }
+  }
+
   async *map<T, R = unknown>(tasks: Iterable<T> | AsyncIterable<T>, options: { concurrency?: number } = {}): AsyncGenerator<{ task: T; result?: R; error?: TaskError }> {
     const limit = options.concurrency ?? this.budget.threads * this.budget.perWorker
     const running = new Map<Promise<unknown>, Promise<{ key: Promise<unknown>; task: T; outcome: TaskOutcome }>>()
@@ -169,13 +173,13 @@ export class Crew implements AsyncDisposable {
       if (running.size >= limit) {
         const done = await Promise.race(running.values())
         running.delete(done.key)
-        yield done.outcome.ok ? { task: done.task, result: done.outcome.value as R } : { task: done.task, error: new TaskError(done.outcome.error, done.outcome.workerId) }
+        yield Crew.#item<T, R>(done.task, done.outcome)
       }
     }
     while (running.size) {
       const done = await Promise.race(running.values())
       running.delete(done.key)
-      yield done.outcome.ok ? { task: done.task, result: done.outcome.value as R } : { task: done.task, error: new TaskError(done.outcome.error, done.outcome.workerId) }
+      yield Crew.#item<T, R>(done.task, done.outcome)
     }
   }
 
@@ -186,7 +190,9 @@ export class Crew implements AsyncDisposable {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await Promise.allSettled([...this.#inFlight])
-      const expected = new Set(this.#ready)
+      // Only threads still alive can answer; a crashed or timed-out one is gone with its connections.
+      const alive = new Set(this.#pool.threads.map((w) => w.threadId))
+      const expected = new Set([...this.#ready].filter((id) => alive.has(id)))
       if (expected.size) {
         await new Promise<void>((resolveAll) => {
           const timer = setTimeout(resolveAll, this.#closeTimeoutMillis)

@@ -9,8 +9,9 @@ import { prepare, type PreparedStatement } from './prepared.ts'
 import { settings, withSettings, type Settings, type SettingValue } from './settings.ts'
 import { inspect } from 'node:util'
 import type pg from 'pg'
+import { backoffMillis } from './backoff.ts'
 import { connectError, describeTarget } from './connect-errors.ts'
-import { defaultHost, resolveConnectionParams, type ConnectionParams, type ConnectionSettings } from './connection-params.ts'
+import { defaultHost, PG_ENV_KEYS, resolveConnectionParams, type ConnectionParams, type ConnectionSettings } from './connection-params.ts'
 import { parseConnectionString } from './connection-string.ts'
 import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from './database-error.ts'
 import { PgcrewError } from './errors.ts'
@@ -21,7 +22,7 @@ import type { ClientSpec, OnConnectHook } from './pg-client.ts'
 import { chooseProfile, loadProfiles, machineFqdn, type Profile, type ProfileSet } from './profiles.ts'
 import { trackInRealm } from './realm.ts'
 import { Crew, type CrewOptions } from './crew.ts'
-import { restoreSnapshotOptions, type DatabaseSnapshot } from './snapshot.ts'
+import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapshot } from './snapshot.ts'
 import { beginStatement, Transaction, type TransactionOptions } from './transaction.ts'
 
 /** Which role a Database acts as: the default, the profile's admin or user, or a named role. */
@@ -48,7 +49,6 @@ export interface ConnectOptions {
   port?: number
 }
 
-const PG_ENV_KEYS = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSERVICE']
 
 /**
  * The master connection object: where and as whom to connect, and the connections themselves.
@@ -70,6 +70,7 @@ export class Database implements AsyncDisposable {
   readonly #context = new AsyncLocalStorage<Transaction>()
   #idleErrors = 0
   readonly #listeners = new Set<Listener<Notification>>()
+  readonly #retiring = new Set<Promise<void>>()
 
   constructor(options: DatabaseOptions = {}) {
     this.#opts = resolveOptions(options)
@@ -82,7 +83,7 @@ export class Database implements AsyncDisposable {
   /** Rebuild a Database in another thread or process from `snapshot()`. */
   static fromSnapshot(snapshot: DatabaseSnapshot, extra: Partial<DatabaseOptions> = {}): Database {
     const { options, password, role, dbversion, settings, serverSettings } = restoreSnapshotOptions(snapshot)
-    const db = new Database({ ...options, ...extra })
+    const db = new Database({ ...options, ...extra, env: { ...options.env, ...extra.env } })
     if (password !== undefined) db.#password = password
     db.#pendingRole = role
     db.#pendingVersion = dbversion
@@ -286,7 +287,7 @@ export class Database implements AsyncDisposable {
       return { executor, version: rows[0]!.server_version }
     } catch (error) {
       await lease?.release(true)
-      await executor.end().catch(() => {})
+      await executor.end(0).catch(() => {})
       throw connectError(error, spec, target.profile?.name)
     }
   }
@@ -295,11 +296,35 @@ export class Database implements AsyncDisposable {
   async #switchTo(target: Target): Promise<void> {
     this.#assertOpen()
     const { executor, version } = await this.#open(target)
+    if (this.#closed) {
+      // close() ran while we were connecting: do not leave a live pool behind it.
+      await executor.end(0)
+      this.#assertOpen()
+    }
     const old = this.#executor
     this.#executor = executor
     this.#target = target
     this.#version = version
-    await old?.end().catch(() => {})
+    // Work in flight on the old connections may finish; new work already goes to the new ones.
+    if (old) this.#retire(old)
+  }
+
+  /** End an executor in the background, giving its leases closeTimeoutMillis; close() waits for it. */
+  #retire(executor: Executor): Promise<void> {
+    const done: Promise<void> = executor
+      .end(this.#opts.closeTimeoutMillis)
+      .then((forced) => {
+        if (forced) this.#warn(`destroyed ${forced} connection(s) still in use ${this.#opts.closeTimeoutMillis} ms after close (a lock, cursor or client never released?)`)
+      })
+      .catch(() => {})
+      .finally(() => this.#retiring.delete(done))
+    this.#retiring.add(done)
+    return done
+  }
+
+  #warn(message: string): void {
+    if (this.#opts.onWarning) this.#opts.onWarning(message)
+    else process.stderr.write(`pgcrew: ${message}\n`)
   }
 
   #assertOpen(): void {
@@ -342,6 +367,7 @@ export class Database implements AsyncDisposable {
     this.#assertOpen()
     let settings: ConnectionSettings
     let serverSettings: Record<string, string> = {}
+    const previousPassword = this.#password
     if (typeof params === 'string') {
       const parsed = parseConnectionString(params)
       settings = parsed.settings
@@ -352,7 +378,13 @@ export class Database implements AsyncDisposable {
       settings = rest
       this.#password = password
     }
-    await this.#switchTo({ profile: undefined, settings, serverSettings, role: { kind: 'default' }, dbversion: this.#target?.dbversion, pooling: this.pooling })
+    try {
+      await this.#switchTo({ profile: undefined, settings, serverSettings, role: { kind: 'default' }, dbversion: this.#target?.dbversion, pooling: this.pooling })
+    } catch (error) {
+      // The old connection stays in use, and so does its password.
+      this.#password = previousPassword
+      throw error
+    }
     return true
   }
 
@@ -418,6 +450,17 @@ export class Database implements AsyncDisposable {
 
   // ---- work ---------------------------------------------------------------------------------
 
+  /**
+   * The transaction the caller runs inside, if it is still open. A timer or stray promise started
+   * inside a transaction keeps the async context after the transaction ended: its queries must not
+   * land in whatever session the connection serves next.
+   */
+  #activeTransaction(): Transaction | undefined {
+    let tx = this.#context.getStore()
+    while (tx && !tx.active) tx = tx.parent
+    return tx
+  }
+
   async #executorNow(): Promise<Executor> {
     this.#assertOpen()
     if (!this.#executor) await this.connect()
@@ -426,7 +469,7 @@ export class Database implements AsyncDisposable {
 
   /** Borrow one physical connection for `fn` (session state: advisory locks, LISTEN, COPY…). */
   async withClient<T>(fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
-    const current = this.#context.getStore()
+    const current = this.#activeTransaction()
     if (current) return fn(current.client)
     const lease = await (await this.#executorNow()).acquire()
     let broken = false
@@ -446,7 +489,7 @@ export class Database implements AsyncDisposable {
    * @example const { rows } = await db.query('select * from t where id = $1', [id])
    */
   async query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
-    const current = this.#context.getStore()
+    const current = this.#activeTransaction()
     if (current) return current.query<R>(text, values)
     return this.withClient((client) => client.query<R>(text as string, values))
   }
@@ -458,7 +501,7 @@ export class Database implements AsyncDisposable {
    * @example await db.transaction(async (tx) => tx.query('update …'), { isolation: 'serializable', retries: 3 })
    */
   async transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    const current = this.#context.getStore()
+    const current = this.#activeTransaction()
     if (current) return current.transaction(fn, options)
     const begin = beginStatement(options)
     const retries = options.retries ?? 0
@@ -467,8 +510,7 @@ export class Database implements AsyncDisposable {
         return await this.#once(begin, fn)
       } catch (error) {
         if (attempt >= retries || !(error instanceof DatabaseError && ['40001', '40P01'].includes(error.code))) throw error
-        const delay = (options.retryDelayMillis ?? 20) * 2 ** attempt
-        await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * delay))
+        await new Promise((r) => setTimeout(r, backoffMillis(options.retryDelayMillis ?? 20, attempt + 1)))
       }
     }
   }
@@ -477,10 +519,12 @@ export class Database implements AsyncDisposable {
     const lease = await (await this.#executorNow()).acquire()
     const client = lease.client
     let destroy = false
+    let tx: Transaction | undefined
     try {
       await client.query(begin)
-      const tx = new Transaction(client)
-      const result = await this.#context.run(tx, () => fn(tx))
+      tx = new Transaction(client)
+      const current = tx
+      const result = await this.#context.run(current, () => fn(current))
       // A COMMIT of a failed transaction answers "ROLLBACK". (The client's transaction status is no
       // guide here: the ReadyForQuery that reports 'E' may not have arrived yet.)
       const commit = await client.query('COMMIT')
@@ -497,6 +541,7 @@ export class Database implements AsyncDisposable {
       if (!isServerErrorOnly(error)) destroy = true
       throw mapDatabaseError(error)
     } finally {
+      tx?.finish()
       await lease.release(destroy)
     }
   }
@@ -572,18 +617,20 @@ export class Database implements AsyncDisposable {
   snapshot(): DatabaseSnapshot {
     const t = this.#target
     const o = this.#opts
-    const { env: _env, onConnect: _hooks, onWarning: _warn, connectionString: _uri, ...options } = o
-    return {
+    const { env, onConnect: _hooks, onWarning: _warn, connectionString: _uri, ...options } = o
+    return makeSnapshot({
       version: 1,
-      options: { ...options, profile: t?.profile?.name ?? o.profile, pooling: this.pooling },
+      // Once connected, the profile in use (or none, after connectFromParameters) is what counts.
+      options: { ...options, profile: t ? t.profile?.name : o.profile, pooling: this.pooling },
       settings: t?.settings ?? this.#baseSettings().settings,
       serverSettings: t?.serverSettings ?? this.#baseSettings().serverSettings,
       role: t?.role ?? { kind: 'default' },
       dbversion: t?.dbversion ?? o.dbversion,
       hookModules: this.#hooks.flatMap((h) => (h.module ? [h.module] : [])),
       functionHooks: this.#hooks.filter((h) => !h.module).length,
-      secret: this.#password === undefined ? undefined : new TextEncoder().encode(this.#password),
-    }
+      env: snapshotEnv(env),
+      secrets: { password: this.#password, PGPASSWORD: env.PGPASSWORD || undefined },
+    })
   }
 
   // ---- closing ------------------------------------------------------------------------------
@@ -594,7 +641,8 @@ export class Database implements AsyncDisposable {
     await Promise.allSettled([...this.#listeners].map((l) => l.close()))
     const executor = this.#executor
     this.#executor = undefined
-    await executor?.end()
+    if (executor) this.#retire(executor)
+    await Promise.all([...this.#retiring])
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

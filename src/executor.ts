@@ -1,12 +1,13 @@
 import type pg from 'pg'
 import Pool from 'pg-pool'
 import { clientConfig, connectClient, PgcrewClient, type ClientSpec } from './pg-client.ts'
+import { PgcrewError } from './errors.ts'
 import type { Pooling } from './options.ts'
 
 /** A physical connection on loan; `release(true)` destroys it instead of reusing it. */
 export interface Lease {
   readonly client: pg.ClientBase
-  release(destroy?: boolean): void | Promise<void>
+  release(destroy?: boolean): Promise<void>
 }
 
 /** Hands out connections: from a pg-pool, or a fresh one per unit of work. */
@@ -16,7 +17,11 @@ export interface Executor {
   acquire(): Promise<Lease>
   /** Connections open right now (idle + busy). */
   readonly totalCount: number
-  end(): Promise<void>
+  /**
+   * Stop lending. Work in flight may finish for up to `graceMillis`; what is still on loan then (a
+   * forgotten lock or cursor) is destroyed. Resolves with how many connections had to be destroyed.
+   */
+  end(graceMillis: number): Promise<number>
 }
 
 export interface PoolSettings {
@@ -35,16 +40,69 @@ function reusable(client: pg.ClientBase): boolean {
   return c.getTransactionStatus() === 'I' && !c.tainted
 }
 
-class PooledExecutor implements Executor {
+/** The bookkeeping both modes share: which leases are out, and waiting for them at the end. */
+abstract class LeasingExecutor implements Executor {
+  abstract readonly pooling: Pooling
+  abstract readonly totalCount: number
+  readonly #leases = new Set<Lease>()
+  #drained: (() => void) | undefined
+  #ending = false
+
+  constructor(readonly spec: ClientSpec) {}
+
+  protected abstract borrow(): Promise<{ client: pg.ClientBase; giveBack: (destroy: boolean) => Promise<void> | void }>
+  protected abstract shutdown(): Promise<void>
+
+  async acquire(): Promise<Lease> {
+    if (this.#ending) throw new PgcrewError('CLOSED', 'this connection pool is closing; use the Database again after it has switched, or create a new one')
+    const { client, giveBack } = await this.borrow()
+    const onError = (): void => {}
+    // A lent client has no pool listener: keep a server-side kill from becoming an uncaught error.
+    client.on('error', onError)
+    let released = false
+    const lease: Lease = {
+      client,
+      release: async (destroy = false) => {
+        if (released) return
+        released = true
+        this.#leases.delete(lease)
+        client.removeListener('error', onError)
+        await giveBack(destroy || !reusable(client))
+        if (this.#leases.size === 0) this.#drained?.()
+      },
+    }
+    this.#leases.add(lease)
+    return lease
+  }
+
+  async end(graceMillis: number): Promise<number> {
+    this.#ending = true
+    let forced = 0
+    if (this.#leases.size > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        new Promise<void>((resolve) => (this.#drained = resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMillis))),
+      ])
+      clearTimeout(timer)
+      forced = this.#leases.size
+      await Promise.all([...this.#leases].map((lease) => lease.release(true)))
+    }
+    await this.shutdown()
+    return forced
+  }
+}
+
+class PooledExecutor extends LeasingExecutor {
   readonly pooling = 'pooled' as const
   readonly #pool: Pool<PgcrewClient>
 
   constructor(
-    readonly spec: ClientSpec,
+    spec: ClientSpec,
     readonly settings: PoolSettings,
   ) {
-    const hooks = spec.hooks
-    const params = spec.params
+    super(spec)
+    const { hooks, params } = spec
     // pg-pool builds clients itself; this subclass carries our hooks into each one.
     const Client = class extends PgcrewClient {
       constructor(config: pg.ClientConfig) {
@@ -67,69 +125,48 @@ class PooledExecutor implements Executor {
     return this.#pool.totalCount
   }
 
-  async acquire(): Promise<Lease> {
+  protected async borrow(): Promise<{ client: pg.ClientBase; giveBack: (destroy: boolean) => void }> {
     for (let attempt = 0; ; attempt++) {
       const client = await this.#pool.connect()
-      const onError = (): void => {}
-      // A checked-out client has no pool listener: keep a server-side kill from becoming an uncaught error.
-      client.on('error', onError)
       if (this.settings.prePing && attempt < this.settings.max) {
         try {
           await client.query('SELECT 1')
         } catch {
-          client.removeListener('error', onError)
           client.release(true)
           continue
         }
       }
-      let released = false
-      return {
-        client,
-        release: (destroy?: boolean) => {
-          if (released) return
-          released = true
-          client.removeListener('error', onError)
-          client.release(destroy || !reusable(client) ? true : undefined)
-        },
-      }
+      return { client, giveBack: (destroy) => client.release(destroy ? true : undefined) }
     }
   }
 
-  async end(): Promise<void> {
+  protected async shutdown(): Promise<void> {
     if (!this.#pool.ended && !this.#pool.ending) await this.#pool.end()
   }
 }
 
-class PerTransactionExecutor implements Executor {
+class PerTransactionExecutor extends LeasingExecutor {
   readonly pooling = 'per-transaction' as const
-  readonly #open = new Set<PgcrewClient>()
-
-  constructor(readonly spec: ClientSpec) {}
+  #open = 0
 
   get totalCount(): number {
-    return this.#open.size
+    return this.#open
   }
 
-  async acquire(): Promise<Lease> {
+  protected async borrow(): Promise<{ client: pg.ClientBase; giveBack: () => Promise<void> }> {
     const client = await connectClient(this.spec)
-    this.#open.add(client)
-    let released = false
+    this.#open++
+    // Always closed, even after an error: per-transaction mode never keeps a backend between units.
     return {
       client,
-      release: async () => {
-        if (released) return
-        released = true
-        this.#open.delete(client)
-        // Always closed, even after an error: per-transaction mode never keeps a backend between units.
+      giveBack: async () => {
+        this.#open--
         await client.end().catch(() => {})
       },
     }
   }
 
-  async end(): Promise<void> {
-    await Promise.all([...this.#open].map((c) => c.end().catch(() => {})))
-    this.#open.clear()
-  }
+  protected async shutdown(): Promise<void> {}
 }
 
 /** Build the executor for a pooling mode. */

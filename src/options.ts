@@ -37,6 +37,8 @@ export interface DatabaseOptions {
   maxLifetimeSeconds?: number
   /** Validate a pooled connection with a round trip before handing it out. */
   prePing?: boolean
+  /** How long close() and switches let work in flight finish before destroying what is still lent out. */
+  closeTimeoutMillis?: number
   applicationName?: string
   sslmode?: string
   options?: string
@@ -53,18 +55,19 @@ export interface DatabaseOptions {
 }
 
 /** The one defaults table; README "Options" points here. */
-export const DEFAULTS: Readonly<{ pooling: Pooling; max: number; idleTimeoutMillis: number; connectionTimeoutMillis: number; maxLifetimeSeconds: number; prePing: boolean }> = Object.freeze({
+export const DEFAULTS: Readonly<{ pooling: Pooling; max: number; idleTimeoutMillis: number; connectionTimeoutMillis: number; maxLifetimeSeconds: number; prePing: boolean; closeTimeoutMillis: number }> = Object.freeze({
   pooling: 'pooled' as Pooling,
   max: 10,
   idleTimeoutMillis: 10_000,
   connectionTimeoutMillis: 30_000,
   maxLifetimeSeconds: 0,
   prePing: false,
+  closeTimeoutMillis: 10_000,
 })
 
 const KNOWN = new Set<string>([
   'profile', 'profilesFile', 'connectionString', 'host', 'port', 'dbname', 'user', 'password', 'admin', 'readonly',
-  'dbversion', 'pooling', 'max', 'idleTimeoutMillis', 'connectionTimeoutMillis', 'maxLifetimeSeconds', 'prePing',
+  'dbversion', 'pooling', 'max', 'idleTimeoutMillis', 'connectionTimeoutMillis', 'maxLifetimeSeconds', 'prePing', 'closeTimeoutMillis',
   'applicationName', 'sslmode', 'options', 'searchPath', 'statementTimeoutMillis', 'onConnect', 'pgpassFile', 'onWarning', 'env',
 ])
 
@@ -87,7 +90,7 @@ export function resolveOptions(options: DatabaseOptions = {}): ResolvedOptions {
   if (o.pooling !== undefined && o.pooling !== 'pooled' && o.pooling !== 'per-transaction') {
     throw new PgcrewError('INVALID_OPTION', `pooling must be "pooled" or "per-transaction", not "${String(o.pooling)}"`)
   }
-  for (const key of ['max', 'idleTimeoutMillis', 'connectionTimeoutMillis', 'maxLifetimeSeconds', 'port', 'statementTimeoutMillis'] as const) {
+  for (const key of ['max', 'idleTimeoutMillis', 'connectionTimeoutMillis', 'maxLifetimeSeconds', 'closeTimeoutMillis', 'port', 'statementTimeoutMillis'] as const) {
     const v = o[key]
     if (v !== undefined && (!Number.isInteger(v) || v < 0 || (key === 'max' && v < 1))) {
       throw new PgcrewError('INVALID_OPTION', `${key} must be a whole number${key === 'max' ? ' ≥ 1' : ' ≥ 0'}, not ${String(v)}`)
@@ -101,6 +104,7 @@ export function resolveOptions(options: DatabaseOptions = {}): ResolvedOptions {
     connectionTimeoutMillis: o.connectionTimeoutMillis ?? DEFAULTS.connectionTimeoutMillis,
     maxLifetimeSeconds: o.maxLifetimeSeconds ?? DEFAULTS.maxLifetimeSeconds,
     prePing: o.prePing ?? DEFAULTS.prePing,
+    closeTimeoutMillis: o.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis,
     env: o.env ?? process.env,
   }
   if ('password' in resolved) {

@@ -50,11 +50,13 @@ export class PgcrewClient extends pg.Client {
   override connect(callback: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): void
   override connect(callback?: (err: any, c?: any) => void): Promise<pg.Client> | void {
     const ready = super.connect().then(async () => {
-      for (const hook of this.#hooks) await hook(this, { params: this.#params })
       // A role switch reports is_superuser/session_authorization: the session is no longer ours to share.
       ;(this as unknown as { connection: NodeJS.EventEmitter }).connection.on('parameterStatus', (msg: { parameterName: string }) => {
         if (msg.parameterName === 'is_superuser' || msg.parameterName === 'session_authorization' || msg.parameterName === 'default_transaction_read_only') this.tainted = true
       })
+      for (const hook of this.#hooks) await hook(this, { params: this.#params })
+      // What the onConnect hooks set (even SET ROLE) is this connection's baseline, not a taint.
+      this.tainted = false
       return this
     })
     if (!callback) return ready

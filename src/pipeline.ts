@@ -1,5 +1,6 @@
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { backoffMillis } from './backoff.ts'
 import type { Crew } from './crew.ts'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
@@ -138,13 +139,12 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         return tick()
       }
       if (out.error.code === 'WORKER_INIT_FAILED' || out.error.code === 'CLOSED') {
-        fatal ??= new PgcrewError('WORKER_INIT_FAILED', out.error.message)
+        fatal ??= new PgcrewError(out.error.code, out.error.message)
         return
       }
       if (out.error.transient && attempt <= retries && !options.signal?.aborted) {
         state.retried++
-        const delay = (options.retryDelayMillis ?? 100) * 2 ** (attempt - 1)
-        await sleep(delay / 2 + Math.random() * delay)
+        await sleep(backoffMillis(options.retryDelayMillis ?? 100, attempt))
         continue
       }
       state.failed++

@@ -12,17 +12,27 @@ interface Closable {
 
 interface Registry {
   items: Set<WeakRef<Closable>>
+  /** Already tracked: connect() runs per query, the registry must not grow with it. */
+  seen: WeakSet<Closable>
   poolPatched: boolean
 }
 
 function registry(): Registry {
   const g = globalThis as Record<symbol, Registry | undefined>
-  return (g[KEY] ??= { items: new Set(), poolPatched: false })
+  return (g[KEY] ??= { items: new Set(), seen: new WeakSet(), poolPatched: false })
 }
 
 /** Remember a connection holder of this realm (held weakly). */
 export function trackInRealm(item: Closable): void {
-  registry().items.add(new WeakRef(item))
+  const reg = registry()
+  if (reg.seen.has(item)) return
+  reg.seen.add(item)
+  reg.items.add(new WeakRef(item))
+}
+
+/** How many connection holders this realm tracks (for tests). */
+export function realmSize(): number {
+  return registry().items.size
 }
 
 /**
@@ -48,6 +58,7 @@ export async function discardRealmConnections(keep: ReadonlySet<object> = new Se
   for (const ref of [...reg.items]) {
     const item = ref.deref()
     reg.items.delete(ref)
+    if (item) reg.seen.delete(item)
     if (!item || keep.has(item)) continue
     const ended = (item as { ended?: boolean; ending?: boolean }).ended || (item as { ending?: boolean }).ending
     if (ended) continue

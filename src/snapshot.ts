@@ -1,11 +1,12 @@
+import { inspect } from 'node:util'
 import type { ConnectionSettings } from './connection-params.ts'
 import type { RoleChoice } from './database.ts'
 import type { DatabaseOptions } from './options.ts'
 
 /**
  * What `db.snapshot()` returns: a plain, structured-cloneable description of a Database — never a
- * live socket. `secret` holds an explicitly given password as bytes so that logging the snapshot
- * does not print it; treat the snapshot as confidential all the same.
+ * live socket. Secrets (an explicit password, PGPASSWORD) travel as bytes in `secret`; printing or
+ * JSON-encoding a snapshot masks them. Treat a snapshot as confidential all the same.
  */
 export interface DatabaseSnapshot {
   version: 1
@@ -19,21 +20,55 @@ export interface DatabaseSnapshot {
   hookModules: string[]
   /** onConnect hooks given as functions: they cannot cross threads. */
   functionHooks: number
+  /** The master's PG*, PGCREW_* and home settings (without PGPASSWORD), so workers resolve alike. */
+  env: Record<string, string>
   secret?: Uint8Array
+}
+
+interface Secrets {
+  password?: string
+  PGPASSWORD?: string
+}
+
+const ENV_KEYS = /^(PG(?!PASSWORD$)\w*|PGCREW_\w+|HOME|XDG_CONFIG_HOME|USER|LOGNAME|PATH)$/
+
+/** The part of an environment a worker needs to resolve profiles and pgpass as the master did. */
+export function snapshotEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => ENV_KEYS.test(e[0]) && e[1] !== undefined))
+}
+
+// Methods live on the prototype: a structured clone (workerData) copies only the plain fields.
+const SNAPSHOT_PROTO = {
+  toJSON(this: DatabaseSnapshot) {
+    return { ...this, secret: this.secret ? '***' : undefined }
+  },
+  [inspect.custom](this: DatabaseSnapshot) {
+    return `DatabaseSnapshot ${inspect({ ...this, secret: this.secret ? '***' : undefined }, { depth: 4 })}`
+  },
+}
+
+/** Build a snapshot; secrets are encoded so that a printed snapshot never shows them. */
+export function makeSnapshot(fields: Omit<DatabaseSnapshot, 'secret'> & { secrets: Secrets }): DatabaseSnapshot {
+  const { secrets, ...rest } = fields
+  const any = secrets.password !== undefined || secrets.PGPASSWORD !== undefined
+  const snapshot: DatabaseSnapshot = { ...rest, secret: any ? new TextEncoder().encode(JSON.stringify(secrets)) : undefined }
+  return Object.setPrototypeOf(snapshot, SNAPSHOT_PROTO) as DatabaseSnapshot
 }
 
 /** Turn a snapshot back into constructor options plus the state a switch would have set. */
 export function restoreSnapshotOptions(snapshot: DatabaseSnapshot): {
-  options: DatabaseOptions
+  options: DatabaseOptions & { env: NodeJS.ProcessEnv }
   password?: string
   role: RoleChoice
   dbversion?: string
   settings: ConnectionSettings
   serverSettings: Record<string, string>
 } {
-  const options: DatabaseOptions = { ...snapshot.options, onConnect: snapshot.hookModules }
+  const secrets: Secrets = snapshot.secret ? (JSON.parse(new TextDecoder().decode(snapshot.secret)) as Secrets) : {}
+  const env: NodeJS.ProcessEnv = { ...snapshot.env }
+  if (secrets.PGPASSWORD) env.PGPASSWORD = secrets.PGPASSWORD
+  const options: DatabaseOptions & { env: NodeJS.ProcessEnv } = { ...snapshot.options, onConnect: snapshot.hookModules, env }
   for (const key of Object.keys(options) as (keyof DatabaseOptions)[]) if (options[key] === undefined) delete options[key]
-  const password = snapshot.secret ? new TextDecoder().decode(snapshot.secret) : undefined
   // Settings resolved in the master (connection string, connectFromParameters) are used as they are.
-  return { options, password, role: snapshot.role, dbversion: snapshot.dbversion, settings: snapshot.settings, serverSettings: snapshot.serverSettings }
+  return { options, password: secrets.password, role: snapshot.role, dbversion: snapshot.dbversion, settings: snapshot.settings, serverSettings: snapshot.serverSettings }
 }

@@ -37,16 +37,36 @@ export function beginStatement(opts: TransactionOptions = {}): string {
  */
 export class Transaction {
   #savepoints = 0
+  #finished = false
 
   constructor(
     /** The connection this transaction runs on (for pg-cursor, COPY streams…). */
     readonly client: pg.ClientBase,
     /** 0 for the outermost transaction, 1+ inside savepoints. */
     readonly depth = 0,
+    /** The enclosing transaction of a savepoint. */
+    readonly parent?: Transaction,
   ) {}
+
+  /** False once the outermost transaction has committed or rolled back: its connection is gone. */
+  get active(): boolean {
+    return !this.#finished && (this.parent?.active ?? true)
+  }
+
+  /** Called by the Database when the transaction ends (nested ones share the flag through the root). */
+  finish(): void {
+    this.#finished = true
+  }
+
+  #assertActive(): void {
+    if (!this.active) {
+      throw new PgcrewError('TRANSACTION_FINISHED', 'this transaction has already ended (a query outlived its transaction, e.g. from a timer); await all work inside the transaction function')
+    }
+  }
 
   /** Run a query inside this transaction. */
   async query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    this.#assertActive()
     try {
       return await this.client.query<R>(text as string, values)
     } catch (error) {
@@ -61,7 +81,8 @@ export class Transaction {
     }
     const name = `pgcrew_sp_${this.depth + 1}_${++this.#savepoints}`
     await this.query(`SAVEPOINT ${name}`)
-    const inner = new Transaction(this.client, this.depth + 1)
+    this.#assertActive()
+    const inner = new Transaction(this.client, this.depth + 1, this)
     try {
       const result = await fn(inner)
       await this.query(`RELEASE SAVEPOINT ${name}`)
@@ -69,6 +90,8 @@ export class Transaction {
     } catch (error) {
       await this.client.query(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => {})
       throw mapDatabaseError(error)
+    } finally {
+      inner.finish()
     }
   }
 }

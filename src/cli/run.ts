@@ -1,3 +1,4 @@
+import { PG_ENV_KEYS } from '../connection-params.ts'
 import { Database } from '../database.ts'
 import { PgcrewError } from '../errors.ts'
 import { loadPipeline, runPipeline, type RunSummary } from '../pipeline.ts'
@@ -7,11 +8,10 @@ import { startTempCluster, type TempCluster } from '../temp-cluster.ts'
 import { UsageError, type CliIO, type Command } from './command.ts'
 import { keyValues, printJson, println } from './output.ts'
 
-const PG_ENV = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSERVICE']
 
 /** Is anything configured (profile for this host, PG* variables)? If not, the run gets a temp server. */
 function configured(profile: string | undefined, env: NodeJS.ProcessEnv): boolean {
-  if (profile || env.PGCREW_PROFILE || PG_ENV.some((k) => env[k])) return true
+  if (profile || env.PGCREW_PROFILE || PG_ENV_KEYS.some((k) => env[k])) return true
   try {
     chooseProfile(loadProfiles({ env }), undefined, env)
     return true
