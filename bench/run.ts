@@ -11,7 +11,7 @@ import pg from 'pg'
 import { Database } from '../src/database.ts'
 import type { Crew } from '../src/crew.ts'
 import { startTempCluster, type TempCluster } from '../src/temp-cluster.ts'
-import { cpuWork, HASH_ROUNDS, idStream, READ_SQL, ROWS, WRITE_SQL, writeRecord } from './workload.ts'
+import { cpuWork, HASH_ROUNDS, HEAVY_ROUNDS, idStream, READ_SQL, ROWS, WRITE_SQL, writeRecord } from './workload.ts'
 
 const MEASURE_MS = Number(process.env.BENCH_MS ?? 1000)
 const WARMUP_MS = 400
@@ -22,7 +22,7 @@ const TARGET = 1.3
 
 type Kind = 'read' | 'write'
 
-async function anchor(pool: pg.Pool, kind: Kind, ms: number, seed: number): Promise<number> {
+async function anchor(pool: pg.Pool, kind: Kind, ms: number, seed: number, rounds = HASH_ROUNDS): Promise<number> {
   const next = idStream(seed)
   const deadline = performance.now() + ms
   const start = performance.now()
@@ -32,7 +32,7 @@ async function anchor(pool: pg.Pool, kind: Kind, ms: number, seed: number): Prom
       const id = next()
       if (kind === 'read') {
         const { rows } = await pool.query(READ_SQL, [id])
-        cpuWork(rows[0])
+        cpuWork(rows[0], rounds)
       } else {
         await pool.query(WRITE_SQL, [id, cpuWork(writeRecord(id))])
       }
@@ -43,15 +43,15 @@ async function anchor(pool: pg.Pool, kind: Kind, ms: number, seed: number): Prom
   return ops / ((performance.now() - start) / 1000)
 }
 
-async function viaCrew(crew: Crew, batch: number, ms: number, seed: number): Promise<number> {
+async function viaCrew(crew: Crew, batch: number, ms: number, seed: number, rounds = HASH_ROUNDS): Promise<number> {
   const next = idStream(seed)
   const deadline = performance.now() + ms
   const start = performance.now()
-  function* tasks(): Generator<{ ids: number[] }> {
-    while (performance.now() < deadline) yield { ids: Array.from({ length: batch }, next) }
+  function* tasks(): Generator<{ ids: number[]; rounds: number }> {
+    while (performance.now() < deadline) yield { ids: Array.from({ length: batch }, next), rounds }
   }
   let ops = 0
-  for await (const r of crew.map<{ ids: number[] }, { ops: number }>(tasks(), { concurrency: IN_FLIGHT })) {
+  for await (const r of crew.map<{ ids: number[]; rounds: number }, { ops: number }>(tasks(), { concurrency: IN_FLIGHT })) {
     if (r.error) throw r.error
     ops += r.result!.ops
   }
@@ -119,6 +119,8 @@ async function main(): Promise<void> {
       { name: 'anchor read', run: (ms, s) => anchor(pool!, 'read', ms, s) },
       { name: `crew read ${BATCH}/task`, run: (ms, s) => viaCrew(readCrew, BATCH, ms, s) },
       { name: 'crew read 1/task', run: (ms, s) => viaCrew(readCrew, 1, ms, s) },
+      { name: 'anchor read heavy', run: (ms, s) => anchor(pool!, 'read', ms, s, HEAVY_ROUNDS) },
+      { name: `crew read heavy ${BATCH}/task`, run: (ms, s) => viaCrew(readCrew, BATCH, ms, s, HEAVY_ROUNDS) },
       { name: 'anchor write', run: (ms, s) => anchor(pool!, 'write', ms, s) },
       { name: `crew write ${BATCH}/task`, run: (ms, s) => viaCrew(writeCrew, BATCH, ms, s) },
       { name: 'crew write 1/task', run: (ms, s) => viaCrew(writeCrew, 1, ms, s) },
@@ -138,13 +140,14 @@ async function main(): Promise<void> {
     const rows: Array<[string, string, string]> = [
       [`point read, ${BATCH} reads/task`, 'anchor read', `crew read ${BATCH}/task`],
       ['point read, 1 read/task', 'anchor read', 'crew read 1/task'],
+      [`point read, CPU-heavy, ${BATCH}/task`, 'anchor read heavy', `crew read heavy ${BATCH}/task`],
       [`small write, ${BATCH} updates/task`, 'anchor write', `crew write ${BATCH}/task`],
       ['small write, 1 update/task', 'anchor write', 'crew write 1/task'],
     ]
     const cpu = cpus()[0]?.model ?? 'unknown cpu'
     console.log(`pgcrew bench — node ${process.version}, ${availableParallelism()} cores (${cpu}), PostgreSQL ${server} ${cluster ? `(temp cluster, ${cluster.source} binaries)` : '(PGCREW_TEST_URL)'}`)
     console.log(`table bench_items: ${ROWS} rows; ${IN_FLIGHT} statements in flight on both sides; ${REPS} reps × ${MEASURE_MS} ms, median ops/s (min–max)`)
-    console.log(`cpu work per unit (main thread, this machine): read ${readWorkUs.toFixed(0)} µs, write ${writeWorkUs.toFixed(0)} µs — JSON round-trip + ${HASH_ROUNDS} chained sha256`)
+    console.log(`cpu work per unit (main thread, this machine): read ${readWorkUs.toFixed(0)} µs, write ${writeWorkUs.toFixed(0)} µs — JSON round-trip + ${HASH_ROUNDS} chained sha256 (CPU-heavy rows: ${HEAVY_ROUNDS})`)
     console.log(`anchor: 1 process, pg.Pool max ${IN_FLIGHT}, ${IN_FLIGHT} async loops | crew: threads 2 × perWorkerConnections 2, map concurrency ${IN_FLIGHT}`)
     console.log(`crew budget: ${readCrew.budget.explanation}`)
     console.log('')

@@ -4,6 +4,9 @@ import { createHash } from 'node:crypto'
 /** Chained sha256 rounds over the row's JSON; fixed (not calibrated) so every machine does the same work. */
 export const HASH_ROUNDS = 20
 
+/** The CPU-heavy variant: where per-row JavaScript work, not the server, is the bottleneck. */
+export const HEAVY_ROUNDS = 200
+
 /** Rows in the bench table. */
 export const ROWS = 100_000
 
@@ -12,11 +15,11 @@ export const ROWS = 100_000
  * (jsonb already parsed by pg), JSON.parse it back, then HASH_ROUNDS chained sha256 digests over
  * the ~1 KB JSON text. Returns a 64-char hex digest.
  */
-export function cpuWork(row: unknown): string {
+export function cpuWork(row: unknown, rounds = HASH_ROUNDS): string {
   const text = JSON.stringify(row)
   const parsed = JSON.parse(text) as { id?: unknown }
   let digest = String(parsed.id)
-  for (let i = 0; i < HASH_ROUNDS; i++) digest = createHash('sha256').update(digest).update(text).digest('hex')
+  for (let i = 0; i < rounds; i++) digest = createHash('sha256').update(digest).update(text).digest('hex')
   return digest
 }
 
