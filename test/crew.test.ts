@@ -93,6 +93,18 @@ describe('crew workers', () => {
   })
 })
 
+describe('the toolkit inside workers', () => {
+  for (const pooling of ['pooled', 'per-transaction'] as const) {
+    test(`settings, prepare, cursor and advisory locks work in crew workers (${pooling})`, async () => {
+      const { url } = await freshDatabase('crewtoolkit')
+      await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2, pooling })
+      await using crew = await db.crew({ worker: fixture('echo'), threads: 2 })
+      const results = await Promise.all([1, 2, 3].map(() => crew.run({ op: 'toolkit' })))
+      for (const r of results) assert.deepEqual(r, { dateStyle: 'ISO, MDY', prepared: 42, rowsRead: 1000, locked: true })
+    })
+  }
+})
+
 describe('crew.map and timeouts', () => {
   test('map runs every task with bounded concurrency and reports each failure beside its task', async () => {
     const { url } = await freshDatabase('crewmap')
