@@ -103,7 +103,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const retries = options.retries ?? 3
   const progress = options.progress ?? silentProgress
   const started = Date.now()
-  await db.connect()
+  if (!db.connected) await db.connect()
   await def.setup?.(db)
   await ensureLedger(db, ledger)
   const source = typeof def.tasks === 'function' ? await def.tasks(db) : def.tasks

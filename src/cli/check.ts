@@ -1,14 +1,8 @@
 import { Database } from '../database.ts'
+import { connectAs } from './connect-as.ts'
 import { UsageError, expectPositionals, type Command } from './command.ts'
 import { keyValues, printJson, println } from './output.ts'
 
-/** Connect as `--as` asks: the profile's admin, its user (read-only sessions), or a named role. */
-async function connectAs(db: Database, as: string | undefined): Promise<void> {
-  if (as === undefined) await db.connect()
-  else if (as === 'admin') await db.becomeAdmin()
-  else if (as === 'user') await db.becomeUser()
-  else await db.become(as)
-}
 
 export const command: Command = {
   name: 'check',

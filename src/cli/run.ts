@@ -6,6 +6,7 @@ import { chooseProfile, loadProfiles } from '../profiles.ts'
 import { barProgress, lineProgress, silentProgress } from '../progress.ts'
 import { startTempCluster, type TempCluster } from '../temp-cluster.ts'
 import { UsageError, type CliIO, type Command } from './command.ts'
+import { connectAs } from './connect-as.ts'
 import { keyValues, printJson, println } from './output.ts'
 
 
@@ -92,9 +93,7 @@ export const command: Command = {
         max: 2,
         env,
       })
-      if (as === 'admin') await db.becomeAdmin()
-      else if (as === 'user') await db.becomeUser()
-      else if (as) await db.become(as)
+      await connectAs(db, as)
       const progress = json ? silentProgress : io.isTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
       const summary = await runPipeline(db, def, { threads, connectionBudget, retries, progress, signal: io.signal })
       if (json) printJson(io, summary)
