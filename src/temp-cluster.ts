@@ -39,6 +39,8 @@ export interface TempCluster extends AsyncDisposable {
   readonly displayUrl: string
   readonly source: BinarySource
   readonly bindir: string
+  /** The server's recent log output (its last 20 000 characters). */
+  serverLog(): string
   stop(): Promise<void>
 }
 
@@ -152,7 +154,7 @@ export async function startTempCluster(options: TempClusterOptions = {}): Promis
         const proc = child
         proc.unref()
         ;(proc.stderr as { unref?: () => void } | null)?.unref?.()
-        return makeHandle({ port, base, superuser: opts.superuser, password, source, bindir, proc, killNow })
+        return makeHandle({ port, base, superuser: opts.superuser, password, source, bindir, proc, killNow, log: () => log })
       }
       if (ready === 'port-taken' && attempt < opts.portAttempts) continue
       throw new PgcrewError('TEMP_CLUSTER_FAILED', `PostgreSQL did not start (${source} binaries in ${bindir}): ${ready}\n${log.trim().split('\n').slice(-8).join('\n')}`)
@@ -188,7 +190,7 @@ async function waitReady(child: ChildProcess, port: number, user: string, passwo
   return exited ?? `not ready after ${timeoutMillis} ms`
 }
 
-function makeHandle(h: { port: number; base: string; superuser: string; password: string; source: BinarySource; bindir: string; proc: ChildProcess; killNow: () => void }): TempCluster {
+function makeHandle(h: { port: number; base: string; superuser: string; password: string; source: BinarySource; bindir: string; proc: ChildProcess; killNow: () => void; log: () => string }): TempCluster {
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> =>
     (stopping ??= new Promise<void>((resolve) => {
@@ -212,6 +214,7 @@ function makeHandle(h: { port: number; base: string; superuser: string; password
     source: h.source,
     bindir: h.bindir,
     displayUrl: `postgres://${encodeURIComponent(h.superuser)}:***@127.0.0.1:${h.port}/postgres`,
+    serverLog: h.log,
     stop,
     [Symbol.asyncDispose]: stop,
   }

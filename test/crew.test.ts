@@ -129,6 +129,34 @@ describe('crew.map and timeouts', () => {
   })
 })
 
+const db2 = (url: string) => new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+
+describe('a clean close in the server log', () => {
+  test('closing a crew after a pipeline leaves no "unexpected EOF on client connection" in the server log', async () => {
+    await using cluster = await startTempCluster({ settings: { log_min_messages: 'info' } })
+    await using db = new Database({ connectionString: cluster.url, env: cleanEnv(), max: 2 })
+    await db.query('CREATE TABLE counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
+    const pipeline = definePipeline({ ...counterPipeline, tasks: Array.from({ length: 100 }, (_, i) => ({ key: i + 1 })) })
+    const summary = await runPipeline(db, pipeline, { threads: 2 })
+    assert.equal(summary.done, 100)
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 2 })
+    await Promise.all([1, 2, 3, 4].map(() => crew.run({ op: 'sleep' })))
+    await crew.close()
+    await db.close()
+    await new Promise((r) => setTimeout(r, 200))
+    assert.doesNotMatch(cluster.serverLog(), /unexpected EOF|could not receive data from client/)
+
+    // The check can fail: destroy() (the forced path) cuts a transaction in flight, and the server says so.
+    await using master = db2(cluster.url)
+    const forced = await master.crew({ worker: fixture('echo'), threads: 1 })
+    const holding = forced.run({ op: 'hold-transaction' }).catch(() => {})
+    await eventually(async () => (await master.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'idle in transaction'")).rows[0].n > 0)
+    await forced.destroy()
+    await holding
+    assert.ok(await eventually(async () => /unexpected EOF on client connection with an open transaction/.test(cluster.serverLog())))
+  })
+})
+
 describe('connection budget', () => {
   test('8 threads against max_connections = 20 finish with zero "too many clients"', async () => {
     await using cluster = await startTempCluster({ settings: { max_connections: 20 } })
