@@ -71,6 +71,7 @@ export class Database implements AsyncDisposable {
   #idleErrors = 0
   readonly #listeners = new Set<Listener<Notification>>()
   readonly #retiring = new Set<Promise<void>>()
+  #firstConnect: Promise<boolean> | undefined
 
   constructor(options: DatabaseOptions = {}) {
     this.#opts = resolveOptions(options)
@@ -463,7 +464,8 @@ export class Database implements AsyncDisposable {
 
   async #executorNow(): Promise<Executor> {
     this.#assertOpen()
-    if (!this.#executor) await this.connect()
+    // Many first queries at once must share one connect, not race to build a pool each.
+    if (!this.#executor) await (this.#firstConnect ??= this.connect().finally(() => (this.#firstConnect = undefined)))
     return this.#executor!
   }
 

@@ -148,22 +148,43 @@ class PooledExecutor extends LeasingExecutor {
 class PerTransactionExecutor extends LeasingExecutor {
   readonly pooling = 'per-transaction' as const
   #open = 0
+  readonly #waiting: Array<() => void> = []
+
+  constructor(
+    spec: ClientSpec,
+    readonly max: number,
+  ) {
+    super(spec)
+  }
 
   get totalCount(): number {
     return this.#open
   }
 
   protected async borrow(): Promise<{ client: pg.ClientBase; giveBack: () => Promise<void> }> {
-    const client = await connectClient(this.spec)
+    // `max` bounds connections at once in this mode too: a crew's budget counts on it.
+    while (this.#open >= this.max) await new Promise<void>((resolve) => this.#waiting.push(resolve))
     this.#open++
+    let client: PgcrewClient
+    try {
+      client = await connectClient(this.spec)
+    } catch (error) {
+      this.#free()
+      throw error
+    }
     // Always closed, even after an error: per-transaction mode never keeps a backend between units.
     return {
       client,
       giveBack: async () => {
-        this.#open--
         await client.end().catch(() => {})
+        this.#free()
       },
     }
+  }
+
+  #free(): void {
+    this.#open--
+    this.#waiting.shift()?.()
   }
 
   protected async shutdown(): Promise<void> {}
@@ -171,5 +192,5 @@ class PerTransactionExecutor extends LeasingExecutor {
 
 /** Build the executor for a pooling mode. */
 export function createExecutor(pooling: Pooling, spec: ClientSpec, settings: PoolSettings): Executor {
-  return pooling === 'pooled' ? new PooledExecutor(spec, settings) : new PerTransactionExecutor(spec)
+  return pooling === 'pooled' ? new PooledExecutor(spec, settings) : new PerTransactionExecutor(spec, settings.max)
 }

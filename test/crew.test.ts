@@ -158,9 +158,9 @@ describe('a clean close in the server log', () => {
 })
 
 describe('connection budget', () => {
-  test('8 threads against max_connections = 20 finish with zero "too many clients"', async () => {
+  for (const pooling of ['pooled', 'per-transaction'] as const) test(`8 threads against max_connections = 20 finish with zero "too many clients" (${pooling})`, async () => {
     await using cluster = await startTempCluster({ settings: { max_connections: 20 } })
-    await using db = new Database({ connectionString: cluster.url, env: cleanEnv(), max: 2 })
+    await using db = new Database({ connectionString: cluster.url, env: cleanEnv(), max: 2, pooling })
     const pipeline = definePipeline({ ...counterPipeline, tasks: Array.from({ length: 400 }, (_, i) => ({ key: i + 1 })) })
     await db.query('CREATE TABLE counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
     await db.query('INSERT INTO counters SELECT g, 0 FROM generate_series(1, 400) g')

@@ -143,6 +143,17 @@ test('a loose pgpass file is reported through onWarning, once, and the connectio
   assert.match(warnings[0]!, /group or world access/)
 })
 
+test('regression: many first queries at once share one connect instead of each building a pool', async () => {
+  await using db = open({ user: owner.name, max: 3 })
+  let physical = 0
+  db.onConnect(() => {
+    physical++
+  })
+  await Promise.all(Array.from({ length: 8 }, () => db.query('SELECT 1')))
+  // Each racing connect() used to build its own pool (8 pools, 8+ connections).
+  assert.ok(physical <= 3, `${physical} physical connections for a pool of 3`)
+})
+
 describe('changeVersion', () => {
   test('reaches <base>_<v>, keeps underscores in the base name, and fails safely when it does not exist', async () => {
     const base = `${dbname}_main_db`
@@ -170,6 +181,21 @@ describe('pooling modes', () => {
     await assert.rejects(db.transaction(async (tx) => tx.query('SELECT 1/0')), { code: '22012' })
     assert.ok(await eventually(async () => (await backendsOf(owner.name)).length === 0), 'a backend stayed after a failed transaction')
     assert.equal(db.connectionCount, 0)
+  })
+
+  test('per-transaction mode opens at most `max` connections at once', async () => {
+    await using db = open({ pooling: 'per-transaction', user: owner.name, max: 2, applicationName: 'max-per-tx' })
+    let peak = 0
+    await Promise.all(
+      Array.from({ length: 6 }, () =>
+        db.transaction(async (tx) => {
+          await tx.query('SELECT pg_sleep(0.05)')
+          // Counted on our side: a closed backend lingers in pg_stat_activity for a moment.
+          peak = Math.max(peak, db.connectionCount)
+        }),
+      ),
+    )
+    assert.equal(peak, 2)
   })
 
   test('pooled mode reuses one connection for sequential work', async () => {
