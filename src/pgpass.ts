@@ -133,10 +133,18 @@ export function readPgpassFile(file: string, warn: (message: string) => void = (
     throw unreadable(String((error as NodeJS.ErrnoException).code ?? error), error)
   }
   const entries: PgpassEntry[] = []
+  const malformed: number[] = []
   text.split('\n').forEach((raw, i) => {
     const entry = parsePgpassLine(raw, i + 1)
     if (entry) entries.push(entry)
+    else if (!raw.startsWith('#') && raw.replace(/[\r\n]+$/, '') !== '') malformed.push(i + 1)
   })
+  // libpq skips such lines silently, so pgcrew skips them too, but says so once (never echoing a
+  // line: it may hold a password).
+  if (malformed.length && !warned.has(`${file}#malformed`)) {
+    warned.add(`${file}#malformed`)
+    warn(`pgcrew: WARNING: password file "${file}": line${malformed.length > 1 ? 's' : ''} ${malformed.join(', ')} ${malformed.length > 1 ? 'have' : 'has'} fewer than 5 fields (host:port:dbname:user:password) and ${malformed.length > 1 ? 'are' : 'is'} ignored`)
+  }
   return entries
 }
 

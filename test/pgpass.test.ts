@@ -196,6 +196,18 @@ describe('the pgpass file itself', () => {
     assert.ok(!warnings[0]!.includes('pw'), 'the warning must not show file contents')
   })
 
+  it('skips lines with fewer than five fields as libpq does, and names them (never their text) in one warning', () => {
+    const file = writePgpass(dir, ['# comment', 'h:5432:d:u', 'h:5432:d:u:right', 'just-a-secret-word', ''], 0o600)
+    const warnings: string[] = []
+    const warn = (m: string) => warnings.push(m)
+    const t = { host: 'h', port: 5432, database: 'd', user: 'u' }
+    assert.equal(lookupPgpass(t, { file, warn })?.password, 'right')
+    assert.equal(lookupPgpass(t, { file, warn })?.password, 'right')
+    assert.equal(warnings.length, 1)
+    assert.match(warnings[0]!, /lines 2, 4 have fewer than 5 fields/)
+    assert.ok(!warnings[0]!.includes('just-a-secret-word'))
+  })
+
   it('ignores a 0640 file too (any group bit), and uses a 0400 one', () => {
     const warnings: string[] = []
     const t = { host: 'h', port: 5432, database: 'd', user: 'u' }
