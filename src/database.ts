@@ -11,7 +11,7 @@ import { inspect } from 'node:util'
 import type pg from 'pg'
 import { backoffMillis } from './backoff.ts'
 import { connectError, describeTarget } from './connect-errors.ts'
-import { defaultHost, PG_ENV_KEYS, resolveConnectionParams, type ConnectionParams, type ConnectionSettings } from './connection-params.ts'
+import { PG_ENV_KEYS, resolveConnectionParams, type ConnectionParams, type ConnectionSettings } from './connection-params.ts'
 import { parseConnectionString } from './connection-string.ts'
 import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from './database-error.ts'
 import { PgcrewError } from './errors.ts'
@@ -19,25 +19,12 @@ import { createExecutor, type Executor, type Lease } from './executor.ts'
 import { loadHookModule, type HookRef } from './hooks.ts'
 import { resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
 import type { ClientSpec, OnConnectHook } from './pg-client.ts'
-import { chooseProfile, loadProfiles, machineFqdn, type Profile, type ProfileSet } from './profiles.ts'
+import { chooseProfile, loadProfiles, type Profile, type ProfileSet } from './profiles.ts'
 import { trackInRealm } from './realm.ts'
+import { clientSpecFor, type RoleChoice, type Target } from './target.ts'
 import { Crew, type CrewOptions } from './crew.ts'
 import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapshot } from './snapshot.ts'
 import { beginStatement, Transaction, type TransactionOptions } from './transaction.ts'
-
-/** Which role a Database acts as: the default, the profile's admin or user, or a named role. */
-export type RoleChoice = { kind: 'default' } | { kind: 'admin'; name: string } | { kind: 'user'; name: string } | { kind: 'role'; name: string }
-
-/** Everything that decides where a connection goes; a switch builds a new one of these. */
-interface Target {
-  profile?: Profile
-  /** Settings from the options and any connection string, without the password. */
-  settings: ConnectionSettings
-  serverSettings: Record<string, string>
-  role: RoleChoice
-  dbversion?: string
-  pooling: Pooling
-}
 
 /** Options of `connect()`: one-off overrides of where to connect. */
 export interface ConnectOptions {
@@ -231,40 +218,7 @@ export class Database implements AsyncDisposable {
   // ---- connecting ---------------------------------------------------------------------------
 
   #spec(target: Target): ClientSpec {
-    const env = this.#opts.env
-    const base = resolveConnectionParams(target.settings, target.profile, env)
-    const role = target.role
-    const user = role.kind === 'default' ? base.user : role.name
-    const dbname = target.dbversion ? `${base.dbname}_${target.dbversion}` : base.dbname
-    let host = base.host
-    // A profile that names this very machine is reached through the local socket (no TCP, no SSL).
-    if (target.profile?.host && !host.startsWith('/') && host === machineFqdn(env)) host = defaultHost()
-    const params: ConnectionParams = Object.freeze({ ...base, host, user, dbname })
-    const profileUser = target.profile?.user
-    const asUser = role.kind === 'user' || (role.kind === 'default' && profileUser !== undefined && user === profileUser)
-    const readOnly = this.#opts.readonly ?? (asUser && target.profile?.readonly !== false)
-    const serverSettings = target.serverSettings
-    const hooks: OnConnectHook[] = []
-    if (Object.keys(serverSettings).length) {
-      hooks.push(async (client) => {
-        for (const [k, v] of Object.entries(serverSettings)) await client.query('SELECT set_config($1, $2, false)', [k, v])
-      })
-    }
-    for (const ref of this.#hooks) hooks.push(ref.hook)
-    // The explicit password belongs to the configured user; any other role looks its own up.
-    const passwordUser = target.settings.user ?? target.profile?.user ?? base.user
-    const profilePassword = target.profile?.password
-    return {
-      params,
-      password: this.#password ?? profilePassword,
-      passwordUser: this.#password !== undefined ? passwordUser : target.profile?.user,
-      pgpassFile: this.#opts.pgpassFile,
-      warn: this.#opts.onWarning,
-      env,
-      readOnly,
-      connectionTimeoutMillis: this.#opts.connectionTimeoutMillis,
-      hooks,
-    }
+    return clientSpecFor(target, { options: this.#opts, password: this.#password, hooks: this.#hooks.map((ref) => ref.hook) })
   }
 
   /** Build an executor for a target and prove it works; the caller swaps it in. */

@@ -1,7 +1,8 @@
 // The public API of pgcrew: every capability is one hop from here.
 
 // Connecting
-export { Database, type ConnectOptions, type RoleChoice } from './database.ts'
+export { Database, type ConnectOptions } from './database.ts'
+export type { RoleChoice } from './target.ts'
 export { DEFAULTS as DATABASE_DEFAULTS, type DatabaseOptions, type Pooling } from './options.ts'
 export type { ConnectionParams, ConnectionSettings } from './connection-params.ts'
 export { parseConnectionString, maskConnectionString, type ParsedConnectionString } from './connection-string.ts'

@@ -1,6 +1,6 @@
 import { inspect } from 'node:util'
 import type { ConnectionSettings } from './connection-params.ts'
-import type { RoleChoice } from './database.ts'
+import type { RoleChoice } from './target.ts'
 import type { DatabaseOptions } from './options.ts'
 
 /**
