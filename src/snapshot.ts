@@ -30,11 +30,16 @@ interface Secrets {
   PGPASSWORD?: string
 }
 
-const ENV_KEYS = /^(PG(?!PASSWORD$)\w*|PGCREW_\w+|HOME|XDG_CONFIG_HOME|USER|LOGNAME|PATH)$/
+// Exactly the variables pgcrew reads; a pattern such as PG* would also carry a user's own
+// PGCREW_DATABASE_URL=postgres://user:secret@… into anything that prints the snapshot.
+const ENV_KEYS = [
+  'PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSFILE', 'PGSERVICE', 'PGSSLMODE', 'PGAPPNAME', 'PGCONNECT_TIMEOUT', 'PGOPTIONS',
+  'PGCREW_PROFILE', 'PGCREW_PROFILES', 'PGCREW_HOSTNAME', 'HOME', 'XDG_CONFIG_HOME',
+]
 
 /** The part of an environment a worker needs to resolve profiles and pgpass as the master did. */
 export function snapshotEnv(env: NodeJS.ProcessEnv): Record<string, string> {
-  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => ENV_KEYS.test(e[0]) && e[1] !== undefined))
+  return Object.fromEntries(ENV_KEYS.flatMap((k) => (env[k] === undefined ? [] : [[k, env[k]!]])))
 }
 
 // Methods live on the prototype: a structured clone (workerData) copies only the plain fields.

@@ -154,11 +154,11 @@ describe('closing and switching', () => {
 describe('snapshots', () => {
   test('a printed or JSON-encoded snapshot shows *** instead of the password bytes', async () => {
     const { url } = await freshDatabase('snapmask')
-    const db = new Database({ connectionString: url, env: cleanEnv({ PGPASSWORD: 'env-secret-value' }) })
+    const db = new Database({ connectionString: url, env: cleanEnv({ PGPASSWORD: 'env-secret-value', PGCREW_MY_URL: 'postgres://u:url-secret-value@h/db' }) })
     const snap = db.snapshot()
     for (const text of [JSON.stringify(snap), inspect(snap)]) {
       assert.match(text, /\*\*\*/)
-      assert.doesNotMatch(text, /"0":|Uint8Array|env-secret-value/)
+      assert.doesNotMatch(text, /"0":|Uint8Array|env-secret-value|url-secret-value/)
     }
     const copy = Database.fromSnapshot(structuredClone(snap))
     await copy.connect()
