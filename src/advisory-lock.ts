@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
 import type pg from 'pg'
 import { PgcrewError } from './errors.ts'
+import { withSettings } from './settings.ts'
 import { LockNotAvailable } from './database-error.ts'
 import { holdConnection, run, type ConnectionTarget, type HeldConnection } from './connection-target.ts'
 
@@ -108,10 +109,23 @@ export class AdvisoryLock implements AsyncDisposable {
 
   /** Takes the lock, or counts up when already held. False when `wait: false` and a key is busy. */
   async acquire(): Promise<boolean> {
+    // Overlapping first acquires must not each take a connection and a server lock: wait for the first.
+    while (this.#acquiring) await this.#acquiring.catch(() => {})
     if (this.#count > 0) {
       this.#count++
       return true
     }
+    this.#acquiring = this.#takeOnServer()
+    try {
+      return await this.#acquiring
+    } finally {
+      this.#acquiring = undefined
+    }
+  }
+
+  #acquiring: Promise<boolean> | undefined
+
+  async #takeOnServer(): Promise<boolean> {
     const held = await holdConnection(this.#target)
     const client = held.client
     const xact = this.scope === 'transaction'
@@ -121,38 +135,33 @@ export class AdvisoryLock implements AsyncDisposable {
     }
     const lockFn = `pg_${this.#wait === false ? 'try_' : ''}advisory_${xact ? 'xact_' : ''}lock${this.shared ? '_shared' : ''}`
     const taken: Key[] = []
-    let previousTimeout: string | undefined
-    try {
-      if (typeof this.#wait === 'number') {
-        previousTimeout = (await run<{ v: string }>(client, "SELECT current_setting('lock_timeout') AS v")).rows[0]!.v
-        await run(client, "SELECT set_config('lock_timeout', $1, false)", [`${Math.max(1, Math.ceil(this.#wait))}ms`])
-      }
+    const lockAll = async (): Promise<boolean> => {
       for (const key of this.#keys) {
         const { rows } = await run<{ ok: boolean | '' }>(client, ...callSql(lockFn, key))
-        if (this.#wait === false && rows[0]!.ok !== true) {
-          await this.#unlock(client, taken)
-          await held.release()
-          return false
-        }
+        if (this.#wait === false && rows[0]!.ok !== true) return false
         taken.push(key)
+      }
+      return true
+    }
+    try {
+      // A timed wait is lock_timeout for just these statements (withSettings restores it, LOCAL inside a transaction).
+      const all = typeof this.#wait === 'number' ? await withSettings(client, { lock_timeout: `${Math.max(1, Math.ceil(this.#wait))}ms` }, lockAll) : await lockAll()
+      if (!all) {
+        await this.#unlock(client, taken)
+        await held.release()
+        return false
       }
     } catch (error) {
       await this.#unlock(client, taken).catch(() => {})
-      await this.#restoreTimeout(client, previousTimeout).catch(() => {})
       await held.release()
       if (error instanceof LockNotAvailable) {
         throw new LockNotAvailable(error.code, `advisory lock ${this.keys.join(', ')} not acquired within ${String(this.#wait)} ms (another session holds it)`, error, { cause: error })
       }
       throw error
     }
-    await this.#restoreTimeout(client, previousTimeout)
     this.#held = held
     this.#count = 1
     return true
-  }
-
-  async #restoreTimeout(client: pg.ClientBase, previous: string | undefined): Promise<void> {
-    if (previous !== undefined) await run(client, "SELECT set_config('lock_timeout', $1, false)", [previous])
   }
 
   async #unlock(client: pg.ClientBase, keys: readonly Key[]): Promise<void> {

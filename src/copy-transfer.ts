@@ -2,6 +2,7 @@ import type { Writable } from 'node:stream'
 import { from as copyFromStream, to as copyToStream } from 'pg-copy-streams'
 import { PgcrewError } from './errors.ts'
 import { DatabaseError, mapDatabaseError } from './database-error.ts'
+import { giveBack, tableSql } from './copy.ts'
 import { qname } from './quote.ts'
 import { holdConnection, type ConnectionTarget, type HeldConnection } from './connection-target.ts'
 
@@ -52,7 +53,7 @@ export async function copyTransfer(source: ConnectionTarget, sourceQuery: string
   try {
     for (const t of targets) {
       const { target, table, columns } = Array.isArray(t) ? { target: t[0], table: t[1], columns: undefined } : (t as Exclude<CopyTransferTarget, readonly unknown[]>)
-      const name = typeof table === 'string' ? qname(table) : qname(...table)
+      const name = tableSql(table)
       const cols = columns ? ` (${columns.map((c) => qname(c)).join(', ')})` : ''
       const held = await holdConnection(target)
       const stream = held.client.query(copyFromStream(`COPY ${name}${cols} FROM STDIN${withFormat}`))
@@ -96,6 +97,6 @@ export async function copyTransfer(source: ConnectionTarget, sourceQuery: string
     throw error
   } finally {
     await sourceHeld?.release(sourceBroken)
-    for (const sink of sinks) await sink.held.release(sink.error !== undefined && !(sink.error instanceof DatabaseError))
+    for (const sink of sinks) await giveBack(sink.held, sink.error)
   }
 }

@@ -25,7 +25,8 @@ export interface CopyFromOptions {
   format?: CopyFormat
 }
 
-function tableSql(table: TableName): string {
+/** `name`, `schema.name` or ['schema', 'name'], quoted for a COPY statement. */
+export function tableSql(table: TableName): string {
   return typeof table === 'string' ? qname(table) : qname(...table)
 }
 
@@ -52,7 +53,8 @@ async function* encodeRows(rows: Iterable<readonly unknown[]> | AsyncIterable<re
   if (batch !== '') yield batch
 }
 
-async function giveBack(held: HeldConnection, error: unknown): Promise<void> {
+/** Give a COPY's connection back: reusable after a server error, destroyed after anything else. */
+export async function giveBack(held: HeldConnection, error: unknown): Promise<void> {
   // A server error ends the COPY cleanly (the connection is idle again); anything else leaves it unknown.
   await held.release(error !== undefined && !(mapDatabaseError(error) instanceof DatabaseError))
 }

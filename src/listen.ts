@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { PgcrewError } from './errors.ts'
 import { quoteIdent } from './quote.ts'
-import { holdConnection, onOneClient, run, type ConnectionTarget, type HeldConnection } from './connection-target.ts'
+import { heldClient, holdConnection, onOneClient, run, type ConnectionTarget, type HeldConnection } from './connection-target.ts'
 
 /** One NOTIFY as received: the channel name exactly as sent, the payload ('' when none), the sender's pid. */
 export interface Notification {
@@ -67,7 +67,9 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
   #detach: (() => void) | undefined
   #pid = 0
   #queue: T[] = []
-  #waiter: (() => void) | undefined
+  /** Every pending next() — callers may overlap, and each must settle. */
+  readonly #waiters = new Set<() => void>()
+  #failure: unknown
   #closed = false
   #reconnects = 0
 
@@ -112,7 +114,15 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
       lost = true
       detach()
       void held.release(true)
-      if (!this.#closed) void this.#reconnect(cause)
+      if (this.#closed) return
+      // A pg client you passed in cannot be replaced: end the iteration with the error instead of
+      // retrying the same dead socket forever. A Database (or pool) lends a fresh connection.
+      if (heldClient(this.#target)) {
+        this.#failure = new PgcrewError('LISTEN_CONNECTION_LOST', 'the connection this listener was given has ended; listen on a Database to get automatic reconnects', { cause })
+        void this.close()
+        return
+      }
+      void this.#reconnect(cause)
     }
     const onNotification = (msg: pg.Notification): void => {
       this.#push({ kind: 'notification', channel: msg.channel, payload: msg.payload ?? '', pid: msg.processId } as T)
@@ -159,7 +169,11 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
 
   #push(item: T): void {
     this.#queue.push(item)
-    this.#waiter?.()
+    this.#wake()
+  }
+
+  #wake(): void {
+    for (const wake of [...this.#waiters]) wake()
   }
 
   /** Waits for the next notification (or idle tick); undefined once closed. */
@@ -168,14 +182,17 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
       const item = this.#queue.shift()
       if (item !== undefined) return item
       let timer: NodeJS.Timeout | undefined
+      let wake!: () => void
       const idle = await new Promise<boolean>((resolve) => {
-        this.#waiter = () => resolve(false)
+        wake = () => resolve(false)
+        this.#waiters.add(wake)
         if (this.#opts.idleMillis !== undefined) timer = setTimeout(() => resolve(true), this.#opts.idleMillis)
       })
       clearTimeout(timer)
-      this.#waiter = undefined
+      this.#waiters.delete(wake)
       if (idle && this.#queue.length === 0 && !this.#closed) return { kind: 'idle' } as T
     }
+    if (this.#failure !== undefined) throw this.#failure
     return undefined
   }
 
@@ -191,7 +208,7 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    this.#waiter?.()
+    this.#wake()
     const held = this.#held
     this.#held = undefined
     if (!held) return

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
+import { withSettings } from './settings.ts'
 import { planMigration, planStatements, targetVersion } from './migrate-plan.ts'
 import type { MigrationPlan } from './migrate-plan.ts'
 import { readScriptFolder } from './migrate-scripts.ts'
@@ -111,13 +112,8 @@ async function acquireLock(tx: Transaction, app: string, maxWaitMillis: number):
     if (rows[0]!.ok) return
   } else {
     // lock_timeout bounds the wait; it is put back at once so the scripts run under the usual setting.
-    const { rows } = await tx.query<{ previous: string }>(
-      "SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', $1, true)",
-      [`${Math.min(Math.ceil(maxWaitMillis), 2_147_483_647)}ms`],
-    )
     try {
-      await tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [key])
-      await tx.query("SELECT set_config('lock_timeout', $1, true)", [rows[0]!.previous])
+      await withSettings(tx, { lock_timeout: `${Math.min(Math.ceil(maxWaitMillis), 2_147_483_647)}ms` }, () => tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]))
       return
     } catch (error) {
       if ((error as { sqlstate?: string }).sqlstate !== '55P03') throw error

@@ -40,10 +40,10 @@ function checkName(name: string): string {
   return name
 }
 
-async function getMany(client: pg.ClientBase, names: readonly string[]): Promise<Record<string, string>> {
+async function getMany(client: pg.ClientBase, names: readonly string[], missingOk = false): Promise<Record<string, string>> {
   names.forEach(checkName)
   const { rows } = await run<{ name: string; value: string }>(client,
-    'SELECT n.name, current_setting(n.name) AS value FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) ORDER BY n.i', [names])
+    'SELECT n.name, coalesce(current_setting(n.name, $2), \'\') AS value FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) ORDER BY n.i', [names, missingOk])
   return Object.fromEntries(rows.map((r) => [r.name, r.value]))
 }
 
@@ -96,8 +96,12 @@ export function settings(target: ConnectionTarget): Settings {
 export async function withSettings<T>(target: ConnectionTarget, values: Readonly<Record<string, SettingValue>>, fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
   return onOneClient(target, async (client) => {
     const names = Object.keys(values)
-    const previous = await getMany(client, names)
-    await setMany(client, values, false)
+    // A custom setting never set in this session (app.tenant) has no value yet: it comes back as ''.
+    const previous = await getMany(client, names, true)
+    // Inside a transaction both the override and the restore are SET LOCAL: a session-level restore
+    // would turn the caller's own SET LOCAL values into session values that outlive the transaction.
+    const local = client.getTransactionStatus?.() === 'T'
+    await setMany(client, values, local)
     let outcome: { ok: true; value: T } | { ok: false; error: unknown }
     try {
       outcome = { ok: true, value: await fn(client) }
@@ -105,7 +109,7 @@ export async function withSettings<T>(target: ConnectionTarget, values: Readonly
       outcome = { ok: false, error }
     }
     try {
-      await setMany(client, previous, false)
+      await setMany(client, previous, local)
     } catch (restoreError) {
       // In a failed transaction the restore cannot run; the rollback undoes session SETs made inside it.
       // Any other failure must not hide fn's own error.

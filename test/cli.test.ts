@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { existsSync, readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { before, describe, test } from 'node:test'
@@ -285,6 +285,15 @@ describe('pgcrew check', () => {
     assert.equal(doc.readOnly, false)
     assert.equal(doc.profile, null)
     assert.match(doc.serverVersion, /^\d+/)
+  })
+
+  test('regression: initdb --as user means the profile\'s user, as for check (it tried a role literally named "user")', async () => {
+    const scripts = join(dir, 'initdb-as-user')
+    mkdirSync(scripts, { recursive: true })
+    writeFileSync(join(scripts, 'create_asuser.sql'), 'CREATE TABLE asuser_t (id int);\n')
+    const r = await pgcrew(['initdb', '--scripts', scripts, '--app', 'asuser', '--as', 'user', '--dry-run', '--json'], profileEnv())
+    assert.doesNotMatch(r.stderr, /role "user"/)
+    assert.doesNotMatch(r.stdout + r.stderr, /password authentication failed/)
   })
 
   test('a profile chosen by hostname: --as user is read-only on the server, --as admin is not', async () => {

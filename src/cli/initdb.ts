@@ -3,20 +3,21 @@ import { Database } from '../database.ts'
 import { PgcrewError } from '../errors.ts'
 import { migrate } from '../migrate.ts'
 import type { MigrateEvent, MigrateOptions, MigrateResult } from '../migrate.ts'
-import { UsageError, expectPositionals, type CliIO, type Command } from './command.ts'
+import { UsageError, expectPositionals, type Command } from './command.ts'
+import { connectAs } from './connect-as.ts'
 import { printJson, println } from './output.ts'
 
-/** Connect as `--as` asks; by default the profile's admin, or the given URL's role when there is no admin. */
-async function connectAs(db: Database, as: string | undefined): Promise<void> {
-  if (as === 'admin' || as === undefined) {
-    try {
-      await db.becomeAdmin()
-    } catch (error) {
-      if (as !== undefined || !(error instanceof PgcrewError && error.code === 'ADMIN_NOT_CONFIGURED')) throw error
-      await db.connect()
-    }
-  } else {
-    await db.become(as)
+/**
+ * initdb connects as the profile's admin unless told otherwise (or as the URL's role when no admin
+ * is configured); `--as` means what it means for every command (admin, user, or a role name).
+ */
+async function connectForSchema(db: Database, as: string | undefined): Promise<void> {
+  if (as !== undefined) return connectAs(db, as)
+  try {
+    await db.becomeAdmin()
+  } catch (error) {
+    if (!(error instanceof PgcrewError && error.code === 'ADMIN_NOT_CONFIGURED')) throw error
+    await db.connect()
   }
 }
 
@@ -67,7 +68,7 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
   --version-table T.C    the one-row table and column holding the version (default <app>_version.version)
   --profile P            use profile P (default: PGCREW_PROFILE, else the one this host gets)
   --url URL              connect to a postgres:// or pq:// string instead of a profile
-  --as WHO               connect as admin (the default when the profile names one) or as role WHO
+  --as WHO               admin (the default when the profile names one), user, or a role name
   --seed FILE            YAML or JSON rows (table: [rows]) inserted when the schema is created
   --var NAME=VALUE       a template value: {NAME} is quoted as an identifier, {NAME!literal} as a literal
   --max-wait-seconds S   wait at most S seconds for another run's lock (default 300)
@@ -108,7 +109,7 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
     }
 
     await using db = new Database({ profile: str('profile'), connectionString: str('url'), env: io.env })
-    await connectAs(db, str('as'))
+    await connectForSchema(db, str('as'))
     const dbname = db.dbname ?? '?'
     const progressLine = io.isTTY && !json
     const onProgress = (e: MigrateEvent): void => {
