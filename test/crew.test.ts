@@ -289,6 +289,26 @@ describe('initProcess', () => {
 })
 
 describe('pgcrew run', () => {
+  test('progress follows stderr: a bar with rate and ETA when stderr is a terminal, even with stdout redirected', async () => {
+    const { Writable } = await import('node:stream')
+    const { main } = await import('../src/cli/main.ts')
+    const { dbname } = await freshDatabase('progress')
+    const { host, port, user, password } = server()
+    const capture = (isTTY: boolean) => {
+      const chunks: string[] = []
+      const stream = Object.assign(new Writable({ write: (c, _e, cb) => (chunks.push(String(c)), cb()) }), { isTTY, columns: 120 })
+      return { stream, text: () => chunks.join('') }
+    }
+    const out = capture(false)
+    const err = capture(true)
+    const env = { ...cleanEnv(), PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname, PGCREW_FIXTURE_N: '200' }
+    const code = await main(['run', new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname, '--threads', '2'], { stdout: out.stream, stderr: err.stream, env, isTTY: false })
+    assert.equal(code, 0, err.text())
+    assert.match(err.text(), /\d+% \| \d+\/200 \| \d+ tasks\/s \| ETA/)
+    assert.doesNotMatch(err.text(), /^progress: /m)
+    assert.match(out.text(), /^tasks +200 seen, 200 done/m)
+  })
+
   test('Ctrl-C stops handing out tasks, prints the summary, exits non-zero; the next run resumes', async () => {
     const { url, dbname } = await freshDatabase('pipeint')
     const { host, port, user, password } = server()

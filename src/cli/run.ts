@@ -94,7 +94,9 @@ export const command: Command = {
         env,
       })
       await connectAs(db, as)
-      const progress = json ? silentProgress : io.isTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
+      // Progress goes to stderr, so it is stderr that decides bar or lines (`pgcrew run … | tee` still gets a bar).
+      const stderrIsTTY = (io.stderr as { isTTY?: boolean }).isTTY === true
+      const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
       const summary = await runPipeline(db, def, { threads, connectionBudget, retries, progress, signal: io.signal })
       if (json) printJson(io, summary)
       else printSummary(io, summary)
