@@ -36,6 +36,19 @@ describe('crew workers', () => {
     assert.ok(names.length >= 1, 'worker connections are tagged with their worker')
   })
 
+  test('onConnect hooks given as module paths run in workers; a function hook is refused with a clear error', async () => {
+    const { url } = await freshDatabase('crewhooks')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    db.onConnect(new URL('./fixtures/hooks/statement-timeout.ts', import.meta.url).pathname)
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 1 })
+    assert.deepEqual(await crew.run({ op: 'sql', sql: 'SHOW statement_timeout' }), [{ statement_timeout: '4321ms' }])
+    assert.equal((await db.query('SHOW statement_timeout')).rows[0].statement_timeout, '4321ms')
+
+    await using other = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    other.onConnect(async () => {})
+    await assert.rejects(other.crew({ worker: fixture('echo'), threads: 1 }), { code: 'INVALID_OPTION', message: /cannot travel to worker threads; pass it as a module path/ })
+  })
+
   test("workers use the master's role (becomeUser: writes refused) and dbversion", async () => {
     const { dbname } = await freshDatabase('crewrole')
     const base = dbname
