@@ -76,8 +76,10 @@ describe('crew workers', () => {
     await using crew = await db.crew({ worker: fixture('echo'), threads: 2 })
     await assert.rejects(crew.run({ op: 'throw' }), { code: 'ON_PURPOSE', message: 'task failed on purpose' })
     await assert.rejects(crew.run({ op: 'exit' }), { code: 'WORKER_CRASHED' })
+    await assert.rejects(crew.run({ op: 'throw-outside' }), { code: 'WORKER_CRASHED', message: /uncaught in a timer/ })
     const after = await Promise.all([1, 2, 3].map(() => crew.run<{ u: string }>({ op: 'whoami' })))
     assert.equal(after.length, 3)
+    assert.equal(crew.crashes, 2)
   })
 
   test('init failure fails fast: tasks reject with the init error, nothing hangs', async () => {
