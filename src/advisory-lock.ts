@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
 import type pg from 'pg'
 import { PgcrewError } from './errors.ts'
+import { markUnreusable } from './pg-client.ts'
 import { withSettings } from './settings.ts'
 import { LockNotAvailable } from './database-error.ts'
 import { holdConnection, run, type ConnectionTarget, type HeldConnection } from './connection-target.ts'
@@ -152,8 +153,13 @@ export class AdvisoryLock implements AsyncDisposable {
         return false
       }
     } catch (error) {
-      await this.#unlock(client, taken).catch(() => {})
-      await held.release()
+      const unlocked = await this.#unlock(client, taken).then(() => true, () => false)
+      if (!unlocked) {
+        // Session locks survive ROLLBACK: a connection we could not unlock (its transaction is
+        // aborted) must never be handed to anyone else while it still holds them.
+        markUnreusable(client)
+      }
+      await held.release(!unlocked)
       if (error instanceof LockNotAvailable) {
         throw new LockNotAvailable(error.code, `advisory lock ${this.keys.join(', ')} not acquired within ${String(this.#wait)} ms (another session holds it)`, error, { cause: error })
       }

@@ -58,6 +58,7 @@ export class Database implements AsyncDisposable {
   #idleErrors = 0
   readonly #listeners = new Set<Listener<Notification>>()
   readonly #retiring = new Set<Promise<void>>()
+  #switchQueue: Promise<void> = Promise.resolve()
   #firstConnect: Promise<boolean> | undefined
 
   constructor(options: DatabaseOptions = {}) {
@@ -218,7 +219,7 @@ export class Database implements AsyncDisposable {
   // ---- connecting ---------------------------------------------------------------------------
 
   #spec(target: Target): ClientSpec {
-    return clientSpecFor(target, { options: this.#opts, password: this.#password, hooks: this.#hooks.map((ref) => ref.hook) })
+    return clientSpecFor(target, { options: this.#opts, password: target.password, hooks: this.#hooks.map((ref) => ref.hook) })
   }
 
   /** Build an executor for a target and prove it works; the caller swaps it in. */
@@ -248,21 +249,29 @@ export class Database implements AsyncDisposable {
   }
 
   /** Swap in a new target only after it has connected: on failure the old connection stays usable. */
-  async #switchTo(target: Target): Promise<void> {
-    this.#assertOpen()
-    const { executor, version } = await this.#open(target)
-    if (this.#closed) {
-      // close() ran while we were connecting: do not leave a live pool behind it.
-      await executor.end(0)
+  async #switchTo(build: (current: Target | undefined) => Target): Promise<void> {
+    // One switch at a time: each builds on the target the previous one left (no lost updates).
+    const run = this.#switchQueue.then(async () => {
       this.#assertOpen()
-    }
-    const old = this.#executor
-    this.#executor = executor
-    this.#target = target
-    this.#version = version
-    // Work in flight on the old connections may finish; new work already goes to the new ones.
-    if (old) this.#retire(old)
+      const target = build(this.#target)
+      const { executor, version } = await this.#open(target)
+      if (this.#closed) {
+        // close() ran while we were connecting: do not leave a live pool behind it.
+        await executor.end(0)
+        this.#assertOpen()
+      }
+      const old = this.#executor
+      this.#executor = executor
+      this.#target = target
+      this.#password = target.password
+      this.#version = version
+      // Work in flight on the old connections may finish; new work already goes to the new ones.
+      if (old) this.#retire(old)
+    })
+    this.#switchQueue = run.catch(() => {})
+    await run
   }
+
 
   /** End an executor in the background, giving its leases closeTimeoutMillis; close() waits for it. */
   #retire(executor: Executor): Promise<void> {
@@ -292,18 +301,24 @@ export class Database implements AsyncDisposable {
    */
   async connect(options: ConnectOptions = {}): Promise<boolean> {
     try {
-      this.#assertOpen()
-      const target = this.#target ?? this.#initialTarget()
-      const settings = { ...target.settings }
-      for (const key of ['dbname', 'user', 'host', 'port'] as const) {
-        if (options[key] !== undefined) (settings as Record<string, unknown>)[key] = options[key]
-      }
-      await this.#switchTo({ ...target, settings })
+      await this.#switchTo((current) => {
+        const target = this.#orInitial(current)
+        const settings = { ...target.settings }
+        for (const key of ['dbname', 'user', 'host', 'port'] as const) {
+          if (options[key] !== undefined) (settings as Record<string, unknown>)[key] = options[key]
+        }
+        return { ...target, settings }
+      })
       return true
     } catch (error) {
       if (options.silentOnFail) return false
       throw error
     }
+  }
+
+  /** The target a switch builds on: the current one, or where a first connect would go. */
+  #orInitial(current: Target | undefined): Target {
+    return current ?? this.#initialTarget()
   }
 
   /** Where a first connection goes: options, profile, and any state restored from a snapshot. */
@@ -314,84 +329,78 @@ export class Database implements AsyncDisposable {
     const dbversion = this.#pendingVersion ?? this.#opts.dbversion
     // A profile's pooling applies unless the caller chose per-transaction explicitly.
     const pooling = this.#opts.pooling === 'pooled' && profile?.pooling ? profile.pooling : this.#opts.pooling
-    return { profile, settings, serverSettings, role, dbversion, pooling }
+    return { profile, settings, serverSettings, role, dbversion, pooling, password: this.#password }
   }
 
   /** Connect to a `postgres://` / `pq://` string or explicit settings, replacing profile settings. */
   async connectFromParameters(params: string | (ConnectionSettings & { password?: string })): Promise<boolean> {
-    this.#assertOpen()
     let settings: ConnectionSettings
     let serverSettings: Record<string, string> = {}
-    const previousPassword = this.#password
+    let password: string | undefined
     if (typeof params === 'string') {
       const parsed = parseConnectionString(params)
       settings = parsed.settings
       serverSettings = parsed.serverSettings
-      this.#password = parsed.password
+      password = parsed.password
     } else {
-      const { password, ...rest } = params
-      settings = rest
-      this.#password = password
+      ;({ password, ...settings } = params)
     }
-    try {
-      await this.#switchTo({ profile: undefined, settings, serverSettings, role: { kind: 'default' }, dbversion: this.#target?.dbversion, pooling: this.pooling })
-    } catch (error) {
-      // The old connection stays in use, and so does its password.
-      this.#password = previousPassword
-      throw error
-    }
+    // The password is the target's: it replaces the old one only once the new connection works.
+    await this.#switchTo((t) => ({ profile: undefined, settings, serverSettings, role: { kind: 'default' }, dbversion: t?.dbversion ?? this.#opts.dbversion, pooling: t?.pooling ?? this.#opts.pooling, password }))
     return true
-  }
-
-  /** The current target, or the one a first connect would use (a switch need not connect twice). */
-  async #connectedTarget(): Promise<Target> {
-    this.#assertOpen()
-    return this.#target ?? this.#initialTarget()
   }
 
   /** Switch to another profile (default: the one this host would get). Keeps the old pool until the new one works. */
   async setProfile(name?: string): Promise<void> {
     const chosen = chooseProfile(this.#profileSet(), name, this.#opts.env).profile
-    const t = this.#target
     const { settings, serverSettings } = this.#baseSettings()
-    await this.#switchTo({ profile: chosen, settings, serverSettings, role: { kind: 'default' }, dbversion: t?.dbversion, pooling: t?.pooling ?? this.#opts.pooling })
+    await this.#switchTo((t) => ({
+      profile: chosen,
+      settings,
+      serverSettings,
+      role: { kind: 'default' },
+      dbversion: t?.dbversion ?? this.#opts.dbversion,
+      pooling: t?.pooling ?? this.#opts.pooling,
+      password: t?.password ?? this.#password,
+    }))
   }
 
   /** Reconnect as `user`, looking its password up afresh. */
   async become(user: string): Promise<void> {
     if (!user) throw new PgcrewError('INVALID_OPTION', 'become(user) needs a role name')
-    const t = await this.#connectedTarget()
-    await this.#switchTo({ ...t, role: { kind: 'role', name: user } })
+    await this.#switchTo((t) => ({ ...this.#orInitial(t), role: { kind: 'role', name: user } }))
   }
 
   /** Reconnect as the profile's (or the given) admin role. */
   async becomeAdmin(admin?: string): Promise<void> {
-    const t = await this.#connectedTarget()
-    const name = admin ?? this.#opts.admin ?? t.profile?.admin
-    if (!name) {
-      throw new PgcrewError('ADMIN_NOT_CONFIGURED', `no admin role configured${t.profile ? ` for profile "${t.profile.name}"` : ''}; add "admin = ROLE" to the profile or pass becomeAdmin('role')`)
-    }
-    await this.#switchTo({ ...t, role: { kind: 'admin', name } })
+    await this.#switchTo((current) => {
+      const t = this.#orInitial(current)
+      const name = admin ?? this.#opts.admin ?? t.profile?.admin
+      if (!name) {
+        throw new PgcrewError('ADMIN_NOT_CONFIGURED', `no admin role configured${t.profile ? ` for profile "${t.profile.name}"` : ''}; add "admin = ROLE" to the profile or pass becomeAdmin('role')`)
+      }
+      return { ...t, role: { kind: 'admin', name } }
+    })
   }
 
   /** Reconnect as the profile's (or the given) user role; its sessions are read-only unless `readonly = false`. */
   async becomeUser(user?: string): Promise<void> {
-    const t = await this.#connectedTarget()
-    const name = user ?? t.profile?.user ?? this.#opts.user ?? resolveConnectionParams(t.settings, undefined, this.#opts.env).user
-    await this.#switchTo({ ...t, role: { kind: 'user', name } })
+    await this.#switchTo((current) => {
+      const t = this.#orInitial(current)
+      const name = user ?? t.profile?.user ?? this.#opts.user ?? resolveConnectionParams(t.settings, undefined, this.#opts.env).user
+      return { ...t, role: { kind: 'user', name } }
+    })
   }
 
   /** Connect to `<base dbname>_<v>`; without `v`, back to the base database. */
   async changeVersion(v?: string): Promise<void> {
     if (v !== undefined && !/^[\w.-]+$/.test(v)) throw new PgcrewError('INVALID_OPTION', `dbversion "${v}" may hold only letters, digits, _ . and -`)
-    const t = await this.#connectedTarget()
-    await this.#switchTo({ ...t, dbversion: v })
+    await this.#switchTo((t) => ({ ...this.#orInitial(t), dbversion: v }))
   }
 
   /** Switch between a pool and a fresh connection per unit of work. */
   async setPooling(pooling: Pooling): Promise<void> {
-    const t = await this.#connectedTarget()
-    await this.#switchTo({ ...t, pooling })
+    await this.#switchTo((t) => ({ ...this.#orInitial(t), pooling }))
   }
 
   /**
@@ -530,9 +539,9 @@ export class Database implements AsyncDisposable {
     // A listener holds a connection until closed; close() closes forgotten ones instead of waiting forever.
     this.#listeners.add(listener)
     const close = listener.close.bind(listener)
-    listener.close = async () => {
+    listener.close = async (options) => {
       this.#listeners.delete(listener)
-      await close()
+      await close(options)
     }
     return listener
   }
@@ -594,7 +603,12 @@ export class Database implements AsyncDisposable {
   /** Close every connection. Safe to call twice. */
   async close(): Promise<void> {
     this.#closed = true
-    await Promise.allSettled([...this.#listeners].map((l) => l.close()))
+    // The connections are going away: no UNLISTEN round trip that a stuck backend could hold up.
+    await Promise.allSettled([...this.#listeners].map((l) => l.close({ discard: true })))
+    // A switch or first connect under way ends its new pool itself once it sees #closed.
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([this.#switchQueue, new Promise((r) => (timer = setTimeout(r, this.#opts.closeTimeoutMillis)))])
+    clearTimeout(timer)
     const executor = this.#executor
     this.#executor = undefined
     if (executor) this.#retire(executor)

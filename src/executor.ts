@@ -1,8 +1,8 @@
 import type pg from 'pg'
 import Pool from 'pg-pool'
-import { clientConfig, connectClient, PgcrewClient, type ClientSpec } from './pg-client.ts'
 import { PgcrewError } from './errors.ts'
 import type { Pooling } from './options.ts'
+import { clientConfig, connectClient, PgcrewClient, type ClientSpec } from './pg-client.ts'
 
 /** A physical connection on loan; `release(true)` destroys it instead of reusing it. */
 export interface Lease {
@@ -34,49 +34,82 @@ export interface PoolSettings {
   onIdleError: (error: Error) => void
 }
 
+/** How a borrowed client goes back: reused, destroyed politely, or cut off (`force`: no round trip). */
+type GiveBack = (destroy: boolean, force: boolean) => Promise<void> | void
+
+const noop = (): void => {}
+
 /** A client may go back to the pool only when it is idle, healthy and still in the state we made it. */
 function reusable(client: pg.ClientBase): boolean {
   const c = client as unknown as PgcrewClient
   return c.getTransactionStatus() === 'I' && !c.tainted
 }
 
+/** Close the socket without waiting for the server: the forced path must not hang on a stuck backend. */
+function cutOff(client: pg.ClientBase): void {
+  ;(client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy()
+}
+
+function closing(): PgcrewError {
+  return new PgcrewError('CLOSED', 'this connection pool is closing; use the Database again after it has switched, or create a new one')
+}
+
 /** The bookkeeping both modes share: which leases are out, and waiting for them at the end. */
 abstract class LeasingExecutor implements Executor {
   abstract readonly pooling: Pooling
   abstract readonly totalCount: number
-  readonly #leases = new Set<Lease>()
+  readonly #leases = new Map<Lease, GiveBack>()
   #drained: (() => void) | undefined
   #ending = false
+  /** Rejects every acquire still waiting for a connection once end() starts. */
+  #stop!: (error: Error) => void
+  readonly #stopped = new Promise<never>((_, reject) => (this.#stop = reject))
 
-  constructor(readonly spec: ClientSpec) {}
+  constructor(readonly spec: ClientSpec) {
+    this.#stopped.catch(noop)
+  }
 
-  protected abstract borrow(): Promise<{ client: pg.ClientBase; giveBack: (destroy: boolean) => Promise<void> | void }>
+  protected abstract borrow(): Promise<{ client: pg.ClientBase; giveBack: GiveBack }>
   protected abstract shutdown(): Promise<void>
 
   async acquire(): Promise<Lease> {
-    if (this.#ending) throw new PgcrewError('CLOSED', 'this connection pool is closing; use the Database again after it has switched, or create a new one')
-    const { client, giveBack } = await this.borrow()
-    const onError = (): void => {}
+    if (this.#ending) throw closing()
+    const borrowing = this.borrow()
+    let borrowed: { client: pg.ClientBase; giveBack: GiveBack }
+    try {
+      borrowed = await Promise.race([borrowing, this.#stopped])
+    } catch (error) {
+      // end() started while we waited: whatever arrives later goes straight back, destroyed.
+      if (this.#ending) borrowing.then((b) => b.giveBack(true, true), noop)
+      throw error
+    }
+    const { client, giveBack } = borrowed
+    const onError = noop
     // A lent client has no pool listener: keep a server-side kill from becoming an uncaught error.
     client.on('error', onError)
     let released = false
-    const lease: Lease = {
-      client,
-      release: async (destroy = false) => {
-        if (released) return
-        released = true
-        this.#leases.delete(lease)
-        client.removeListener('error', onError)
-        await giveBack(destroy || !reusable(client))
-        if (this.#leases.size === 0) this.#drained?.()
-      },
+    const finish = async (destroy: boolean, force: boolean): Promise<void> => {
+      if (released) return
+      released = true
+      this.#leases.delete(lease)
+      // A cut-off socket still emits 'error' later: keep the no-op listener on a forced release.
+      if (force) cutOff(client)
+      else client.removeListener('error', onError)
+      await giveBack(destroy || !reusable(client), force)
+      if (this.#leases.size === 0) this.#drained?.()
     }
-    this.#leases.add(lease)
+    const lease: Lease = { client, release: (destroy = false) => finish(destroy, false) }
+    this.#leases.set(lease, (destroy, force) => finish(destroy, force))
     return lease
   }
 
+  /** Called as end() starts: give up on anything still waiting for a connection. */
+  protected onEnding(): void {}
+
   async end(graceMillis: number): Promise<number> {
     this.#ending = true
+    this.#stop(closing())
+    this.onEnding()
     let forced = 0
     if (this.#leases.size > 0) {
       let timer: NodeJS.Timeout | undefined
@@ -86,7 +119,7 @@ abstract class LeasingExecutor implements Executor {
       ])
       clearTimeout(timer)
       forced = this.#leases.size
-      await Promise.all([...this.#leases].map((lease) => lease.release(true)))
+      await Promise.all([...this.#leases.values()].map((forceBack) => forceBack(true, true)))
     }
     await this.shutdown()
     return forced
@@ -125,15 +158,19 @@ class PooledExecutor extends LeasingExecutor {
     return this.#pool.totalCount
   }
 
-  protected async borrow(): Promise<{ client: pg.ClientBase; giveBack: (destroy: boolean) => void }> {
+  protected async borrow(): Promise<{ client: pg.ClientBase; giveBack: GiveBack }> {
     for (let attempt = 0; ; attempt++) {
       const client = await this.#pool.connect()
       if (this.settings.prePing && attempt < this.settings.max) {
+        // A checked-out client has no pool listener; a reset during the ping must not crash the process.
+        client.on('error', noop)
         try {
           await client.query('SELECT 1')
         } catch {
           client.release(true)
           continue
+        } finally {
+          client.removeListener('error', noop)
         }
       }
       return { client, giveBack: (destroy) => client.release(destroy ? true : undefined) }
@@ -148,11 +185,12 @@ class PooledExecutor extends LeasingExecutor {
 class PerTransactionExecutor extends LeasingExecutor {
   readonly pooling = 'per-transaction' as const
   #open = 0
-  readonly #waiting: Array<() => void> = []
+  #ending = false
+  readonly #waiting = new Set<{ wake: () => void; fail: (error: Error) => void }>()
 
   constructor(
     spec: ClientSpec,
-    readonly max: number,
+    readonly settings: PoolSettings,
   ) {
     super(spec)
   }
@@ -161,9 +199,36 @@ class PerTransactionExecutor extends LeasingExecutor {
     return this.#open
   }
 
-  protected async borrow(): Promise<{ client: pg.ClientBase; giveBack: () => Promise<void> }> {
-    // `max` bounds connections at once in this mode too: a crew's budget counts on it.
-    while (this.#open >= this.max) await new Promise<void>((resolve) => this.#waiting.push(resolve))
+  /** Wait for a free slot: `max` bounds connections at once in this mode too (a crew's budget counts on it). */
+  #slot(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timeout = this.settings.connectionTimeoutMillis
+      const waiter = {
+        wake: () => {
+          clearTimeout(timer)
+          this.#waiting.delete(waiter)
+          resolve()
+        },
+        fail: (error: Error) => {
+          clearTimeout(timer)
+          this.#waiting.delete(waiter)
+          reject(error)
+        },
+      }
+      const timer =
+        timeout > 0
+          ? setTimeout(
+              () => waiter.fail(new PgcrewError('CONNECTION_FAILED', `no connection free within ${timeout} ms: all ${this.settings.max} (max) are in use; raise max, or do not hold one connection while waiting for another`)),
+              timeout,
+            )
+          : undefined
+      this.#waiting.add(waiter)
+    })
+  }
+
+  protected async borrow(): Promise<{ client: pg.ClientBase; giveBack: GiveBack }> {
+    while (this.#open >= this.settings.max) await this.#slot()
+    if (this.#ending) throw closing()
     this.#open++
     let client: PgcrewClient
     try {
@@ -175,8 +240,10 @@ class PerTransactionExecutor extends LeasingExecutor {
     // Always closed, even after an error: per-transaction mode never keeps a backend between units.
     return {
       client,
-      giveBack: async () => {
-        await client.end().catch(() => {})
+      giveBack: async (destroy, force) => {
+        // A broken or forced connection is cut off: a polite end() waits on a server that may never answer.
+        if (destroy || force) cutOff(client)
+        else await client.end().catch(noop)
         this.#free()
       },
     }
@@ -184,7 +251,12 @@ class PerTransactionExecutor extends LeasingExecutor {
 
   #free(): void {
     this.#open--
-    this.#waiting.shift()?.()
+    this.#waiting.values().next().value?.wake()
+  }
+
+  protected override onEnding(): void {
+    this.#ending = true
+    for (const waiter of [...this.#waiting]) waiter.fail(closing())
   }
 
   protected async shutdown(): Promise<void> {}
@@ -192,5 +264,5 @@ class PerTransactionExecutor extends LeasingExecutor {
 
 /** Build the executor for a pooling mode. */
 export function createExecutor(pooling: Pooling, spec: ClientSpec, settings: PoolSettings): Executor {
-  return pooling === 'pooled' ? new PooledExecutor(spec, settings) : new PerTransactionExecutor(spec, settings.max)
+  return pooling === 'pooled' ? new PooledExecutor(spec, settings) : new PerTransactionExecutor(spec, settings)
 }

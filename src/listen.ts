@@ -161,7 +161,13 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
         this.#reconnects++
         this.#opts.onReconnect({ attempts, downMillis: Date.now() - lostAt, cause })
         return
-      } catch {
+      } catch (error) {
+        // The Database behind this listener was closed: nothing will ever lend a connection again.
+        if (error instanceof PgcrewError && error.code === 'CLOSED') {
+          this.#failure = new PgcrewError('LISTEN_CONNECTION_LOST', 'the Database this listener used was closed while it was reconnecting', { cause: error })
+          await this.close()
+          return
+        }
         delay = Math.min(delay * 2, this.#opts.maxReconnectDelayMillis)
       }
     }
@@ -204,8 +210,11 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
     }
   }
 
-  /** UNLISTENs and gives the connection back; pending iterations end. */
-  async close(): Promise<void> {
+  /**
+   * UNLISTENs and gives the connection back; pending iterations end. `discard` skips the UNLISTEN
+   * and destroys the connection instead (used when the whole Database is closing).
+   */
+  async close(options: { discard?: boolean } = {}): Promise<void> {
     if (this.#closed) return
     this.#closed = true
     this.#wake()
@@ -213,8 +222,8 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
     this.#held = undefined
     if (!held) return
     this.#detach?.()
-    let broken = false
-    await run(held.client, 'UNLISTEN *').catch(() => { broken = true })
+    let broken = options.discard === true
+    if (!broken) await run(held.client, 'UNLISTEN *').catch(() => { broken = true })
     await held.release(broken)
   }
 

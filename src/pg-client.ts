@@ -105,3 +105,8 @@ export async function connectClient(spec: ClientSpec): Promise<PgcrewClient> {
   await client.connect()
   return client
 }
+
+/** Make sure a connection is destroyed, not pooled, when it is given back (it holds state we cannot undo). */
+export function markUnreusable(client: pg.ClientBase): void {
+  if (client instanceof PgcrewClient) client.tainted = true
+}

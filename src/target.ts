@@ -15,6 +15,8 @@ export interface Target {
   role: RoleChoice
   dbversion?: string
   pooling: Pooling
+  /** An explicit password (option or connection string) for the configured user. */
+  password?: string
 }
 
 /**

@@ -7,7 +7,7 @@ import { describe, test } from 'node:test'
 import pg from 'pg'
 import { Database } from '../src/database.ts'
 import { realmSize, trackPgPools } from '../src/realm.ts'
-import { admin, cleanEnv, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from './helpers.ts'
+import { admin, cleanEnv, eventually, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from './helpers.ts'
 
 const fixture = (name: string) => new URL(`./fixtures/workers/${name}.ts`, import.meta.url)
 
@@ -173,5 +173,130 @@ describe('snapshots', () => {
     await using db = new Database({ profile: 'ro', profilesFile, env: cleanEnv() })
     await db.connectFromParameters(url)
     assert.equal(db.snapshot().options.profile, undefined)
+  })
+})
+
+describe('stuck servers, queued work and concurrent switches', () => {
+  test('with prePing on, a connection reset during the ping costs a reconnect, not a crashed process', async () => {
+    const { createServer, connect } = await import('node:net')
+    const { url } = await freshDatabase('preping')
+    const { host, port } = server()
+    let resetNext = false
+    const proxy = createServer((downstream) => {
+      const upstream = connect(port, host)
+      downstream.on('data', (chunk) => {
+        if (resetNext) {
+          resetNext = false
+          downstream.resetAndDestroy()
+          upstream.destroy()
+          return
+        }
+        upstream.write(chunk)
+      })
+      upstream.pipe(downstream)
+      downstream.on('error', () => upstream.destroy())
+      upstream.on('error', () => downstream.destroy())
+    })
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r))
+    const proxyPort = (proxy.address() as { port: number }).port
+    const via = new URL(url)
+    via.port = String(proxyPort)
+    try {
+      await using db = new Database({ connectionString: via.toString(), env: cleanEnv(), prePing: true, max: 2 })
+      assert.equal((await db.query('SELECT 1 AS one')).rows[0].one, 1)
+      resetNext = true // the idle connection's next packet (the ping) is answered with a TCP reset
+      assert.equal((await db.query('SELECT 2 AS two')).rows[0].two, 2)
+    } finally {
+      proxy.close()
+    }
+  })
+
+  for (const pooling of ['pooled', 'per-transaction'] as const) {
+    test(`close() finishes within closeTimeoutMillis even when a backend is stopped (${pooling}, with a listener)`, { timeout: 15_000 }, async () => {
+      const { url } = await freshDatabase('stuck')
+      const db = new Database({ connectionString: url, env: cleanEnv(), pooling, closeTimeoutMillis: 300, onWarning: () => {} })
+      const listener = await db.listen('stuck')
+      const busy = db.transaction(async (tx) => tx.query('SELECT pg_backend_pid() AS pid, pg_sleep(0.2)')).catch((e: Error) => e)
+      const pids = (await admin<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = (SELECT current_database()) AND pid <> pg_backend_pid()", [])).map((r) => r.pid)
+      const backends = (await admin<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [new URL(url).pathname.slice(1)])).map((r) => r.pid)
+      assert.ok(backends.length >= 2, `backends ${backends} ${pids}`)
+      for (const pid of backends) process.kill(pid, 'SIGSTOP')
+      try {
+        await db.close() // hung until SIGCONT before the fix
+        assert.equal(db.connected, false)
+      } finally {
+        for (const pid of backends) process.kill(pid, 'SIGCONT')
+      }
+      await busy
+      assert.equal(await listener.next(), undefined)
+    })
+  }
+
+  test('work still waiting for a connection when close() starts fails with CLOSED and opens nothing afterwards', async () => {
+    const { url, dbname } = await freshDatabase('queued')
+    const db = new Database({ connectionString: url, env: cleanEnv(), pooling: 'per-transaction', max: 1, applicationName: 'queued-test' })
+    await db.connect()
+    const first = db.transaction(async (tx) => tx.query('SELECT pg_sleep(0.3)'))
+    assert.ok(await eventually(async () => (await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'queued-test' AND query LIKE 'SELECT pg_sleep%'"))[0]!.n === 1))
+    const queued = assert.rejects(db.query('SELECT 1'), { code: 'CLOSED' })
+    await db.close()
+    await first
+    await queued
+    await new Promise((r) => setTimeout(r, 300))
+    const left = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'queued-test' AND state <> 'idle'", [dbname])
+    assert.equal(left[0]!.n, 0)
+  })
+
+  test('per-transaction mode: waiting for a free connection times out like the pool does, instead of deadlocking', async () => {
+    const { url } = await freshDatabase('slotwait')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), pooling: 'per-transaction', max: 1, connectionTimeoutMillis: 300 })
+    await assert.rejects(
+      db.withAdvisoryLock('slot', () => db.query('SELECT 1')),
+      { code: 'CONNECTION_FAILED', message: /no connection free within 300 ms/ },
+    )
+  })
+
+  test('a timed advisory lock that fails half-way inside a transaction leaves no session lock on a pooled connection', async () => {
+    const { url, dbname } = await freshDatabase('halfway')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await using other = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    const blocker = (await other.advisoryLock(2n))!
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        const { advisoryLock } = await import('../src/advisory-lock.ts')
+        await advisoryLock(tx, [1n, 2n], { wait: 200 })
+      }),
+      { code: '55P03' },
+    )
+    await blocker.release()
+    const held = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' AND d.datname = $1", [dbname])
+    assert.equal(held[0]!.n, 0, 'key 1 is still held by a pooled connection')
+  })
+
+  test('concurrent switches both take effect (each builds on the target the previous one left)', async () => {
+    const { url, dbname } = await freshDatabase('concurrentswitch')
+    await admin(`CREATE DATABASE "${dbname}_v2"`)
+    try {
+      await using db = new Database({ connectionString: url, env: cleanEnv() })
+      await db.connect()
+      await Promise.all([db.changeVersion('v2'), db.setPooling('per-transaction')])
+      assert.equal(db.dbname, `${dbname}_v2`)
+      assert.equal(db.pooling, 'per-transaction')
+    } finally {
+      await admin(`DROP DATABASE IF EXISTS "${dbname}_v2" WITH (FORCE)`)
+    }
+  })
+
+  test('a listener made with listen(db) ends when the Database is closed, instead of retrying forever', { timeout: 10_000 }, async () => {
+    const { listen } = await import('../src/listen.ts')
+    const { url } = await freshDatabase('listenclosed')
+    const db = new Database({ connectionString: url, env: cleanEnv(), closeTimeoutMillis: 100, onWarning: () => {} })
+    const l = await listen(db, 'ch', { reconnectDelayMillis: 20 })
+    const ended = l.next().then(
+      (v) => v,
+      (e: Error & { code?: string }) => e.code,
+    )
+    await db.close()
+    assert.ok([undefined, 'LISTEN_CONNECTION_LOST'].includes((await ended) as string | undefined))
   })
 })
