@@ -217,8 +217,12 @@ describe('stuck servers, queued work and concurrent switches', () => {
       const db = new Database({ connectionString: url, env: cleanEnv(), pooling, closeTimeoutMillis: 300, onWarning: () => {} })
       const listener = await db.listen('stuck')
       const busy = db.transaction(async (tx) => tx.query('SELECT pg_backend_pid() AS pid, pg_sleep(0.2)')).catch((e: Error) => e)
-      const backends = (await admin<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [new URL(url).pathname.slice(1)])).map((r) => r.pid)
-      assert.ok(backends.length >= 2, `expected the listener's and the transaction's backends, saw ${backends.length}`)
+      let backends: number[] = []
+      const both = await eventually(async () => {
+        backends = (await admin<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND (query LIKE 'LISTEN%' OR query LIKE '%pg_sleep%' OR query LIKE 'SELECT pg_backend_pid() AS pid')", [new URL(url).pathname.slice(1)])).map((r) => r.pid)
+        return backends.length >= 2
+      })
+      assert.ok(both, `expected the listener's and the transaction's backends, saw ${backends.length}`)
       for (const pid of backends) process.kill(pid, 'SIGSTOP')
       try {
         await db.close() // hung until SIGCONT before the fix
