@@ -9,6 +9,10 @@ import { Database } from '../src/database.ts'
 import { realmSize, trackPgPools } from '../src/realm.ts'
 import { admin, cleanEnv, eventually, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from './helpers.ts'
 
+/** Wait until a session of this application is inside pg_sleep (the work really is in flight). */
+const sleeping = (app: string) =>
+  eventually(async () => (await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE '%pg_sleep%'", [app]))[0]!.n > 0)
+
 const fixture = (name: string) => new URL(`./fixtures/workers/${name}.ts`, import.meta.url)
 
 describe('crews', () => {
@@ -92,9 +96,10 @@ describe('closing and switching', () => {
 
   test('per-transaction mode: close() lets a transaction in flight finish instead of cutting its connection', async () => {
     const { url } = await freshDatabase('inflight')
-    const db = new Database({ connectionString: url, env: cleanEnv(), pooling: 'per-transaction' })
+    const db = new Database({ connectionString: url, env: cleanEnv(), pooling: 'per-transaction', applicationName: 'inflight-test' })
+    await db.connect()
     const work = db.transaction(async (tx) => (await tx.query('SELECT pg_sleep(0.3), 42 AS answer')).rows[0].answer)
-    await new Promise((r) => setTimeout(r, 100))
+    assert.ok(await sleeping('inflight-test'))
     await db.close()
     assert.equal(await work, 42)
   })
@@ -103,10 +108,10 @@ describe('closing and switching', () => {
     const { url, dbname } = await freshDatabase('switchinflight')
     await admin(`CREATE DATABASE "${dbname}_2"`)
     try {
-      await using db = new Database({ connectionString: url, env: cleanEnv() })
+      await using db = new Database({ connectionString: url, env: cleanEnv(), applicationName: 'switch-inflight-test' })
       await db.connect()
       const work = db.transaction(async (tx) => (await tx.query('SELECT pg_sleep(0.3), current_database() AS d')).rows[0].d)
-      await new Promise((r) => setTimeout(r, 100))
+      assert.ok(await sleeping('switch-inflight-test'))
       await db.changeVersion('2')
       assert.equal(await work, dbname)
       assert.equal((await db.query('SELECT current_database() AS d')).rows[0].d, `${dbname}_2`)
