@@ -84,7 +84,8 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
     } catch (error) {
       const serialized = serializeError(error)
       channel.postMessage({ type: 'init-failed', workerId, error: serialized } satisfies CrewMessage)
-      return { ok: false, error: { ...serialized, code: 'WORKER_INIT_FAILED', transient: false, message: `worker init failed: ${serialized.message}` }, workerId }
+      // The crew words it ("worker init failed: …") and reports it once.
+      return { ok: false, error: { ...serialized, code: 'WORKER_INIT_FAILED', transient: false }, workerId }
     }
     try {
       if (envelope.mode === 'plain') {

@@ -144,7 +144,10 @@ export class Crew implements AsyncDisposable {
     try {
       const outcome = await p
       if (!outcome.ok && (outcome.error.code === 'WORKER_CRASHED' || outcome.error.code === 'TASK_TIMEOUT')) this.#crashes++
-      if (!outcome.ok && outcome.error.code === 'WORKER_INIT_FAILED') this.#noteInitFailure({ ...outcome.error, message: outcome.error.message.replace(/^worker init failed: /, '') }, outcome.workerId)
+      if (!outcome.ok && outcome.error.code === 'WORKER_INIT_FAILED') {
+        this.#noteInitFailure(outcome.error, outcome.workerId)
+        return { ok: false, error: { ...outcome.error, message: this.#initError!.message }, workerId: outcome.workerId }
+      }
       return outcome
     } finally {
       this.#inFlight.delete(p)

@@ -583,12 +583,13 @@ export class Database implements AsyncDisposable {
     const t = this.#target
     const o = this.#opts
     const { env, onConnect: _hooks, onWarning: _warn, connectionString: _uri, ...options } = o
+    const base = t ?? this.#baseSettings()
     return makeSnapshot({
       version: 1,
       // Once connected, the profile in use (or none, after connectFromParameters) is what counts.
       options: { ...options, profile: t ? t.profile?.name : o.profile, pooling: this.pooling },
-      settings: t?.settings ?? this.#baseSettings().settings,
-      serverSettings: t?.serverSettings ?? this.#baseSettings().serverSettings,
+      settings: base.settings,
+      serverSettings: base.serverSettings,
       role: t?.role ?? { kind: 'default' },
       dbversion: t?.dbversion ?? o.dbversion,
       hookModules: this.#hooks.flatMap((h) => (h.module ? [h.module] : [])),
