@@ -18,6 +18,35 @@ async function counters(url: string): Promise<{ key: number; n: number }[]> {
   }
 }
 
+/** `pgcrew run` of the 3000-key counter pipeline in a child process, against `dbname` via PG* variables. */
+function counterRunner(dbname: string, extraArgs: string[] = []) {
+  const { host, port, user, password } = server()
+  const env = { ...cleanEnv(), PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname, PGCREW_FIXTURE_N: '3000', PGCREW_FIXTURE_SLOW: '1' }
+  const cli = new URL('../src/cli.ts', import.meta.url).pathname
+  const pipeline = new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname
+  return { password, run: () => spawn(process.execPath, ['--import', 'tsx', cli, 'run', pipeline, '--threads', '2', ...extraArgs], { env, stdio: ['ignore', 'pipe', 'pipe'] }) }
+}
+
+/** How many keys the ledger of `dbname` holds (0 before the ledger exists). */
+async function ledgerCount(dbname: string): Promise<number> {
+  const exists = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_tables WHERE tablename = 'pgcrew_ledger'", [], dbname)
+  if (exists[0]!.n === 0) return 0
+  return (await admin<{ n: number }>('SELECT count(*)::int AS n FROM pgcrew_ledger', [], dbname))[0]!.n
+}
+
+/** A pipeline over the counter worker with its own keys, creating and filling the counters table. */
+function countersPipeline(name: string, tasks: Array<{ key: number; crash?: boolean }>) {
+  return definePipeline({
+    name,
+    worker: fixture('counter'),
+    setup: async (d) => {
+      await d.query('CREATE TABLE IF NOT EXISTS counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
+      await d.query('INSERT INTO counters SELECT unnest($1::int[]), 0 ON CONFLICT DO NOTHING', [tasks.map((t) => t.key)])
+    },
+    tasks,
+  })
+}
+
 describe('crew workers', () => {
   test('the init hook runs once per worker, and a pool created at import time is discarded', async () => {
     const { url, dbname } = await freshDatabase('crew')
@@ -206,15 +235,7 @@ describe('pipelines', () => {
   test('a worker crash mid-run is retried; every key is done exactly once', async () => {
     const { url } = await freshDatabase('pipecrash')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
-    const def = definePipeline({
-      name: 'crashy',
-      worker: fixture('counter'),
-      setup: async (d) => {
-        await d.query('CREATE TABLE IF NOT EXISTS counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
-        await d.query('INSERT INTO counters SELECT g, 0 FROM generate_series(1, 50) g ON CONFLICT DO NOTHING')
-      },
-      tasks: Array.from({ length: 50 }, (_, i) => ({ key: i + 1, crash: i + 1 === 7 })),
-    })
+    const def = countersPipeline('crashy', Array.from({ length: 50 }, (_, i) => ({ key: i + 1, crash: i + 1 === 7 })))
     const summary = await runPipeline(db, def, { threads: 2, retryDelayMillis: 5 })
     assert.equal(summary.done, 50)
     assert.equal(summary.failed, 0)
@@ -228,15 +249,7 @@ describe('pipelines', () => {
   test('permanent failures are recorded with key, attempts and message; a rerun retries only them', async () => {
     const { url } = await freshDatabase('pipefail')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
-    const def = definePipeline({
-      name: 'failing',
-      worker: fixture('counter'),
-      setup: async (d) => {
-        await d.query('CREATE TABLE IF NOT EXISTS counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
-        await d.query('INSERT INTO counters SELECT g, 0 FROM generate_series(-1, 5) g ON CONFLICT DO NOTHING')
-      },
-      tasks: [-1, 1, 2, 3, 4, 5].map((key) => ({ key })),
-    })
+    const def = countersPipeline('failing', [-1, 1, 2, 3, 4, 5].map((key) => ({ key })))
     const summary = await runPipeline(db, def, { threads: 2 })
     assert.equal(summary.failed, 1)
     assert.deepEqual(summary.failures.map((f) => [f.key, f.attempts, f.message]), [['-1', 1, 'permanent failure for key -1']])
@@ -249,21 +262,12 @@ describe('pipelines', () => {
 
   test('a run killed with SIGKILL part-way and rerun ends with every key done exactly once', async () => {
     const { url, dbname } = await freshDatabase('pipekill')
-    const { host, port, user, password } = server()
-    const env = { ...cleanEnv(), PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname, PGCREW_FIXTURE_N: '3000', PGCREW_FIXTURE_SLOW: '1' }
-    const cli = new URL('../src/cli.ts', import.meta.url).pathname
-    const pipeline = new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname
-    const run = () => spawn(process.execPath, ['--import', 'tsx', cli, 'run', pipeline, '--threads', '2', '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const { run } = counterRunner(dbname, ['--json'])
     const first = run()
-    const started = await eventually(async () => {
-      const rows = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_tables WHERE tablename = 'pgcrew_ledger'", [], dbname)
-      if (rows[0]!.n === 0) return false
-      return (await admin<{ n: number }>('SELECT count(*)::int AS n FROM pgcrew_ledger', [], dbname))[0]!.n > 200
-    }, 30_000)
-    assert.ok(started, 'the first run never got going')
+    assert.ok(await eventually(async () => (await ledgerCount(dbname)) > 200, 30_000), 'the first run never got going')
     first.kill('SIGKILL')
     await new Promise((r) => first.once('exit', r))
-    const partial = (await admin<{ n: number }>('SELECT count(*)::int AS n FROM pgcrew_ledger', [], dbname))[0]!.n
+    const partial = await ledgerCount(dbname)
     assert.ok(partial < 3000, 'the first run finished before it was killed')
 
     const second = run()
@@ -326,21 +330,13 @@ describe('pgcrew run', () => {
 
   test('Ctrl-C stops handing out tasks, prints the summary, exits non-zero; the next run resumes', async () => {
     const { url, dbname } = await freshDatabase('pipeint')
-    const { host, port, user, password } = server()
-    const env = { ...cleanEnv(), PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname, PGCREW_FIXTURE_N: '3000', PGCREW_FIXTURE_SLOW: '1' }
-    const cli = new URL('../src/cli.ts', import.meta.url).pathname
-    const pipeline = new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname
-    const run = () => spawn(process.execPath, ['--import', 'tsx', cli, 'run', pipeline, '--threads', '2'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const { run, password } = counterRunner(dbname)
     const first = run()
     let out = ''
     let err = ''
     first.stdout.on('data', (d) => (out += d))
     first.stderr.on('data', (d) => (err += d))
-    const started = await eventually(async () => {
-      const t = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_tables WHERE tablename = 'pgcrew_ledger'", [], dbname)
-      return t[0]!.n > 0 && (await admin<{ n: number }>('SELECT count(*)::int AS n FROM pgcrew_ledger', [], dbname))[0]!.n > 100
-    }, 30_000)
-    assert.ok(started)
+    assert.ok(await eventually(async () => (await ledgerCount(dbname)) > 100, 30_000))
     first.kill('SIGINT')
     const code = await new Promise((r) => first.once('exit', r))
     assert.equal(code, 1)
@@ -349,7 +345,7 @@ describe('pgcrew run', () => {
     assert.ok(!out.includes(password) && !err.includes(password))
     const left = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND (application_name LIKE 'pgcrew worker %' OR state LIKE 'idle in transaction%')", [dbname])
     assert.equal(left[0]!.n, 0)
-    const partial = (await admin<{ n: number }>('SELECT count(*)::int AS n FROM pgcrew_ledger', [], dbname))[0]!.n
+    const partial = await ledgerCount(dbname)
     assert.ok(partial < 3000)
 
     const second = run()
