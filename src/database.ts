@@ -436,7 +436,9 @@ export class Database implements AsyncDisposable {
   async withClient<T>(fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
     const current = this.#activeTransaction()
     if (current) return fn(current.client)
-    const lease = await (await this.#executorNow()).acquire()
+    // Once connected, skip a round through the microtask queue: this runs for every statement.
+    const executor = this.#executor && !this.#closed ? this.#executor : await this.#executorNow()
+    const lease = await executor.acquire()
     let broken = false
     try {
       return await fn(lease.client)
@@ -453,7 +455,7 @@ export class Database implements AsyncDisposable {
    *
    * @example const { rows } = await db.query('select * from t where id = $1', [id])
    */
-  async query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
     const current = this.#activeTransaction()
     if (current) return current.query<R>(text, values)
     return this.withClient((client) => client.query<R>(text as string, values))
