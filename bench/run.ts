@@ -3,14 +3,18 @@
 // Every unit of work is one statement plus cpuWork() (bench/workload.ts): a JSON round-trip of the row
 // and HASH_ROUNDS chained sha256 digests over its ~0.5 KB JSON text; the per-row cost is measured and printed.
 // Each measurement is time-boxed (BENCH_MS, default 1000 ms); the scenarios alternate inside each of
-// BENCH_REPS repetitions (default 5, order reversed on odd reps) after one short warm-up pass; medians are
-// reported. Crew start-up (threads, tsx, connections) happens before timing and is not counted.
+// BENCH_REPS repetitions (default 5, order reversed on odd reps) after one short warm-up pass. A ratio is
+// taken within each repetition (crew and anchor ran minutes apart at most, on the same machine state)
+// and the median of those is reported. Crew start-up (threads, connections) happens before timing.
+// npm run bench compiles pgcrew first (bench/tsconfig.json) and runs the JavaScript, as users do.
 import { randomBytes } from 'node:crypto'
 import { availableParallelism, cpus, loadavg } from 'node:os'
+import { extname } from 'node:path'
 import pg from 'pg'
 import { Database } from '../src/database.ts'
 import type { Crew } from '../src/crew.ts'
 import { startTempCluster, type TempCluster } from '../src/temp-cluster.ts'
+import { coresUsed, readCpu } from './cpu.ts'
 import { cpuWork, HASH_ROUNDS, HEAVY_ROUNDS, idStream, READ_SQL, ROWS, WRITE_SQL, writeRecord } from './workload.ts'
 
 const MEASURE_MS = Number(process.env.BENCH_MS ?? 1000)
@@ -21,6 +25,9 @@ const BATCH = 50 // ids per crew task in the batched scenarios
 const TARGET = 1.3
 
 type Kind = 'read' | 'write'
+
+/** A bench worker next to this file: .js when compiled (npm run bench), .ts under tsx. */
+const workerUrl = (name: string): URL => new URL(`./workers/${name}${extname(new URL(import.meta.url).pathname)}`, import.meta.url)
 
 async function anchor(pool: pg.Pool, kind: Kind, ms: number, seed: number, rounds = HASH_ROUNDS): Promise<number> {
   const next = idStream(seed)
@@ -56,6 +63,18 @@ async function viaCrew(crew: Crew, batch: number, ms: number, seed: number, roun
     ops += r.result!.ops
   }
   return ops / ((performance.now() - start) / 1000)
+}
+
+interface Measurement {
+  rate: number
+  cores: ReturnType<typeof coresUsed>
+}
+
+async function measure(run: () => Promise<number>): Promise<Measurement> {
+  const cpu = readCpu()
+  const t = performance.now()
+  const rate = await run()
+  return { rate, cores: coresUsed(cpu, readCpu(), (performance.now() - t) / 1000) }
 }
 
 const median = (xs: number[]): number => {
@@ -108,9 +127,9 @@ async function main(): Promise<void> {
 
     db = new Database({ connectionString: benchUrl.toString(), max: 1 })
     await db.connect()
-    const readCrew = await db.crew({ worker: new URL('./workers/point-read.ts', import.meta.url), threads: 2, perWorkerConnections: 2 })
+    const readCrew = await db.crew({ worker: workerUrl('point-read'), threads: 2, perWorkerConnections: 2 })
     crews.push(readCrew)
-    const writeCrew = await db.crew({ worker: new URL('./workers/small-write.ts', import.meta.url), threads: 2, perWorkerConnections: 2 })
+    const writeCrew = await db.crew({ worker: workerUrl('small-write'), threads: 2, perWorkerConnections: 2 })
     crews.push(writeCrew)
     // Start every worker (init, tsx, connections) before any timing.
     for (const crew of crews) for await (const r of crew.map(Array.from({ length: 8 }, (_, i) => ({ ids: [i + 1] })))) if (r.error) throw r.error
@@ -125,17 +144,22 @@ async function main(): Promise<void> {
       { name: `crew write ${BATCH}/task`, run: (ms, s) => viaCrew(writeCrew, BATCH, ms, s) },
       { name: 'crew write 1/task', run: (ms, s) => viaCrew(writeCrew, 1, ms, s) },
     ]
-    const results = new Map<string, number[]>(scenarios.map((s) => [s.name, []]))
+    const results = new Map<string, Measurement[]>(scenarios.map((s) => [s.name, []]))
     for (const s of scenarios) await s.run(WARMUP_MS, 7)
     for (let rep = 0; rep < REPS; rep++) {
       const order = rep % 2 ? [...scenarios].reverse() : scenarios
-      for (const s of order) results.get(s.name)!.push(await s.run(MEASURE_MS, 1000 + rep))
+      for (const s of order) results.get(s.name)!.push(await measure(() => s.run(MEASURE_MS, 1000 + rep)))
     }
 
-    const med = (name: string): number => median(results.get(name)!)
-    const spread = (name: string): string => {
-      const xs = results.get(name)!
-      return `${Math.round(Math.min(...xs))}–${Math.round(Math.max(...xs))}`
+    const rates = (name: string): number[] => results.get(name)!.map((m) => m.rate)
+    const med = (name: string): number => median(rates(name))
+    const spread = (xs: number[], digits = 0): string => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`
+    /** crew/anchor within each repetition; the median and range of those. */
+    const pairedRatios = (a: string, b: string): number[] => rates(b).map((r, i) => r / rates(a)[i]!)
+    const cores = (name: string): { node: number; postgres: number; machine: number } | undefined => {
+      const ms = results.get(name)!.map((m) => m.cores)
+      if (ms.some((c) => !c)) return undefined
+      return { node: median(ms.map((c) => c!.node)), postgres: median(ms.map((c) => c!.postgres)), machine: median(ms.map((c) => c!.machine)) }
     }
     const rows: Array<[string, string, string]> = [
       [`point read, ${BATCH} reads/task`, 'anchor read', `crew read ${BATCH}/task`],
@@ -145,23 +169,51 @@ async function main(): Promise<void> {
       ['small write, 1 update/task', 'anchor write', 'crew write 1/task'],
     ]
     const cpu = cpus()[0]?.model ?? 'unknown cpu'
-    console.log(`pgcrew bench — node ${process.version}, ${availableParallelism()} cores (${cpu}), PostgreSQL ${server} ${cluster ? `(temp cluster, ${cluster.source} binaries)` : '(PGCREW_TEST_URL)'}`)
-    console.log(`table bench_items: ${ROWS} rows; ${IN_FLIGHT} statements in flight on both sides; ${REPS} reps × ${MEASURE_MS} ms, median ops/s (min–max)`)
+    const cores2 = availableParallelism()
+    console.log(`pgcrew bench — node ${process.version}, ${cores2} cores (${cpu}), PostgreSQL ${server} ${cluster ? `(temp cluster, ${cluster.source} binaries)` : '(PGCREW_TEST_URL)'}; pgcrew compiled to JavaScript`)
+    console.log(`table bench_items: ${ROWS} rows; ${IN_FLIGHT} statements in flight on both sides; ${REPS} reps × ${MEASURE_MS} ms`)
     console.log(`cpu work per unit (main thread, this machine): read ${readWorkUs.toFixed(0)} µs, write ${writeWorkUs.toFixed(0)} µs — JSON round-trip + ${HASH_ROUNDS} chained sha256 (CPU-heavy rows: ${HEAVY_ROUNDS})`)
     console.log(`anchor: 1 process, pg.Pool max ${IN_FLIGHT}, ${IN_FLIGHT} async loops | crew: threads 2 × perWorkerConnections 2, map concurrency ${IN_FLIGHT}`)
     console.log(`crew budget: ${readCrew.budget.explanation}`)
     console.log('')
-    const w = [34, 22, 22, 8]
-    console.log(['scenario'.padEnd(w[0]!), 'ops/s anchor'.padStart(w[1]!), 'ops/s crew'.padStart(w[2]!), 'ratio'.padStart(w[3]!)].join(' '))
+    const w = [34, 22, 22, 20]
+    console.log(['scenario'.padEnd(w[0]!), 'ops/s anchor'.padStart(w[1]!), 'ops/s crew'.padStart(w[2]!), 'ratio (per rep)'.padStart(w[3]!)].join(' '))
+    console.log(' '.repeat(w[0]! + 1) + 'median (min–max)'.padStart(w[1]!) + ' ' + 'median (min–max)'.padStart(w[2]!) + ' ' + 'median (min–max)'.padStart(w[3]!))
     for (const [label, a, b] of rows) {
-      const ratio = med(b) / med(a)
-      console.log([label.padEnd(w[0]!), `${Math.round(med(a))} (${spread(a)})`.padStart(w[1]!), `${Math.round(med(b))} (${spread(b)})`.padStart(w[2]!), `${ratio.toFixed(2)}x`.padStart(w[3]!)].join(' '))
+      const ratios = pairedRatios(a, b)
+      console.log(
+        [
+          label.padEnd(w[0]!),
+          `${Math.round(med(a))} (${spread(rates(a))})`.padStart(w[1]!),
+          `${Math.round(med(b))} (${spread(rates(b))})`.padStart(w[2]!),
+          `${median(ratios).toFixed(2)}x (${spread(ratios, 2)})`.padStart(w[3]!),
+        ].join(' '),
+      )
     }
-    const readRatio = med(`crew read ${BATCH}/task`) / med('anchor read')
+    const readRatio = median(pairedRatios('anchor read', `crew read ${BATCH}/task`))
+
+    // Where the CPU went: a crew can only use what the anchor leaves idle, unless it does each read cheaper.
+    const anchorCores = cores('anchor read')
+    const crewCores = cores(`crew read ${BATCH}/task`)
+    let ceiling: number | undefined
+    if (anchorCores && crewCores) {
+      const line = (label: string, c: { node: number; postgres: number; machine: number }) =>
+        `  ${label.padEnd(24)} node ${c.node.toFixed(2)} + postgres ${c.postgres.toFixed(2)} = ${(c.node + c.postgres).toFixed(2)} of ${cores2} cores (whole machine busy: ${c.machine.toFixed(2)})`
+      console.log('')
+      console.log('where the CPU went in the point-read rows (median cores busy):')
+      console.log(line('anchor', anchorCores))
+      console.log(line(`crew, ${BATCH} reads/task`, crewCores))
+      ceiling = cores2 / anchorCores.machine
+      console.log(
+        `  the anchor leaves ${(cores2 - anchorCores.machine).toFixed(2)} of ${cores2} cores idle: at the anchor's CPU cost per read, no design on this machine` +
+          ` (threads, processes) can do more than ${cores2}/${anchorCores.machine.toFixed(2)} = ${ceiling.toFixed(2)}x the anchor's reads`,
+      )
+    }
     console.log('')
     console.log(
       `target (issue #3 §5): crew point-read >= ${TARGET}x the single-process pool at ${IN_FLIGHT} connections — measured ${readRatio.toFixed(2)}x (${BATCH} reads/task): ${readRatio >= TARGET ? 'MET' : 'NOT MET'} on this machine` +
-        (availableParallelism() !== 2 ? ` (note: the target is stated for 2-core machines; this one has ${availableParallelism()})` : ''),
+        (ceiling !== undefined ? `; the CPU ceiling here is ${ceiling.toFixed(2)}x` : '') +
+        (cores2 !== 2 ? ` (note: the target is stated for 2-core machines; this one has ${cores2})` : ''),
     )
     const loadAfter = loadavg()[0]!
     const busy = Math.max(loadBefore, loadAfter) > availableParallelism()
