@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { extname, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { BroadcastChannel } from 'node:worker_threads'
+import { BroadcastChannel, type ResourceLimits } from 'node:worker_threads'
 import { Piscina } from 'piscina'
 import { computeBudget, type BudgetPlan } from './budget.ts'
 import { TaskError, type CrewMessage, type CrewWorkerData, type SerializedError, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
@@ -25,6 +25,11 @@ export interface CrewOptions {
   taskTimeoutMillis?: number
   /** How long close() waits for workers to end their pools. Default 10 000. */
   closeTimeoutMillis?: number
+  /**
+   * Heap limits of each worker thread (Node's `ResourceLimits`, e.g. `{ maxOldGenerationSizeMb: 512 }`).
+   * A worker that runs out is replaced and its task fails with WORKER_CRASHED. Default: Node's.
+   */
+  resourceLimits?: ResourceLimits
 }
 
 const DEFAULTS = Object.freeze({ perWorkerConnections: 1, onOverBudget: 'clamp' as const, closeTimeoutMillis: 10_000 })
@@ -106,6 +111,7 @@ export class Crew implements AsyncDisposable {
       atomics: 'async',
       concurrentTasksPerWorker: budget.perWorker,
       idleTimeout: 2 ** 31 - 1,
+      ...(options.resourceLimits ? { resourceLimits: options.resourceLimits } : {}),
     })
     const channel = new BroadcastChannel(channelName)
     channel.unref()

@@ -1,7 +1,7 @@
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { backoffMillis } from './backoff.ts'
-import type { Crew } from './crew.ts'
+import type { Crew, CrewOptions } from './crew.ts'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
 import { DEFAULT_LEDGER, doneKeys, ensureLedger, recordFailure } from './ledger.ts'
@@ -51,6 +51,8 @@ export interface RunOptions {
   /** Keys checked against the ledger per query. Default 1000. */
   batchSize?: number
   taskTimeoutMillis?: number
+  /** Heap limits of each worker thread; see {@link CrewOptions.resourceLimits}. */
+  resourceLimits?: CrewOptions['resourceLimits']
   progress?: ProgressReporter
   /** Abort to stop handing out tasks; running ones finish or roll back. */
   signal?: AbortSignal
@@ -115,6 +117,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     connectionBudget: options.connectionBudget,
     onOverBudget: options.onOverBudget,
     taskTimeoutMillis: options.taskTimeoutMillis,
+    resourceLimits: options.resourceLimits,
   })
   const state: ProgressState = { done: 0, skipped: 0, failed: 0, retried: 0, seen: 0, total, elapsedMillis: 0 }
   const perWorker: Record<string, number> = {}

@@ -111,6 +111,17 @@ describe('crew workers', () => {
     assert.equal(crew.crashes, 2)
   })
 
+  test('a worker that runs out of memory is replaced: its task fails with WORKER_CRASHED and the next task runs', async () => {
+    const { url } = await freshDatabase('crewoom')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 1, resourceLimits: { maxOldGenerationSizeMb: 48 } })
+    const before = await crew.run<{ pid: number }>({ op: 'whoami' })
+    await assert.rejects(crew.run({ op: 'oom' }), { code: 'WORKER_CRASHED', message: /memory/ })
+    const after = await crew.run<{ pid: number; u: string }>({ op: 'whoami' })
+    assert.notEqual(after.pid, before.pid, 'the replacement worker has its own connection')
+    assert.equal(crew.crashes, 1)
+  })
+
   test('init failure fails fast: tasks reject with the init error, nothing hangs', async () => {
     const { url } = await freshDatabase('crewinit')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
