@@ -213,6 +213,7 @@ async function main(): Promise<void> {
     console.log(
       `target (issue #3 §5): crew point-read >= ${TARGET}x the single-process pool at ${IN_FLIGHT} connections — measured ${readRatio.toFixed(2)}x (${BATCH} reads/task): ${readRatio >= TARGET ? 'MET' : 'NOT MET'} on this machine` +
         (ceiling !== undefined ? `; the CPU ceiling here is ${ceiling.toFixed(2)}x` : '') +
+        (ceiling !== undefined && readRatio > ceiling ? ' — above the ceiling, so other load slowed the anchor in these reps: rerun on a quiet machine' : '') +
         (cores2 !== 2 ? ` (note: the target is stated for 2-core machines; this one has ${cores2})` : ''),
     )
     const loadAfter = loadavg()[0]!
