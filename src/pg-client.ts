@@ -59,13 +59,13 @@ export class PgcrewClient extends pg.Client {
       this.tainted = false
       return this
     })
+    // A failed hook leaves an open session behind: end it on either path (pg-pool passes a callback,
+    // connectClient awaits the promise).
+    ready.catch(() => this.end().catch(() => {}))
     if (!callback) return ready
     ready.then(
       () => callback(null, this),
-      (error: Error) => {
-        this.end().catch(() => {})
-        callback(error)
-      },
+      (error: Error) => callback(error),
     )
   }
 

@@ -311,6 +311,28 @@ describe('stuck servers, queued work and concurrent switches', () => {
   })
 })
 
+describe('failing onConnect hooks', () => {
+  test('per-transaction mode: a connection whose onConnect hook throws is closed, not left open on the server', async () => {
+    const { url } = await freshDatabase('hookleak')
+    const app = `hookleak-${process.pid}`
+    let fail = false
+    await using db = new Database({
+      connectionString: url,
+      env: cleanEnv(),
+      pooling: 'per-transaction',
+      applicationName: app,
+      onConnect: async () => {
+        if (fail) throw new Error('hook failed on purpose')
+      },
+    })
+    await db.connect()
+    fail = true
+    for (let i = 0; i < 3; i++) await assert.rejects(db.query('SELECT 1'), /hook failed on purpose/)
+    const open = async () => (await admin<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [app]))[0]!.n
+    assert.ok(await eventually(async () => (await open()) === 0), `${await open()} sessions of failed hooks are still open`)
+  })
+})
+
 describe('memory', () => {
   // node:test does not expose gc(); turn it on for this process and fetch it from a fresh context.
   const gc = (): void => {
