@@ -20,7 +20,7 @@ import { loadHookModule, type HookRef } from './hooks.ts'
 import { resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
 import type { ClientSpec, OnConnectHook } from './pg-client.ts'
 import { chooseProfile, loadProfiles, type Profile, type ProfileSet } from './profiles.ts'
-import { trackInRealm } from './realm.ts'
+import { trackInRealm, untrackInRealm } from './realm.ts'
 import { clientSpecFor, type RoleChoice, type Target } from './target.ts'
 import { Crew, type CrewOptions } from './crew.ts'
 import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapshot } from './snapshot.ts'
@@ -606,6 +606,7 @@ export class Database implements AsyncDisposable {
   /** Close every connection. Safe to call twice. */
   async close(): Promise<void> {
     this.#closed = true
+    untrackInRealm(this)
     // The connections are going away: no UNLISTEN round trip that a stuck backend could hold up.
     await Promise.allSettled([...this.#listeners].map((l) => l.close({ discard: true })))
     // A switch or first connect under way ends its new pool itself once it sees #closed.

@@ -12,22 +12,40 @@ interface Closable {
 
 interface Registry {
   items: Set<WeakRef<Closable>>
-  /** Already tracked: connect() runs per query, the registry must not grow with it. */
-  seen: WeakSet<Closable>
+  /** Each tracked item's entry: connect() runs per query, the registry must not grow with it. */
+  refs: WeakMap<Closable, WeakRef<Closable>>
+  /** Drops the entry of an item that was collected without being closed. */
+  collected: FinalizationRegistry<WeakRef<Closable>>
   poolPatched: boolean
 }
 
 function registry(): Registry {
   const g = globalThis as Record<symbol, Registry | undefined>
-  return (g[KEY] ??= { items: new Set(), seen: new WeakSet(), poolPatched: false })
+  if (!g[KEY]) {
+    const items = new Set<WeakRef<Closable>>()
+    g[KEY] = { items, refs: new WeakMap(), collected: new FinalizationRegistry((ref) => items.delete(ref)), poolPatched: false }
+  }
+  return g[KEY]
 }
 
 /** Remember a connection holder of this realm (held weakly). */
 export function trackInRealm(item: Closable): void {
   const reg = registry()
-  if (reg.seen.has(item)) return
-  reg.seen.add(item)
-  reg.items.add(new WeakRef(item))
+  if (reg.refs.has(item)) return
+  const ref = new WeakRef(item)
+  reg.refs.set(item, ref)
+  reg.items.add(ref)
+  reg.collected.register(item, ref, ref)
+}
+
+/** Forget an item that was closed: there is nothing left to discard. */
+export function untrackInRealm(item: Closable): void {
+  const reg = registry()
+  const ref = reg.refs.get(item)
+  if (!ref) return
+  reg.refs.delete(item)
+  reg.items.delete(ref)
+  reg.collected.unregister(ref)
 }
 
 /** How many connection holders this realm tracks (for tests). */
@@ -43,11 +61,16 @@ export function trackPgPools(): void {
   const reg = registry()
   if (reg.poolPatched) return
   reg.poolPatched = true
-  const Pool = createRequire(import.meta.url)('pg-pool') as { prototype: { connect: (...a: unknown[]) => unknown } }
+  const Pool = createRequire(import.meta.url)('pg-pool') as { prototype: { connect: (...a: unknown[]) => unknown; end: (...a: unknown[]) => unknown } }
   const connect = Pool.prototype.connect
   Pool.prototype.connect = function (this: Closable, ...args: unknown[]) {
     trackInRealm(this)
     return connect.apply(this, args)
+  }
+  const end = Pool.prototype.end
+  Pool.prototype.end = function (this: Closable, ...args: unknown[]) {
+    untrackInRealm(this)
+    return end.apply(this, args)
   }
 }
 
@@ -57,8 +80,8 @@ export async function discardRealmConnections(keep: ReadonlySet<object> = new Se
   let n = 0
   for (const ref of [...reg.items]) {
     const item = ref.deref()
-    reg.items.delete(ref)
-    if (item) reg.seen.delete(item)
+    if (item) untrackInRealm(item)
+    else reg.items.delete(ref)
     if (!item || keep.has(item)) continue
     const ended = (item as { ended?: boolean; ending?: boolean }).ended || (item as { ending?: boolean }).ending
     if (ended) continue

@@ -50,6 +50,18 @@ describe('crews', () => {
     for (let i = 0; i < 50; i++) await pool.query('SELECT 1')
     assert.ok(realmSize() - before <= 1, `registry grew by ${realmSize() - before}`)
     await pool.end()
+    assert.equal(realmSize(), before, 'an ended pool is forgotten')
+  })
+
+  test('the realm registry forgets a closed Database (regression: one entry per Database ever made)', async () => {
+    const { url } = await freshDatabase('realmdb')
+    const before = realmSize()
+    for (let i = 0; i < 200; i++) {
+      const db = new Database({ connectionString: url, env: cleanEnv() })
+      if (i % 50 === 0) await db.query('SELECT 1')
+      await db.close()
+    }
+    assert.equal(realmSize(), before)
   })
 })
 
