@@ -432,13 +432,28 @@ export class Database implements AsyncDisposable {
     return this.#executor!
   }
 
+  /**
+   * A connection from the current executor. Work still waiting on a pool that a switch (become*,
+   * changeVersion, setPooling…) retired moves on to the new pool; only close() fails it with CLOSED.
+   */
+  async #lease(): Promise<Lease> {
+    for (;;) {
+      // Once connected, skip a round through the microtask queue: this runs for every statement.
+      const executor = this.#executor && !this.#closed ? this.#executor : await this.#executorNow()
+      try {
+        return await executor.acquire()
+      } catch (error) {
+        const retired = error instanceof PgcrewError && error.code === 'CLOSED' && !this.#closed && this.#executor !== undefined && this.#executor !== executor
+        if (!retired) throw error
+      }
+    }
+  }
+
   /** Borrow one physical connection for `fn` (session state: advisory locks, LISTEN, COPY…). */
   async withClient<T>(fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
     const current = this.#activeTransaction()
     if (current) return fn(current.client)
-    // Once connected, skip a round through the microtask queue: this runs for every statement.
-    const executor = this.#executor && !this.#closed ? this.#executor : await this.#executorNow()
-    const lease = await executor.acquire()
+    const lease = await this.#lease()
     let broken = false
     try {
       return await fn(lease.client)
@@ -483,7 +498,7 @@ export class Database implements AsyncDisposable {
   }
 
   async #once<T>(begin: string, fn: (tx: Transaction) => Promise<T>): Promise<T> {
-    const lease = await (await this.#executorNow()).acquire()
+    const lease = await this.#lease()
     const client = lease.client
     let destroy = false
     let tx: Transaction | undefined

@@ -118,6 +118,38 @@ describe('closing and switching', () => {
     assert.equal(await work, 42)
   })
 
+  for (const pooling of ['pooled', 'per-transaction'] as const) {
+    test(`work waiting for a connection when a switch retires the pool runs on the new one instead of failing with CLOSED (${pooling})`, async () => {
+      const { url, dbname } = await freshDatabase('switchqueued')
+      await admin(`CREATE DATABASE "${dbname}_2"`)
+      try {
+        await using db = new Database({ connectionString: url, env: cleanEnv(), pooling, max: 1, applicationName: `switch-queued-${pooling}` })
+        await db.connect()
+        const busy = db.query('SELECT pg_sleep(0.3)')
+        assert.ok(await sleeping(`switch-queued-${pooling}`))
+        const queued = db.query('SELECT current_database() AS d') // waits: max is 1
+        await db.changeVersion('2')
+        await busy
+        assert.equal((await queued).rows[0].d, `${dbname}_2`)
+        // A steady stream of transactions across switches back and forth: none fails.
+        let stop = false
+        let done = 0
+        const loops = Array.from({ length: 4 }, async () => {
+          while (!stop) {
+            await db.transaction((tx) => tx.query('SELECT 1'))
+            done++
+          }
+        })
+        for (let i = 0; i < 6; i++) await db.changeVersion(i % 2 ? '2' : undefined)
+        stop = true
+        await Promise.all(loops)
+        assert.ok(done > 0)
+      } finally {
+        await admin(`DROP DATABASE IF EXISTS "${dbname}_2" WITH (FORCE)`)
+      }
+    })
+  }
+
   test('a switch lets work in flight on the old connection finish', async () => {
     const { url, dbname } = await freshDatabase('switchinflight')
     await admin(`CREATE DATABASE "${dbname}_2"`)
