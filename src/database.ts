@@ -24,7 +24,7 @@ import { trackInRealm, untrackInRealm } from './realm.ts'
 import { clientSpecFor, type RoleChoice, type Target } from './target.ts'
 import { Crew, type CrewOptions } from './crew.ts'
 import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapshot } from './snapshot.ts'
-import { beginStatement, Transaction, type TransactionOptions } from './transaction.ts'
+import { beginStatement, Transaction, type TransactionOptions, type TransactionScope } from './transaction.ts'
 
 /** Options of `connect()`: one-off overrides of where to connect. */
 export interface ConnectOptions {
@@ -419,6 +419,12 @@ export class Database implements AsyncDisposable {
    * inside a transaction keeps the async context after the transaction ended: its queries must not
    * land in whatever session the connection serves next.
    */
+  /** Lets a transaction see which of its savepoints the calling code runs inside. */
+  readonly #scope: TransactionScope = {
+    run: (tx, fn) => this.#context.run(tx, fn),
+    current: () => this.#context.getStore(),
+  }
+
   #activeTransaction(): Transaction | undefined {
     let tx = this.#context.getStore()
     while (tx && !tx.active) tx = tx.parent
@@ -504,7 +510,7 @@ export class Database implements AsyncDisposable {
     let tx: Transaction | undefined
     try {
       await client.query(begin)
-      tx = new Transaction(client)
+      tx = new Transaction(client, 0, undefined, this.#scope)
       const current = tx
       const result = await this.#context.run(current, () => fn(current))
       // A COMMIT of a failed transaction answers "ROLLBACK". (The client's transaction status is no

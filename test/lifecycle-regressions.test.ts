@@ -66,6 +66,63 @@ describe('crews', () => {
 })
 
 describe('transactions and async context', () => {
+  test('savepoints started together take turns, so a failing one undoes only its own work (regression: a sibling\'s insert vanished while it reported success)', async () => {
+    const { url } = await freshDatabase('siblings')
+    await using db = new Database({ connectionString: url, env: cleanEnv() })
+    await db.query('CREATE TABLE t (name text)')
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms))
+    // Through the Transaction objects…
+    const viaTx = await db.transaction(async (tx) =>
+      Promise.all([
+        tx.transaction(async (sp) => {
+          await pause(20)
+          await sp.query("INSERT INTO t VALUES ('a')")
+          await pause(50)
+          return 'a'
+        }),
+        tx.transaction(async (sp) => {
+          await pause(40)
+          await sp.query('SELECT 1/0')
+        }).catch((e: Error) => `b: ${e.message}`),
+        tx.query("INSERT INTO t VALUES ('outer')").then(() => 'outer'),
+      ]),
+    )
+    assert.deepEqual(viaTx, ['a', 'b: division by zero', 'outer'])
+    assert.deepEqual((await db.query('SELECT name FROM t ORDER BY name')).rows.map((r) => r.name), ['a', 'outer'])
+    // …and through db.transaction / db.query inside a transaction (the async context).
+    await db.query('TRUNCATE t')
+    const viaDb = await db.transaction(async () =>
+      Promise.all([
+        db.transaction(async () => {
+          await pause(20)
+          await db.query("INSERT INTO t VALUES ('c')")
+          await db.transaction(() => db.query("INSERT INTO t VALUES ('c2')")) // nests inside c
+          await pause(50)
+          return 'c'
+        }),
+        db.transaction(async () => {
+          await pause(40)
+          await db.query('SELECT 1/0')
+        }).catch((e: Error) => `d: ${e.message}`),
+      ]),
+    )
+    assert.deepEqual(viaDb, ['c', 'd: division by zero'])
+    assert.deepEqual((await db.query('SELECT name FROM t ORDER BY name')).rows.map((r) => r.name), ['c', 'c2'])
+  })
+
+  test('calling the outer transaction from inside its own savepoint is a clear TRANSACTION_BUSY error, not a hang', async () => {
+    const { url } = await freshDatabase('busy')
+    await using db = new Database({ connectionString: url, env: cleanEnv() })
+    const result = await db.transaction(async (tx) =>
+      tx.transaction(async (sp) => {
+        await assert.rejects(tx.transaction(async () => 1), { code: 'TRANSACTION_BUSY', message: /nest on the transaction your function received/ })
+        // A statement on the outer object from inside the savepoint runs there (no wait, no hang).
+        return (await tx.query('SELECT 7 AS n')).rows[0].n + (await sp.query('SELECT 1 AS n')).rows[0].n
+      }),
+    )
+    assert.equal(result, 8)
+  })
+
   test('a query started inside a transaction but run after it ended does not join the next session on that connection', async () => {
     const { url } = await freshDatabase('ghost')
     // max 2: tx2 gets tx1's idle connection back; the ghost needs a second one.
