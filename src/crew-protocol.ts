@@ -13,9 +13,13 @@ export interface CrewWorkerData {
 }
 
 /** One unit of work sent to a worker. */
-export type TaskEnvelope =
+export type TaskEnvelope = (
   | { mode: 'plain'; task: unknown; attempt: number }
   | { mode: 'pipeline'; task: unknown; attempt: number; pipeline: string; key: string; ledger: string }
+) & {
+  /** Set when the crew has a task timeout: the worker says when the task starts, and the clock starts then. */
+  timeoutId?: number
+}
 
 /** An error as it crosses the thread boundary: plain data, no stack, never a secret. */
 export interface SerializedError {
@@ -53,4 +57,9 @@ export class TaskError extends PgcrewError {
 }
 
 /** Messages on the crew's BroadcastChannel. */
-export type CrewMessage = { type: 'ready'; workerId: number } | { type: 'close' } | { type: 'closed'; workerId: number } | { type: 'init-failed'; workerId: number; error: SerializedError }
+export type CrewMessage =
+  | { type: 'ready'; workerId: number }
+  | { type: 'close' }
+  | { type: 'closed'; workerId: number }
+  | { type: 'init-failed'; workerId: number; error: SerializedError }
+  | { type: 'started'; workerId: number; timeoutId: number }

@@ -36,6 +36,25 @@ async function stopQueriesOfDeadClients(client: import('pg').ClientBase): Promis
   await client.query("SELECT set_config('client_connection_check_interval', '1000', false)").catch(() => {})
 }
 
+/**
+ * A result piscina cannot copy to the main thread (a pg result, a class with methods) would throw
+ * after the task returned and kill the thread; refuse it here, as this task's own error.
+ */
+function sendable(value: unknown): unknown {
+  if (value === null || typeof value !== 'object') {
+    if (typeof value !== 'function' && typeof value !== 'symbol') return value
+  }
+  try {
+    structuredClone(value)
+    return value
+  } catch (error) {
+    throw new PgcrewError(
+      'RESULT_NOT_CLONEABLE',
+      `the task's result cannot be sent to the main thread (${(error as Error).name}: it holds a function or another value that cannot be copied); return plain data such as result.rows, not a pg result or an object with methods`,
+    )
+  }
+}
+
 interface Ready {
   db: Database
   handler: TaskHandler
@@ -78,6 +97,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
   }
 
   return async (envelope: TaskEnvelope): Promise<TaskOutcome> => {
+    if (envelope.timeoutId !== undefined) channel.postMessage({ type: 'started', workerId, timeoutId: envelope.timeoutId } satisfies CrewMessage)
     let r: Ready
     try {
       r = await (ready ??= init())
@@ -89,14 +109,16 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
     }
     try {
       if (envelope.mode === 'plain') {
-        return { ok: true, value: await r.handler(envelope.task, { db: r.db, workerId, attempt: envelope.attempt }), workerId }
+        const value = await r.handler(envelope.task, { db: r.db, workerId, attempt: envelope.attempt })
+        return { ok: true, value: sendable(value), workerId }
       }
       const outcome = await r.db.transaction(async (tx) => {
         // Claim the key first: a concurrent or repeated attempt waits on this row, then sees it done.
         if (!(await markDone(tx, envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId))) return { skipped: true, value: undefined }
         return { skipped: false, value: await r.handler(envelope.task, { db: r.db, workerId, tx, attempt: envelope.attempt }) }
       })
-      return { ok: true, value: outcome.value, skipped: outcome.skipped, workerId }
+      // A pipeline keeps no results: the task's writes are its result (and a pg result could not cross).
+      return { ok: true, value: undefined, skipped: outcome.skipped, workerId }
     } catch (error) {
       return { ok: false, error: serializeError(error), workerId }
     }

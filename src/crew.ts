@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { extname, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { inspect } from 'node:util'
 import { BroadcastChannel, type ResourceLimits } from 'node:worker_threads'
 import { Piscina } from 'piscina'
 import { computeBudget, type BudgetPlan } from './budget.ts'
@@ -62,6 +63,9 @@ export class Crew implements AsyncDisposable {
   #initError: TaskError | undefined
   #closing: Promise<void> | undefined
   #crashes = 0
+  /** Tasks under a timeout, by id: the clock starts when the worker says the task started. */
+  readonly #timed = new Map<number, { timer?: NodeJS.Timeout; timedOut: boolean }>()
+  #nextTimeoutId = 0
   /** The connection arithmetic this crew runs under. */
   readonly budget: BudgetPlan
 
@@ -71,14 +75,35 @@ export class Crew implements AsyncDisposable {
     this.budget = budget
     this.#taskTimeoutMillis = opts.taskTimeoutMillis
     this.#closeTimeoutMillis = opts.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis
-    channel.onmessage = (event: unknown) => {
-      const msg = (event as { data: CrewMessage }).data
-      if (msg.type === 'ready') this.#ready.add(msg.workerId)
-      if (msg.type === 'init-failed') this.#noteInitFailure(msg.error, msg.workerId)
-    }
+    channel.onmessage = (event: unknown) => this.#onMessage((event as { data: CrewMessage }).data)
     // A worker that dies outside a task (uncaught throw, process.exit) is replaced by piscina; its
     // task, if any, fails through run(). Without a listener the error would crash the main thread.
     pool.on('error', () => {})
+    // A thread that went away while the crew was open crashed, exited or was stopped by a timeout.
+    pool.on('workerDestroy', () => {
+      if (!this.#closing) this.#crashes++
+    })
+  }
+
+  #onMessage(msg: CrewMessage): void {
+    if (msg.type === 'ready') this.#ready.add(msg.workerId)
+    if (msg.type === 'init-failed') this.#noteInitFailure(msg.error, msg.workerId)
+    if (msg.type === 'started') this.#startClock(msg.timeoutId, msg.workerId)
+  }
+
+  /**
+   * A task under taskTimeoutMillis has started in worker `workerId`: past the limit, that thread is
+   * stopped (the only way to stop JavaScript that does not yield), and the server rolls back its work.
+   */
+  #startClock(timeoutId: number, workerId: number): void {
+    const entry = this.#timed.get(timeoutId)
+    if (!entry || entry.timer) return
+    entry.timer = setTimeout(() => {
+      entry.timedOut = true
+      const thread = this.#pool.threads.find((t) => t.threadId === workerId)
+      void thread?.terminate()
+    }, this.#taskTimeoutMillis)
+    entry.timer.unref()
   }
 
   /** Create a crew for `db` (use `db.crew(options)`). Computes the connection budget first. */
@@ -93,6 +118,9 @@ export class Crew implements AsyncDisposable {
     const threads = options.threads ?? availableParallelism()
     if (!Number.isInteger(threads) || threads < 1) throw new PgcrewError('INVALID_OPTION', `threads must be a whole number ≥ 1, not ${threads}`)
     const perWorker = options.perWorkerConnections ?? DEFAULTS.perWorkerConnections
+    if (!Number.isInteger(perWorker) || perWorker < 1) throw new PgcrewError('INVALID_OPTION', `perWorkerConnections must be a whole number ≥ 1, not ${JSON.stringify(perWorker)}`)
+    const timeout = options.taskTimeoutMillis
+    if (timeout !== undefined && !(Number.isInteger(timeout) && timeout > 0)) throw new PgcrewError('INVALID_OPTION', `taskTimeoutMillis must be a whole number of milliseconds > 0, not ${JSON.stringify(timeout)}`)
     const budget = await computeBudget(db, {
       threads,
       perWorker,
@@ -140,16 +168,19 @@ export class Crew implements AsyncDisposable {
   async dispatch(envelope: TaskEnvelope): Promise<TaskOutcome> {
     if (this.#closing) return { ok: false, error: { name: 'PgcrewError', code: 'CLOSED', message: 'the crew is closing', transient: false }, workerId: -1 }
     if (this.#initError) return { ok: false, error: { name: 'TaskError', code: 'WORKER_INIT_FAILED', message: this.#initError.message, transient: false }, workerId: -1 }
-    const signal = this.#taskTimeoutMillis ? AbortSignal.timeout(this.#taskTimeoutMillis) : undefined
-    const p = (this.#pool.run(envelope, { signal }) as Promise<TaskOutcome>).catch((error: unknown): TaskOutcome => {
-      const aborted = (error as { name?: string })?.name === 'AbortError'
-      const message = aborted ? `task timed out after ${this.#taskTimeoutMillis} ms` : `worker thread died: ${(error as Error)?.message ?? error}`
-      return { ok: false, error: { name: 'TaskError', code: aborted ? 'TASK_TIMEOUT' : 'WORKER_CRASHED', message, transient: !aborted }, workerId: -1 }
+    // The clock of a timed task starts in the worker, not here: a task waiting in the queue, or for a
+    // replacement thread to start, has not used any of its time.
+    const timeoutId = this.#taskTimeoutMillis ? this.#nextTimeoutId++ : undefined
+    const timed: { timer?: NodeJS.Timeout; timedOut: boolean } | undefined = timeoutId !== undefined ? { timedOut: false } : undefined
+    if (timed) this.#timed.set(timeoutId!, timed)
+    const p = (this.#pool.run(timed ? { ...envelope, timeoutId } : envelope) as Promise<TaskOutcome>).catch((error: unknown): TaskOutcome => {
+      if (timed?.timedOut) return { ok: false, error: { name: 'TaskError', code: 'TASK_TIMEOUT', message: `task timed out after ${this.#taskTimeoutMillis} ms`, transient: false }, workerId: -1 }
+      const message = `worker thread died: ${error instanceof Error ? error.message : inspect(error, { depth: 1, breakLength: Infinity })}`
+      return { ok: false, error: { name: 'TaskError', code: 'WORKER_CRASHED', message, transient: true }, workerId: -1 }
     })
     this.#inFlight.add(p)
     try {
       const outcome = await p
-      if (!outcome.ok && (outcome.error.code === 'WORKER_CRASHED' || outcome.error.code === 'TASK_TIMEOUT')) this.#crashes++
       if (!outcome.ok && outcome.error.code === 'WORKER_INIT_FAILED') {
         this.#noteInitFailure(outcome.error, outcome.workerId)
         return { ok: false, error: { ...outcome.error, message: this.#initError!.message }, workerId: outcome.workerId }
@@ -157,6 +188,10 @@ export class Crew implements AsyncDisposable {
       return outcome
     } finally {
       this.#inFlight.delete(p)
+      if (timed) {
+        clearTimeout(timed.timer)
+        this.#timed.delete(timeoutId!)
+      }
     }
   }
 

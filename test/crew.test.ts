@@ -171,6 +171,52 @@ describe('crew.map and timeouts', () => {
     assert.deepEqual(seen.sort(), ['sleep', 'sleep', 'sleep', 'throw:ON_PURPOSE', 'whoami'])
   })
 
+  test("a timed task's clock starts when it starts: tasks waiting their turn do not time out", async () => {
+    const { url } = await freshDatabase('crewtimeoutqueue')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 1, taskTimeoutMillis: 1500 })
+    // One at a time, 0.6 s each: the third starts about 1.2 s after it was handed over.
+    const results = await Promise.allSettled([1, 2, 3].map(() => crew.run({ op: 'sql', sql: 'SELECT pg_sleep(0.6)' })))
+    assert.deepEqual(results.map((r) => (r.status === 'rejected' ? (r.reason as { code: string }).code : 'ok')), ['ok', 'ok', 'ok'])
+    assert.equal(crew.crashes, 0)
+  })
+
+  test('with taskTimeoutMillis, a worker still runs perWorkerConnections tasks at once', async () => {
+    const { url } = await freshDatabase('crewtimeoutconc')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 1, perWorkerConnections: 2, taskTimeoutMillis: 10_000 })
+    const both = Promise.all([1, 2].map(() => crew.run({ op: 'sql', sql: 'SELECT pg_sleep(1.5)' })))
+    const sleepers = async () => (await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'pgcrew worker%' AND state = 'active' AND query LIKE '%pg_sleep(1.5)%'"))[0]!.n
+    assert.ok(await eventually(async () => (await sleepers()) === 2), 'the two tasks did not run side by side')
+    await both
+  })
+
+  test('a result that cannot cross threads (a pg result) fails that task with RESULT_NOT_CLONEABLE; the thread lives on', async () => {
+    const { url } = await freshDatabase('crewclone')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('raw-result'), threads: 1 })
+    await assert.rejects(crew.run({}), { code: 'RESULT_NOT_CLONEABLE', message: /return plain data such as result\.rows/ })
+    assert.equal(crew.crashes, 0)
+    // In a pipeline the worker's return value is not used: such tasks are done, not crashed and retried.
+    await db.query('CREATE TABLE counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
+    await db.query('INSERT INTO counters SELECT g, 0 FROM generate_series(1, 10) g')
+    const pipeline = definePipeline({ name: 'raw', worker: fixture('raw-result'), tasks: Array.from({ length: 10 }, (_, i) => ({ key: i + 1 })) })
+    const summary = await runPipeline(db, pipeline, { threads: 1 })
+    assert.deepEqual([summary.done, summary.skipped, summary.failed, summary.retried], [10, 0, 0, 0])
+    assert.ok((await counters(url)).every((r) => r.n === 1))
+  })
+
+  test('crashes counts threads that died, not the tasks that failed with them', async () => {
+    const { url } = await freshDatabase('crewcrashcount')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 1, perWorkerConnections: 2 })
+    await crew.run({ op: 'whoami' })
+    const outcomes = await Promise.allSettled([crew.run({ op: 'sleep' }), crew.run({ op: 'exit' })])
+    assert.deepEqual(outcomes.map((r) => (r.status === 'rejected' ? (r.reason as { code: string }).code : 'ok')), ['WORKER_CRASHED', 'WORKER_CRASHED'])
+    assert.equal(crew.crashes, 1)
+    await assert.rejects(db.crew({ worker: fixture('echo'), perWorkerConnections: 0 }), { code: 'INVALID_OPTION', message: /perWorkerConnections must be a whole number/ })
+  })
+
   test('a task over taskTimeoutMillis fails with TASK_TIMEOUT and the crew carries on', async () => {
     const { url } = await freshDatabase('crewtimeout')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
