@@ -144,7 +144,9 @@ export async function startTempCluster(options: TempClusterOptions = {}): Promis
       child = spawn(
         join(bindir, 'postgres'),
         ['-D', dataDir, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'synchronous_commit=off', ...settings],
-        { ...ids, cwd: base, stdio: ['ignore', 'ignore', 'pipe'] },
+        // Its own process group: a terminal's Ctrl-C reaches every process of the foreground group,
+        // and the server must outlive it long enough for a graceful end (the exit hooks stop it).
+        { ...ids, cwd: base, stdio: ['ignore', 'ignore', 'pipe'], detached: true },
       )
       child.stderr!.setEncoding('utf8').on('data', (d: string) => {
         log = (log + d).slice(-20_000)

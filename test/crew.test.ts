@@ -385,6 +385,29 @@ describe('pgcrew run', () => {
     assert.match(out.text(), /^tasks +200 seen, 200 done/m)
   })
 
+  test("Ctrl-C in a terminal (SIGINT to the whole process group) with the temporary server: the server outlives it, the summary is printed, nothing is recorded as failed", async () => {
+    const cli = new URL('../src/cli.ts', import.meta.url).pathname
+    const pipeline = new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname
+    // No PG* settings and no profile: `pgcrew run` starts its own temporary server. detached: its
+    // own process group, as a terminal's foreground job has.
+    const child = spawn(process.execPath, ['--import', 'tsx', cli, 'run', pipeline, '--threads', '2'], {
+      env: cleanEnv({ PGCREW_FIXTURE_N: '3000', PGCREW_FIXTURE_SLOW: '1' }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (err += d))
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
+    assert.ok(await eventually(async () => /progress: \d+\/\d+ done=[1-9]\d{2,}/.test(err), 60_000), `no progress seen:\n${err}`)
+    process.kill(-child.pid!, 'SIGINT')
+    assert.equal(await exited, 1)
+    assert.match(out, /cancelled: run again to resume/)
+    assert.match(out, /, 0 failed,/)
+    assert.doesNotMatch(err, /terminating connection|\n\s+at /)
+  })
+
   test('Ctrl-C stops handing out tasks, prints the summary, exits non-zero; the next run resumes', async () => {
     const { url, dbname } = await freshDatabase('pipeint')
     const { run, password } = counterRunner(dbname)
