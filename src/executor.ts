@@ -137,6 +137,8 @@ abstract class LeasingExecutor implements Executor {
 class PooledExecutor extends LeasingExecutor {
   readonly pooling = 'pooled' as const
   readonly #pool: Pool<PgcrewClient>
+  /** Clients being pinged (checked out, not yet lent): end() cuts them off, a stuck ping must not hold it. */
+  readonly #pinging = new Set<pg.ClientBase>()
 
   constructor(
     spec: ClientSpec,
@@ -172,12 +174,18 @@ class PooledExecutor extends LeasingExecutor {
       if (this.settings.prePing && attempt < this.settings.max) {
         // A checked-out client has no pool listener; a reset during the ping must not crash the process.
         client.on('error', noop)
+        this.#pinging.add(client)
         try {
-          await client.query('SELECT 1')
+          // A backend that does not answer (stopped, network gone) fails the ping in time, not never.
+          const timeout = this.settings.connectionTimeoutMillis
+          await client.query(timeout > 0 ? { text: 'SELECT 1', query_timeout: timeout } : 'SELECT 1')
         } catch {
+          // The socket is cut, not ended politely: a stuck server would never answer the goodbye.
+          cutOff(client)
           client.release(true)
           continue
         } finally {
+          this.#pinging.delete(client)
           client.removeListener('error', noop)
         }
       }
@@ -186,6 +194,7 @@ class PooledExecutor extends LeasingExecutor {
   }
 
   protected async shutdown(): Promise<void> {
+    for (const client of this.#pinging) cutOff(client)
     if (!this.#pool.ended && !this.#pool.ending) await this.#pool.end()
   }
 }

@@ -319,6 +319,36 @@ describe('stuck servers, queued work and concurrent switches', () => {
     }
   })
 
+  test('with prePing on, a stopped backend fails the ping in time: the query gets a new connection, and close() does not wait for the ping', { timeout: 20_000 }, async () => {
+    const { url } = await freshDatabase('stuckping')
+    const app = `stuckping-${process.pid}`
+    const db = new Database({ connectionString: url, env: cleanEnv(), prePing: true, max: 2, connectionTimeoutMillis: 500, closeTimeoutMillis: 300, applicationName: app })
+    const idleBackend = async () => (await admin<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1', [app]))[0]!.pid
+    await db.query('SELECT 1')
+    let stopped = await idleBackend()
+    process.kill(stopped, 'SIGSTOP')
+    try {
+      // The ping of the stopped connection times out after 500 ms; the query runs on a fresh one.
+      assert.equal((await db.query('SELECT 2 AS two')).rows[0].two, 2)
+    } finally {
+      process.kill(stopped, 'SIGCONT')
+    }
+    // Now a ping that is still waiting when close() starts (no timeout this time: it would wait forever).
+    await db.close()
+    const db2 = new Database({ connectionString: url, env: cleanEnv(), prePing: true, max: 1, connectionTimeoutMillis: 0, closeTimeoutMillis: 300, applicationName: app })
+    await db2.query('SELECT 1')
+    stopped = await idleBackend()
+    process.kill(stopped, 'SIGSTOP')
+    try {
+      const pinging = db2.query('SELECT 3').catch((e: { code?: string }) => e.code)
+      await new Promise((r) => setTimeout(r, 100))
+      await db2.close() // hung until SIGCONT before the fix
+      assert.equal(await pinging, 'CLOSED')
+    } finally {
+      process.kill(stopped, 'SIGCONT')
+    }
+  })
+
   for (const pooling of ['pooled', 'per-transaction'] as const) {
     test(`close() finishes within closeTimeoutMillis even when a backend is stopped (${pooling}, with a listener)`, { timeout: 15_000 }, async () => {
       const { url } = await freshDatabase('stuck')
