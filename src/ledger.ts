@@ -46,6 +46,16 @@ export async function markDone(tx: Transaction, table: string, pipeline: string,
   return rowCount === 1
 }
 
+/**
+ * An error message as PostgreSQL `text` can hold it: NUL bytes (which text refuses) become the two
+ * characters `\0`, and the message is cut to 2000 characters (without splitting a surrogate pair).
+ */
+function ledgerMessage(message: string): string {
+  let m = message.replaceAll('\u0000', '\\0')
+  if (m.length > 2000) m = m.slice(0, /[\uD800-\uDBFF]/.test(m[1999]!) ? 1999 : 2000)
+  return m
+}
+
 /** Record a permanent failure (outside any task transaction: the task's own writes rolled back). */
 export async function recordFailure(db: Database, table: string, pipeline: string, key: string, attempts: number, message: string): Promise<void> {
   const t = ledgerName(table)
@@ -53,7 +63,7 @@ export async function recordFailure(db: Database, table: string, pipeline: strin
     `INSERT INTO ${t} AS l (pipeline, key, status, attempts, error) VALUES ($1, $2, 'failed', $3, $4)
      ON CONFLICT (pipeline, key) DO UPDATE SET status = 'failed', attempts = EXCLUDED.attempts, error = EXCLUDED.error, finished_at = now()
      WHERE l.status <> 'done'`,
-    [pipeline, key, attempts, message.slice(0, 2000)],
+    [pipeline, key, attempts, ledgerMessage(message)],
   )
 }
 

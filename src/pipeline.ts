@@ -1,10 +1,11 @@
-import { isAbsolute, resolve } from 'node:path'
-import { pathToFileURL } from 'node:url'
+import { statSync, type Stats } from 'node:fs'
+import { extname, resolve } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { backoffMillis } from './backoff.ts'
 import type { Crew, CrewOptions } from './crew.ts'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
-import { DEFAULT_LEDGER, doneKeys, ensureLedger, recordFailure } from './ledger.ts'
+import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } from './ledger.ts'
 import { silentProgress, type ProgressReporter, type ProgressState } from './progress.ts'
 
 /** A task: any structured-cloneable object with a stable `key`. */
@@ -35,7 +36,61 @@ export interface PipelineDefinition<T extends PipelineTask = PipelineTask> {
  *   tasks: (db) => db.query('select id as key from stars').then((r) => r.rows) })
  */
 export function definePipeline<T extends PipelineTask>(def: Omit<PipelineDefinition<T>, 'kind'>): PipelineDefinition<T> {
+  const problem = pipelineProblem(def)
+  if (problem) throw new PgcrewError('PIPELINE_INVALID', `definePipeline: ${problem}`, { details: { problem } })
   return Object.freeze({ ...def, kind: 'pgcrew.pipeline' as const })
+}
+
+const show = (value: unknown): string => {
+  if (value === undefined) return 'nothing'
+  if (typeof value === 'function') return 'a function'
+  try {
+    return JSON.stringify(value)?.slice(0, 60) ?? String(value)
+  } catch {
+    return Object.prototype.toString.call(value)
+  }
+}
+
+const isIterable = (value: unknown): boolean =>
+  value !== null &&
+  typeof value === 'object' &&
+  (typeof (value as Iterable<unknown>)[Symbol.iterator] === 'function' || typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function')
+
+const TASK_SOURCE = 'an array, an iterable or async iterable of { key } objects'
+const TASKS_SHAPE = `${TASK_SOURCE}, or a function (db) => one of those`
+
+/** What is wrong with a pipeline definition's shape (undefined when nothing is). */
+function pipelineProblem(def: unknown): string | undefined {
+  if (def === null || typeof def !== 'object') return `a pipeline definition is an object { name, worker, tasks }, not ${show(def)}`
+  const d = def as Record<string, unknown>
+  if (typeof d.name !== 'string' || d.name.trim() === '') {
+    return `the pipeline needs a "name": a non-empty string that names it in the ledger (keep it stable across runs); got ${show(d.name)}`
+  }
+  const named = `pipeline "${d.name}"`
+  const worker = d.worker
+  if (!(worker instanceof URL || (typeof worker === 'string' && worker.trim() !== '') || (typeof worker === 'object' && worker !== null && typeof (worker as URL).href === 'string'))) {
+    return `${named} needs a "worker": the path or URL of a defineWorker module, for example new URL('./worker.ts', import.meta.url); got ${show(worker)}`
+  }
+  if (typeof d.tasks !== 'function' && !isIterable(d.tasks)) return `${named} needs "tasks": ${TASKS_SHAPE}; got ${show(d.tasks)}`
+  for (const hook of ['setup', 'isComplete'] as const) {
+    if (d[hook] !== undefined && typeof d[hook] !== 'function') return `${named}: "${hook}" must be a function when given; got ${show(d[hook])}`
+  }
+  if (d.ledger !== undefined) {
+    if (typeof d.ledger !== 'string') return `${named}: "ledger" must be a table name ("table" or "schema.table"); got ${show(d.ledger)}`
+    try {
+      ledgerName(d.ledger)
+    } catch (error) {
+      return `${named}: ${(error as Error).message}`
+    }
+  }
+  return undefined
+}
+
+/** The message of anything thrown, with its class name when that says something (SyntaxError…). */
+function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error)
+  const message = error.message || String(error)
+  return error.name && error.name !== 'Error' && !message.startsWith(error.name) ? `${error.name}: ${message}` : message
 }
 
 /** Options of {@link runPipeline}; all optional. */
@@ -77,24 +132,69 @@ export interface RunSummary {
   failures: { key: string; attempts: number; code?: string; message: string }[]
 }
 
-/** Load a pipeline module (path or URL) and check its shape. */
+const MODULE_EXTENSIONS = new Set(['.ts', '.mts', '.cts', '.tsx', '.js', '.mjs', '.cjs', '.jsx'])
+const PIPELINE_SHAPE = 'a .ts or .js module whose default export is definePipeline({ name, worker, tasks })'
+
+/**
+ * Load a pipeline module (path or file URL) and check its shape. Fails with a `PgcrewError`:
+ * `PIPELINE_NOT_FOUND` (no such file), `PIPELINE_LOAD_FAILED` (a directory, not a JS/TS module, or
+ * importing it threw: a missing import, a syntax error…) or `PIPELINE_INVALID` (wrong default export).
+ */
 export async function loadPipeline(spec: string): Promise<PipelineDefinition> {
-  const url = spec.startsWith('file:') ? spec : pathToFileURL(isAbsolute(spec) ? spec : resolve(spec)).href
+  let file: string
+  try {
+    file = spec.startsWith('file:') ? fileURLToPath(spec) : resolve(spec)
+  } catch (error) {
+    throw new PgcrewError('PIPELINE_NOT_FOUND', `no pipeline module at ${spec}: ${describeError(error)}`, { cause: error })
+  }
+  let stats: Stats
+  try {
+    stats = statSync(file)
+  } catch (error) {
+    const code = (error as { code?: string }).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      throw new PgcrewError('PIPELINE_NOT_FOUND', `no pipeline module at ${spec}: ${file} does not exist`, { cause: error, details: { file } })
+    }
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', `cannot read pipeline module ${spec}: ${describeError(error)}`, { cause: error, details: { file } })
+  }
+  if (stats.isDirectory()) {
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', `${spec} is a directory; give the pipeline module itself (${PIPELINE_SHAPE})`, { details: { file } })
+  }
+  if (!MODULE_EXTENSIONS.has(extname(file).toLowerCase())) {
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', `${spec} is not a JavaScript or TypeScript module; give ${PIPELINE_SHAPE}`, { details: { file } })
+  }
   let mod: { default?: unknown }
   try {
-    mod = (await import(url)) as typeof mod
+    mod = (await import(spec.startsWith('file:') ? spec : pathToFileURL(file).href)) as typeof mod
   } catch (error) {
-    if ((error as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && String((error as Error).message).includes(url.replace('file://', ''))) {
-      throw new PgcrewError('PIPELINE_NOT_FOUND', `no pipeline module at ${spec}`, { cause: error })
-    }
-    throw error
+    // A PgcrewError may come from another copy of pgcrew (the module imports its own): match it by shape.
+    const pgcrewError = error instanceof Error && error.name === 'PgcrewError' && typeof (error as PgcrewError).code === 'string' ? (error as PgcrewError) : undefined
+    // definePipeline refused the definition while the module was being imported: name the file.
+    const problem = pgcrewError?.code === 'PIPELINE_INVALID' ? pgcrewError.details?.problem : undefined
+    if (typeof problem === 'string') throw new PgcrewError('PIPELINE_INVALID', `${spec}: ${problem}`, { cause: error, details: { file, problem } })
+    if (error instanceof PgcrewError) throw error
+    if (pgcrewError) throw new PgcrewError(pgcrewError.code, `${spec}: ${pgcrewError.message}`, { cause: error, details: { file } })
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', `cannot load pipeline module ${spec}: ${describeError(error)}`, { cause: error, details: { file } })
   }
   const def = mod.default as PipelineDefinition | undefined
-  if (!def || def.kind !== 'pgcrew.pipeline') throw new PgcrewError('PIPELINE_INVALID', `${spec} must export default definePipeline({ name, worker, tasks })`)
+  if (!def || def.kind !== 'pgcrew.pipeline') throw new PgcrewError('PIPELINE_INVALID', `${spec} must export default definePipeline({ name, worker, tasks })`, { details: { file } })
+  const problem = pipelineProblem(def)
+  if (problem) throw new PgcrewError('PIPELINE_INVALID', `${spec}: ${problem}`, { details: { file, problem } })
   return def
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+/** Wait `ms`, or less if `signal` aborts. */
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal?.aborted) return resolve()
+    const done = (): void => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal?.addEventListener('abort', done, { once: true })
+  })
 
 /**
  * Run a pipeline on a crew: skip done keys (one ledger query per batch), run the rest with retries,
@@ -105,10 +205,14 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const retries = options.retries ?? 3
   const progress = options.progress ?? silentProgress
   const started = Date.now()
+  // Check the shape before anything runs (setup included), not with a TypeError halfway through.
+  const problem = pipelineProblem(def)
+  if (problem) throw new PgcrewError('PIPELINE_INVALID', `runPipeline: ${problem}`, { details: { problem } })
   if (!db.connected) await db.connect()
   await def.setup?.(db)
   await ensureLedger(db, ledger)
   const source = typeof def.tasks === 'function' ? await def.tasks(db) : def.tasks
+  if (!isIterable(source)) throw new PgcrewError('PIPELINE_INVALID', `pipeline "${def.name}": tasks(db) must give ${TASK_SOURCE}; it gave ${show(source)}`)
   const total = Array.isArray(source) ? source.length : undefined
   const crew: Crew = await db.crew({
     worker: def.worker,
@@ -145,14 +249,24 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         fatal ??= new PgcrewError(out.error.code, out.error.message)
         return
       }
-      if (out.error.transient && attempt <= retries && !options.signal?.aborted) {
+      // Stopping (Ctrl-C): a transient failure (the server shutting down, a lost connection…) rolled the
+      // task back, so it was not run: neither done nor failed, and the next run does it.
+      if (out.error.transient && options.signal?.aborted) return tick()
+      if (out.error.transient && attempt <= retries) {
         state.retried++
-        await sleep(backoffMillis(options.retryDelayMillis ?? 100, attempt))
+        await sleep(backoffMillis(options.retryDelayMillis ?? 100, attempt), options.signal)
+        if (options.signal?.aborted) return tick()
         continue
       }
       state.failed++
-      if (failures.length < 20) failures.push({ key, attempts: attempt, code: out.error.code, message: out.error.message })
-      await recordFailure(db, ledger, def.name, key, attempt, out.error.message)
+      const failure: RunSummary['failures'][number] = { key, attempts: attempt, code: out.error.code, message: out.error.message }
+      if (failures.length < 20) failures.push(failure)
+      try {
+        await recordFailure(db, ledger, def.name, key, attempt, out.error.message)
+      } catch (error) {
+        // The task still failed (and counts so); the run goes on. Only the ledger row is missing.
+        failure.message += ` (the ledger write failed, so the ledger does not show this failure: ${describeError(error)})`
+      }
       return tick()
     }
   }
@@ -169,7 +283,14 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         continue
       }
       while (running.size >= limit) await Promise.race(running)
-      const p = runOne(task, key).finally(() => running.delete(p))
+      // Ctrl-C (or a fatal error) may have come while waiting for a free slot: hand out nothing more.
+      if (fatal || options.signal?.aborted) return
+      const p: Promise<void> = runOne(task, key)
+        .catch((error: unknown) => {
+          // runOne handles task failures itself; anything else stops the run (never an unhandled rejection).
+          fatal ??= error
+        })
+        .finally(() => running.delete(p))
       running.add(p)
     }
   }
