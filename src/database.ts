@@ -17,7 +17,7 @@ import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from './datab
 import { PgcrewError } from './errors.ts'
 import { createExecutor, type Executor, type Lease } from './executor.ts'
 import { loadHookModule, type HookRef } from './hooks.ts'
-import { resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
+import { DBVERSION_PATTERN, resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
 import type { ClientSpec, OnConnectHook } from './pg-client.ts'
 import { chooseProfile, loadProfiles, type Profile, type ProfileSet } from './profiles.ts'
 import { trackInRealm, untrackInRealm } from './realm.ts'
@@ -394,7 +394,7 @@ export class Database implements AsyncDisposable {
 
   /** Connect to `<base dbname>_<v>`; without `v`, back to the base database. */
   async changeVersion(v?: string): Promise<void> {
-    if (v !== undefined && !/^[\w.-]+$/.test(v)) throw new PgcrewError('INVALID_OPTION', `dbversion "${v}" may hold only letters, digits, _ . and -`)
+    if (v !== undefined && !DBVERSION_PATTERN.test(v)) throw new PgcrewError('INVALID_OPTION', `dbversion "${v}" may hold only letters, digits, _ . and -`)
     await this.#switchTo((t) => ({ ...this.#orInitial(t), dbversion: v }))
   }
 
