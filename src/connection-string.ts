@@ -16,7 +16,21 @@ export interface ParsedConnectionString {
  * last `@`: a password often holds an unencoded `@` or `/`, and showing too little beats leaking.
  */
 export function maskConnectionString(uri: string): string {
-  return uri.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:).*@/i, '$1***@')
+  return (
+    uri
+      // user:password@ after an optional scheme with any number of slashes (a typo like postgres:/ too)
+      .replace(/^((?:[a-z][a-z0-9+.-]*:\/*)?[^:/@?#\s]*:).*@/i, '$1***@')
+      // password=… in a query string or a key=value list
+      .replace(/((?:^|[?&;\s])password=)[^&;\s]*/gi, '$1***')
+  )
+}
+
+/**
+ * Mask anything in free text that looks like a password in a connection string (the CLI's last line
+ * of defence before it prints an error): `scheme://user:secret@` and `password=secret`.
+ */
+export function maskSecretsInText(text: string): string {
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/+[^\s:/@]*:)[^\s@]*@/gi, '$1***@').replace(/((?:^|[?&;\s])password=)[^&;\s]*/gi, '$1***')
 }
 
 /** Does the string carry userinfo (`user:pass@` or `user@`)? Then its pieces may be a password. */

@@ -93,6 +93,19 @@ function describeError(error: unknown): string {
   return error.name && error.name !== 'Error' && !message.startsWith(error.name) ? `${error.name}: ${message}` : message
 }
 
+/**
+ * Run a hook of the user's pipeline: an error it throws is the pipeline's failure, not a pgcrew bug,
+ * so it is reported as one line naming the hook (a database error keeps its SQLSTATE as it is).
+ */
+async function userCode<R>(def: { name: string }, hook: string, fn: () => Promise<R>): Promise<R> {
+  try {
+    return await fn()
+  } catch (error) {
+    if (error instanceof PgcrewError) throw error
+    throw new PgcrewError('PIPELINE_HOOK_FAILED', `pipeline "${def.name}": ${hook} threw ${describeError(error)}`, { cause: error })
+  }
+}
+
 /** Options of {@link runPipeline}; all optional. */
 export interface RunOptions {
   threads?: number
@@ -209,9 +222,9 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const problem = pipelineProblem(def)
   if (problem) throw new PgcrewError('PIPELINE_INVALID', `runPipeline: ${problem}`, { details: { problem } })
   if (!db.connected) await db.connect()
-  await def.setup?.(db)
+  await userCode(def, 'setup(db)', async () => def.setup?.(db))
   await ensureLedger(db, ledger)
-  const source = typeof def.tasks === 'function' ? await def.tasks(db) : def.tasks
+  const source = typeof def.tasks === 'function' ? await userCode(def, 'tasks(db)', async () => (def.tasks as (db: Database) => unknown)(db)) : def.tasks
   if (!isIterable(source)) throw new PgcrewError('PIPELINE_INVALID', `pipeline "${def.name}": tasks(db) must give ${TASK_SOURCE}; it gave ${show(source)}`)
   const total = Array.isArray(source) ? source.length : undefined
   const crew: Crew = await db.crew({
@@ -277,7 +290,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     for (const task of batch) {
       if (fatal || options.signal?.aborted) return
       const key = String(task.key)
-      if (done.has(key) || (def.isComplete && (await def.isComplete(task as T, db)))) {
+      if (done.has(key) || (def.isComplete && (await userCode(def, 'isComplete(task)', async () => def.isComplete!(task as T, db))))) {
         state.skipped++
         tick()
         continue

@@ -108,6 +108,10 @@ describe('usage: --help, unknown commands and flags', () => {
       [['profiles', 'lst'], /^pgcrew profiles: unknown subcommand "lst"/m],
       [['tmp', '--nmp'], /^pgcrew tmp: unknown option --nmp \(did you mean --npm\?\)$/m],
       [['--verbose'], /^pgcrew: unknown option --verbose/m],
+      [['run', 'p.ts', '--threads', '1e3'], /^pgcrew run: --threads takes a whole number from 1 to 1024, not "1e3"$/m],
+      [['run', 'p.ts', '--threads', '99999999999999999999'], /--threads takes a whole number from 1 to 1024/],
+      [['run', 'p.ts', '--retries', '0x10'], /--retries takes a whole number from 0 to 1000, not "0x10"/],
+      [['run', 'p.ts', '--budget', '-5'], /^pgcrew run: option --budget got a value starting with "-"; negative numbers are not allowed/m],
     ]
     for (const [argv, message] of cases) {
       const r = await pgcrew(argv)
@@ -364,14 +368,28 @@ describe('pgcrew check', () => {
     assert.match(as.stderr, new RegExp(`^pgcrew: password authentication failed for role "${owner.name}".*no password was found`))
   })
 
-  test('a malformed --url is explained with the password masked', async () => {
+  test('a malformed --url is bad usage (exit 2), explained with the password masked', async () => {
     const password = 'url-secret-' + Math.random().toString(36).slice(2)
     secrets.add(password)
-    for (const url of [`postgres://u:${password}@h:notaport/db`, `mysql://u:${password}@h/db`]) {
+    for (const url of [`postgres://u:${password}@h:notaport/db`, `mysql://u:${password}@h/db`, `u:${password}@h/db`, `postgres:/u:${password}@h/db`]) {
       const r = await pgcrew(['check', '--url', url, '--json'])
-      assert.equal(r.code, 1)
+      assert.equal(r.code, 2, url.replace(password, '***'))
       assert.equal(JSON.parse(r.stdout).error.code, 'INVALID_CONNECTION_STRING')
-      assert.match(r.stderr, /^pgcrew: invalid connection string \w+:\/\/u:\*\*\*@h/)
+      assert.match(r.stderr, /^pgcrew check: invalid connection string (\w+:\/+)?u:\*\*\*@h/)
+    }
+    const r = await pgcrew(['check', '--url', `postgres://h/db?password=${password}&nope=1`])
+    assert.equal(r.code, 2)
+    assert.match(r.stderr, /password=\*\*\*/)
+  })
+
+  test('a connection string typed where no argument belongs is never echoed with its password (regression)', async () => {
+    const password = 'stray-secret-' + Math.random().toString(36).slice(2)
+    secrets.add(password)
+    const url = `postgres://u:${password}@127.0.0.1:1/db`
+    for (const argv of [['check', url], ['run', url], [url], ['profiles', 'list', url]]) {
+      const r = await pgcrew(argv) // assertNoSecrets runs on every output
+      assert.ok(r.code === 1 || r.code === 2, `${argv[0]}: exit ${r.code}`)
+      assert.match(r.stderr, /u:\*\*\*@127\.0\.0\.1/)
     }
   })
 

@@ -227,6 +227,23 @@ describe('loading pipeline modules', () => {
     assert.equal(setupRan[0]!.n, 0, 'setup ran for an invalid pipeline')
   })
 
+  test("an error thrown by the pipeline's own setup(), tasks() or isComplete() is reported as the pipeline's, in one line (no stack, not a pgcrew bug)", async () => {
+    const { dbname } = await freshDatabase('pipehooks')
+    const dir = spaceDir()
+    const cases: Array<[string, string, RegExp]> = [
+      ['setup', `setup: async () => { throw new Error('setup boom') }, tasks: []`, /^pgcrew: pipeline "hook-setup": setup\(db\) threw setup boom$/m],
+      ['tasks', `tasks: async () => { throw new TypeError('tasks boom') }`, /^pgcrew: pipeline "hook-tasks": tasks\(db\) threw TypeError: tasks boom$/m],
+      ['complete', `tasks: [{ key: 1 }], isComplete: () => { throw new Error('complete boom') }`, /^pgcrew: pipeline "hook-complete": isComplete\(task\) threw complete boom$/m],
+    ]
+    for (const [name, body, message] of cases) {
+      const file = join(dir, `hook-${name}.ts`)
+      writeFileSync(file, `import { definePipeline } from ${JSON.stringify(pipelineModule)}
+export default definePipeline({ name: 'hook-${name}', worker: ${JSON.stringify(worker.href)}, ${body} } as any)
+`)
+      assertCleanFailure(await pgcrewRun(file, dbname), message)
+    }
+  })
+
   test('runPipeline refuses a hand-made definition without tasks before setup runs', async () => {
     const { url } = await freshDatabase('pipeshape2')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })

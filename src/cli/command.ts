@@ -1,4 +1,5 @@
 import type { ParseArgsConfig } from 'node:util'
+import { maskConnectionString } from '../connection-string.ts'
 import { PgcrewError } from '../errors.ts'
 
 /** The `options` table of `node:util` parseArgs. */
@@ -40,5 +41,6 @@ export class UsageError extends PgcrewError {
 
 /** Commands take at most `max` positionals; say which ones are extra. */
 export function expectPositionals(positionals: string[], max: number, what: string): void {
-  if (positionals.length > max) throw new UsageError(`unexpected argument${positionals.length - max > 1 ? 's' : ''} ${positionals.slice(max).map((p) => JSON.stringify(p)).join(' ')} (${what})`)
+  // An extra argument is often a connection string given without --url: never echo its password.
+  if (positionals.length > max) throw new UsageError(`unexpected argument${positionals.length - max > 1 ? 's' : ''} ${positionals.slice(max).map((p) => JSON.stringify(maskConnectionString(p))).join(' ')} (${what})`)
 }

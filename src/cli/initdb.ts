@@ -100,8 +100,10 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
     const app = str('app')
     if (scripts === undefined || app === undefined) throw new UsageError('--scripts DIR and --app NAME are required')
     const waitText = str('max-wait-seconds')
-    const maxWaitSeconds = waitText === undefined ? undefined : Number(waitText)
-    if (maxWaitSeconds !== undefined && !(maxWaitSeconds >= 0)) throw new UsageError(`--max-wait-seconds "${waitText}" must be a number of seconds, 0 or more`)
+    const maxWaitSeconds = waitText === undefined ? undefined : /^\d+(\.\d+)?$/.test(waitText) ? Number(waitText) : NaN
+    if (maxWaitSeconds !== undefined && !(maxWaitSeconds >= 0 && maxWaitSeconds <= 2_147_483)) {
+      throw new UsageError(`--max-wait-seconds "${waitText}" must be a number of seconds from 0 to 2147483`)
+    }
     const json = values.json === true
     const dryRun = values['dry-run'] === true
     if (!dryRun && values.yes !== true && (json || !process.stdin.isTTY)) {

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { closest } from '../closest.ts'
+import { maskConnectionString, maskSecretsInText } from '../connection-string.ts'
 import { PgcrewError } from '../errors.ts'
 import { UsageError, type CliIO, type Command, type ParseArgsOptionsConfig } from './command.ts'
 import { commands } from './commands.ts'
@@ -71,6 +72,8 @@ function usageFromParseArgs(error: unknown, options: ParseArgsOptionsConfig): Us
   }
   const missing = /^Option '(?:-\w, )?(--[\w-]+)[^']*' argument missing/.exec(message)
   if (missing) return new UsageError(`option ${missing[1]} needs a value`)
+  const ambiguous = /^Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(message)
+  if (ambiguous) return new UsageError(`option ${ambiguous[1]} got a value starting with "-"; negative numbers are not allowed (a value that really starts with "-" is written ${ambiguous[1]}=-…)`)
   const noArg = /^Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(message)
   if (noArg) return new UsageError(`option ${noArg[1]} does not take a value`)
   return new UsageError(message.charAt(0).toLowerCase() + message.slice(1))
@@ -109,7 +112,7 @@ async function dispatch(argv: string[], io: CliIO, state: { command?: string; js
   const command = await loadCommand(first)
   if (!command) {
     const guess = closest(first, Object.keys(commands))
-    throw new UsageError(`unknown command "${first}"${guess ? ` (did you mean "${guess}"?)` : ''}`)
+    throw new UsageError(`unknown command "${maskConnectionString(first)}"${guess ? ` (did you mean "${guess}"?)` : ''}`)
   }
   state.command = command.name
   const options = { ...command.options, ...COMMON }
@@ -129,23 +132,30 @@ async function dispatch(argv: string[], io: CliIO, state: { command?: string; js
 
 function report(error: unknown, io: CliIO, state: { command?: string; json: boolean }): number {
   const who = state.command ? `pgcrew ${state.command}` : 'pgcrew'
-  if (error instanceof UsageError) {
-    println(io.stderr, `${who}: ${error.message}`)
+  // The last line of defence: whatever path built the message, no password in a URI gets printed.
+  const safe = maskSecretsInText
+  if (error instanceof UsageError || (error instanceof PgcrewError && USAGE_CODES.has(error.code))) {
+    const message = safe(error.message)
+    println(io.stderr, `${who}: ${message}`)
     println(io.stderr, `Run '${who} --help' for usage.`)
-    if (state.json) printJson(io, { error: { code: error.code, message: error.message } })
+    if (state.json) printJson(io, { error: { code: error.code, message } })
     return 2
   }
   if (error instanceof PgcrewError) {
-    println(io.stderr, `pgcrew: ${error.message}`)
-    if (state.json) printJson(io, { error: { code: error.code, message: error.message } })
+    const message = safe(error.message)
+    println(io.stderr, `pgcrew: ${message}`)
+    if (state.json) printJson(io, { error: { code: error.code, message } })
     return 1
   }
   // Not an error pgcrew raised on purpose: a bug, so the stack is worth showing.
   const e = error instanceof Error ? error : new Error(String(error))
   println(io.stderr, `pgcrew: unexpected error (this is a bug in pgcrew; please report it with the lines below)`)
-  println(io.stderr, e.stack ?? e.message)
-  if (state.json) printJson(io, { error: { code: 'INTERNAL', message: e.message } })
+  println(io.stderr, safe(e.stack ?? e.message))
+  if (state.json) printJson(io, { error: { code: 'INTERNAL', message: safe(e.message) } })
   return 1
 }
+
+/** Errors about what was typed (a malformed --url): bad usage, exit 2. */
+const USAGE_CODES = new Set(['INVALID_CONNECTION_STRING'])
 
 export { closest } from '../closest.ts'

@@ -22,10 +22,11 @@ function configured(profile: string | undefined, env: NodeJS.ProcessEnv): boolea
   }
 }
 
-function int(value: unknown, flag: string, min: number): number | undefined {
+/** A flag's whole number, written plainly (no 1e3, 0x10 or padding) and within [min, max]. */
+function int(value: unknown, flag: string, min: number, max = 100_000): number | undefined {
   if (value === undefined) return undefined
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} takes a whole number ≥ ${min}, not "${value}"`)
+  const n = /^\d+$/.test(String(value)) ? Number(value) : NaN
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${flag} takes a whole number from ${min} to ${max}, not "${value}"`)
   return n
 }
 
@@ -71,9 +72,9 @@ export const command: Command = {
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
-    const threads = int(values.threads, '--threads', 1)
+    const threads = int(values.threads, '--threads', 1, 1024)
     const connectionBudget = int(values.budget, '--budget', 2)
-    const retries = int(values.retries, '--retries', 0)
+    const retries = int(values.retries, '--retries', 0, 1000)
     const profile = values.profile as string | undefined
     const as = values.as as string | undefined
     const json = values.json === true
