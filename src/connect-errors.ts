@@ -17,6 +17,7 @@ function passwordHint(source: PasswordSource): string {
     case 'pgpass':
       return `password retrieved from file "${source.file}" line ${source.line}`
     case 'none':
+      if (source.ignored) return `no password was found: the password file "${source.file}" was ignored because ${source.ignored}`
       return `no password was found: set PGPASSWORD or add a line to ${source.file} (host:port:dbname:user:password)`
   }
 }

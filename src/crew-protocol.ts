@@ -33,12 +33,24 @@ export interface SerializedError {
 /** What a worker sends back for a task. */
 export type TaskOutcome = { ok: true; value: unknown; workerId: number; skipped?: boolean } | { ok: false; error: SerializedError; workerId: number }
 
+/** Something thrown that is not an Error (a string, a plain object): readable, not "[object Object]". */
+function describeThrown(value: unknown): string {
+  if (typeof value === 'string') return value
+  try {
+    const json = JSON.stringify(value)
+    if (json !== undefined) return `a non-Error value was thrown: ${json.length > 300 ? json.slice(0, 300) + '…' : json}`
+  } catch {
+    // circular or a BigInt: fall through
+  }
+  return `a non-Error value was thrown: ${String(value)}`
+}
+
 export function serializeError(error: unknown): SerializedError {
   const e = error as { name?: string; code?: unknown; message?: string; detail?: unknown }
   return {
     name: typeof e?.name === 'string' ? e.name : 'Error',
     code: typeof e?.code === 'string' ? e.code : undefined,
-    message: typeof e?.message === 'string' ? e.message : String(error),
+    message: typeof e?.message === 'string' ? e.message : describeThrown(error),
     transient: isTransientError(error),
     detail: typeof e?.detail === 'string' ? e.detail : undefined,
   }

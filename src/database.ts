@@ -17,7 +17,7 @@ import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from './datab
 import { PgcrewError } from './errors.ts'
 import { createExecutor, type Executor, type Lease } from './executor.ts'
 import { loadHookModule, type HookRef } from './hooks.ts'
-import { DBVERSION_PATTERN, resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
+import { DBVERSION_PATTERN, describeValue, resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
 import type { ClientSpec, OnConnectHook } from './pg-client.ts'
 import { chooseProfile, loadProfiles, type Profile, type ProfileSet } from './profiles.ts'
 import { trackInRealm, untrackInRealm } from './realm.ts'
@@ -408,6 +408,9 @@ export class Database implements AsyncDisposable {
    * is the hook (only module hooks travel to crew workers). Applies to connections made from now on.
    */
   onConnect(hook: OnConnectHook | string): this {
+    if (typeof hook !== 'function' && !(typeof hook === 'string' && hook !== '')) {
+      throw new PgcrewError('INVALID_OPTION', `onConnect takes a function or a module path, not ${describeValue(hook)}`)
+    }
     this.#hooks.push(typeof hook === 'string' ? { module: hook, hook: loadHookModule(hook) } : { hook })
     return this
   }

@@ -1,12 +1,12 @@
 import pg from 'pg'
 import { sslFor, startupOptions, type ConnectionParams } from './connection-params.ts'
-import { lookupPgpass } from './pgpass.ts'
+import { lookupPgpass, pgpassFileName, pgpassIgnoredBecause } from './pgpass.ts'
 
 /** Runs on every new physical connection, before it is used (set search_path, timeouts…). */
 export type OnConnectHook = (client: pg.ClientBase, info: { params: ConnectionParams }) => void | Promise<void>
 
 /** Where a connection's password came from, for libpq-style hints in errors (never the password). */
-export type PasswordSource = { kind: 'option' } | { kind: 'PGPASSWORD' } | { kind: 'pgpass'; file: string; line: number } | { kind: 'none'; file: string }
+export type PasswordSource = { kind: 'option' } | { kind: 'PGPASSWORD' } | { kind: 'pgpass'; file: string; line: number } | { kind: 'none'; file: string; ignored?: string }
 
 /** What a connection attempt needs besides its params. */
 export interface ClientSpec {
@@ -28,9 +28,9 @@ export function findPassword(spec: ClientSpec): { password?: string; source: Pas
   if (spec.password !== undefined && spec.passwordUser === params.user) return { password: spec.password, source: { kind: 'option' } }
   if (env.PGPASSWORD) return { password: env.PGPASSWORD, source: { kind: 'PGPASSWORD' } }
   const match = lookupPgpass({ host: params.host, port: params.port, database: params.dbname, user: params.user }, { file: spec.pgpassFile, env, warn: spec.warn })
-  const file = spec.pgpassFile ?? (env.PGPASSFILE || '~/.pgpass')
   if (match) return { password: match.password, source: { kind: 'pgpass', file: match.file, line: match.line } }
-  return { source: { kind: 'none', file } }
+  const file = spec.pgpassFile ?? pgpassFileName(env)
+  return { source: { kind: 'none', file, ignored: pgpassIgnoredBecause(file) } }
 }
 
 /** A pg.Client that runs the onConnect hooks and notices when it can no longer be shared safely. */

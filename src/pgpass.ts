@@ -94,6 +94,19 @@ export function pgpassFileName(env: NodeJS.ProcessEnv = process.env): string {
   return pgpassHelper.getFileName(env)
 }
 
+/** Why libpq would skip this pgpass file (too open, not a plain file), or undefined when it would read it. */
+export function pgpassIgnoredBecause(file: string): string | undefined {
+  try {
+    const stats = statSync(file)
+    if (stats.isDirectory()) return undefined // an error of its own (PGPASS_UNREADABLE)
+    if (!stats.isFile()) return 'it is not a plain file'
+    if (process.platform !== 'win32' && (stats.mode & 0o077) !== 0) return `it has group or world access (run chmod 600 "${file}")`
+  } catch {
+    // missing: nothing to say
+  }
+  return undefined
+}
+
 const warned = new Set<string>()
 
 /** Reset the one-warning-per-file memory (for tests). */

@@ -3,6 +3,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs'
 import { homedir, hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import ini from 'ini'
+import { closest } from './closest.ts'
 import { PgcrewError } from './errors.ts'
 
 /** One named connection profile, merged from the profile files. */
@@ -240,7 +241,13 @@ export function chooseProfile(set: ProfileSet, name?: string, env: NodeJS.Proces
   if (wanted) {
     const profile = set.get(wanted)
     if (!profile) {
-      throw new PgcrewError('PROFILE_NOT_FOUND', `no profile named "${wanted}" — known: ${known} (files: ${set.files.join(', ') || 'none found'})`, { details: { profile: wanted } })
+      const guess = closest(wanted, set.profiles.map((p) => p.name))
+      const from = name ? '' : ' (from PGCREW_PROFILE)'
+      throw new PgcrewError(
+        'PROFILE_NOT_FOUND',
+        `no profile named "${wanted}"${from}${guess ? ` (did you mean "${guess}"?)` : ''} — known: ${known} (files: ${set.files.join(', ') || 'none found'})`,
+        { details: { profile: wanted } },
+      )
     }
     return { profile, reason: name ? 'named explicitly' : 'named by PGCREW_PROFILE' }
   }

@@ -104,6 +104,7 @@ describe('crew workers', () => {
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
     await using crew = await db.crew({ worker: fixture('echo'), threads: 2 })
     await assert.rejects(crew.run({ op: 'throw' }), { code: 'ON_PURPOSE', message: 'task failed on purpose' })
+    await assert.rejects(crew.run({ op: 'throw-object' }), { code: 'TASK_FAILED', message: 'a non-Error value was thrown: {"reason":"not an Error"}' })
     await assert.rejects(crew.run({ op: 'exit' }), { code: 'WORKER_CRASHED' })
     await assert.rejects(crew.run({ op: 'throw-outside' }), { code: 'WORKER_CRASHED', message: /uncaught in a timer/ })
     const after = await Promise.all([1, 2, 3].map(() => crew.run<{ u: string }>({ op: 'whoami' })))

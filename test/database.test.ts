@@ -131,13 +131,13 @@ test('an unknown option key says which known key was meant', () => {
   assert.throws(() => new Database({ idleTimeout: 5 } as never), { code: 'UNKNOWN_OPTION', message: /did you mean "idleTimeoutMillis"/ })
 })
 
-test('a loose pgpass file is reported through onWarning, once, and the connection says no password was found', async () => {
+test('a loose pgpass file is reported through onWarning, once, and the connection error says it was ignored and how to fix it', async () => {
   const { host, port } = server()
   const loose = writePgpass(scratchDir(), [`${host}:${port}:*:${owner.name}:${owner.password}`], 0o644)
   const warnings: string[] = []
   for (let i = 0; i < 2; i++) {
     await using db = new Database({ host, port, dbname, user: owner.name, pgpassFile: loose, env: cleanEnv(), onWarning: (m) => warnings.push(m) })
-    await assert.rejects(db.connect(), { code: 'AUTHENTICATION_FAILED', message: /no password was found/ })
+    await assert.rejects(db.connect(), { code: 'AUTHENTICATION_FAILED', message: /no password was found: the password file ".*" was ignored because it has group or world access \(run chmod 600 ".*"\)/ })
   }
   assert.equal(warnings.length, 1)
   assert.match(warnings[0]!, /group or world access/)

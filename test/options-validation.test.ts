@@ -185,3 +185,9 @@ describe('valid options still work against the real server', () => {
     }
   })
 })
+
+test('db.onConnect() refuses a value that is neither a function nor a module path at once, not at connect time', () => {
+  const db = new Database({ host: 'localhost', env: {} })
+  assert.throws(() => db.onConnect(5 as never), { code: 'INVALID_OPTION', message: 'onConnect takes a function or a module path, not the number 5' })
+  assert.throws(() => db.onConnect('' as never), { code: 'INVALID_OPTION' })
+})

@@ -205,6 +205,11 @@ describe('choosing a profile', () => {
   it('names the known profiles when a named one does not exist', () => {
     expectError(() => chooseProfile(set, 'nope', {}), 'PROFILE_NOT_FOUND', /"nope"/, /known: utah, cluster, partial, local/)
   })
+
+  it('suggests the close match for a typo, and says when the name came from PGCREW_PROFILE', () => {
+    expectError(() => chooseProfile(set, 'uta', {}), 'PROFILE_NOT_FOUND', /no profile named "uta" \(did you mean "utah"\?\)/)
+    expectError(() => chooseProfile(set, undefined, { PGCREW_PROFILE: 'clustr' }), 'PROFILE_NOT_FOUND', /"clustr" \(from PGCREW_PROFILE\) \(did you mean "cluster"\?\)/)
+  })
 })
 
 function pick(choice: { profile: { name: string }; reason: string }): [string, string] {
