@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import pg from 'pg'
 import { describe, test } from 'node:test'
 import { Database } from '../src/database.ts'
 import { definePipeline, runPipeline } from '../src/pipeline.ts'
@@ -273,6 +274,32 @@ describe('connection budget', () => {
     assert.match(summary.budget, /max_connections 20/)
     const rows = await counters(cluster.url)
     assert.ok(rows.every((r) => r.n === 1))
+  })
+
+  test('a worker that finds no free connection slot at start waits a little and retries, instead of failing the crew for good', async () => {
+    await using cluster = await startTempCluster({ settings: { max_connections: 6, superuser_reserved_connections: 0 } })
+    await using db = new Database({ connectionString: cluster.url, env: cleanEnv(), max: 1 })
+    await db.connect()
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 1 })
+    // Another program takes every slot left before the worker's first task connects…
+    const blockers: pg.Client[] = []
+    for (;;) {
+      const c = new pg.Client({ connectionString: cluster.url })
+      c.on('error', () => {})
+      try {
+        await c.connect()
+        blockers.push(c)
+      } catch {
+        break
+      }
+    }
+    assert.ok(blockers.length > 0)
+    const who = crew.run<{ u: string }>({ op: 'whoami' })
+    // …and gives them back a moment later.
+    await new Promise((r) => setTimeout(r, 400))
+    await Promise.all(blockers.map((c) => c.end()))
+    assert.equal((await who).u, new URL(cluster.url).username)
+    assert.equal(crew.initError, undefined)
   })
 
   test('an explicit budget that cannot fit is refused with the arithmetic, or clamped and said so', async () => {
