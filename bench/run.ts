@@ -9,7 +9,9 @@
 // npm run bench compiles pgcrew first (bench/tsconfig.json) and runs the JavaScript, as users do.
 import { randomBytes } from 'node:crypto'
 import { availableParallelism, cpus, loadavg } from 'node:os'
+import { fork, type ChildProcess } from 'node:child_process'
 import { extname } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { Database } from '../src/database.ts'
 import type { Crew } from '../src/crew.ts'
@@ -29,7 +31,7 @@ type Kind = 'read' | 'write'
 /** A bench worker next to this file: .js when compiled (npm run bench), .ts under tsx. */
 const workerUrl = (name: string): URL => new URL(`./workers/${name}${extname(new URL(import.meta.url).pathname)}`, import.meta.url)
 
-async function anchor(pool: pg.Pool, kind: Kind, ms: number, seed: number, rounds = HASH_ROUNDS): Promise<number> {
+async function anchor(pool: pg.Pool, kind: Kind, ms: number, seed: number, rounds = HASH_ROUNDS, loops = IN_FLIGHT): Promise<number> {
   const next = idStream(seed)
   const deadline = performance.now() + ms
   const start = performance.now()
@@ -46,8 +48,59 @@ async function anchor(pool: pg.Pool, kind: Kind, ms: number, seed: number, round
       ops++
     }
   }
-  await Promise.all(Array.from({ length: IN_FLIGHT }, loop))
+  await Promise.all(Array.from({ length: loops }, loop))
   return ops / ((performance.now() - start) / 1000)
+}
+
+// The other way to use two cores without a crew: two plain processes, each with its own pg.Pool of 2
+// (what node:cluster or child_process.fork would give). Same work, no piscina, no pgcrew.
+interface ChildRequest {
+  kind: Kind
+  ms: number
+  seed: number
+  rounds: number
+}
+
+function benchChild(): void {
+  let pool: pg.Pool | undefined
+  process.on('message', async (msg: { url?: string; stop?: true } & Partial<ChildRequest>) => {
+    if (msg.url) {
+      pool = new pg.Pool({ connectionString: msg.url, max: 2 })
+      pool.on('error', () => {})
+      await pool.query('SELECT 1')
+      process.send!({ ready: true })
+    } else if (msg.stop) {
+      await pool?.end().catch(() => {})
+      process.exit(0)
+    } else {
+      process.send!({ rate: await anchor(pool!, msg.kind!, msg.ms!, msg.seed!, msg.rounds!, 2) })
+    }
+  })
+}
+
+class TwoProcesses {
+  readonly #children: ChildProcess[]
+  private constructor(children: ChildProcess[]) {
+    this.#children = children
+  }
+
+  /** Fork two children; the URL (with its password) travels over IPC, never in argv. */
+  static async start(url: string): Promise<TwoProcesses> {
+    const children = [0, 1].map(() => fork(fileURLToPath(import.meta.url), ['--bench-child'], { stdio: 'inherit' }))
+    await Promise.all(children.map((c) => new Promise((r) => (c.once('message', r), c.send({ url })))))
+    return new TwoProcesses(children)
+  }
+
+  async run(request: ChildRequest): Promise<number> {
+    const rates = await Promise.all(
+      this.#children.map((c, i) => new Promise<number>((r) => (c.once('message', (m) => r((m as { rate: number }).rate)), c.send({ ...request, seed: request.seed + i * 7919 })))),
+    )
+    return rates.reduce((a, b) => a + b, 0)
+  }
+
+  stop(): void {
+    for (const c of this.#children) if (c.connected) c.send({ stop: true })
+  }
 }
 
 async function viaCrew(crew: Crew, batch: number, ms: number, seed: number, rounds = HASH_ROUNDS): Promise<number> {
@@ -101,6 +154,7 @@ async function main(): Promise<void> {
   let pool: pg.Pool | undefined
   let db: Database | undefined
   const crews: Crew[] = []
+  let twoProcesses: TwoProcesses | undefined
   try {
     pool = new pg.Pool({ connectionString: benchUrl.toString(), max: IN_FLIGHT })
     pool.on('error', () => {}) // an idle client ended by the DROP at teardown must not crash the run
@@ -133,11 +187,13 @@ async function main(): Promise<void> {
     crews.push(writeCrew)
     // Start every worker (init, tsx, connections) before any timing.
     for (const crew of crews) for await (const r of crew.map(Array.from({ length: 8 }, (_, i) => ({ ids: [i + 1] })))) if (r.error) throw r.error
+    twoProcesses = await TwoProcesses.start(benchUrl.toString())
 
     const scenarios: Array<{ name: string; run: (ms: number, seed: number) => Promise<number> }> = [
       { name: 'anchor read', run: (ms, s) => anchor(pool!, 'read', ms, s) },
       { name: `crew read ${BATCH}/task`, run: (ms, s) => viaCrew(readCrew, BATCH, ms, s) },
       { name: 'crew read 1/task', run: (ms, s) => viaCrew(readCrew, 1, ms, s) },
+      { name: 'two processes read', run: (ms, s) => twoProcesses!.run({ kind: 'read', ms, seed: s, rounds: HASH_ROUNDS }) },
       { name: 'anchor read heavy', run: (ms, s) => anchor(pool!, 'read', ms, s, HEAVY_ROUNDS) },
       { name: `crew read heavy ${BATCH}/task`, run: (ms, s) => viaCrew(readCrew, BATCH, ms, s, HEAVY_ROUNDS) },
       { name: 'anchor write', run: (ms, s) => anchor(pool!, 'write', ms, s) },
@@ -164,6 +220,7 @@ async function main(): Promise<void> {
     const rows: Array<[string, string, string]> = [
       [`point read, ${BATCH} reads/task`, 'anchor read', `crew read ${BATCH}/task`],
       ['point read, 1 read/task', 'anchor read', 'crew read 1/task'],
+      ['point read, no crew: 2 processes', 'anchor read', 'two processes read'],
       [`point read, CPU-heavy, ${BATCH}/task`, 'anchor read heavy', `crew read heavy ${BATCH}/task`],
       [`small write, ${BATCH} updates/task`, 'anchor write', `crew write ${BATCH}/task`],
       ['small write, 1 update/task', 'anchor write', 'crew write 1/task'],
@@ -173,7 +230,7 @@ async function main(): Promise<void> {
     console.log(`pgcrew bench — node ${process.version}, ${cores2} cores (${cpu}), PostgreSQL ${server} ${cluster ? `(temp cluster, ${cluster.source} binaries)` : '(PGCREW_TEST_URL)'}; pgcrew compiled to JavaScript`)
     console.log(`table bench_items: ${ROWS} rows; ${IN_FLIGHT} statements in flight on both sides; ${REPS} reps × ${MEASURE_MS} ms`)
     console.log(`cpu work per unit (main thread, this machine): read ${readWorkUs.toFixed(0)} µs, write ${writeWorkUs.toFixed(0)} µs — JSON round-trip + ${HASH_ROUNDS} chained sha256 (CPU-heavy rows: ${HEAVY_ROUNDS})`)
-    console.log(`anchor: 1 process, pg.Pool max ${IN_FLIGHT}, ${IN_FLIGHT} async loops | crew: threads 2 × perWorkerConnections 2, map concurrency ${IN_FLIGHT}`)
+    console.log(`anchor: 1 process, pg.Pool max ${IN_FLIGHT}, ${IN_FLIGHT} async loops | crew: threads 2 × perWorkerConnections 2, map concurrency ${IN_FLIGHT} | 2 processes: each pg.Pool max 2, 2 loops`)
     console.log(`crew budget: ${readCrew.budget.explanation}`)
     console.log('')
     const w = [34, 22, 22, 20]
@@ -203,6 +260,11 @@ async function main(): Promise<void> {
       console.log('where the CPU went in the point-read rows (median cores busy):')
       console.log(line('anchor', anchorCores))
       console.log(line(`crew, ${BATCH} reads/task`, crewCores))
+      const perRead = (c: { machine: number }, name: string) => ((c.machine / med(name)) * 1e6).toFixed(0)
+      console.log(
+        `  whole-machine CPU per read: anchor ${perRead(anchorCores, 'anchor read')} µs, crew ${perRead(crewCores, `crew read ${BATCH}/task`)} µs` +
+          ' (with both cores busy each read costs more: the cores share caches and the host)',
+      )
       ceiling = cores2 / anchorCores.machine
       console.log(
         `  the anchor leaves ${(cores2 - anchorCores.machine).toFixed(2)} of ${cores2} cores idle: at the anchor's CPU cost per read, no design on this machine` +
@@ -222,6 +284,7 @@ async function main(): Promise<void> {
     console.log(`total bench time ${((performance.now() - t0) / 1000).toFixed(1)} s`)
   } finally {
     for (const crew of crews) await crew.close().catch(() => {})
+    twoProcesses?.stop()
     await db?.close().catch(() => {})
     await pool?.end().catch(() => {})
     await admin.query(`DROP DATABASE IF EXISTS ${dbname} WITH (FORCE)`).catch(() => {})
@@ -230,4 +293,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main()
+if (process.argv[2] === '--bench-child') benchChild()
+else await main()
