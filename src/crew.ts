@@ -181,6 +181,9 @@ export class Crew implements AsyncDisposable {
     this.#inFlight.add(p)
     try {
       const outcome = await p
+      // A worker that answered a task is past its init and will answer close() too. (Its 'ready'
+      // comes on another channel and may arrive after this result.)
+      if (outcome.workerId >= 0) this.#ready.add(outcome.workerId)
       if (!outcome.ok && outcome.error.code === 'WORKER_INIT_FAILED') {
         this.#noteInitFailure(outcome.error, outcome.workerId)
         return { ok: false, error: { ...outcome.error, message: this.#initError!.message }, workerId: outcome.workerId }
