@@ -62,6 +62,8 @@ export class Crew implements AsyncDisposable {
   readonly #closeTimeoutMillis: number
   #initError: TaskError | undefined
   #closing: Promise<void> | undefined
+  /** Set just before the threads are stopped on purpose (close/destroy): those are not crashes. */
+  #stopping = false
   #crashes = 0
   /** Tasks under a timeout, by id: the clock starts when the worker says the task started. */
   readonly #timed = new Map<number, { timer?: NodeJS.Timeout; timedOut: boolean }>()
@@ -81,7 +83,7 @@ export class Crew implements AsyncDisposable {
     pool.on('error', () => {})
     // A thread that went away while the crew was open crashed, exited or was stopped by a timeout.
     pool.on('workerDestroy', () => {
-      if (!this.#closing) this.#crashes++
+      if (!this.#stopping) this.#crashes++
     })
   }
 
@@ -255,6 +257,7 @@ export class Crew implements AsyncDisposable {
         })
       }
       this.#channel.close()
+      this.#stopping = true
       await this.#pool.destroy()
     })()
     return this.#closing
@@ -264,6 +267,7 @@ export class Crew implements AsyncDisposable {
   async destroy(): Promise<void> {
     this.#closing ??= Promise.resolve()
     this.#channel.close()
+    this.#stopping = true
     await this.#pool.destroy()
   }
 

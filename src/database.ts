@@ -430,6 +430,11 @@ export class Database implements AsyncDisposable {
 
   #activeTransaction(): Transaction | undefined {
     let tx = this.#context.getStore()
+    // Work of a transaction that rolled back (a sibling savepoint failed it, or a timer outlived it)
+    // must not go on outside it, committed on its own: it was meant to be undone.
+    if (tx && !tx.active && tx.rolledBack) {
+      throw new PgcrewError('TRANSACTION_FINISHED', 'this code runs inside a transaction that has rolled back, so its statements must not run on their own; await all work inside the transaction function')
+    }
     while (tx && !tx.active) tx = tx.parent
     return tx
   }
@@ -480,7 +485,12 @@ export class Database implements AsyncDisposable {
    * @example const { rows } = await db.query('select * from t where id = $1', [id])
    */
   query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
-    const current = this.#activeTransaction()
+    let current: Transaction | undefined
+    try {
+      current = this.#activeTransaction()
+    } catch (error) {
+      return Promise.reject(error)
+    }
     if (current) return current.query<R>(text, values)
     return this.withClient((client) => client.query<R>(text as string, values))
   }
@@ -516,6 +526,10 @@ export class Database implements AsyncDisposable {
       tx = new Transaction(client, 0, undefined, this.#scope)
       const current = tx
       const result = await this.#context.run(current, () => fn(current))
+      // From here on nothing may use this transaction: a savepoint still running (not awaited by fn)
+      // fails with TRANSACTION_FINISHED instead of landing in whatever the connection does next.
+      tx.finish()
+      if (tx.lostWork) throw new PgcrewError('TRANSACTION_INTERLEAVED', `rolled back: ${tx.lostWork}`)
       // A COMMIT of a failed transaction answers "ROLLBACK". (The client's transaction status is no
       // guide here: the ReadyForQuery that reports 'E' may not have arrived yet.)
       const commit = await client.query('COMMIT')
@@ -524,6 +538,8 @@ export class Database implements AsyncDisposable {
       }
       return result
     } catch (error) {
+      // First: a savepoint still queued or running must not send anything after this ROLLBACK.
+      tx?.finish(true)
       try {
         if (client.getTransactionStatus?.() !== 'I') await client.query('ROLLBACK')
       } catch {

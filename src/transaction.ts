@@ -54,10 +54,19 @@ function within(tx: Transaction | undefined, ancestor: Transaction): boolean {
 export class Transaction {
   #savepoints = 0
   #finished = false
+  #rolledBack = false
   /** The savepoint open right now. Savepoints nest on the server, so siblings must take turns. */
   #open: Transaction | undefined
   /** Settles when the last savepoint queued so far has ended. */
   #turn: Promise<void> = Promise.resolve()
+  /**
+   * Statements issued from outside this savepoint while it was open, each noted by where it was
+   * issued from (its "home", an enclosing transaction): on the server they ran inside this savepoint,
+   * so if it rolls back they are undone too.
+   */
+  #strays: Transaction[] = []
+  /** Set on the outermost transaction when a rollback undid such a statement: it must not commit. */
+  #lostWork: string | undefined
 
   constructor(
     /** The connection this transaction runs on (for pg-cursor, COPY streams…). */
@@ -74,9 +83,32 @@ export class Transaction {
     return !this.#finished && (this.parent?.active ?? true)
   }
 
-  /** Called by the Database when the transaction ends (nested ones share the flag through the root). */
-  finish(): void {
+  /**
+   * Called by the Database when the transaction ends (nested ones share the flag through the root);
+   * `rolledBack` when it ends by a rollback.
+   */
+  finish(rolledBack = false): void {
     this.#finished = true
+    if (rolledBack) this.#rolledBack = true
+  }
+
+  /** True when the outermost transaction ended by a rollback: code still running inside it must stop. */
+  get rolledBack(): boolean {
+    return this.#root().#rolledBack
+  }
+
+  /**
+   * Why this (outermost) transaction must not commit: a savepoint's rollback undid a statement that
+   * was issued outside it while it was open. The Database rolls back instead, with this message.
+   */
+  get lostWork(): string | undefined {
+    return this.#lostWork
+  }
+
+  #root(): Transaction {
+    let t: Transaction = this
+    while (t.parent) t = t.parent
+    return t
   }
 
   #assertActive(): void {
@@ -85,14 +117,32 @@ export class Transaction {
     }
   }
 
+  /** The innermost savepoint open below this transaction right now, if any. */
+  #innermostOpen(): Transaction | undefined {
+    let open = this.#open
+    while (open && open.#open) open = open.#open
+    return open
+  }
+
+  /** The transaction the calling code runs inside, if it still is open (a timer may outlive it). */
+  #caller(): Transaction | undefined {
+    let t = this.scope.current()
+    while (t && !t.active) t = t.parent
+    return t
+  }
+
   /** Run a query inside this transaction. */
   async query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
     this.#assertActive()
-    // A statement from outside an open savepoint would run inside it on the server, and be undone
-    // with it: it waits for the savepoint to end. (From inside, it belongs there.)
-    while (this.#open && !within(this.scope.current(), this.#open)) {
-      await this.#turn
-      this.#assertActive()
+    // From outside an open savepoint, a statement runs inside it on the server. Waiting could
+    // deadlock (the savepoint may be awaiting this very statement), so it runs, and the savepoint
+    // keeps a note: if it rolls back, the outer transaction will refuse to commit.
+    const open = this.#innermostOpen()
+    if (open) {
+      // Where the statement comes from: the caller's own (sav)epoint when it runs inside this one.
+      const caller = this.#caller()
+      const home = caller && within(caller, this) ? caller : this
+      if (home !== open) open.#strays.push(home)
     }
     try {
       return await this.client.query<R>(text as string, values)
@@ -111,12 +161,10 @@ export class Transaction {
       throw new PgcrewError('INVALID_OPTION', 'isolation, readOnly and deferrable apply to the outermost transaction only; a nested transaction is a savepoint')
     }
     this.#assertActive()
-    if (this.#open && within(this.scope.current(), this.#open)) {
-      throw new PgcrewError(
-        'TRANSACTION_BUSY',
-        'this call comes from inside a savepoint of the same transaction and would wait for itself; nest on the transaction your function received (or use db.transaction)',
-      )
-    }
+    // Called on this transaction from code running inside one of its savepoints: on the server it
+    // can only nest there, so it does (waiting for that savepoint to end would wait for itself).
+    const caller = this.#caller()
+    if (this.#open && caller && caller !== this && within(caller, this.#open)) return caller.transaction(fn, opts)
     const previous = this.#turn
     let endTurn!: () => void
     this.#turn = new Promise((resolve) => (endTurn = resolve))
@@ -129,23 +177,34 @@ export class Transaction {
   }
 
   async #savepoint<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
-    const name = `pgcrew_sp_${this.depth + 1}_${++this.#savepoints}`
-    await this.query(`SAVEPOINT ${name}`)
     this.#assertActive()
+    const name = `pgcrew_sp_${this.depth + 1}_${++this.#savepoints}`
     const inner = new Transaction(this.client, this.depth + 1, this)
+    // Open from before the SAVEPOINT is sent: a statement from outside sent meanwhile lands in it.
     this.#open = inner
     try {
+      await this.client.query(`SAVEPOINT ${name}`)
       const result = await this.scope.run(inner, () => fn(inner))
-      await this.client.query(`RELEASE SAVEPOINT ${name}`).catch((error: unknown) => {
-        throw mapDatabaseError(error)
-      })
+      // The transaction may have ended meanwhile (a sibling failed it): its connection is not ours.
+      this.#assertActive()
+      await this.client.query(`RELEASE SAVEPOINT ${name}`)
+      // What strayed into this savepoint is now inside the enclosing one, unless it came from there.
+      this.#open = undefined
+      for (const home of inner.#strays) if (home !== this) this.#strays.push(home)
       return result
     } catch (error) {
-      await this.client.query(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => {})
+      if (this.active) {
+        await this.client.query(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => {})
+        if (inner.#strays.length) {
+          this.#root().#lostWork ??=
+            'a statement issued on an enclosing transaction while a savepoint was open ran inside that savepoint, and the savepoint rolled back, undoing it; await each savepoint before issuing statements outside it'
+        }
+      }
       throw mapDatabaseError(error)
     } finally {
       this.#open = undefined
       inner.finish()
     }
   }
+
 }

@@ -217,6 +217,12 @@ describe('crew.map and timeouts', () => {
     assert.deepEqual(outcomes.map((r) => (r.status === 'rejected' ? (r.reason as { code: string }).code : 'ok')), ['WORKER_CRASHED', 'WORKER_CRASHED'])
     assert.equal(crew.crashes, 1)
     await assert.rejects(db.crew({ worker: fixture('echo'), perWorkerConnections: 0 }), { code: 'INVALID_OPTION', message: /perWorkerConnections must be a whole number/ })
+    // A thread that dies while close() waits for the work in flight is a crash too (regression).
+    const dying = crew.run({ op: 'exit' }).catch((e: { code: string }) => e.code)
+    await new Promise((r) => setTimeout(r, 20))
+    await crew.close()
+    assert.equal(await dying, 'WORKER_CRASHED')
+    assert.equal(crew.crashes, 2)
   })
 
   test('a task over taskTimeoutMillis fails with TASK_TIMEOUT and the crew carries on', async () => {

@@ -110,17 +110,97 @@ describe('transactions and async context', () => {
     assert.deepEqual((await db.query('SELECT name FROM t ORDER BY name')).rows.map((r) => r.name), ['c', 'c2'])
   })
 
-  test('calling the outer transaction from inside its own savepoint is a clear TRANSACTION_BUSY error, not a hang', async () => {
+  test('calling the outer transaction from inside its own savepoint nests there (it cannot wait for itself)', async () => {
     const { url } = await freshDatabase('busy')
     await using db = new Database({ connectionString: url, env: cleanEnv() })
-    const result = await db.transaction(async (tx) =>
-      tx.transaction(async (sp) => {
-        await assert.rejects(tx.transaction(async () => 1), { code: 'TRANSACTION_BUSY', message: /nest on the transaction your function received/ })
-        // A statement on the outer object from inside the savepoint runs there (no wait, no hang).
-        return (await tx.query('SELECT 7 AS n')).rows[0].n + (await sp.query('SELECT 1 AS n')).rows[0].n
+    await db.query('CREATE TABLE t (name text)')
+    const seen: unknown[] = []
+    await db.transaction(async (tx) => {
+      const outcome = await tx
+        .transaction(async (sp) => {
+          seen.push(await tx.transaction(async (inner) => {
+            await inner.query("INSERT INTO t VALUES ('nested')")
+            return `nested at depth ${inner.depth}`
+          }))
+          seen.push((await tx.query('SELECT 7 AS n')).rows[0].n + (await sp.query('SELECT 1 AS n')).rows[0].n)
+          throw new Error('undo the savepoint')
+        })
+        .catch((e: Error) => e.message)
+      seen.push(outcome)
+      await tx.query("INSERT INTO t VALUES ('kept')")
+    })
+    assert.deepEqual(seen, ['nested at depth 2', 8, 'undo the savepoint'])
+    assert.deepEqual((await db.query('SELECT name FROM t')).rows.map((r) => r.name), ['kept'])
+  })
+
+  test('when a savepoint fails a Promise.all, no sibling statement runs on its own after the rollback (regression: item 2 was committed outside the rolled-back transaction)', async () => {
+    const { url } = await freshDatabase('allfail')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await db.query('CREATE TABLE t (v int PRIMARY KEY)')
+    await assert.rejects(
+      db.transaction(async () => {
+        await Promise.all(
+          [1, 2, 3, 4].map((i) =>
+            db.transaction(async () => {
+              await db.query('INSERT INTO t VALUES ($1)', [i])
+              if (i === 1) throw new Error('item 1 fails')
+            }),
+          ),
+        )
       }),
+      /item 1 fails/,
     )
-    assert.equal(result, 8)
+    await new Promise((r) => setTimeout(r, 200)) // let the queued siblings try
+    assert.deepEqual((await db.query('SELECT v FROM t')).rows, [])
+  })
+
+  test('work started outside a savepoint and awaited inside it does not hang (regression)', { timeout: 15_000 }, async () => {
+    const { url } = await freshDatabase('prefetch')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const lookup = async () => {
+      const a = await db.query('SELECT 1 AS a')
+      const b = await db.query('SELECT 2 AS b')
+      const c = await db.query('SELECT 3 AS c')
+      return [a.rows[0].a, b.rows[0].b, c.rows[0].c]
+    }
+    const result = await db.transaction(async () => {
+      const prefetch = lookup()
+      return db.transaction(async (sp) => {
+        await sp.query('SELECT 1')
+        return prefetch
+      })
+    })
+    assert.deepEqual(result, [1, 2, 3])
+  })
+
+  test('a statement issued outside a savepoint that then rolls back was undone with it: the transaction refuses to commit (TRANSACTION_INTERLEAVED), nothing is lost silently', async () => {
+    const { url } = await freshDatabase('interleaved')
+    await using db = new Database({ connectionString: url, env: cleanEnv() })
+    await db.query('CREATE TABLE t (v text)')
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        const sp = tx
+          .transaction(async (s) => {
+            await s.query("INSERT INTO t VALUES ('inner')")
+            throw new Error('inner fails')
+          })
+          .catch((e: Error) => e)
+        await null // the savepoint has opened (its SAVEPOINT is on the wire)…
+        await tx.query("INSERT INTO t VALUES ('outer')") // …so this runs inside it on the server
+        await sp
+      }),
+      { code: 'TRANSACTION_INTERLEAVED', message: /await each savepoint before issuing statements outside it/ },
+    )
+    assert.deepEqual((await db.query('SELECT v FROM t')).rows, [])
+    // Sent before the savepoint opened, the same statement is the outer transaction's own and commits.
+    await db.transaction(async (tx) => {
+      const sp = tx.transaction(async () => {
+        throw new Error('inner fails')
+      })
+      await tx.query("INSERT INTO t VALUES ('outer')")
+      await sp.catch(() => {})
+    })
+    assert.deepEqual((await db.query('SELECT v FROM t')).rows.map((r) => r.v), ['outer'])
   })
 
   test('a query started inside a transaction but run after it ended does not join the next session on that connection', async () => {
