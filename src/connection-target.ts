@@ -24,9 +24,17 @@ export function heldClient(target: ConnectionTarget): pg.ClientBase | undefined 
 }
 
 /** Runs `fn` on one physical connection of the target (borrowed from a Database for the call). */
+/** A Transaction target is told before its connection is used (savepoint bookkeeping). */
+function noteUse(target: ConnectionTarget): void {
+  ;(target as { noteUse?: () => void }).noteUse?.()
+}
+
 export async function onOneClient<T>(target: ConnectionTarget, fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
   const held = heldClient(target)
-  if (held) return fn(held)
+  if (held) {
+    noteUse(target)
+    return fn(held)
+  }
   return (target as ClientSource).withClient(fn)
 }
 
@@ -43,7 +51,10 @@ export interface HeldConnection {
  */
 export async function holdConnection(target: ConnectionTarget): Promise<HeldConnection> {
   const held = heldClient(target)
-  if (held) return { client: held, release: async () => {} }
+  if (held) {
+    noteUse(target)
+    return { client: held, release: async () => {} }
+  }
   return new Promise<HeldConnection>((resolveHold, rejectHold) => {
     let finish!: (broken: boolean) => void
     const parked = new Promise<boolean>((resolve) => { finish = resolve })

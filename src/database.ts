@@ -430,10 +430,10 @@ export class Database implements AsyncDisposable {
 
   #activeTransaction(): Transaction | undefined {
     let tx = this.#context.getStore()
-    // Work of a transaction that rolled back (a sibling savepoint failed it, or a timer outlived it)
-    // must not go on outside it, committed on its own: it was meant to be undone.
-    if (tx && !tx.active && tx.rolledBack) {
-      throw new PgcrewError('TRANSACTION_FINISHED', 'this code runs inside a transaction that has rolled back, so its statements must not run on their own; await all work inside the transaction function')
+    // Work of a savepoint that rolled back (or whose transaction did) must not go on in the
+    // enclosing transaction or on its own: it was meant to be undone.
+    if (tx && !tx.active && tx.undone) {
+      throw new PgcrewError('TRANSACTION_FINISHED', 'this code runs inside a savepoint that has rolled back, so its statements must not run outside it; await all work inside the transaction function')
     }
     while (tx && !tx.active) tx = tx.parent
     return tx
@@ -466,7 +466,10 @@ export class Database implements AsyncDisposable {
   /** Borrow one physical connection for `fn` (session state: advisory locks, LISTEN, COPY…). */
   async withClient<T>(fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
     const current = this.#activeTransaction()
-    if (current) return fn(current.client)
+    if (current) {
+      current.noteUse()
+      return fn(current.client)
+    }
     const lease = await this.#lease()
     let broken = false
     try {

@@ -92,9 +92,15 @@ export class Transaction {
     if (rolledBack) this.#rolledBack = true
   }
 
-  /** True when the outermost transaction ended by a rollback: code still running inside it must stop. */
-  get rolledBack(): boolean {
-    return this.#root().#rolledBack
+  /**
+   * True when code running in this savepoint's context must not go on outside it: this savepoint,
+   * or an enclosing one, or the transaction itself, ended by a rollback. (Code started directly in
+   * the outermost transaction, such as a timer, is not held back: it runs on its own afterwards.)
+   */
+  get undone(): boolean {
+    if (this.depth === 0) return false
+    for (let t: Transaction | undefined = this; t && !t.active; t = t.parent) if (t.#rolledBack) return true
+    return false
   }
 
   /**
@@ -131,19 +137,25 @@ export class Transaction {
     return t
   }
 
+  /**
+   * Called before anything runs on this transaction's connection (a statement, COPY, a cursor, a
+   * prepared statement…). From outside an open savepoint the work runs inside it on the server.
+   * Waiting could deadlock (the savepoint may be awaiting this very work), so it runs, and the
+   * savepoint keeps a note: if it rolls back, the outer transaction will refuse to commit.
+   */
+  noteUse(): void {
+    this.#assertActive()
+    const open = this.#innermostOpen()
+    if (!open) return
+    // Where the work comes from: the caller's own savepoint when it runs inside this transaction.
+    const caller = this.#caller()
+    const home = caller && within(caller, this) ? caller : this
+    if (home !== open) open.#strays.push(home)
+  }
+
   /** Run a query inside this transaction. */
   async query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
-    this.#assertActive()
-    // From outside an open savepoint, a statement runs inside it on the server. Waiting could
-    // deadlock (the savepoint may be awaiting this very statement), so it runs, and the savepoint
-    // keeps a note: if it rolls back, the outer transaction will refuse to commit.
-    const open = this.#innermostOpen()
-    if (open) {
-      // Where the statement comes from: the caller's own (sav)epoint when it runs inside this one.
-      const caller = this.#caller()
-      const home = caller && within(caller, this) ? caller : this
-      if (home !== open) open.#strays.push(home)
-    }
+    this.noteUse()
     try {
       return await this.client.query<R>(text as string, values)
     } catch (error) {
@@ -182,20 +194,30 @@ export class Transaction {
     const inner = new Transaction(this.client, this.depth + 1, this)
     // Open from before the SAVEPOINT is sent: a statement from outside sent meanwhile lands in it.
     this.#open = inner
+    let released = false
     try {
       await this.client.query(`SAVEPOINT ${name}`)
       const result = await this.scope.run(inner, () => fn(inner))
       // The transaction may have ended meanwhile (a sibling failed it): its connection is not ours.
       this.#assertActive()
-      await this.client.query(`RELEASE SAVEPOINT ${name}`)
-      // What strayed into this savepoint is now inside the enclosing one, unless it came from there.
+      // Closed before RELEASE is sent: what is sent from now on runs after it, in this transaction.
+      // What strayed into the savepoint is now inside the enclosing one, unless it came from there.
       this.#open = undefined
-      for (const home of inner.#strays) if (home !== this) this.#strays.push(home)
+      inner.finish()
+      const strays = inner.#strays.filter((home) => home !== this)
+      released = true
+      await this.client.query(`RELEASE SAVEPOINT ${name}`)
+      this.#strays.push(...strays)
       return result
     } catch (error) {
-      if (this.active) {
+      // Closed before ROLLBACK TO is sent, for the same reason; marked, so that code still running
+      // inside it stops instead of going on in the enclosing transaction.
+      this.#open = undefined
+      inner.finish(true)
+      if (this.active && !released) {
+        const undone = inner.#strays.length > 0
         await this.client.query(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => {})
-        if (inner.#strays.length) {
+        if (undone) {
           this.#root().#lostWork ??=
             'a statement issued on an enclosing transaction while a savepoint was open ran inside that savepoint, and the savepoint rolled back, undoing it; await each savepoint before issuing statements outside it'
         }

@@ -7,7 +7,9 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { describe, test } from 'node:test'
 import pg from 'pg'
+import { copyFrom } from '../src/copy.ts'
 import { Database } from '../src/database.ts'
+import type { Transaction } from '../src/transaction.ts'
 import { realmSize, trackPgPools } from '../src/realm.ts'
 import { admin, cleanEnv, eventually, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from './helpers.ts'
 
@@ -151,6 +153,81 @@ describe('transactions and async context', () => {
       /item 1 fails/,
     )
     await new Promise((r) => setTimeout(r, 200)) // let the queued siblings try
+    assert.deepEqual((await db.query('SELECT v FROM t')).rows, [])
+  })
+
+  test("a rolled-back savepoint's straggler does not go on in the enclosing transaction (regression: it was committed there)", async () => {
+    const { url } = await freshDatabase('straggler')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await db.query('CREATE TABLE t (v text)')
+    let straggler!: Promise<unknown>
+    const outcome = await db.transaction(async () => {
+      const failed = await db
+        .transaction(async () => {
+          straggler = new Promise((r) => setTimeout(r, 50)).then(() => db.query("INSERT INTO t VALUES ('from the failed savepoint')"))
+          straggler.catch(() => {})
+          await db.query('SELECT 1/0')
+        })
+        .catch((e: { code?: string }) => e.code)
+      await straggler.catch(() => {}) // the outer transaction is still open when it fires
+      return failed
+    })
+    assert.equal(outcome, '22012')
+    await assert.rejects(straggler, { code: 'TRANSACTION_FINISHED' })
+    assert.deepEqual((await db.query('SELECT v FROM t')).rows, [])
+  })
+
+  test('a statement sent while a savepoint is being rolled back runs after it, in the transaction: no false TRANSACTION_INTERLEAVED', async () => {
+    const { url } = await freshDatabase('rollbackwindow')
+    await using db = new Database({ connectionString: url, env: cleanEnv() })
+    await db.query('CREATE TABLE t (v text)')
+    await db.transaction(async (tx) => {
+      let opened!: () => void
+      const gate = new Promise<void>((r) => (opened = r))
+      await Promise.all([
+        tx
+          .transaction(async (sp) => {
+            await sp.query('SELECT 1')
+            opened()
+            throw new Error('validation failed')
+          })
+          .catch(() => {}),
+        (async () => {
+          await gate
+          await new Promise((r) => setImmediate(r)) // ROLLBACK TO is on the wire now
+          await tx.query("INSERT INTO t VALUES ('outer')")
+        })(),
+      ])
+    })
+    assert.deepEqual((await db.query('SELECT v FROM t')).rows.map((r) => r.v), ['outer'])
+  })
+
+  test('COPY, db.withClient and prepared statements outside an open savepoint are noted like statements: nothing is lost silently', async () => {
+    const { url } = await freshDatabase('rawpaths')
+    await using db = new Database({ connectionString: url, env: cleanEnv() })
+    await db.query('CREATE TABLE t (v text)')
+    const uses: Array<[string, (tx: Transaction) => Promise<unknown>]> = [
+      ['copyFrom', (tx) => copyFrom(tx, 't', [['copied']])],
+      ['withClient', () => db.withClient((c) => c.query("INSERT INTO t VALUES ('raw')"))],
+      ['prepared', async (tx) => (await db.prepare("INSERT INTO t VALUES ('prepared')")).query([], tx)],
+    ]
+    for (const [name, use] of uses) {
+      await assert.rejects(
+        db.transaction(async (tx) => {
+          const sp = tx
+            .transaction(async (s) => {
+              await s.query('SELECT pg_sleep(0.05)')
+              throw new Error('inner fails')
+            })
+            .catch(() => {})
+          await null
+          await use(tx)
+          await sp
+        }),
+        { code: 'TRANSACTION_INTERLEAVED' },
+        name,
+      )
+    }
     assert.deepEqual((await db.query('SELECT v FROM t')).rows, [])
   })
 
