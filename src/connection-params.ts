@@ -2,6 +2,9 @@ import { existsSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { DEFAULT_SOCKET_DIR } from './pgpass.ts'
 import type { Profile } from './profiles.ts'
+import { closest } from './closest.ts'
+import { PgcrewError } from './errors.ts'
+import { SSLMODES } from './options.ts'
 
 /** Where and as whom to connect. Never holds a password. */
 export interface ConnectionParams {
@@ -70,13 +73,20 @@ export function resolveConnectionParams(explicit: ConnectionSettings, profile?: 
     for (const layer of layers) if (layer[key] !== undefined) return layer[key]
     return undefined
   }
+  const sslmode = pick('sslmode')
+  if (sslmode !== undefined && !SSLMODES.includes(sslmode)) {
+    // libpq refuses an unknown sslmode; read as anything else, a typo would silently pick a mode.
+    const from = explicit.sslmode !== undefined ? 'the options or connection string' : fromProfile(profile).sslmode !== undefined ? `profile "${profile!.name}"` : 'PGSSLMODE'
+    const guess = closest(sslmode.toLowerCase(), [...SSLMODES])
+    throw new PgcrewError('INVALID_OPTION', `sslmode "${sslmode}" (from ${from}) is not one of ${SSLMODES.join(', ')}${guess ? ` (did you mean "${guess}"?)` : ''}`)
+  }
   const user = pick('user') ?? userInfo().username
   const params: ConnectionParams = {
     host: pick('host') ?? defaultHost(),
     port: pick('port') ?? 5432,
     user,
     dbname: pick('dbname') ?? user,
-    sslmode: pick('sslmode'),
+    sslmode,
     applicationName: pick('applicationName'),
     connectTimeoutSeconds: pick('connectTimeoutSeconds'),
     options: pick('options'),

@@ -191,3 +191,19 @@ test('db.onConnect() refuses a value that is neither a function nor a module pat
   assert.throws(() => db.onConnect(5 as never), { code: 'INVALID_OPTION', message: 'onConnect takes a function or a module path, not the number 5' })
   assert.throws(() => db.onConnect('' as never), { code: 'INVALID_OPTION' })
 })
+
+test('an unknown sslmode from a connection string, a profile or PGSSLMODE is refused (libpq refuses it), naming where it came from', async () => {
+  const { host, port } = server()
+  const dir = scratchDir()
+  const profilesFile = join(dir, 'profiles.ini')
+  writeFileSync(profilesFile, `[typo]\nhost = ${host}\nport = ${port}\nsslmode = verify-ful\n`)
+  const cases: Array<[Database, RegExp]> = [
+    [new Database({ connectionString: `postgres://${host}:${port}/postgres?sslmode=requier`, env: cleanEnv() }), /sslmode "requier" \(from the options or connection string\) is not one of .* \(did you mean "require"\?\)/],
+    [new Database({ profile: 'typo', profilesFile, env: cleanEnv() }), /sslmode "verify-ful" \(from profile "typo"\)/],
+    [new Database({ host, port, env: cleanEnv({ PGSSLMODE: 'on' }) }), /sslmode "on" \(from PGSSLMODE\)/],
+  ]
+  for (const [db, message] of cases) {
+    await assert.rejects(db.connect(), { code: 'INVALID_OPTION', message })
+    await db.close()
+  }
+})
