@@ -417,17 +417,17 @@ export class Database implements AsyncDisposable {
 
   // ---- work ---------------------------------------------------------------------------------
 
-  /**
-   * The transaction the caller runs inside, if it is still open. A timer or stray promise started
-   * inside a transaction keeps the async context after the transaction ended: its queries must not
-   * land in whatever session the connection serves next.
-   */
   /** Lets a transaction see which of its savepoints the calling code runs inside. */
   readonly #scope: TransactionScope = {
     run: (tx, fn) => this.#context.run(tx, fn),
     current: () => this.#context.getStore(),
   }
 
+  /**
+   * The transaction the caller runs inside, if it is still open. A timer or stray promise started
+   * inside a transaction keeps the async context after the transaction ended: its queries must not
+   * land in whatever session the connection serves next.
+   */
   #activeTransaction(): Transaction | undefined {
     let tx = this.#context.getStore()
     // Work of a savepoint that rolled back (or whose transaction did) must not go on in the
@@ -470,6 +470,11 @@ export class Database implements AsyncDisposable {
       current.noteUse()
       return fn(current.client)
     }
+    return this.#onLease(fn)
+  }
+
+  /** Run `fn` on a connection of its own (no transaction), given back afterwards. */
+  async #onLease<T>(fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
     const lease = await this.#lease()
     let broken = false
     try {
@@ -495,7 +500,7 @@ export class Database implements AsyncDisposable {
       return Promise.reject(error)
     }
     if (current) return current.query<R>(text, values)
-    return this.withClient((client) => client.query<R>(text as string, values))
+    return this.#onLease((client) => client.query<R>(text as string, values))
   }
 
   /**
