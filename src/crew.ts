@@ -9,6 +9,7 @@ import { computeBudget, type BudgetPlan } from './budget.ts'
 import { TaskError, type CrewMessage, type CrewWorkerData, type SerializedError, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
+import { requireWhole } from './options.ts'
 
 /** Options of `db.crew()`; every field but `worker` is optional. */
 export interface CrewOptions {
@@ -118,11 +119,10 @@ export class Crew implements AsyncDisposable {
       throw new PgcrewError('INVALID_OPTION', 'an onConnect hook given as a function cannot travel to worker threads; pass it as a module path (db.onConnect("./hooks/search-path.ts"))')
     }
     const threads = options.threads ?? availableParallelism()
-    if (!Number.isInteger(threads) || threads < 1) throw new PgcrewError('INVALID_OPTION', `threads must be a whole number ≥ 1, not ${threads}`)
+    requireWhole('threads', threads, 1)
     const perWorker = options.perWorkerConnections ?? DEFAULTS.perWorkerConnections
-    if (!Number.isInteger(perWorker) || perWorker < 1) throw new PgcrewError('INVALID_OPTION', `perWorkerConnections must be a whole number ≥ 1, not ${JSON.stringify(perWorker)}`)
-    const timeout = options.taskTimeoutMillis
-    if (timeout !== undefined && !(Number.isInteger(timeout) && timeout > 0)) throw new PgcrewError('INVALID_OPTION', `taskTimeoutMillis must be a whole number of milliseconds > 0, not ${JSON.stringify(timeout)}`)
+    requireWhole('perWorkerConnections', perWorker, 1)
+    if (options.taskTimeoutMillis !== undefined) requireWhole('taskTimeoutMillis', options.taskTimeoutMillis, 1)
     const budget = await computeBudget(db, {
       threads,
       perWorker,

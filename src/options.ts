@@ -182,6 +182,11 @@ function checkValue(option: string, where: string, value: unknown, rule: Rule): 
   }
 }
 
+/** Refuse anything but a whole number in [min, max] for `option` (for options outside DatabaseOptions). */
+export function requireWhole(option: string, value: unknown, min: number, max = MAX_TIMER_MILLIS): void {
+  checkValue(option, option, value, whole(min, max))
+}
+
 function nearest(key: string): string | undefined {
   return [...KNOWN].find((k) => k.toLowerCase() === key.toLowerCase()) ?? closest(key, [...KNOWN])
 }

@@ -5,6 +5,7 @@ import { backoffMillis } from './backoff.ts'
 import type { Crew, CrewOptions } from './crew.ts'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
+import { describeValue } from './options.ts'
 import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } from './ledger.ts'
 import { silentProgress, type ProgressReporter, type ProgressState } from './progress.ts'
 
@@ -41,16 +42,6 @@ export function definePipeline<T extends PipelineTask>(def: Omit<PipelineDefinit
   return Object.freeze({ ...def, kind: 'pgcrew.pipeline' as const })
 }
 
-const show = (value: unknown): string => {
-  if (value === undefined) return 'nothing'
-  if (typeof value === 'function') return 'a function'
-  try {
-    return JSON.stringify(value)?.slice(0, 60) ?? String(value)
-  } catch {
-    return Object.prototype.toString.call(value)
-  }
-}
-
 const isIterable = (value: unknown): boolean =>
   value !== null &&
   typeof value === 'object' &&
@@ -61,22 +52,22 @@ const TASKS_SHAPE = `${TASK_SOURCE}, or a function (db) => one of those`
 
 /** What is wrong with a pipeline definition's shape (undefined when nothing is). */
 function pipelineProblem(def: unknown): string | undefined {
-  if (def === null || typeof def !== 'object') return `a pipeline definition is an object { name, worker, tasks }, not ${show(def)}`
+  if (def === null || typeof def !== 'object') return `a pipeline definition is an object { name, worker, tasks }, not ${describeValue(def)}`
   const d = def as Record<string, unknown>
   if (typeof d.name !== 'string' || d.name.trim() === '') {
-    return `the pipeline needs a "name": a non-empty string that names it in the ledger (keep it stable across runs); got ${show(d.name)}`
+    return `the pipeline needs a "name": a non-empty string that names it in the ledger (keep it stable across runs); got ${describeValue(d.name)}`
   }
   const named = `pipeline "${d.name}"`
   const worker = d.worker
   if (!(worker instanceof URL || (typeof worker === 'string' && worker.trim() !== '') || (typeof worker === 'object' && worker !== null && typeof (worker as URL).href === 'string'))) {
-    return `${named} needs a "worker": the path or URL of a defineWorker module, for example new URL('./worker.ts', import.meta.url); got ${show(worker)}`
+    return `${named} needs a "worker": the path or URL of a defineWorker module, for example new URL('./worker.ts', import.meta.url); got ${describeValue(worker)}`
   }
-  if (typeof d.tasks !== 'function' && !isIterable(d.tasks)) return `${named} needs "tasks": ${TASKS_SHAPE}; got ${show(d.tasks)}`
+  if (typeof d.tasks !== 'function' && !isIterable(d.tasks)) return `${named} needs "tasks": ${TASKS_SHAPE}; got ${describeValue(d.tasks)}`
   for (const hook of ['setup', 'isComplete'] as const) {
-    if (d[hook] !== undefined && typeof d[hook] !== 'function') return `${named}: "${hook}" must be a function when given; got ${show(d[hook])}`
+    if (d[hook] !== undefined && typeof d[hook] !== 'function') return `${named}: "${hook}" must be a function when given; got ${describeValue(d[hook])}`
   }
   if (d.ledger !== undefined) {
-    if (typeof d.ledger !== 'string') return `${named}: "ledger" must be a table name ("table" or "schema.table"); got ${show(d.ledger)}`
+    if (typeof d.ledger !== 'string') return `${named}: "ledger" must be a table name ("table" or "schema.table"); got ${describeValue(d.ledger)}`
     try {
       ledgerName(d.ledger)
     } catch (error) {
@@ -225,7 +216,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   await userCode(def, 'setup(db)', async () => def.setup?.(db))
   await ensureLedger(db, ledger)
   const source = typeof def.tasks === 'function' ? await userCode(def, 'tasks(db)', async () => (def.tasks as (db: Database) => unknown)(db)) : def.tasks
-  if (!isIterable(source)) throw new PgcrewError('PIPELINE_INVALID', `pipeline "${def.name}": tasks(db) must give ${TASK_SOURCE}; it gave ${show(source)}`)
+  if (!isIterable(source)) throw new PgcrewError('PIPELINE_INVALID', `pipeline "${def.name}": tasks(db) must give ${TASK_SOURCE}; it gave ${describeValue(source)}`)
   const total = Array.isArray(source) ? source.length : undefined
   const crew: Crew = await db.crew({
     worker: def.worker,
