@@ -34,6 +34,12 @@ export interface CrewOptions {
   resourceLimits?: ResourceLimits
 }
 
+/** A task under taskTimeoutMillis: its timer runs from the worker's 'started' message. */
+interface TimedTask {
+  timer?: NodeJS.Timeout
+  timedOut: boolean
+}
+
 const DEFAULTS = Object.freeze({ perWorkerConnections: 1, onOverBudget: 'clamp' as const, closeTimeoutMillis: 10_000 })
 
 /** The worker entry piscina loads: .ts under tsx in development, .js after `npm run build`. */
@@ -67,7 +73,7 @@ export class Crew implements AsyncDisposable {
   #stopping = false
   #crashes = 0
   /** Tasks under a timeout, by id: the clock starts when the worker says the task started. */
-  readonly #timed = new Map<number, { timer?: NodeJS.Timeout; timedOut: boolean }>()
+  readonly #timed = new Map<number, TimedTask>()
   #nextTimeoutId = 0
   /** The connection arithmetic this crew runs under. */
   readonly budget: BudgetPlan
@@ -173,7 +179,7 @@ export class Crew implements AsyncDisposable {
     // The clock of a timed task starts in the worker, not here: a task waiting in the queue, or for a
     // replacement thread to start, has not used any of its time.
     const timeoutId = this.#taskTimeoutMillis ? this.#nextTimeoutId++ : undefined
-    const timed: { timer?: NodeJS.Timeout; timedOut: boolean } | undefined = timeoutId !== undefined ? { timedOut: false } : undefined
+    const timed: TimedTask | undefined = timeoutId !== undefined ? { timedOut: false } : undefined
     if (timed) this.#timed.set(timeoutId!, timed)
     const p = (this.#pool.run(timed ? { ...envelope, timeoutId } : envelope) as Promise<TaskOutcome>).catch((error: unknown): TaskOutcome => {
       if (timed?.timedOut) return { ok: false, error: { name: 'TaskError', code: 'TASK_TIMEOUT', message: `task timed out after ${this.#taskTimeoutMillis} ms`, transient: false }, workerId: -1 }
