@@ -2,11 +2,10 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { before, describe, test } from 'node:test'
 import { main } from '../src/cli/main.ts'
 import { Database } from '../src/database.ts'
-import { admin, cleanEnv, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from './helpers.ts'
+import { admin, cleanEnv, collector, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from './helpers.ts'
 
 // Every password a test hands to pgcrew; no output of any run may contain one.
 const secrets = new Set<string>()
@@ -15,17 +14,6 @@ interface Run {
   code: number
   stdout: string
   stderr: string
-}
-
-function collector(): { stream: Writable; text: () => string } {
-  const chunks: string[] = []
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      chunks.push(String(chunk))
-      cb()
-    },
-  })
-  return { stream, text: () => chunks.join('') }
 }
 
 function assertNoSecrets(run: Run): void {

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import { after } from 'node:test'
 import pg from 'pg'
 
@@ -109,4 +110,16 @@ export async function eventually(check: () => Promise<boolean>, timeoutMillis = 
     await new Promise((r) => setTimeout(r, 50))
   }
   return check()
+}
+
+/** A writable stream that keeps what is written (a CLI's stdout or stderr in a test). */
+export function collector(): { stream: Writable; text: () => string } {
+  const chunks: string[] = []
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      chunks.push(String(chunk))
+      cb()
+    },
+  })
+  return { stream, text: () => chunks.join('') }
 }

@@ -67,6 +67,25 @@ describe('crews', () => {
   })
 })
 
+/**
+ * A transaction that opens a savepoint doing `inner` and then failing, and meanwhile, once the
+ * savepoint is open (its SAVEPOINT on the wire), runs `outside` on the outer transaction: on the
+ * server that work lands inside the savepoint.
+ */
+function beside(db: Database, inner: (sp: Transaction) => Promise<unknown>, outside: (tx: Transaction) => Promise<unknown>): Promise<void> {
+  return db.transaction(async (tx) => {
+    const sp = tx
+      .transaction(async (s) => {
+        await inner(s)
+        throw new Error('inner fails')
+      })
+      .catch(() => {})
+    await null
+    await outside(tx)
+    await sp
+  })
+}
+
 describe('transactions and async context', () => {
   test('savepoints started together take turns, so a failing one undoes only its own work (regression: a sibling\'s insert vanished while it reported success)', async () => {
     const { url } = await freshDatabase('siblings')
@@ -212,21 +231,7 @@ describe('transactions and async context', () => {
       ['prepared', async (tx) => (await db.prepare("INSERT INTO t VALUES ('prepared')")).query([], tx)],
     ]
     for (const [name, use] of uses) {
-      await assert.rejects(
-        db.transaction(async (tx) => {
-          const sp = tx
-            .transaction(async (s) => {
-              await s.query('SELECT pg_sleep(0.05)')
-              throw new Error('inner fails')
-            })
-            .catch(() => {})
-          await null
-          await use(tx)
-          await sp
-        }),
-        { code: 'TRANSACTION_INTERLEAVED' },
-        name,
-      )
+      await assert.rejects(beside(db, (s) => s.query('SELECT pg_sleep(0.05)'), use), { code: 'TRANSACTION_INTERLEAVED' }, name)
     }
     assert.deepEqual((await db.query('SELECT v FROM t')).rows, [])
   })
@@ -255,17 +260,11 @@ describe('transactions and async context', () => {
     await using db = new Database({ connectionString: url, env: cleanEnv() })
     await db.query('CREATE TABLE t (v text)')
     await assert.rejects(
-      db.transaction(async (tx) => {
-        const sp = tx
-          .transaction(async (s) => {
-            await s.query("INSERT INTO t VALUES ('inner')")
-            throw new Error('inner fails')
-          })
-          .catch((e: Error) => e)
-        await null // the savepoint has opened (its SAVEPOINT is on the wire)…
-        await tx.query("INSERT INTO t VALUES ('outer')") // …so this runs inside it on the server
-        await sp
-      }),
+      beside(
+        db,
+        (s) => s.query("INSERT INTO t VALUES ('inner')"),
+        (tx) => tx.query("INSERT INTO t VALUES ('outer')"),
+      ),
       { code: 'TRANSACTION_INTERLEAVED', message: /await each savepoint before issuing statements outside it/ },
     )
     assert.deepEqual((await db.query('SELECT v FROM t')).rows, [])

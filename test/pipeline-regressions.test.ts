@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Writable } from 'node:stream'
 import { describe, test } from 'node:test'
 import { main } from '../src/cli/main.ts'
 import { Database } from '../src/database.ts'
@@ -11,7 +10,7 @@ import { ensureLedger } from '../src/ledger.ts'
 import { definePipeline, loadPipeline, runPipeline, type PipelineDefinition, type RunSummary } from '../src/pipeline.ts'
 import type { ProgressReporter } from '../src/progress.ts'
 import type { RegressionTask } from './fixtures/workers/pipeline-regressions.ts'
-import { admin, cleanEnv, freshDatabase, scratchDir, server } from './helpers.ts'
+import { admin, cleanEnv, collector, freshDatabase, scratchDir, server } from './helpers.ts'
 
 const worker = new URL('./fixtures/workers/pipeline-regressions.ts', import.meta.url)
 const pipelineModule = new URL('../src/pipeline.ts', import.meta.url).href
@@ -136,17 +135,6 @@ describe('Ctrl-C (an aborted signal)', () => {
 })
 
 describe('loading pipeline modules', () => {
-  function collector(): { stream: Writable; text: () => string } {
-    const chunks: string[] = []
-    const stream = new Writable({
-      write(chunk, _enc, cb) {
-        chunks.push(String(chunk))
-        cb()
-      },
-    })
-    return { stream, text: () => chunks.join('') }
-  }
-
   /** `pgcrew run FILE --threads 1` in this process, against `dbname` through PG* variables. */
   async function pgcrewRun(file: string, dbname = 'postgres'): Promise<{ code: number; stdout: string; stderr: string }> {
     const { host, port, user, password } = server()
