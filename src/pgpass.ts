@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readFileSync, statSync, type Stats } from 'node:fs'
 import { createRequire } from 'node:module'
 import { PgcrewError } from './errors.ts'
 
@@ -94,16 +94,25 @@ export function pgpassFileName(env: NodeJS.ProcessEnv = process.env): string {
   return pgpassHelper.getFileName(env)
 }
 
-/** Why libpq would skip this pgpass file (too open, not a plain file), or undefined when it would read it. */
+/** libpq's rule for a pgpass file it skips (with a warning): not a plain file, or readable by others. */
+function skipReason(stats: Stats): 'not a plain file' | 'too open' | undefined {
+  if (!stats.isFile()) return 'not a plain file'
+  if (process.platform !== 'win32' && (stats.mode & 0o077) !== 0) return 'too open'
+  return undefined
+}
+
+/** Why libpq would skip this pgpass file, said as advice, or undefined when it would read it. */
 export function pgpassIgnoredBecause(file: string): string | undefined {
+  let stats: Stats
   try {
-    const stats = statSync(file)
-    if (stats.isDirectory()) return undefined // an error of its own (PGPASS_UNREADABLE)
-    if (!stats.isFile()) return 'it is not a plain file'
-    if (process.platform !== 'win32' && (stats.mode & 0o077) !== 0) return `it has group or world access (run chmod 600 "${file}")`
+    stats = statSync(file)
   } catch {
-    // missing: nothing to say
+    return undefined // missing: nothing to say
   }
+  if (stats.isDirectory()) return undefined // an error of its own (PGPASS_UNREADABLE)
+  const why = skipReason(stats)
+  if (why === 'not a plain file') return 'it is not a plain file'
+  if (why === 'too open') return `it has group or world access (run chmod 600 "${file}")`
   return undefined
 }
 
@@ -128,11 +137,13 @@ export function readPgpassFile(file: string, warn: (message: string) => void = (
   try {
     const stats = statSync(file)
     if (stats.isDirectory()) throw unreadable('it is a directory')
-    let warning: string | undefined
-    if (!stats.isFile()) warning = `WARNING: password file "${file}" is not a plain file`
-    else if (process.platform !== 'win32' && (stats.mode & 0o077) !== 0) {
-      warning = `WARNING: password file "${file}" has group or world access; permissions should be u=rw (0600) or less`
-    }
+    const why = skipReason(stats)
+    const warning =
+      why === 'not a plain file'
+        ? `WARNING: password file "${file}" is not a plain file`
+        : why === 'too open'
+          ? `WARNING: password file "${file}" has group or world access; permissions should be u=rw (0600) or less`
+          : undefined
     if (warning !== undefined) {
       if (!warned.has(file)) {
         warned.add(file)
