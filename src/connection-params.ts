@@ -76,7 +76,7 @@ export function resolveConnectionParams(explicit: ConnectionSettings, profile?: 
   const sslmode = pick('sslmode')
   if (sslmode !== undefined && !SSLMODES.includes(sslmode)) {
     // libpq refuses an unknown sslmode; read as anything else, a typo would silently pick a mode.
-    const from = explicit.sslmode !== undefined ? 'the options or connection string' : fromProfile(profile).sslmode !== undefined ? `profile "${profile!.name}"` : 'PGSSLMODE'
+    const from = ['the options or connection string', `profile "${profile?.name}"`, 'PGSSLMODE'][layers.findIndex((l) => l.sslmode !== undefined)]
     const guess = closest(sslmode.toLowerCase(), [...SSLMODES])
     throw new PgcrewError('INVALID_OPTION', `sslmode "${sslmode}" (from ${from}) is not one of ${SSLMODES.join(', ')}${guess ? ` (did you mean "${guess}"?)` : ''}`)
   }
