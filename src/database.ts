@@ -172,8 +172,8 @@ export class Database implements AsyncDisposable {
     const env = this.#opts.env
     // Rebuilt from a snapshot: use exactly the master's profile (or none), never choose anew.
     if (this.#pendingSettings) return this.#opts.profile ? chooseProfile(this.#profileSet(), this.#opts.profile, env).profile : undefined
-    const named = this.#opts.profile ?? env.PGCREW_PROFILE
-    if (named) return chooseProfile(this.#profileSet(), named, env).profile
+    // chooseProfile reads PGCREW_PROFILE itself, so its errors can say where the name came from.
+    if (this.#opts.profile ?? env.PGCREW_PROFILE) return chooseProfile(this.#profileSet(), this.#opts.profile, env).profile
     if (this.#opts.connectionString || this.#opts.host) return undefined
     const set = this.#profileSet()
     if (set.profiles.length === 0) return undefined
