@@ -258,6 +258,20 @@ describe('connection strings and failures on a real server', () => {
     }
   })
 
+  it('regression: an unknown host says to check the host name, not "is the server running"', async () => {
+    // .invalid never resolves (RFC 2606); a resolver that does not answer gives EAI_AGAIN, worded alike.
+    const db = new Database({ connectionString: `pq://${role.name}:${encodeURIComponent(role.password)}@no-such-host.invalid:${port}/${dbname}`, env: cleanEnv() })
+    try {
+      const e = await failure(db.connect())
+      assert.equal(e.code, 'CONNECTION_REFUSED')
+      assert.match(e.message, /: (unknown host "no-such-host\.invalid"; check the host name|the host name "no-such-host\.invalid" could not be resolved .*; check the host name and your network)$/)
+      assert.doesNotMatch(e.message, /is the server running/)
+      assertNoSecretIn(e, role.password)
+    } finally {
+      await db.close()
+    }
+  })
+
   it('reports a missing database as DATABASE_NOT_FOUND', async () => {
     const db = new Database({ connectionString: `postgres://${role.name}:${encodeURIComponent(role.password)}@${host}:${port}/no_such_db_here`, env: cleanEnv() })
     try {
