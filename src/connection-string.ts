@@ -206,7 +206,7 @@ export function parseConnectionString(uri: string): ParsedConnectionString {
   const extra = parsed as Record<string, unknown>
   for (const key of Object.keys(extra)) {
     if (!URI_PARAMS.has(key)) {
-      throw bad(uri, `unsupported parameter "${key}"; known: ${[...URI_PARAMS].filter((k) => !PG_CONNECTION_STRING_KEYS.has(k)).join(', ')} (server settings go in options=-c%20name%3Dvalue or a pq:// IRI)`)
+      throw bad(uri, `unsupported parameter ${showValue(key)}; known: ${[...URI_PARAMS].filter((k) => !PG_CONNECTION_STRING_KEYS.has(k)).join(', ')} (server settings go in options=-c%20name%3Dvalue or a pq:// IRI)`)
     }
   }
   const settings: ConnectionSettings = {}

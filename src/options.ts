@@ -261,7 +261,7 @@ export function resolveOptions(options: DatabaseOptions = {}): ResolvedOptions {
   for (const key of Object.keys(options)) {
     if (!KNOWN.has(key)) {
       const guess = nearest(key)
-      throw new PgcrewError('UNKNOWN_OPTION', `unknown option "${key}"${guess ? ` (did you mean "${guess}"?)` : ''}; see the Options table in the README`)
+      throw new PgcrewError('UNKNOWN_OPTION', `unknown option ${showValue(key)}${guess ? ` (did you mean "${guess}"?)` : ''}; see the Options table in the README`)
     }
   }
   const o = options

@@ -308,7 +308,7 @@ export function chooseProfile(set: ProfileSet, name?: string, env: NodeJS.Proces
     try {
       re = new RegExp(`^(?:${profile.domain})$`)
     } catch (error) {
-      throw new PgcrewError('PROFILE_FILE_INVALID', `profile "${profile.name}": domain "${profile.domain}" is not a valid regular expression`, { cause: error })
+      throw new PgcrewError('PROFILE_FILE_INVALID', `profile ${showValue(profile.name)}: domain ${showValue(profile.domain)} is not a valid regular expression`, { cause: error })
     }
     if (re.test(fqdn)) return { profile, reason: `domain /${profile.domain}/ matches this host ${fqdn}` }
   }
