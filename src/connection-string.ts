@@ -52,7 +52,7 @@ function passwordMayBeSplit(uri: string): boolean {
 /**
  * Check a port from the authority or the query as libpq does (decimal digits, 1-65535): `:0` and
  * `:99999` are refused here rather than reaching the network or Node's "Invalid URL". The value is
- * not echoed when the string has userinfo: it may be a piece of a password holding an unencoded `/`.
+ * not echoed when it may be a piece of a password holding an unencoded `/` (see passwordMayBeSplit).
  */
 function readPort(uri: string, text: string, where: string): number {
   const { value, problem } = parseIntegerSetting('port', text)
