@@ -4,7 +4,7 @@ import { DEFAULT_SOCKET_DIR } from './pgpass.ts'
 import type { Profile } from './profiles.ts'
 import { closest } from './closest.ts'
 import { PgcrewError } from './errors.ts'
-import { SSLMODES } from './options.ts'
+import { parseIntegerSetting, showValue, SSLMODES } from './options.ts'
 
 /** Where and as whom to connect. Never holds a password. */
 export interface ConnectionParams {
@@ -48,18 +48,29 @@ function fromProfile(p: Profile | undefined): ConnectionSettings {
   }
 }
 
+/** The PG* variables holding numbers; read only when no earlier layer sets the value, as libpq does. */
+const ENV_INTEGERS = { port: ['PGPORT', 'port'], connectTimeoutSeconds: ['PGCONNECT_TIMEOUT', 'connect_timeout'] } as const
+
 function fromEnv(env: NodeJS.ProcessEnv): ConnectionSettings {
-  const num = (v: string | undefined): number | undefined => (v && /^\d+$/.test(v) ? Number(v) : undefined)
   return {
     host: env.PGHOST || undefined,
-    port: num(env.PGPORT),
     dbname: env.PGDATABASE || undefined,
     user: env.PGUSER || undefined,
     sslmode: env.PGSSLMODE || undefined,
     applicationName: env.PGAPPNAME || undefined,
-    connectTimeoutSeconds: num(env.PGCONNECT_TIMEOUT),
     options: env.PGOPTIONS || undefined,
   }
+}
+
+/** PGPORT / PGCONNECT_TIMEOUT, strictly: `PGPORT=abc` is an error naming PGPORT, never a silent 5432. */
+function envInteger(env: NodeJS.ProcessEnv, key: keyof typeof ENV_INTEGERS): number | undefined {
+  const [variable, setting] = ENV_INTEGERS[key]
+  const text = env[variable]
+  // libpq treats an empty variable as unset.
+  if (text === undefined || text === '') return undefined
+  const { value, problem } = parseIntegerSetting(setting, text)
+  if (problem !== undefined) throw new PgcrewError('INVALID_OPTION', `${variable} in the environment ${problem}; fix or unset it`, { details: { option: variable } })
+  return value
 }
 
 /**
@@ -78,17 +89,17 @@ export function resolveConnectionParams(explicit: ConnectionSettings, profile?: 
     // libpq refuses an unknown sslmode; read as anything else, a typo would silently pick a mode.
     const from = ['the options or connection string', `profile "${profile?.name}"`, 'PGSSLMODE'][layers.findIndex((l) => l.sslmode !== undefined)]
     const guess = closest(sslmode.toLowerCase(), [...SSLMODES])
-    throw new PgcrewError('INVALID_OPTION', `sslmode "${sslmode}" (from ${from}) is not one of ${SSLMODES.join(', ')}${guess ? ` (did you mean "${guess}"?)` : ''}`)
+    throw new PgcrewError('INVALID_OPTION', `sslmode ${showValue(sslmode)} (from ${from}) is not one of ${SSLMODES.join(', ')}${guess ? ` (did you mean "${guess}"?)` : ''}`)
   }
   const user = pick('user') ?? userInfo().username
   const params: ConnectionParams = {
     host: pick('host') ?? defaultHost(),
-    port: pick('port') ?? 5432,
+    port: pick('port') ?? envInteger(env, 'port') ?? 5432,
     user,
     dbname: pick('dbname') ?? user,
     sslmode,
     applicationName: pick('applicationName'),
-    connectTimeoutSeconds: pick('connectTimeoutSeconds'),
+    connectTimeoutSeconds: pick('connectTimeoutSeconds') ?? envInteger(env, 'connectTimeoutSeconds'),
     options: pick('options'),
     searchPath: pick('searchPath'),
     statementTimeoutMillis: pick('statementTimeoutMillis'),

@@ -17,7 +17,7 @@ import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from './datab
 import { PgcrewError } from './errors.ts'
 import { createExecutor, type Executor, type Lease } from './executor.ts'
 import { loadHookModule, type HookRef } from './hooks.ts'
-import { DBVERSION_PATTERN, describeValue, resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
+import { DBVERSION_PATTERN, describeValue, resolveOptions, showValue, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
 import type { ClientSpec, OnConnectHook } from './pg-client.ts'
 import { chooseProfile, loadProfiles, type Profile, type ProfileSet } from './profiles.ts'
 import { trackInRealm, untrackInRealm } from './realm.ts'
@@ -172,8 +172,8 @@ export class Database implements AsyncDisposable {
     const env = this.#opts.env
     // Rebuilt from a snapshot: use exactly the master's profile (or none), never choose anew.
     if (this.#pendingSettings) return this.#opts.profile ? chooseProfile(this.#profileSet(), this.#opts.profile, env).profile : undefined
-    const named = this.#opts.profile ?? env.PGCREW_PROFILE
-    if (named) return chooseProfile(this.#profileSet(), named, env).profile
+    // chooseProfile reads PGCREW_PROFILE itself, so its errors can say where the name came from.
+    if (this.#opts.profile ?? env.PGCREW_PROFILE) return chooseProfile(this.#profileSet(), this.#opts.profile, env).profile
     if (this.#opts.connectionString || this.#opts.host) return undefined
     const set = this.#profileSet()
     if (set.profiles.length === 0) return undefined
@@ -377,7 +377,7 @@ export class Database implements AsyncDisposable {
       const t = this.#orInitial(current)
       const name = admin ?? this.#opts.admin ?? t.profile?.admin
       if (!name) {
-        throw new PgcrewError('ADMIN_NOT_CONFIGURED', `no admin role configured${t.profile ? ` for profile "${t.profile.name}"` : ''}; add "admin = ROLE" to the profile or pass becomeAdmin('role')`)
+        throw new PgcrewError('ADMIN_NOT_CONFIGURED', `no admin role configured${t.profile ? ` for profile "${t.profile.name}"` : ''}; add "admin = ROLE" to the profile, or name the role: becomeAdmin('ROLE')`)
       }
       return { ...t, role: { kind: 'admin', name } }
     })
@@ -394,7 +394,7 @@ export class Database implements AsyncDisposable {
 
   /** Connect to `<base dbname>_<v>`; without `v`, back to the base database. */
   async changeVersion(v?: string): Promise<void> {
-    if (v !== undefined && !DBVERSION_PATTERN.test(v)) throw new PgcrewError('INVALID_OPTION', `dbversion "${v}" may hold only letters, digits, _ . and -`)
+    if (v !== undefined && !DBVERSION_PATTERN.test(v)) throw new PgcrewError('INVALID_OPTION', `dbversion ${showValue(v)} may hold only letters, digits, _ . and -`)
     await this.#switchTo((t) => ({ ...this.#orInitial(t), dbversion: v }))
   }
 

@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path'
 import ini from 'ini'
 import { closest } from './closest.ts'
 import { PgcrewError } from './errors.ts'
+import { INTEGER_SETTINGS, parseIntegerSetting, showValue } from './options.ts'
 
 /** One named connection profile, merged from the profile files. */
 export interface Profile {
@@ -34,9 +35,9 @@ export interface Profile {
 }
 
 /** The keys a profile may hold, and how each is read. */
-const KEYS: Record<string, 'string' | 'port' | 'int' | 'bool' | 'pooling'> = {
+const KEYS: Record<string, 'string' | 'int' | 'bool' | 'pooling'> = {
   host: 'string',
-  port: 'port',
+  port: 'int',
   dbname: 'string',
   user: 'string',
   admin: 'string',
@@ -50,6 +51,36 @@ const KEYS: Record<string, 'string' | 'port' | 'int' | 'bool' | 'pooling'> = {
   options: 'string',
   search_path: 'string',
   statement_timeout: 'int',
+}
+
+/**
+ * Keys people write out of libpq, psql or driver habit, and the profile key they mean: a closer
+ * guess than edit distance gives (`database` is nearer to nothing, `hostaddr` to nothing useful).
+ */
+const HABITS: Record<string, string> = {
+  database: 'dbname',
+  db: 'dbname',
+  username: 'user',
+  role: 'user',
+  hostname: 'host',
+  hostaddr: 'host',
+  server: 'host',
+  passwd: 'password',
+  pass: 'password',
+  schema: 'search_path',
+  searchpath: 'search_path',
+  timeout: 'connect_timeout',
+  appname: 'application_name',
+  application: 'application_name',
+  pool: 'pooling',
+  read_only: 'readonly',
+}
+
+/** The known key a mistyped one most likely means, for "did you mean". */
+function suggestKey(key: string): string | undefined {
+  const lower = key.toLowerCase()
+  if (KEYS[lower]) return lower
+  return HABITS[lower] ?? closest(lower, Object.keys(KEYS))
 }
 
 /** Profiles in choice order (user file's sections first), with where they came from. */
@@ -76,14 +107,24 @@ export function expandVariables(value: string, env: NodeJS.ProcessEnv, where: st
   })
 }
 
+/** The line each section and each key of one file starts on: `lines.get(section)?.get(key)`. */
+type LineIndex = Map<string, { line: number; keys: Map<string, number> }>
+
 /**
  * Reject what the ini package would silently misread: dotted sections, keys outside sections, junk
- * lines. Returns the text to hand to ini, with comments after a `[section]` header removed: ini 6
- * does not see `[local] ; note` as a header at all and would pour the keys under it into the
- * previous profile.
+ * lines, and a section or a key given twice in one file (ini merges those, later wins, so a stale
+ * `port` left above a new one would quietly lose). ini keeps no line numbers, so this scan records
+ * where each section and key is for the errors; it checks the line shapes, and leaves the reading
+ * of values (quotes, inline comments) to ini.
+ *
+ * Returns the text to hand to ini, with comments after a `[section]` header removed: ini 6 does not
+ * see `[local] ; note` as a header at all and would pour the keys under it into the previous profile.
  */
-function validateLines(text: string, file: string): string {
-  let section: string | undefined
+function scanLines(text: string, file: string): { text: string; index: LineIndex } {
+  if (text.includes('\0')) throw new PgcrewError('PROFILE_FILE_INVALID', `${file} is not a text file (it holds NUL bytes); a profile file is INI text: [name] lines and key = value lines`)
+  const index: LineIndex = new Map()
+  let section: { line: number; keys: Map<string, number> } | undefined
+  let sectionName = ''
   const lines = text.split(/\r?\n/)
   lines.forEach((raw, i) => {
     const line = raw.trim()
@@ -91,52 +132,58 @@ function validateLines(text: string, file: string): string {
     if (line === '' || line.startsWith(';') || line.startsWith('#')) return
     const header = /^\[([^\]]*)\]\s*([;#].*)?$/.exec(line)
     if (header) {
-      section = header[1]!.trim()
-      if (section.includes('.')) {
-        throw new PgcrewError('PROFILE_DOTTED_NAME', `${where}: profile name "${section}" contains a dot, which the INI format reads as nesting; rename it (for example "${section.replaceAll('.', '-')}")`)
+      sectionName = header[1]!.trim()
+      if (sectionName.includes('.')) {
+        throw new PgcrewError('PROFILE_DOTTED_NAME', `${where}: profile name ${showValue(sectionName)} contains a dot, which the INI format reads as nesting; rename it (for example ${showValue(sectionName.replaceAll('.', '-'))})`)
       }
-      if (section === '') throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: empty section name "[]"`)
-      lines[i] = `[${section}]`
+      if (sectionName === '') throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: empty section name "[]"`)
+      const first = index.get(sectionName)
+      if (first) throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: profile ${showValue(sectionName)} appears twice in ${file} (lines ${first.line} and ${i + 1}); merge the two sections into one`)
+      section = { line: i + 1, keys: new Map() }
+      index.set(sectionName, section)
+      lines[i] = `[${sectionName}]`
       return
     }
-    if (line.startsWith('[')) throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: malformed section header "${line}"; write [name]`)
+    if (line.startsWith('[')) throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: malformed section header ${showValue(line)}; write [name]`)
     if (!/^[A-Za-z_][\w-]*\s*=/.test(line)) {
       // Show only the first word: a mistyped line may be "password: secret".
-      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: expected "key = value" or "[profile]", found a line starting "${line.split(/[\s:=]/)[0]!.slice(0, 40)}"`)
+      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: expected "key = value" or "[profile]", found a line starting ${showValue(line.split(/[\s:=]/)[0]!.slice(0, 40))}`)
     }
+    const key = line.split('=')[0]!.trim()
     if (section === undefined) {
-      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: "${line.split('=')[0]!.trim()}" appears before any [profile] section; put it under one`)
+      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: ${showValue(key)} appears before any [profile] section; put it under one`)
     }
+    const firstKey = section.keys.get(key)
+    if (firstKey !== undefined) throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: profile ${showValue(sectionName)} sets ${showValue(key)} twice (lines ${firstKey} and ${i + 1}); keep one`)
+    section.keys.set(key, i + 1)
   })
-  return lines.join('\n')
+  return { text: lines.join('\n'), index }
 }
 
-function convert(key: string, value: unknown, where: string): unknown {
+function convert(key: string, value: unknown, where: string, section: string): unknown {
   const kind = KEYS[key]
   if (!kind) {
-    throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: unknown key "${key}"; known keys: ${Object.keys(KEYS).join(', ')}`)
+    const guess = suggestKey(key)
+    throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: unknown key ${showValue(key)} in profile ${showValue(section)}${guess ? ` (did you mean "${guess}"?)` : ''}; known keys: ${Object.keys(KEYS).join(', ')}`)
   }
   const text = typeof value === 'string' ? value.trim() : String(value)
   switch (kind) {
     case 'string':
       return text
-    case 'port':
     case 'int': {
-      const n = Number(text)
-      if (!Number.isInteger(n) || n < 0 || (kind === 'port' && (n < 1 || n > 65535))) {
-        throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: ${key} must be ${kind === 'port' ? 'a port number (1-65535)' : 'a whole number'}, not "${text}"`)
-      }
+      const { value: n, problem } = parseIntegerSetting(key as keyof typeof INTEGER_SETTINGS, text)
+      if (problem !== undefined) throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: ${key} in profile ${showValue(section)} ${problem}`)
       return n
     }
     case 'bool': {
       const t = text.toLowerCase()
       if (['true', 'yes', 'on', '1'].includes(t)) return true
       if (['false', 'no', 'off', '0'].includes(t)) return false
-      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: ${key} must be true or false, not "${text}"`)
+      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: ${key} in profile ${showValue(section)} must be true or false, not ${showValue(text)}`)
     }
     case 'pooling':
       if (text === 'pooled' || text === 'per-transaction') return text
-      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: pooling must be "pooled" or "per-transaction", not "${text}"`)
+      throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: pooling in profile ${showValue(section)} must be "pooled" or "per-transaction", not ${showValue(text)}`)
   }
 }
 
@@ -147,20 +194,23 @@ function readProfileFile(file: string, env: NodeJS.ProcessEnv): Map<string, Reco
   } catch (error) {
     throw new PgcrewError('PROFILE_FILE_INVALID', `cannot read profile file ${file}: ${(error as NodeJS.ErrnoException).code ?? error}`, { cause: error })
   }
-  const parsed = ini.parse(validateLines(text, file)) as Record<string, Record<string, unknown>>
+  const scanned = scanLines(text, file)
+  const parsed = ini.parse(scanned.text) as Record<string, Record<string, unknown>>
   const secure = (statSync(file).mode & 0o077) === 0
   const out = new Map<string, Record<string, unknown>>()
   for (const [name, body] of Object.entries(parsed)) {
     const values: Record<string, unknown> = {}
+    const lines = scanned.index.get(name)
     for (const [key, raw] of Object.entries(body)) {
-      const where = `${file} [${name}] ${key}`
+      const line = lines?.keys.get(key) ?? lines?.line
+      const where = `${file}${line === undefined ? '' : `:${line}`}`
       if (key === 'password' && !secure) {
         throw new PgcrewError(
           'PROFILE_PASSWORD_INSECURE',
           `${file} holds a password for profile "${name}" but can be read by others (mode ${(statSync(file).mode & 0o777).toString(8)}); run chmod 600 ${file}, or move the password to ~/.pgpass`,
         )
       }
-      values[key] = convert(key, typeof raw === 'string' ? expandVariables(raw, env, where) : raw, where)
+      values[key] = convert(key, typeof raw === 'string' ? expandVariables(raw, env, `${where}: [${name}] ${key}`) : raw, where, name)
     }
     out.set(name, values)
   }
@@ -245,7 +295,7 @@ export function chooseProfile(set: ProfileSet, name?: string, env: NodeJS.Proces
       const from = name ? '' : ' (from PGCREW_PROFILE)'
       throw new PgcrewError(
         'PROFILE_NOT_FOUND',
-        `no profile named "${wanted}"${from}${guess ? ` (did you mean "${guess}"?)` : ''} — known: ${known} (files: ${set.files.join(', ') || 'none found'})`,
+        `no profile named ${showValue(wanted)}${from}${guess ? ` (did you mean "${guess}"?)` : ''} — known: ${known} (files: ${set.files.join(', ') || 'none found'})`,
         { details: { profile: wanted } },
       )
     }
@@ -258,7 +308,7 @@ export function chooseProfile(set: ProfileSet, name?: string, env: NodeJS.Proces
     try {
       re = new RegExp(`^(?:${profile.domain})$`)
     } catch (error) {
-      throw new PgcrewError('PROFILE_FILE_INVALID', `profile "${profile.name}": domain "${profile.domain}" is not a valid regular expression`, { cause: error })
+      throw new PgcrewError('PROFILE_FILE_INVALID', `profile ${showValue(profile.name)}: domain ${showValue(profile.domain)} is not a valid regular expression`, { cause: error })
     }
     if (re.test(fqdn)) return { profile, reason: `domain /${profile.domain}/ matches this host ${fqdn}` }
   }

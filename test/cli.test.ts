@@ -110,6 +110,35 @@ describe('usage: --help, unknown commands and flags', () => {
     }
   })
 
+  test('regression: a flag whose value was forgotten says it needs a value, not "negative numbers are not allowed"', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['check', '--profile', '--json'], /^pgcrew check: option --profile needs a value, but the next word --json is an option; write --profile VALUE$/m],
+      [['check', '--as', '-h'], /^pgcrew check: option --as needs a value, but the next word -h is an option/m],
+      [['check', '--profile', '--jsno'], /^pgcrew check: option --profile needs a value, but the next word --jsno looks like an option/m],
+      [['check', '--profile', '-odd'], /^pgcrew check: option --profile needs a value, but the next word -odd starts with "-"; if that is the value, write --profile=-odd$/m],
+    ]
+    for (const [argv, message] of cases) {
+      const r = await pgcrew(argv)
+      assert.equal(r.code, 2, argv.join(' '))
+      assert.match(r.stderr, message)
+      assert.doesNotMatch(r.stderr, /negative numbers/)
+    }
+    assert.equal(JSON.parse((await pgcrew(['check', '--profile', '--json'])).stdout).error.code, 'USAGE')
+  })
+
+  test('regression: a 100,000-character or control-character argument is not echoed back whole', async () => {
+    const long = 'x'.repeat(100_000)
+    for (const argv of [[long], ['check', `--${long}`], ['check', long], ['check', '--dbversion', `v;${long}`], ['profiles', 'lst\u001b[2J' + long]]) {
+      const r = await pgcrew(argv)
+      assert.equal(r.code, 2)
+      assert.ok(r.stderr.length < 400, `${r.stderr.length} characters on stderr: ${r.stderr.slice(0, 200)}`)
+      assert.match(r.stderr, /x…/)
+      assert.doesNotMatch(r.stderr, /\u001b/)
+    }
+    const r = await pgcrew(['check', 'a\u001b]0;pwned\u0007b'])
+    assert.match(r.stderr, /unexpected argument "a\\u001b\]0;pwned\\u0007b"/)
+  })
+
   test('with --json a usage error is also a JSON error document on stdout', async () => {
     const r = await pgcrew(['check', '--json', '--nope'])
     assert.equal(r.code, 2)
@@ -386,6 +415,48 @@ describe('pgcrew check', () => {
     assert.equal(r.code, 1)
     assert.equal(JSON.parse(r.stdout).error.code, 'ADMIN_NOT_CONFIGURED')
     assert.match(r.stderr, /^pgcrew: no admin role configured/)
+  })
+
+  test('regression: the CLI says --as ROLE and --as admin where the library says becomeAdmin(\'ROLE\') and db.becomeAdmin()', async () => {
+    const r = await pgcrew(['check', '--url', urlFor(dbname, reader), '--as', 'admin'])
+    assert.equal(r.code, 1)
+    assert.equal(r.stderr, 'pgcrew: no admin role configured; add "admin = ROLE" to the profile, or name the role: --as ROLE\n')
+    // initdb as the read-only user is refused by migrate, whose message names db.becomeAdmin().
+    const scripts = join(dir, 'initdb-read-only')
+    mkdirSync(scripts, { recursive: true })
+    writeFileSync(join(scripts, 'create_ro.sql'), 'CREATE TABLE ro_t (id int);\n')
+    const ro = await pgcrew(['initdb', '--scripts', scripts, '--app', 'ro', '--target', '1', '--as', 'user', '--yes'], profileEnv())
+    assert.equal(ro.code, 1)
+    assert.match(ro.stderr, /^pgcrew: connected read-only as .*; migrating changes the schema, so connect as the profile's admin \(--as admin\)$/m)
+  })
+
+  test('regression: PGCREW_PROFILE=nosuch says the name came from PGCREW_PROFILE', async () => {
+    const r = await pgcrew(['check'], { ...profileEnv(), PGCREW_PROFILE: 'clustr' })
+    assert.equal(r.code, 1)
+    assert.match(r.stderr, /^pgcrew: no profile named "clustr" \(from PGCREW_PROFILE\) \(did you mean "cluster"\?\)/)
+    const named = await pgcrew(['check', '--profile', 'clustr'], profileEnv())
+    assert.match(named.stderr, /^pgcrew: no profile named "clustr" \(did you mean "cluster"\?\)/)
+  })
+
+  test('regression: a port out of range, a bad PGPORT and a bad profile port are explained, naming where each came from', async () => {
+    const cases: Array<[string[], NodeJS.ProcessEnv, number, RegExp]> = [
+      [['check', '--url', 'postgres://u@127.0.0.1:99999/db'], cleanEnv(), 2, /^pgcrew check: invalid connection string postgres:\/\/u@127\.0\.0\.1:99999\/db: the port must be from 1 to 65535, not "99999"$/m],
+      [['check', '--url', 'pq://u@127.0.0.1:0/db'], cleanEnv(), 2, /the port must be from 1 to 65535, not "0"$/m],
+      [['check', '--url', 'postgres://u:%ZZpw@127.0.0.1/db'], cleanEnv(), 2, /malformed percent-encoding/],
+      [['check'], cleanEnv({ PGHOST: '127.0.0.1', PGPORT: 'abc' }), 1, /^pgcrew: PGPORT in the environment must be a whole number \(decimal digits only\), not "abc"; fix or unset it$/m],
+    ]
+    for (const [argv, env, code, message] of cases) {
+      const r = await pgcrew(argv, env)
+      assert.equal(r.code, code, argv.join(' '))
+      assert.match(r.stderr, message)
+      assert.doesNotMatch(r.stderr, /ZZpw/)
+      noStack(r.stderr)
+    }
+    const bad = join(dir, 'bad-port.ini')
+    writeFileSync(bad, '[p]\nhost = 127.0.0.1\nport = 0x1538\n')
+    const r = await pgcrew(['check', '--profile', 'p'], cleanEnv({ PGCREW_PROFILES: bad }))
+    assert.equal(r.code, 1)
+    assert.equal(r.stderr, `pgcrew: ${bad}:3: port in profile "p" must be a whole number (decimal digits only), not "0x1538"\n`)
   })
 })
 

@@ -4,7 +4,7 @@ import { describe, it, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer } from 'node:net'
 import { inspect } from 'node:util'
-import { maskConnectionString, parseConnectionString } from '../src/connection-string.ts'
+import { maskConnectionString, maskSecretsInText, parseConnectionString } from '../src/connection-string.ts'
 import { Database } from '../src/database.ts'
 import { PgcrewError } from '../src/errors.ts'
 import { admin, cleanEnv, freshDatabase, freshRole, scratchDir, server, writePgpass } from './helpers.ts'
@@ -80,9 +80,9 @@ describe('parsing pq:// IRIs', () => {
 describe('bad connection strings', () => {
   it('name the problem and mask the password', () => {
     assert.match(invalid('mysql://me:Zq9secret@h/db', 'Zq9secret').message, /must start with postgres:\/\/, postgresql:\/\/ or pq:\/\//)
-    assert.match(invalid('pq://h:abc/db').message, /port "abc" is not a number/)
+    assert.match(invalid('pq://h:abc/db').message, /the port must be a whole number \(decimal digits only\), not "abc"/)
     assert.match(invalid('pq://h/db?[bogus]=1').message, /unknown driver parameter \[bogus\]/)
-    assert.match(invalid('pq://h/db?[port]=x').message, /\[port\] must be a whole number/)
+    assert.match(invalid('pq://h/db?[port]=x').message, /the \[port\] parameter must be a whole number/)
     assert.match(invalid('pq://me:Zq9%zz@h/db', 'Zq9').message, /malformed percent-encoding/)
     assert.match(invalid('postgres://me:Zq9secret@h:notaport/db', 'Zq9secret').message, /invalid connection string postgres:\/\/me:\*\*\*@/)
   })
@@ -97,6 +97,70 @@ describe('bad connection strings', () => {
     assert.equal(maskConnectionString('postgres://u:p@ss/w@host/db'), 'postgres://u:***@host/db')
     assert.equal(maskConnectionString('pq://u:pw@host/db#s'), 'pq://u:***@host/db#s')
     assert.equal(maskConnectionString('postgres://host:5432/db'), 'postgres://host:5432/db')
+  })
+
+  it('regression: refuse a port out of range (:0 and :99999 reached the network, or Node\'s "Invalid URL")', () => {
+    // psql: invalid port number: "0"; invalid integer value "0x10" for connection option "port".
+    const cases: Array<[string, RegExp]> = [
+      ['postgres://h:0/db', /: the port must be from 1 to 65535, not "0"$/],
+      ['postgres://me@h:99999/db', /: the port must be from 1 to 65535, not "99999"$/],
+      ['postgres://h:0x10/db', /: the port must be a whole number \(decimal digits only\), not "0x10"$/],
+      ['postgres://h/db?port=65536', /: the port must be from 1 to 65535, not "65536"$/],
+      ['postgres://h/db?connect_timeout=5e3', /: connect_timeout must be a whole number \(decimal digits only\), not "5e3"$/],
+      ['pq://h:0/db', /: the port must be from 1 to 65535, not "0"$/],
+      ['pq://me@h:99999/db', /: the port must be from 1 to 65535, not "99999"$/],
+      ['pq://h/db?[port]=0', /: the \[port\] parameter must be from 1 to 65535, not "0"$/],
+      ['pq://h/db?[statement_timeout]=1e3', /: \[statement_timeout\] must be a whole number/],
+      ['pq://[unix::tmp:.s.PGSQL.70000]/db', /: the socket file's port must be from 1 to 65535, not "70000"$/],
+    ]
+    for (const [uri, message] of cases) assert.match(invalid(uri).message, message, uri)
+    // A password cut short by an unencoded '/' leaves a "port" that is a piece of it: never shown.
+    assert.doesNotMatch(invalid('postgres://me:99123/x@h/db', '99123').message, /99123/)
+    // What libpq accepts stays accepted: surrounding spaces (strtol) and an empty port (the default).
+    assert.equal(parseConnectionString('postgres://h/db?port=%205433').settings.port, 5433)
+    assert.equal(parseConnectionString('postgres://h:/db').settings.port, undefined)
+  })
+
+  it('regression: refuse bad percent-encoding in a postgres:// URL as in a pq:// IRI, never taking it as the password', () => {
+    // psql: invalid percent-encoded token: "%ZZpw" — pgcrew does not echo the token, which is often the password.
+    for (const uri of ['postgres://me:%ZZpw-Zq9@h/db', 'postgresql://me:Zq9pw%@h/db', 'pq://me:%ZZpw-Zq9@h/db']) {
+      assert.match(invalid(uri, 'ZZpw', 'Zq9').message, /malformed percent-encoding: a % must be followed by two hex digits/, uri)
+    }
+    assert.match(invalid('postgres://me:Zq9%00pw@h/db', 'Zq9').message, /%00/)
+    assert.match(invalid('pq://me:Zq9%FFpw@h/db', 'Zq9').message, /not UTF-8/)
+  })
+
+  it('regression: refuse an unterminated [bracket] in an IRI (it became a server setting named "[port")', () => {
+    assert.match(invalid('pq://h/db?[port=5433').message, /parameter "\[port" has an unmatched bracket; driver parameters are written \[name\]=value/)
+    assert.match(invalid('pq://h/db?work_mem]=64MB').message, /unmatched bracket/)
+    assert.match(invalid('pq://[::1/db').message, /opens a \[ that is never closed/)
+    assert.match(invalid('pq://h/db?=64MB').message, /has no name/)
+  })
+
+  it('regression: pq://h/db/extra is database "db", as in py-postgresql\'s IRI tests (it was "db/extra")', () => {
+    assert.deepEqual(parseConnectionString('pq://me@h/db/extra/more').settings, { user: 'me', host: 'h', dbname: 'db' })
+    // The path is split before decoding: an encoded slash stays inside the name.
+    assert.equal(parseConnectionString('pq://h/my%2Fdb/extra').settings.dbname, 'my/db')
+    assert.equal(parseConnectionString('pq://h//extra').settings.dbname, undefined)
+  })
+
+  it('regression: masking keeps the scheme and a user without a password (pq://alice@h printed as pq:***@h)', () => {
+    const kept = ['pq://alice@h:5432/db', 'postgres://alice@h:5432/db', 'postgresql://h:5432/db', 'host=h user=alice dbname=db']
+    for (const uri of kept) assert.equal(maskConnectionString(uri), uri)
+    const masked: Array<[string, string]> = [
+      ['pq://alice:Zq9secret@h/db', 'pq://alice:***@h/db'],
+      ['postgres://alice:Zq9secret@h:5432/db?sslmode=require', 'postgres://alice:***@h:5432/db?sslmode=require'],
+      ['postgresql://:Zq9secret@h/db', 'postgresql://:***@h/db'],
+      ['postgres://alice:Zq9@se/cret@h/db', 'postgres://alice:***@h/db'],
+      ['postgres://alice@h/db?password=Zq9secret&sslmode=require', 'postgres://alice@h/db?password=***&sslmode=require'],
+      ['host=h user=alice password=Zq9secret dbname=db', 'host=h user=alice password=*** dbname=db'],
+      ["host=h password='Zq9 se cret' user=alice", 'host=h password=*** user=alice'],
+      ['host=h password = Zq9secret', 'host=h password = ***'],
+    ]
+    for (const [uri, shown] of masked) {
+      assert.equal(maskConnectionString(uri), shown)
+      assert.ok(!maskSecretsInText(`failed: ${uri} (retry)`).includes('Zq9'), maskSecretsInText(uri))
+    }
   })
 })
 
@@ -194,6 +258,20 @@ describe('connection strings and failures on a real server', () => {
     }
   })
 
+  it('regression: an unknown host says to check the host name, not "is the server running"', async () => {
+    // .invalid never resolves (RFC 2606); a resolver that does not answer gives EAI_AGAIN, worded alike.
+    const db = new Database({ connectionString: `pq://${role.name}:${encodeURIComponent(role.password)}@no-such-host.invalid:${port}/${dbname}`, env: cleanEnv() })
+    try {
+      const e = await failure(db.connect())
+      assert.equal(e.code, 'CONNECTION_REFUSED')
+      assert.match(e.message, /: (unknown host "no-such-host\.invalid"; check the host name|the host name "no-such-host\.invalid" could not be resolved .*; check the host name and your network)$/)
+      assert.doesNotMatch(e.message, /is the server running/)
+      assertNoSecretIn(e, role.password)
+    } finally {
+      await db.close()
+    }
+  })
+
   it('reports a missing database as DATABASE_NOT_FOUND', async () => {
     const db = new Database({ connectionString: `postgres://${role.name}:${encodeURIComponent(role.password)}@${host}:${port}/no_such_db_here`, env: cleanEnv() })
     try {
@@ -217,6 +295,24 @@ describe('connection strings and failures on a real server', () => {
       assertNoSecretIn(e, wrong, role.password)
       assertNoPassword(db, wrong)
       assert.equal(await db.connect({ silentOnFail: true }), false)
+    } finally {
+      await db.close()
+    }
+  })
+
+  it('regression: a postgres:// URL with bad percent-encoding is refused, not used to log in with the undecoded text', async () => {
+    // The role's password is literally "%ZZ…": before, pg-connection-string re-encoded the stray %
+    // and this connected, where psql refuses the string.
+    const literal = '%ZZ' + role.password
+    const odd = await freshRole('pct')
+    await admin(`ALTER ROLE "${odd.name}" PASSWORD '${literal}'`)
+    const db = new Database({ connectionString: `postgres://${odd.name}:${literal}@${host}:${port}/${dbname}`, env: cleanEnv(), pgpassFile: writePgpass(scratchDir(), []) })
+    try {
+      const e = await failure(db.connect())
+      assert.equal(e.code, 'INVALID_CONNECTION_STRING')
+      assert.match(e.message, /malformed percent-encoding/)
+      assertNoSecretIn(e, literal, role.password)
+      assert.equal(db.connected, false)
     } finally {
       await db.close()
     }

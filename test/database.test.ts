@@ -69,6 +69,22 @@ describe('become / becomeAdmin / becomeUser', () => {
     assert.equal((await db.query('SELECT current_user AS u')).rows[0].u, reader.name)
   })
 
+  test('regression: a 100,000-character role name is not echoed back whole, nor its control characters', async () => {
+    await using db = open()
+    await db.connect()
+    // The server drops a 100,000-character startup packet (ECONNRESET); 5,000 characters reach the
+    // role check (which says "no such role" or, under password auth, "authentication failed").
+    for (const length of [5_000, 100_000]) {
+      await assert.rejects(db.become('\u001b[2J' + 'r'.repeat(length)), (e: Error & { code?: string }) => {
+        assert.ok(e.message.length < 500, `${e.message.length} characters`)
+        assert.match(e.message, length === 100_000 ? /^cannot connect to \\u001b\[2Jr+…@/ : /role "\\u001b\[2Jr+…" (does not exist )?at \\u001b\[2Jr+…@/)
+        assert.doesNotMatch(e.message, /\u001b/)
+        return true
+      })
+    }
+    await assert.rejects(db.changeVersion('v;' + 'x'.repeat(100_000)), { code: 'INVALID_OPTION', message: /^dbversion "v;x+…" may hold only/ })
+  })
+
   test('a failed switch keeps the old connection usable and says why', async () => {
     await using db = open()
     await db.connect()

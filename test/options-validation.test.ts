@@ -80,7 +80,7 @@ describe('option values are checked at construction (no server needed)', () => {
   })
 
   test('a long string value is shortened in the message', () => {
-    const e = refused({ sslmode: 'x'.repeat(500) }, /not the string "x{60}…"/)
+    const e = refused({ sslmode: 'x'.repeat(500) }, /not the string "x{80}…"/)
     assert.ok(e.message.length < 250)
   })
 
@@ -206,4 +206,34 @@ test('an unknown sslmode from a connection string, a profile or PGSSLMODE is ref
     await assert.rejects(db.connect(), { code: 'INVALID_OPTION', message })
     await db.close()
   }
+})
+
+test('regression: PGPORT and PGCONNECT_TIMEOUT are read as psql reads them; PGPORT=abc is an error naming PGPORT, not a silent 5432', async () => {
+  const { host, port, user } = server()
+  const dbname = (await freshDatabase('envport')).dbname
+  const pgpassFile = writePgpass(scratchDir(), [`*:*:*:*:${server().password}`])
+  // psql: invalid integer value "abc" for connection option "port"; invalid port number: "0".
+  const refusedEnv: Array<[Record<string, string>, RegExp]> = [
+    [{ PGPORT: 'abc' }, /^PGPORT in the environment must be a whole number \(decimal digits only\), not "abc"; fix or unset it$/],
+    [{ PGPORT: '0x1538' }, /^PGPORT in the environment must be a whole number/],
+    [{ PGPORT: '5e3' }, /^PGPORT in the environment must be a whole number/],
+    [{ PGPORT: '0' }, /^PGPORT in the environment must be from 1 to 65535, not "0"/],
+    [{ PGPORT: '99999' }, /^PGPORT in the environment must be from 1 to 65535, not "99999"/],
+    [{ PGPORT: String(port), PGCONNECT_TIMEOUT: '5e3' }, /^PGCONNECT_TIMEOUT in the environment must be a whole number \(decimal digits only\), not "5e3"/],
+  ]
+  for (const [vars, message] of refusedEnv) {
+    await using db = new Database({ pgpassFile, env: cleanEnv({ PGHOST: host, PGUSER: user, PGDATABASE: dbname, ...vars }) })
+    await assert.rejects(db.connect(), { code: 'INVALID_OPTION', message })
+  }
+  // What libpq accepts still connects: spaces around the digits; and an explicit port means
+  // PGPORT is never read, as with psql -p.
+  for (const options of [{ env: cleanEnv({ PGHOST: host, PGUSER: user, PGDATABASE: dbname, PGPORT: ` ${port} `, PGCONNECT_TIMEOUT: '10 ' }) }, { port, env: cleanEnv({ PGHOST: host, PGUSER: user, PGDATABASE: dbname, PGPORT: 'abc' }) }]) {
+    await using db = new Database({ pgpassFile, ...options })
+    assert.equal((await db.query('SELECT current_database() AS db')).rows[0].db, dbname)
+  }
+})
+
+test('one place renders a user\'s value into a message: cut to 80 characters, control characters escaped', () => {
+  const e = refused({ sslmode: '\u001b[2J' + 'y'.repeat(100_000) }, /not the string "\\u001b\[2Jy{76}…"/)
+  assert.ok(e.message.length < 250 && !/[\u0000-\u001f]/.test(e.message), e.message)
 })

@@ -111,9 +111,50 @@ describe('bad profile files', () => {
   })
 
   it('refuse a bad port', () => {
-    for (const port of ['99999', 'abc', '0', '54.3']) {
-      expectError(() => loadProfiles({ files: [ini(`[a]\nport = ${port}\n`)], env: {} }), 'PROFILE_FILE_INVALID', /port must be a port number/)
+    for (const port of ['99999', '0', '65536', '-1']) {
+      expectError(() => loadProfiles({ files: [ini(`[a]\nport = ${port}\n`)], env: {} }), 'PROFILE_FILE_INVALID', /:2: port in profile "a" must be from 1 to 65535/)
     }
+    for (const port of ['abc', '54.3']) {
+      expectError(() => loadProfiles({ files: [ini(`[a]\nport = ${port}\n`)], env: {} }), 'PROFILE_FILE_INVALID', /:2: port in profile "a" must be a whole number \(decimal digits only\)/)
+    }
+  })
+
+  it('regression: read numbers as psql does, refusing 0x1538 and 5e3 (JavaScript\'s Number() read them as 5432 and 5000)', () => {
+    // psql: invalid integer value "0x1538" for connection option "port"; the same for the timeouts.
+    for (const [key, value] of [['port', '0x1538'], ['port', '5e3'], ['port', '5432abc'], ['connect_timeout', '5e3'], ['connect_timeout', '0x10'], ['statement_timeout', '1e4'], ['statement_timeout', '0b11']]) {
+      expectError(() => loadProfiles({ files: [ini(`[a]\nhost = h\n${key} = ${value}\n`)], env: {} }), 'PROFILE_FILE_INVALID', new RegExp(`:3: ${key} in profile "a" must be a whole number \\(decimal digits only\\), not "${value}"`))
+    }
+    // What libpq's strtol accepts stays accepted: a sign, and the zero that means "no timeout".
+    const p = loadProfiles({ files: [ini('[a]\nport = +6543\nconnect_timeout = 0\nstatement_timeout = 007\n')], env: {} }).get('a')!
+    assert.deepEqual([p.port, p.connect_timeout, p.statement_timeout], [6543, 0, 7])
+  })
+
+  it('regression: refuse a profile given twice in one file, naming both lines (ini merged them, later wins)', () => {
+    const file = ini('[a]\nhost = first\n\n[b]\nhost = x\n\n[a]\nport = 5433\n')
+    expectError(() => loadProfiles({ files: [file], env: {} }), 'PROFILE_FILE_INVALID', new RegExp(`^${file}:7: profile "a" appears twice in ${file} \\(lines 1 and 7\\)`))
+    // The same profile in the project file and the user file is the documented merge, not a duplicate.
+    assert.equal(loadProfiles({ files: [ini('[a]\nhost = x\n'), ini('[a]\nport = 5433\n')], env: {} }).get('a')!.port, 5433)
+  })
+
+  it('regression: refuse a key set twice in one profile, naming both lines (a stale port above a new one won silently)', () => {
+    const file = ini('[a]\nport = 5432\nhost = x\n; moved the server\nport = 6543\n[b]\nport = 5432\n')
+    expectError(() => loadProfiles({ files: [file], env: {} }), 'PROFILE_FILE_INVALID', new RegExp(`^${file}:5: profile "a" sets "port" twice \\(lines 2 and 5\\); keep one`))
+  })
+
+  it('regression: an unknown key names its file and line, and database = … suggests dbname', () => {
+    const file = ini('[a]\nhost = x\n\ndatabase = sdss5db\n')
+    expectError(() => loadProfiles({ files: [file], env: {} }), 'PROFILE_FILE_INVALID', new RegExp(`^${file}:4: unknown key "database" in profile "a" \\(did you mean "dbname"\\?\\)`))
+    expectError(() => loadProfiles({ files: [ini('[a]\nusername = me\n')], env: {} }), 'PROFILE_FILE_INVALID', /:2: unknown key "username" .*did you mean "user"/)
+    expectError(() => loadProfiles({ files: [ini('[a]\nPort = 5432\n')], env: {} }), 'PROFILE_FILE_INVALID', /:2: unknown key "Port" .*did you mean "port"/)
+  })
+
+  it('regression: a binary file, or a line of control characters and megabytes, is not echoed back whole', () => {
+    const binary = join(dir, 'binary.ini')
+    writeFileSync(binary, Buffer.concat([Buffer.from('[a]\nhost = x\n'), Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0x02, 0x01, 0x00, 0x1b, 0x5b, 0x32, 0x4a]), Buffer.alloc(5000, 0x41)]))
+    const e1 = expectError(() => loadProfiles({ files: [binary], env: {} }), 'PROFILE_FILE_INVALID', /is not a text file/)
+    assert.ok(e1.message.length < 300 && !/[\u0000-\u001f\u007f]/.test(e1.message), e1.message)
+    const e2 = expectError(() => loadProfiles({ files: [ini('[a]\n[\u001b[2J' + 'x'.repeat(100_000) + '\n')], env: {} }), 'PROFILE_FILE_INVALID', /:2: malformed section header "\[\\u001b\[2Jx+…"/)
+    assert.ok(e2.message.length < 300 && !/[\u0000-\u001f\u007f]/.test(e2.message), e2.message)
   })
 
   it('refuse a password in a file others can read, and accept it at 0600 without showing it', () => {
@@ -306,6 +347,22 @@ describe('profiles on a real connection', () => {
       }
     } finally {
       await db.close()
+    }
+  })
+
+  it('regression: a Database whose profile name came from PGCREW_PROFILE says so when no such profile exists', async () => {
+    const db = new Database({ profilesFile: profilesFor('127.0.0.1'), env: cleanEnv({ PGCREW_PROFILE: 'clustr' }) })
+    try {
+      await assert.rejects(db.connect(), { code: 'PROFILE_NOT_FOUND', message: /^no profile named "clustr" \(from PGCREW_PROFILE\) \(did you mean "cluster"\?\)/ })
+    } finally {
+      await db.close()
+    }
+    // Named in the options, it is the caller's own word: no source to add.
+    const named = new Database({ profile: 'clustr', profilesFile: profilesFor('127.0.0.1'), env: cleanEnv({ PGCREW_PROFILE: 'utah' }) })
+    try {
+      await assert.rejects(named.connect(), { code: 'PROFILE_NOT_FOUND', message: /^no profile named "clustr" \(did you mean/ })
+    } finally {
+      await named.close()
     }
   })
 

@@ -1,5 +1,5 @@
 import { Database } from '../database.ts'
-import { DBVERSION_PATTERN } from '../options.ts'
+import { DBVERSION_PATTERN, showValue } from '../options.ts'
 import { connectAs } from './connect-as.ts'
 import { UsageError, expectPositionals, type Command } from './command.ts'
 import { keyValues, printJson, println } from './output.ts'
@@ -31,7 +31,7 @@ export const command: Command = {
     for (const [flag, v] of [['--profile', profile], ['--url', url], ['--as', as], ['--dbversion', dbversion]] as const) {
       if (v === '') throw new UsageError(`${flag} needs a non-empty value`)
     }
-    if (dbversion !== undefined && !DBVERSION_PATTERN.test(dbversion)) throw new UsageError(`--dbversion "${dbversion}" may hold only letters, digits, _ . and -`)
+    if (dbversion !== undefined && !DBVERSION_PATTERN.test(dbversion)) throw new UsageError(`--dbversion ${showValue(dbversion)} may hold only letters, digits, _ . and -`)
 
     // One connection: the role and version are chosen before connecting, not switched to after.
     await using db = new Database({ profile, connectionString: url, dbversion, env: io.env })

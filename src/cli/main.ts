@@ -5,9 +5,10 @@ import { parseArgs } from 'node:util'
 import { closest } from '../closest.ts'
 import { maskConnectionString, maskSecretsInText } from '../connection-string.ts'
 import { PgcrewError } from '../errors.ts'
+import { showText, showValue } from '../options.ts'
 import { UsageError, type CliIO, type Command, type ParseArgsOptionsConfig } from './command.ts'
 import { commands } from './commands.ts'
-import { printJson, println } from './output.ts'
+import { inCliWords, printJson, println } from './output.ts'
 
 // Every command gets these two; a command's own table may not redefine them differently.
 const COMMON: ParseArgsOptionsConfig = { help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } }
@@ -62,21 +63,42 @@ function commandHelp(command: Command): string {
 
 
 /** Turn node:util parseArgs's errors into short usage messages. */
-function usageFromParseArgs(error: unknown, options: ParseArgsOptionsConfig): UsageError {
+function usageFromParseArgs(error: unknown, options: ParseArgsOptionsConfig, args: string[]): UsageError {
   const e = error as { code?: string; message?: string }
   const message = String(e.message ?? error)
   if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
     const flag = /'([^']+)'/.exec(message)?.[1] ?? message
     const guess = flag.startsWith('--') ? closest(flag.slice(2), Object.keys(options)) : undefined
-    return new UsageError(`unknown option ${flag}${guess ? ` (did you mean --${guess}?)` : ''}`)
+    return new UsageError(`unknown option ${showText(maskConnectionString(flag))}${guess ? ` (did you mean --${guess}?)` : ''}`)
   }
   const missing = /^Option '(?:-\w, )?(--[\w-]+)[^']*' argument missing/.exec(message)
   if (missing) return new UsageError(`option ${missing[1]} needs a value`)
   const ambiguous = /^Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(message)
-  if (ambiguous) return new UsageError(`option ${ambiguous[1]} got a value starting with "-"; negative numbers are not allowed (a value that really starts with "-" is written ${ambiguous[1]}=-…)`)
+  if (ambiguous) return ambiguousValue(ambiguous[1]!, options, args)
   const noArg = /^Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(message)
   if (noArg) return new UsageError(`option ${noArg[1]} does not take a value`)
   return new UsageError(message.charAt(0).toLowerCase() + message.slice(1))
+}
+
+/**
+ * parseArgs refuses `--profile --json` as "ambiguous": the word after a flag that takes a value
+ * starts with "-". Mostly the value was forgotten and the next word is another flag; say that, and
+ * only otherwise how to pass a value that really starts with "-".
+ */
+function ambiguousValue(flag: string, options: ParseArgsOptionsConfig, args: string[]): UsageError {
+  const name = flag.slice(2)
+  const short = options[name]?.short
+  const at = args.findIndex((a, i) => (a === flag || (short !== undefined && a === `-${short}`)) && args[i + 1]?.startsWith('-'))
+  const next = at >= 0 ? args[at + 1]! : undefined
+  const known = (word: string): boolean => (word.startsWith('--') ? Object.hasOwn(options, word.slice(2).split('=')[0]!) : Object.values(options).some((o) => o.short === word.slice(1, 2)))
+  const nearly = (word: string): boolean => word.startsWith('--') && closest(word.slice(2), Object.keys(options)) !== undefined
+  if (next === undefined || known(next) || nearly(next)) {
+    const why = next === undefined ? '' : `, but the next word ${showText(next)} ${known(next) ? 'is' : 'looks like'} an option`
+    return new UsageError(`option ${flag} needs a value${why}; write ${flag} VALUE`)
+  }
+  if (/^-\d/.test(next)) return new UsageError(`option ${flag} got a value starting with "-"; negative numbers are not allowed (a value that really starts with "-" is written ${flag}=-…)`)
+  const shown = showText(maskConnectionString(next))
+  return new UsageError(`option ${flag} needs a value, but the next word ${shown} starts with "-"; if that is the value, write ${flag}=${shown}`)
 }
 
 /**
@@ -112,7 +134,7 @@ async function dispatch(argv: string[], io: CliIO, state: { command?: string; js
   const command = await loadCommand(first)
   if (!command) {
     const guess = closest(first, Object.keys(commands))
-    throw new UsageError(`unknown command "${maskConnectionString(first)}"${guess ? ` (did you mean "${guess}"?)` : ''}`)
+    throw new UsageError(`unknown command ${showValue(maskConnectionString(first))}${guess ? ` (did you mean "${guess}"?)` : ''}`)
   }
   state.command = command.name
   const options = { ...command.options, ...COMMON }
@@ -120,7 +142,7 @@ async function dispatch(argv: string[], io: CliIO, state: { command?: string; js
   try {
     parsed = parseArgs({ args: rest, options, strict: true, allowPositionals: true })
   } catch (error) {
-    throw usageFromParseArgs(error, options)
+    throw usageFromParseArgs(error, options, rest)
   }
   state.json = parsed.values.json === true
   if (parsed.values.help) {
@@ -133,7 +155,7 @@ async function dispatch(argv: string[], io: CliIO, state: { command?: string; js
 function report(error: unknown, io: CliIO, state: { command?: string; json: boolean }): number {
   const who = state.command ? `pgcrew ${state.command}` : 'pgcrew'
   // The last line of defence: whatever path built the message, no password in a URI gets printed.
-  const safe = maskSecretsInText
+  const safe = (text: string): string => inCliWords(maskSecretsInText(text))
   if (error instanceof UsageError || (error instanceof PgcrewError && USAGE_CODES.has(error.code))) {
     const message = safe(error.message)
     println(io.stderr, `${who}: ${message}`)

@@ -40,3 +40,19 @@ export function tildify(path: string, env: NodeJS.ProcessEnv): string {
 export function shellQuote(value: string): string {
   return /^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replaceAll("'", `'\\''`)}'`
 }
+
+/**
+ * The library's messages name API calls ("becomeAdmin('ROLE')"); a CLI user needs the flag that
+ * does the same. One table here, so each message is written once, where it is raised.
+ */
+const CLI_WORDS: ReadonlyArray<readonly [RegExp, string]> = [
+  [/\bbecomeAdmin\('ROLE'\)/g, '--as ROLE'],
+  [/\b(?:db\.)?becomeAdmin\(\)/g, '--as admin'],
+  [/\b(?:db\.)?becomeUser\(\)/g, '--as user'],
+  [/\braise connectionTimeoutMillis\b/g, 'raise connect_timeout (seconds) in the profile'],
+]
+
+/** A library message in the CLI's words: `--as admin` where the library says `db.becomeAdmin()`. */
+export function inCliWords(message: string): string {
+  return CLI_WORDS.reduce((text, [api, cli]) => text.replace(api, cli), message)
+}

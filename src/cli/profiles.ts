@@ -1,3 +1,5 @@
+import { maskConnectionString } from '../connection-string.ts'
+import { showValue } from '../options.ts'
 import { chooseProfile, loadProfiles, machineFqdn, profileFiles, type Profile, type ProfileSet } from '../profiles.ts'
 import { UsageError, expectPositionals, type CliIO, type Command } from './command.ts'
 import { keyValues, printJson, println, table, tildify } from './output.ts'
@@ -110,7 +112,7 @@ PGCREW_PROFILES=FILE replaces both.`,
     else if (sub === 'show') {
       if (args.length === 0) throw new UsageError('show needs a profile name: pgcrew profiles show NAME')
       expectPositionals(args, 1, 'show takes one profile name')
-    } else throw new UsageError(`unknown subcommand "${sub}"; use list, show NAME or which`)
+    } else throw new UsageError(`unknown subcommand ${showValue(maskConnectionString(sub))}; use list, show NAME or which`)
     const set = loadProfiles({ env: io.env })
     if (sub === 'show') return show(set, args[0]!, io, json)
     return sub === 'which' ? which(set, io, json) : list(set, io, json)
