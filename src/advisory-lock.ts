@@ -127,9 +127,10 @@ export class AdvisoryLock implements AsyncDisposable {
   #acquiring: Promise<boolean> | undefined
 
   async #takeOnServer(): Promise<boolean> {
-    const held = await holdConnection(this.#target)
-    const client = held.client
     const xact = this.scope === 'transaction'
+    // A session lock outlives a transaction it is taken in: it keeps that connection until release.
+    const held = await holdConnection(this.#target, { pin: !xact })
+    const client = held.client
     if (xact && client.getTransactionStatus?.() !== 'T') {
       await held.release()
       throw new PgcrewError('ADVISORY_LOCK_NEEDS_TRANSACTION', "a transaction-scoped advisory lock must be taken inside a transaction (db.transaction(tx => advisoryLock(tx, keys, { scope: 'transaction' })))")

@@ -72,6 +72,11 @@ export class Transaction {
    * refuses everything in it until ROLLBACK TO, even when the caller caught the error.
    */
   #failure: DatabaseError | undefined
+  /** Holders (session advisory locks) that keep the outermost transaction's connection out of the pool. */
+  #pins = 0
+  #pinBroken = false
+  /** Set when the transaction ended while pinned: gives the connection back once the last pin goes. */
+  #giveBackLater: ((broken: boolean) => Promise<void>) | undefined
 
   constructor(
     /** The connection this transaction runs on (for pg-cursor, COPY streams…). */
@@ -114,6 +119,32 @@ export class Transaction {
    */
   get lostWork(): string | undefined {
     return this.#lostWork
+  }
+
+  /**
+   * Keeps this transaction's connection from going back to the pool, even after the transaction
+   * ends, until the returned function is called: session state such as a session advisory lock
+   * outlives COMMIT and ROLLBACK, and must never reach the next borrower. `broken` discards it.
+   */
+  pin(): (broken?: boolean) => Promise<void> {
+    const root = this.#root()
+    root.#pins++
+    let unpinned = false
+    return async (broken = false) => {
+      if (unpinned) return
+      unpinned = true
+      if (broken) root.#pinBroken = true
+      if (--root.#pins > 0 || !root.#giveBackLater) return
+      const giveBack = root.#giveBackLater
+      root.#giveBackLater = undefined
+      await giveBack(root.#pinBroken)
+    }
+  }
+
+  /** Called by the Database when the transaction has ended: gives the connection back now, or at the last unpin. */
+  async giveBack(giveBack: (broken: boolean) => Promise<void>): Promise<void> {
+    if (this.#pins === 0) return giveBack(this.#pinBroken)
+    this.#giveBackLater = giveBack
   }
 
   #root(): Transaction {
