@@ -1,17 +1,14 @@
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
-import { qname } from './quote.ts'
+import { tableSql } from './table-name.ts'
 import type { Transaction } from './transaction.ts'
 
 /** The ledger table's default name. */
 export const DEFAULT_LEDGER = 'pgcrew_ledger'
 
-/** `schema.table` or `table`, quoted; anything else is refused rather than interpolated. */
+/** The ledger table quoted for SQL: `table` or `schema.table`, read as COPY reads table names. */
 export function ledgerName(name: string): string {
-  if (!/^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*)?$/.test(name)) {
-    throw new PgcrewError('INVALID_OPTION', `ledger table "${name}" must be "table" or "schema.table" (letters, digits, _)`)
-  }
-  return qname(...name.split('.'))
+  return tableSql(name, 'the ledger table')
 }
 
 /** Create the ledger table if it does not exist (safe to race: the advisory lock serialises creators). */
