@@ -261,7 +261,11 @@ export class Transaction {
       } catch (error) {
         const mapped = mapDatabaseError(error)
         // A failure the bookkeeping could not see (its status not in yet): undo the savepoint instead.
-        if (!(mapped instanceof InFailedSqlTransaction) || !this.active) throw mapped
+        // Anything else (a lost connection) leaves its work unknown: code still in it must stop.
+        if (!(mapped instanceof InFailedSqlTransaction) || !this.active) {
+          inner.finish(true)
+          throw mapped
+        }
         await this.#rollBackTo(inner, name)
         throw swallowed(undefined, mapped)
       }
