@@ -80,7 +80,7 @@ describe('the ledger and the roles that run a pipeline', () => {
   })
 
   test('a read-only session (becomeUser) is told so, whether the ledger exists or not', async () => {
-    await using db = as(writer, { user: writer.name })
+    await using db = as(writer)
     await db.becomeUser()
     assert.equal(db.readOnly, true)
     for (const [ledger, verb] of [[undefined, 'written'], ['new_ledger', 'created']] as const) {
