@@ -341,10 +341,10 @@ describe('pipelines', () => {
     const { url } = await freshDatabase('pipenumbers')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
     // Each run starts new threads; thread ids keep counting up across runs, worker numbers do not.
-    for (const run of ['first', 'second', 'third']) {
-      const def = countersPipeline(`numbers-${run}`, Array.from({ length: 40 }, (_, i) => ({ key: i + 1 })))
+    for (const run of ['first', 'second']) {
+      const def = countersPipeline(`numbers-${run}`, Array.from({ length: 20 }, (_, i) => ({ key: i + 1 })))
       const summary = await runPipeline(db, def, { threads: 2 })
-      assert.equal(summary.done, 40)
+      assert.equal(summary.done, 20)
       const keys = Object.keys(summary.perWorker)
       assert.ok(keys.length >= 1 && keys.every((k) => k === '1' || k === '2'), `${run} run: workers ${keys.join(', ')}`)
       const { rows } = await db.query<{ worker: number }>('SELECT DISTINCT worker FROM pgcrew_ledger WHERE pipeline = $1 ORDER BY worker', [def.name])
