@@ -73,7 +73,9 @@ function callSql(fn: string, k: Key): [string, unknown[]] {
 /**
  * An advisory lock over one or more keys, taken in a fixed order. It is reentrant: `acquire()` again
  * counts up, and the server lock goes away only when `release()` brings the count back to zero.
- * A session lock keeps its connection until then; a transaction lock lasts until COMMIT/ROLLBACK.
+ * A session lock keeps its connection until then; taken inside a transaction, that is the
+ * transaction's connection, kept out of the pool past COMMIT/ROLLBACK until the last release.
+ * A transaction lock lasts until COMMIT/ROLLBACK.
  */
 export class AdvisoryLock implements AsyncDisposable {
   readonly keys: readonly string[]
@@ -127,9 +129,10 @@ export class AdvisoryLock implements AsyncDisposable {
   #acquiring: Promise<boolean> | undefined
 
   async #takeOnServer(): Promise<boolean> {
-    const held = await holdConnection(this.#target)
-    const client = held.client
     const xact = this.scope === 'transaction'
+    // A session lock outlives a transaction it is taken in: it keeps that connection until release.
+    const held = await holdConnection(this.#target, { pin: !xact })
+    const client = held.client
     if (xact && client.getTransactionStatus?.() !== 'T') {
       await held.release()
       throw new PgcrewError('ADVISORY_LOCK_NEEDS_TRANSACTION', "a transaction-scoped advisory lock must be taken inside a transaction (db.transaction(tx => advisoryLock(tx, keys, { scope: 'transaction' })))")

@@ -3,7 +3,17 @@ import { mapDatabaseError } from './database-error.ts'
 
 /** Anything that lends out one physical connection for a callback: a `Database`. */
 export interface ClientSource {
-  withClient<T>(fn: (client: pg.ClientBase) => Promise<T>): Promise<T>
+  withClient<T>(fn: (client: pg.ClientBase) => Promise<T>, options?: WithClientOptions): Promise<T>
+}
+
+/** Options of `withClient`. */
+export interface WithClientOptions {
+  /**
+   * The callback leaves session state behind (a session advisory lock): run inside a transaction,
+   * that transaction's connection stays out of the pool until the callback returns, even when the
+   * transaction ends first. Default false.
+   */
+  pin?: boolean
 }
 
 /**
@@ -49,11 +59,13 @@ export interface HeldConnection {
  * Borrows a connection and keeps it until `release()`. On a Database this parks a `withClient`
  * callback, so the Database's own bookkeeping (pool slot, per-transaction close) still applies.
  */
-export async function holdConnection(target: ConnectionTarget): Promise<HeldConnection> {
+export async function holdConnection(target: ConnectionTarget, options: WithClientOptions = {}): Promise<HeldConnection> {
   const held = heldClient(target)
   if (held) {
     noteUse(target)
-    return { client: held, release: async () => {} }
+    // A Transaction's connection goes back to the pool when it ends; a pin keeps it until release.
+    const pin = options.pin ? (target as { pin?: () => (broken?: boolean) => Promise<void> }).pin?.() : undefined
+    return { client: held, release: async (broken) => pin?.(broken) }
   }
   return new Promise<HeldConnection>((resolveHold, rejectHold) => {
     let finish!: (broken: boolean) => void
@@ -70,7 +82,7 @@ export async function holdConnection(target: ConnectionTarget): Promise<HeldConn
       })
       // Throwing tells withClient the connection is unusable, so it is destroyed rather than pooled.
       if (await parked) throw new Error('connection given back as broken')
-    })
+    }, options)
     done.catch((error: unknown) => {
       if (!handed) rejectHold(mapDatabaseError(error))
     })

@@ -2,14 +2,15 @@ import type { Writable } from 'node:stream'
 import { from as copyFromStream, to as copyToStream } from 'pg-copy-streams'
 import { PgcrewError } from './errors.ts'
 import { DatabaseError, mapDatabaseError } from './database-error.ts'
-import { giveBack, tableSql } from './copy.ts'
+import { giveBack } from './copy.ts'
+import { tableSql, type TableName } from './table-name.ts'
 import { qname } from './quote.ts'
 import { holdConnection, type ConnectionTarget, type HeldConnection } from './connection-target.ts'
 
 /** Where a transfer writes: a target (Database, transaction, client) and a table (name or parts). */
 export type CopyTransferTarget =
-  | readonly [target: ConnectionTarget, table: string | readonly string[]]
-  | { readonly target: ConnectionTarget; readonly table: string | readonly string[]; readonly columns?: readonly string[] }
+  | readonly [target: ConnectionTarget, table: TableName]
+  | { readonly target: ConnectionTarget; readonly table: TableName; readonly columns?: readonly string[] }
 
 /** What happened at one target. A failed target stored nothing (COPY is all or nothing). */
 export interface CopyTransferResult {
@@ -47,14 +48,16 @@ export async function copyTransfer(source: ConnectionTarget, sourceQuery: string
   if (format !== 'text' && format !== 'binary') throw new PgcrewError('INVALID_OPTION', `format must be text or binary, not "${String(format)}"`)
   const withFormat = format === 'binary' ? ' WITH (FORMAT binary)' : ''
 
+  // Every name is checked before any COPY starts: a malformed one must not cut the others short.
+  const plans = targets.map((t) => {
+    const { target, table, columns } = Array.isArray(t) ? { target: t[0], table: t[1], columns: undefined } : (t as Exclude<CopyTransferTarget, readonly unknown[]>)
+    return { target, name: tableSql(table, 'copyTransfer target table'), cols: columns ? ` (${columns.map((c) => qname(c)).join(', ')})` : '' }
+  })
   const sinks: Sink[] = []
   let sourceHeld: HeldConnection | undefined
   let sourceBroken = false
   try {
-    for (const t of targets) {
-      const { target, table, columns } = Array.isArray(t) ? { target: t[0], table: t[1], columns: undefined } : (t as Exclude<CopyTransferTarget, readonly unknown[]>)
-      const name = tableSql(table)
-      const cols = columns ? ` (${columns.map((c) => qname(c)).join(', ')})` : ''
+    for (const { target, name, cols } of plans) {
       const held = await holdConnection(target)
       const stream = held.client.query(copyFromStream(`COPY ${name}${cols} FROM STDIN${withFormat}`))
       const sink: Sink = { table: name, held, stream, bytes: 0, error: undefined, settled: Promise.resolve() }

@@ -6,13 +6,13 @@ import { PgcrewError } from './errors.ts'
 import { DatabaseError, mapDatabaseError } from './database-error.ts'
 import { qname } from './quote.ts'
 import { holdConnection, type ConnectionTarget, type HeldConnection } from './connection-target.ts'
+import { tableSql, type TableName } from './table-name.ts'
 
 // node-postgres' own value serialisation (Date, arrays as '{…}', objects as JSON), so COPY rows
 // encode exactly like query parameters do.
 const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue(value: unknown): unknown }
 
-/** A table: one name (`'events'`, taken exactly, case kept) or its parts (`['audit', 'events']`). */
-export type TableName = string | readonly string[]
+export type { TableName } from './table-name.ts'
 
 /** COPY's data format. Rows given as arrays are always sent as `text`. */
 export type CopyFormat = 'text' | 'csv' | 'binary'
@@ -23,11 +23,6 @@ export interface CopyFromOptions {
   columns?: readonly string[]
   /** Format of raw data (a stream); rows given as arrays are encoded as `text`. Default `text`. */
   format?: CopyFormat
-}
-
-/** `name`, `schema.name` or ['schema', 'name'], quoted for a COPY statement. */
-export function tableSql(table: TableName): string {
-  return typeof table === 'string' ? qname(table) : qname(...table)
 }
 
 function formatSql(format: CopyFormat | undefined): string {
@@ -71,7 +66,7 @@ export async function copyFrom(target: ConnectionTarget, table: TableName, sourc
     throw new PgcrewError('INVALID_OPTION', `rows given as arrays are sent as COPY text; pass a stream to send ${options.format} data`)
   }
   const columns = options.columns ? ` (${options.columns.map((c) => qname(c)).join(', ')})` : ''
-  const text = `COPY ${tableSql(table)}${columns} FROM STDIN${raw ? formatSql(options.format) : ''}`
+  const text = `COPY ${tableSql(table, 'copyFrom table')}${columns} FROM STDIN${raw ? formatSql(options.format) : ''}`
   const held = await holdConnection(target)
   let failure: unknown
   try {

@@ -10,6 +10,8 @@ export interface CrewWorkerData {
   perWorkerConnections: number
   /** BroadcastChannel name for close/ready messages. */
   channel: string
+  /** Shared by the crew's threads: each takes the next worker number (1, 2, …) from slot 0. */
+  workerNumbers: Int32Array
 }
 
 /** One unit of work sent to a worker. */
@@ -30,8 +32,11 @@ export interface SerializedError {
   detail?: string
 }
 
-/** What a worker sends back for a task. */
-export type TaskOutcome = { ok: true; value: unknown; workerId: number; skipped?: boolean } | { ok: false; error: SerializedError; workerId: number }
+/**
+ * What a worker sends back for a task. `workerId` is the crew's number for the worker (1…threads);
+ * `threadId` is the thread's own id, by which the crew finds the thread (absent when no worker answered).
+ */
+export type TaskOutcome = ({ ok: true; value: unknown; skipped?: boolean } | { ok: false; error: SerializedError }) & { workerId: number; threadId?: number }
 
 /** Something thrown that is not an Error (a string, a plain object): readable, not "[object Object]". */
 function describeThrown(value: unknown): string {
@@ -70,8 +75,8 @@ export class TaskError extends PgcrewError {
 
 /** Messages on the crew's BroadcastChannel. */
 export type CrewMessage =
-  | { type: 'ready'; workerId: number }
+  | { type: 'ready'; threadId: number }
   | { type: 'close' }
-  | { type: 'closed'; workerId: number }
+  | { type: 'closed'; threadId: number }
   | { type: 'init-failed'; workerId: number; error: SerializedError }
-  | { type: 'started'; workerId: number; timeoutId: number }
+  | { type: 'started'; threadId: number; timeoutId: number }

@@ -84,7 +84,9 @@ interface Ready {
 
 /** Build the piscina task function for this worker; the init hook runs on its first task. */
 export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Promise<TaskOutcome> {
-  const workerId = threadId
+  // The crew's number for this worker, in the order its threads start: 1…threads (a thread that
+  // replaces a dead one takes the next). The ledger's `worker` column and the summary show it.
+  const workerId = Atomics.add(data.workerNumbers, 0, 1) + 1
   const abort = new AbortController()
   const channel = new BroadcastChannel(data.channel)
   channel.unref()
@@ -103,7 +105,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
     await connectPatiently(db, abort.signal)
     const handler = await definition.init({ db, workerId, signal: abort.signal })
     if (typeof handler !== 'function') throw new PgcrewError('WORKER_INVALID', `the init hook of ${data.workerModule} must return a task function`)
-    channel.postMessage({ type: 'ready', workerId } satisfies CrewMessage)
+    channel.postMessage({ type: 'ready', threadId } satisfies CrewMessage)
     return { db, handler }
   }
 
@@ -114,12 +116,12 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
     void (async () => {
       const r = await ready?.catch(() => undefined)
       await r?.db.close().catch(() => {})
-      channel.postMessage({ type: 'closed', workerId } satisfies CrewMessage)
+      channel.postMessage({ type: 'closed', threadId } satisfies CrewMessage)
     })()
   }
 
   return async (envelope: TaskEnvelope): Promise<TaskOutcome> => {
-    if (envelope.timeoutId !== undefined) channel.postMessage({ type: 'started', workerId, timeoutId: envelope.timeoutId } satisfies CrewMessage)
+    if (envelope.timeoutId !== undefined) channel.postMessage({ type: 'started', threadId, timeoutId: envelope.timeoutId } satisfies CrewMessage)
     let r: Ready
     try {
       r = await (ready ??= init())
@@ -127,12 +129,12 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
       const serialized = serializeError(error)
       channel.postMessage({ type: 'init-failed', workerId, error: serialized } satisfies CrewMessage)
       // The crew words it ("worker init failed: …") and reports it once.
-      return { ok: false, error: { ...serialized, code: 'WORKER_INIT_FAILED', transient: false }, workerId }
+      return { ok: false, error: { ...serialized, code: 'WORKER_INIT_FAILED', transient: false }, workerId, threadId }
     }
     try {
       if (envelope.mode === 'plain') {
         const value = await r.handler(envelope.task, { db: r.db, workerId, attempt: envelope.attempt })
-        return { ok: true, value: sendable(value), workerId }
+        return { ok: true, value: sendable(value), workerId, threadId }
       }
       const outcome = await r.db.transaction(async (tx) => {
         // Claim the key first: a concurrent or repeated attempt waits on this row, then sees it done.
@@ -140,9 +142,9 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
         return { skipped: false, value: await r.handler(envelope.task, { db: r.db, workerId, tx, attempt: envelope.attempt }) }
       })
       // A pipeline keeps no results: the task's writes are its result (and a pg result could not cross).
-      return { ok: true, value: undefined, skipped: outcome.skipped, workerId }
+      return { ok: true, value: undefined, skipped: outcome.skipped, workerId, threadId }
     } catch (error) {
-      return { ok: false, error: serializeError(error), workerId }
+      return { ok: false, error: serializeError(error), workerId, threadId }
     }
   }
 }

@@ -95,21 +95,21 @@ export class Crew implements AsyncDisposable {
   }
 
   #onMessage(msg: CrewMessage): void {
-    if (msg.type === 'ready') this.#ready.add(msg.workerId)
+    if (msg.type === 'ready') this.#ready.add(msg.threadId)
     if (msg.type === 'init-failed') this.#noteInitFailure(msg.error, msg.workerId)
-    if (msg.type === 'started') this.#startClock(msg.timeoutId, msg.workerId)
+    if (msg.type === 'started') this.#startClock(msg.timeoutId, msg.threadId)
   }
 
   /**
-   * A task under taskTimeoutMillis has started in worker `workerId`: past the limit, that thread is
+   * A task under taskTimeoutMillis has started in thread `threadId`: past the limit, that thread is
    * stopped (the only way to stop JavaScript that does not yield), and the server rolls back its work.
    */
-  #startClock(timeoutId: number, workerId: number): void {
+  #startClock(timeoutId: number, threadId: number): void {
     const entry = this.#timed.get(timeoutId)
     if (!entry || entry.timer) return
     entry.timer = setTimeout(() => {
       entry.timedOut = true
-      const thread = this.#pool.threads.find((t) => t.threadId === workerId)
+      const thread = this.#pool.threads.find((t) => t.threadId === threadId)
       void thread?.terminate()
     }, this.#taskTimeoutMillis)
     entry.timer.unref()
@@ -137,7 +137,9 @@ export class Crew implements AsyncDisposable {
       onOverBudget: options.onOverBudget ?? DEFAULTS.onOverBudget,
     })
     const channelName = `pgcrew-crew-${randomBytes(6).toString('hex')}`
-    const workerData: CrewWorkerData = { snapshot, workerModule: moduleUrl(options.worker), perWorkerConnections: budget.perWorker, channel: channelName }
+    // Worker numbers run 1…threads in every run (thread ids depend on what the process started before).
+    const workerNumbers = new Int32Array(new SharedArrayBuffer(4))
+    const workerData: CrewWorkerData = { snapshot, workerModule: moduleUrl(options.worker), perWorkerConnections: budget.perWorker, channel: channelName, workerNumbers }
     const pool = new Piscina({
       filename: crewWorkerFile(),
       minThreads: budget.threads,
@@ -191,7 +193,7 @@ export class Crew implements AsyncDisposable {
       const outcome = await p
       // A worker that answered a task is past its init and will answer close() too. (Its 'ready'
       // comes on another channel and may arrive after this result.)
-      if (outcome.workerId >= 0) this.#ready.add(outcome.workerId)
+      if (outcome.threadId !== undefined) this.#ready.add(outcome.threadId)
       if (!outcome.ok && outcome.error.code === 'WORKER_INIT_FAILED') {
         this.#noteInitFailure(outcome.error, outcome.workerId)
         return { ok: false, error: { ...outcome.error, message: this.#initError!.message }, workerId: outcome.workerId }
@@ -253,7 +255,7 @@ export class Crew implements AsyncDisposable {
           const timer = setTimeout(resolveAll, this.#closeTimeoutMillis)
           this.#channel.onmessage = (event: unknown) => {
             const msg = (event as { data: CrewMessage }).data
-            if (msg.type === 'closed') expected.delete(msg.workerId)
+            if (msg.type === 'closed') expected.delete(msg.threadId)
             if (expected.size === 0) {
               clearTimeout(timer)
               resolveAll()

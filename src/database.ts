@@ -25,6 +25,7 @@ import { clientSpecFor, type RoleChoice, type Target } from './target.ts'
 import { Crew, type CrewOptions } from './crew.ts'
 import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapshot } from './snapshot.ts'
 import { beginStatement, Transaction, type TransactionOptions, type TransactionScope } from './transaction.ts'
+import type { WithClientOptions } from './connection-target.ts'
 
 /** Options of `connect()`: one-off overrides of where to connect. */
 export interface ConnectOptions {
@@ -464,11 +465,21 @@ export class Database implements AsyncDisposable {
   }
 
   /** Borrow one physical connection for `fn` (session state: advisory locks, LISTEN, COPY…). */
-  async withClient<T>(fn: (client: pg.ClientBase) => Promise<T>): Promise<T> {
+  async withClient<T>(fn: (client: pg.ClientBase) => Promise<T>, options: WithClientOptions = {}): Promise<T> {
     const current = this.#activeTransaction()
     if (current) {
       current.noteUse()
-      return fn(current.client)
+      if (!options.pin) return fn(current.client)
+      const unpin = current.pin()
+      let broken = false
+      try {
+        return await fn(current.client)
+      } catch (error) {
+        broken = !isServerErrorOnly(error)
+        throw error
+      } finally {
+        await unpin(broken)
+      }
     }
     return this.#onLease(fn)
   }
@@ -557,7 +568,9 @@ export class Database implements AsyncDisposable {
       throw mapDatabaseError(error)
     } finally {
       tx?.finish()
-      await lease.release(destroy)
+      // A session advisory lock taken in the transaction outlives it: the connection stays with the lock.
+      if (tx) await tx.giveBack((broken) => lease.release(destroy || broken))
+      else await lease.release(destroy)
     }
   }
 

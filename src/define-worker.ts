@@ -8,7 +8,11 @@ import type { Transaction } from './transaction.ts'
 export interface WorkerContext {
   /** This worker's Database, reconnected from the master's snapshot (same profile, role, dbversion, pooling). */
   db: Database
-  /** A small number naming this worker (also in its connections' application_name). */
+  /**
+   * The crew's number for this worker: 1…threads, in the order its threads start (a thread that
+   * replaces a dead one takes the next number). In its connections' application_name, the ledger's
+   * `worker` column and a pipeline summary's `perWorker`.
+   */
   workerId: number
   /** Aborted when the crew closes. */
   signal: AbortSignal

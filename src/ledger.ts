@@ -1,34 +1,97 @@
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
-import { qname } from './quote.ts'
+import { DatabaseError } from './database-error.ts'
+import { qname, quoteIdent } from './quote.ts'
+import { tableParts, tableSql } from './table-name.ts'
 import type { Transaction } from './transaction.ts'
 
 /** The ledger table's default name. */
 export const DEFAULT_LEDGER = 'pgcrew_ledger'
 
-/** `schema.table` or `table`, quoted; anything else is refused rather than interpolated. */
+/** The ledger table quoted for SQL: `table` or `schema.table`, read as COPY reads table names. */
 export function ledgerName(name: string): string {
-  if (!/^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*)?$/.test(name)) {
-    throw new PgcrewError('INVALID_OPTION', `ledger table "${name}" must be "table" or "schema.table" (letters, digits, _)`)
-  }
-  return qname(...name.split('.'))
+  return tableSql(name, 'the ledger table')
 }
 
-/** Create the ledger table if it does not exist (safe to race: the advisory lock serialises creators). */
+/** What the ledger needs: a rerun reads done keys, markDone/recordFailure upsert (ON CONFLICT DO UPDATE … WHERE reads the row). */
+const LEDGER_PRIVILEGES = ['SELECT', 'INSERT', 'UPDATE'] as const
+
+interface LedgerAccess {
+  role: string
+  readOnly: boolean
+  exists: boolean
+  missing: string[]
+}
+
+/**
+ * Make sure the pipeline can use its ledger: create it when it is missing (the advisory lock
+ * serialises racing creators), and otherwise only check it. A role that may write an existing ledger
+ * needs no CREATE on its schema. A ledger this session cannot write fails here with
+ * LEDGER_NOT_WRITABLE, naming the table, the role and the ways out, before any task runs.
+ */
 export async function ensureLedger(db: Database, table: string): Promise<void> {
-  const t = ledgerName(table)
-  await db.transaction(async (tx) => {
-    await tx.query("SELECT pg_advisory_xact_lock(hashtext('pgcrew.ledger'))")
-    await tx.query(`CREATE TABLE IF NOT EXISTS ${t} (
-      pipeline    text        NOT NULL,
-      key         text        NOT NULL,
-      status      text        NOT NULL CHECK (status IN ('done', 'failed')),
-      attempts    integer     NOT NULL DEFAULT 1,
-      worker      integer,
-      error       text,
-      finished_at timestamptz NOT NULL DEFAULT now(),
-      PRIMARY KEY (pipeline, key))`)
-  })
+  const parts = tableParts(table, 'the ledger table')
+  const t = qname(...parts)
+  let access: LedgerAccess
+  try {
+    access = await ledgerAccess(db, t)
+  } catch (error) {
+    // to_regclass refuses a schema the role may not use (42501).
+    if (error instanceof DatabaseError && error.code === '42501') {
+      throw await notWritable(db, t, parts, 'use', `it has no USAGE on schema ${qname(parts[0]!)} (${error.message})`, error)
+    }
+    throw error
+  }
+  if (access.exists) {
+    if (access.readOnly) throw await notWritable(db, t, parts, 'write', 'the session is read-only (becomeUser(), or readonly in the profile)')
+    if (access.missing.length > 0) throw await notWritable(db, t, parts, 'write', `it lacks ${access.missing.join(', ')} on it`)
+    return
+  }
+  try {
+    await db.transaction(async (tx) => {
+      await tx.query("SELECT pg_advisory_xact_lock(hashtext('pgcrew.ledger'))")
+      await tx.query(`CREATE TABLE IF NOT EXISTS ${t} (
+        pipeline    text        NOT NULL,
+        key         text        NOT NULL,
+        status      text        NOT NULL CHECK (status IN ('done', 'failed')),
+        attempts    integer     NOT NULL DEFAULT 1,
+        worker      integer,
+        error       text,
+        finished_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (pipeline, key))`)
+    })
+  } catch (error) {
+    if (error instanceof DatabaseError && (error.code === '42501' || error.code === '25006')) {
+      const why = error.code === '25006' ? 'the session is read-only (becomeUser(), or readonly in the profile)' : `it may not create tables there (${error.message})`
+      throw await notWritable(db, t, parts, 'create', why, error)
+    }
+    throw error
+  }
+}
+
+async function ledgerAccess(db: Database, t: string): Promise<LedgerAccess> {
+  const { rows } = await db.query<{ role: string; read_only: boolean; exists: boolean; has: boolean[] }>(
+    `SELECT current_user AS role, current_setting('transaction_read_only') = 'on' AS read_only, r IS NOT NULL AS exists,
+            ARRAY(SELECT r IS NOT NULL AND has_table_privilege(r, p) FROM unnest($2::text[]) WITH ORDINALITY AS u(p, i) ORDER BY i) AS has
+       FROM to_regclass($1) AS r`,
+    [t, LEDGER_PRIVILEGES],
+  )
+  const row = rows[0]!
+  return { role: row.role, readOnly: row.read_only, exists: row.exists, missing: LEDGER_PRIVILEGES.filter((_, i) => !row.has[i]) }
+}
+
+/** The error for a ledger this session cannot use: which table, which role, and what to do. */
+async function notWritable(db: Database, t: string, parts: readonly string[], verb: 'use' | 'write' | 'create', why: string, cause?: unknown): Promise<PgcrewError> {
+  const role = (await db.query<{ role: string }>('SELECT current_user AS role').catch(() => ({ rows: [{ role: db.user ?? '?' }] }))).rows[0]!.role
+  const grants = verb === 'create'
+    ? `have an admin create it once (run the pipeline --as admin) and GRANT ${LEDGER_PRIVILEGES.join(', ')} ON ${t} TO ${quoteIdent(role)}`
+    : `have its owner run: ${verb === 'use' && parts.length === 2 ? `GRANT USAGE ON SCHEMA ${quoteIdent(parts[0]!)} TO ${quoteIdent(role)}; ` : ''}GRANT ${LEDGER_PRIVILEGES.join(', ')} ON ${t} TO ${quoteIdent(role)}`
+  return new PgcrewError(
+    'LEDGER_NOT_WRITABLE',
+    `the ledger table ${t} cannot be ${verb === 'use' ? 'used' : verb === 'write' ? 'written' : 'created'} by role ${quoteIdent(role)}: ${why}. ` +
+      `Ways out: run as a role that may write it (pgcrew run … --as admin, or db.becomeAdmin()); give the pipeline a ledger in a schema ${quoteIdent(role)} can write (ledger: 'schema.table'); or ${grants}`,
+    { cause, details: { table: t, role } },
+  )
 }
 
 /**

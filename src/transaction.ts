@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import { PgcrewError } from './errors.ts'
-import { mapDatabaseError } from './database-error.ts'
+import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from './database-error.ts'
 
 /** Options of `db.transaction`; only the outermost call may set them. */
 export interface TransactionOptions {
@@ -67,6 +67,16 @@ export class Transaction {
   #strays: Transaction[] = []
   /** Set on the outermost transaction when a rollback undid such a statement: it must not commit. */
   #lostWork: string | undefined
+  /**
+   * The first server error while this savepoint was the innermost one open: from then on the server
+   * refuses everything in it until ROLLBACK TO, even when the caller caught the error.
+   */
+  #failure: DatabaseError | undefined
+  /** Holders (session advisory locks) that keep the outermost transaction's connection out of the pool. */
+  #pins = 0
+  #pinBroken = false
+  /** Set when the transaction ended while pinned: gives the connection back once the last pin goes. */
+  #giveBackLater: ((broken: boolean) => Promise<void>) | undefined
 
   constructor(
     /** The connection this transaction runs on (for pg-cursor, COPY streams…). */
@@ -109,6 +119,32 @@ export class Transaction {
    */
   get lostWork(): string | undefined {
     return this.#lostWork
+  }
+
+  /**
+   * Keeps this transaction's connection from going back to the pool, even after the transaction
+   * ends, until the returned function is called: session state such as a session advisory lock
+   * outlives COMMIT and ROLLBACK, and must never reach the next borrower. `broken` discards it.
+   */
+  pin(): (broken?: boolean) => Promise<void> {
+    const root = this.#root()
+    root.#pins++
+    let unpinned = false
+    return async (broken = false) => {
+      if (unpinned) return
+      unpinned = true
+      if (broken) root.#pinBroken = true
+      if (--root.#pins > 0 || !root.#giveBackLater) return
+      const giveBack = root.#giveBackLater
+      root.#giveBackLater = undefined
+      await giveBack(root.#pinBroken)
+    }
+  }
+
+  /** Called by the Database when the transaction has ended: gives the connection back now, or at the last unpin. */
+  async giveBack(giveBack: (broken: boolean) => Promise<void>): Promise<void> {
+    if (this.#pins === 0) return giveBack(this.#pinBroken)
+    this.#giveBackLater = giveBack
   }
 
   #root(): Transaction {
@@ -159,7 +195,10 @@ export class Transaction {
     try {
       return await this.client.query<R>(text as string, values)
     } catch (error) {
-      throw mapDatabaseError(error)
+      const mapped = mapDatabaseError(error)
+      // The statement ran in whichever savepoint is innermost on the server, not necessarily this one.
+      if (mapped instanceof DatabaseError) (this.#innermostOpen() ?? this).#failure ??= mapped
+      throw mapped
     }
   }
 
@@ -194,39 +233,73 @@ export class Transaction {
     const inner = new Transaction(this.client, this.depth + 1, this)
     // Open from before the SAVEPOINT is sent: a statement from outside sent meanwhile lands in it.
     this.#open = inner
-    let released = false
     try {
-      await this.client.query(`SAVEPOINT ${name}`)
-      const result = await this.scope.run(inner, () => fn(inner))
-      // The transaction may have ended meanwhile (a sibling failed it): its connection is not ours.
-      this.#assertActive()
+      let result: T
+      try {
+        await this.client.query(`SAVEPOINT ${name}`)
+        result = await this.scope.run(inner, () => fn(inner))
+        // The transaction may have ended meanwhile (a sibling failed it): its connection is not ours.
+        this.#assertActive()
+      } catch (error) {
+        await this.#rollBackTo(inner, name)
+        throw mapDatabaseError(error)
+      }
+      // The function returned, but a statement in it failed and the error was caught: the server now
+      // refuses everything until ROLLBACK TO, so RELEASE would fail and take the enclosing work with it.
+      // (A failure that came by another path, such as COPY, shows in the status once its ReadyForQuery is in.)
+      if (inner.#failure || this.client.getTransactionStatus?.() === 'E') {
+        await this.#rollBackTo(inner, name)
+        throw swallowed(inner.#failure)
+      }
       // Closed before RELEASE is sent: what is sent from now on runs after it, in this transaction.
       // What strayed into the savepoint is now inside the enclosing one, unless it came from there.
       this.#open = undefined
       inner.finish()
       const strays = inner.#strays.filter((home) => home !== this)
-      released = true
-      await this.client.query(`RELEASE SAVEPOINT ${name}`)
+      try {
+        await this.client.query(`RELEASE SAVEPOINT ${name}`)
+      } catch (error) {
+        const mapped = mapDatabaseError(error)
+        // A failure the bookkeeping could not see (its status not in yet): undo the savepoint instead.
+        // Anything else (a lost connection) leaves its work unknown: code still in it must stop.
+        if (!(mapped instanceof InFailedSqlTransaction) || !this.active) {
+          inner.finish(true)
+          throw mapped
+        }
+        await this.#rollBackTo(inner, name)
+        throw swallowed(undefined, mapped)
+      }
       this.#strays.push(...strays)
       return result
-    } catch (error) {
-      // Closed before ROLLBACK TO is sent, for the same reason; marked, so that code still running
-      // inside it stops instead of going on in the enclosing transaction.
-      this.#open = undefined
-      inner.finish(true)
-      if (this.active && !released) {
-        const undone = inner.#strays.length > 0
-        await this.client.query(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => {})
-        if (undone) {
-          this.#root().#lostWork ??=
-            'a statement issued on an enclosing transaction while a savepoint was open ran inside that savepoint, and the savepoint rolled back, undoing it; await each savepoint before issuing statements outside it'
-        }
-      }
-      throw mapDatabaseError(error)
     } finally {
       this.#open = undefined
       inner.finish()
     }
   }
 
+  /** Ends `inner` by ROLLBACK TO its savepoint; a no-op on the server once this transaction has ended. */
+  async #rollBackTo(inner: Transaction, name: string): Promise<void> {
+    // Closed before ROLLBACK TO is sent, for the same reason as RELEASE; marked, so that code still
+    // running inside it stops instead of going on in the enclosing transaction.
+    this.#open = undefined
+    inner.finish(true)
+    if (!this.active) return
+    const undone = inner.#strays.length > 0
+    await this.client.query(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => {})
+    if (undone) {
+      this.#root().#lostWork ??=
+        'a statement issued on an enclosing transaction while a savepoint was open ran inside that savepoint, and the savepoint rolled back, undoing it; await each savepoint before issuing statements outside it'
+    }
+  }
+}
+
+/** The rejection of a savepoint whose function caught a failed statement's error and returned. */
+function swallowed(failure: DatabaseError | undefined, cause: unknown = failure): InFailedSqlTransaction {
+  const what = failure ? `a statement inside it failed (${failure.code}: ${failure.message})` : 'a statement inside it failed'
+  return new InFailedSqlTransaction(
+    '25P02',
+    `savepoint rolled back: ${what} and its error was caught, which leaves the savepoint unusable; its work is undone and the enclosing transaction goes on. Let the error propagate out of the savepoint to handle it there`,
+    {},
+    { cause },
+  )
 }

@@ -1,20 +1,31 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
+import pg from 'pg'
 import { Database } from '../src/database.ts'
 import { LockNotAvailable } from '../src/database-error.ts'
-import { advisoryLock, hashKey, withAdvisoryLock } from '../src/advisory-lock.ts'
+import { type AdvisoryLock, advisoryLock, hashKey, withAdvisoryLock } from '../src/advisory-lock.ts'
 import { cleanEnv, freshDatabase } from './helpers.ts'
 
 for (const pooling of ['pooled', 'per-transaction'] as const) {
   describe(`advisory locks (${pooling})`, () => {
     let db: Database
     let other: Database
+    // A second session of its own, as psql would be: what it sees in pg_locks is what other programs see.
+    let psql: pg.Client
     before(async () => {
       const { url } = await freshDatabase('alock')
       db = new Database({ connectionString: url, env: cleanEnv(), pooling })
       other = new Database({ connectionString: url, env: cleanEnv(), pooling: 'per-transaction' })
+      psql = new pg.Client({ connectionString: url })
+      await psql.connect()
     })
-    after(async () => { await db.close(); await other.close() })
+    after(async () => { await db.close(); await other.close(); await psql.end() })
+
+    /** Sessions holding advisory key `key` (a small bigint) in this database, as pg_locks shows them. */
+    const holders = async (key: bigint): Promise<number> => (await psql.query(
+      "SELECT count(DISTINCT pid)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND classid = 0 AND objid = $1 AND objsubid = 1",
+      [String(key)],
+    )).rows[0].n
 
     const freeElsewhere = async (key: bigint): Promise<boolean> => other.withClient(async (c) => {
       const ok = (await c.query('SELECT pg_try_advisory_lock($1::bigint) AS ok', [String(key)])).rows[0].ok
@@ -61,6 +72,40 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
         throw new Error('job failed')
       }), /job failed/)
       assert.equal(await freeElsewhere(hashKey('job')), true)
+    })
+
+    it('a session lock taken inside db.transaction keeps that connection after COMMIT: no second holder in the Database, held until the last release', async () => {
+      let lock: AdvisoryLock | undefined
+      await db.transaction(async () => {
+        lock = (await db.advisoryLock(301n))!
+        assert.equal(await lock.acquire(), true)
+      })
+      assert.equal(await holders(301n), 1)
+      assert.equal(await db.advisoryLock(301n, { wait: false }), null, 'the pool handed out the connection that holds the lock')
+      assert.equal(await db.transaction(async () => db.advisoryLock(301n, { wait: false })), null)
+      await lock!.release()
+      assert.equal(await holders(301n), 1, 'still held: the count is 1')
+      await lock!.release()
+      assert.equal(await holders(301n), 0)
+      // The connection went back to the pool and serves the next borrower.
+      const again = (await db.advisoryLock(301n, { wait: false }))!
+      assert.equal(await holders(301n), 1)
+      await again.release()
+    })
+
+    it('a session lock on a Transaction outlives a ROLLBACK and keeps its connection until released', async () => {
+      let lock: AdvisoryLock | undefined
+      await assert.rejects(db.transaction(async (tx) => {
+        lock = await advisoryLock(tx, 302n)
+        await withAdvisoryLock(tx, 303n, async () => assert.equal(await holders(303n), 1))
+        throw new Error('the work failed')
+      }), /the work failed/)
+      assert.equal(await holders(303n), 0)
+      assert.equal(await holders(302n), 1, 'session locks survive ROLLBACK')
+      assert.equal(await advisoryLock(db, 302n, { wait: false }), null)
+      await lock!.release()
+      assert.equal(await holders(302n), 0)
+      assert.equal((await db.query('SELECT 1 AS one')).rows[0].one, 1)
     })
 
     it('transaction scope lasts until the transaction ends', async () => {

@@ -5,6 +5,7 @@ import { text } from 'node:stream/consumers'
 import { Database } from '../src/database.ts'
 import { CheckViolation, UniqueViolation } from '../src/database-error.ts'
 import { copyFrom, copyTo, copyTransfer } from '../src/copy.ts'
+import { ensureLedger, markDone } from '../src/ledger.ts'
 import { cleanEnv, freshDatabase } from './helpers.ts'
 
 describe('COPY', () => {
@@ -35,6 +36,34 @@ describe('COPY', () => {
   it('a failing copyFrom is typed and stores nothing', async () => {
     await assert.rejects(copyFrom(strict, ['stage', 'events'], [[1, 'a', null, null], [1, 'b', null, null]]), UniqueViolation)
     assert.equal((await strict.query('SELECT count(*)::int AS n FROM stage.events')).rows[0].n, 0)
+  })
+
+  it("'schema.table' names one table for copyFrom, copyTransfer and the ledger; a dot meant literally is written as parts", async () => {
+    await strict.query('CREATE SCHEMA catalog; CREATE TABLE catalog.targets (id int, name text); CREATE TABLE public."catalog.targets" (id int, name text)')
+    assert.deepEqual(await copyFrom(strict, 'catalog.targets', [[1, 'a'], [2, 'b']]), { rows: 2 })
+    assert.deepEqual(await strict.copyFrom('catalog.targets', [[3, 'c']]), { rows: 1 })
+    const [moved] = await copyTransfer(strict, 'SELECT * FROM catalog.targets', [[strict, 'catalog.targets']])
+    assert.deepEqual([moved?.table, moved?.ok, moved?.rows], ['"catalog"."targets"', true, 3])
+    assert.equal((await strict.query('SELECT count(*)::int AS n FROM catalog.targets')).rows[0].n, 6)
+    assert.deepEqual(await copyFrom(strict, ['catalog.targets'], [[9, 'literal']]), { rows: 1 })
+    assert.deepEqual((await strict.query('SELECT id FROM public."catalog.targets"')).rows, [{ id: 9 }])
+    // The ledger reads its option the same way: case kept, split at the dot.
+    await ensureLedger(strict, 'catalog.Ledger')
+    await strict.transaction((tx) => markDone(tx, 'catalog.Ledger', 'names', 'k1', 1, 1))
+    assert.deepEqual(await copyFrom(strict, 'catalog.Ledger', [['names', 'k2', 'done', 1, 1, null, '2024-01-01T00:00:00Z']]), { rows: 1 })
+    assert.deepEqual((await strict.query('SELECT key FROM catalog."Ledger" ORDER BY key')).rows, [{ key: 'k1' }, { key: 'k2' }])
+  })
+
+  it('a malformed table name is refused before anything is sent, naming the name and the forms', async () => {
+    for (const bad of ['', 'a.b.c', '.events', 'stage.', '"Events"', 'x'.repeat(64), ['stage', 'events', 'x'], []]) {
+      await assert.rejects(copyFrom(good, bad, [[1]]), (error: Error & { code?: string }) => {
+        assert.equal(error.code, 'INVALID_TABLE_NAME', `${JSON.stringify(bad)}: ${error.message}`)
+        assert.match(error.message, /^copyFrom table .* write "table" or "schema\.table", or the parts \['schema', 'table'\] for a name with a dot or quote in it$/)
+        return true
+      })
+    }
+    await assert.rejects(copyTransfer(src, 'SELECT 1', [[good, 'events'], [good, 'a..b']]), { code: 'INVALID_TABLE_NAME', message: /^copyTransfer target table "a\.\.b" has an empty part/ })
+    assert.equal((await good.query('SELECT count(*)::int AS n FROM events')).rows[0].n, 0, 'the first target started no COPY')
   })
 
   it('copyTransfer into two targets: one violates a constraint, the other finishes', async () => {

@@ -337,6 +337,21 @@ describe('pipelines', () => {
     assert.equal(again.done, 0)
   })
 
+  test('worker numbers run #1…#N in every run of a process, in the summary and in the ledger', async () => {
+    const { url } = await freshDatabase('pipenumbers')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    // Each run starts new threads; thread ids keep counting up across runs, worker numbers do not.
+    for (const run of ['first', 'second']) {
+      const def = countersPipeline(`numbers-${run}`, Array.from({ length: 20 }, (_, i) => ({ key: i + 1 })))
+      const summary = await runPipeline(db, def, { threads: 2 })
+      assert.equal(summary.done, 20)
+      const keys = Object.keys(summary.perWorker)
+      assert.ok(keys.length >= 1 && keys.every((k) => k === '1' || k === '2'), `${run} run: workers ${keys.join(', ')}`)
+      const { rows } = await db.query<{ worker: number }>('SELECT DISTINCT worker FROM pgcrew_ledger WHERE pipeline = $1 ORDER BY worker', [def.name])
+      assert.deepEqual(rows.map((r) => String(r.worker)), [...keys].sort(), `${run} run: the ledger names the same workers`)
+    }
+  })
+
   test('permanent failures are recorded with key, attempts and message; a rerun retries only them', async () => {
     const { url } = await freshDatabase('pipefail')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })

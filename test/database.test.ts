@@ -271,6 +271,59 @@ describe('transactions', () => {
     assert.deepEqual(rows.map((r) => r.id), [10])
   })
 
+  test('a savepoint whose function swallows an error is rolled back to, rejects with 25P02, and the outer work commits', async () => {
+    await using db = open({ user: owner.name })
+    let rejection: unknown
+    await db.transaction(async (tx) => {
+      await tx.query("INSERT INTO items VALUES (12, 'outer-1')")
+      await tx.transaction(async (s) => {
+        await s.query("INSERT INTO items VALUES (13, 'inner')")
+        try { await s.query('select 1/0') } catch {}
+      }).catch((error) => (rejection = error))
+      await tx.query("INSERT INTO items VALUES (14, 'outer-2')")
+    })
+    assert.equal((rejection as Error).name, 'InFailedSqlTransaction')
+    assert.equal((rejection as DatabaseError).code, '25P02')
+    assert.match((rejection as Error).message, /savepoint rolled back: a statement inside it failed \(22012: division by zero\)/)
+    const { rows } = await db.query('SELECT id FROM items WHERE id BETWEEN 12 AND 14 ORDER BY id')
+    assert.deepEqual(rows.map((r) => r.id), [12, 14])
+  })
+
+  test('a swallowed error the bookkeeping cannot see (sent on the raw client) still ends in ROLLBACK TO, not a poisoned transaction', async () => {
+    await using db = open({ user: owner.name })
+    const outcomes: string[] = []
+    await db.transaction(async (tx) => {
+      // Awaited on the raw client: known from the transaction status. Not awaited: RELEASE follows it and fails.
+      for (const awaited of [true, false]) {
+        await tx.transaction(async (s) => {
+          await s.query("INSERT INTO items VALUES (15, 'inner')")
+          const failing = s.client.query('select 1/0').catch(() => {})
+          if (awaited) await failing
+        }).then(() => outcomes.push('released'), (error) => outcomes.push(`${error.name} ${error.code}`))
+      }
+      await tx.query("INSERT INTO items VALUES (16, 'outer')")
+    })
+    assert.deepEqual(outcomes, ['InFailedSqlTransaction 25P02', 'InFailedSqlTransaction 25P02'])
+    const { rows } = await db.query('SELECT id FROM items WHERE id IN (15, 16) ORDER BY id')
+    assert.deepEqual(rows.map((r) => r.id), [16])
+  })
+
+  test('a swallowed error in a savepoint inside a savepoint undoes only the inner one', async () => {
+    await using db = open({ user: owner.name })
+    await db.transaction(async (tx) => {
+      await tx.transaction(async (middle) => {
+        await middle.query("INSERT INTO items VALUES (17, 'middle')")
+        await assert.rejects(middle.transaction(async (inner) => {
+          await inner.query("INSERT INTO items VALUES (18, 'inner')")
+          await inner.query('select 1/0').catch(() => {})
+        }), { code: '25P02' })
+        await middle.query("INSERT INTO items VALUES (19, 'middle-after')")
+      })
+    })
+    const { rows } = await db.query('SELECT id FROM items WHERE id BETWEEN 17 AND 19 ORDER BY id')
+    assert.deepEqual(rows.map((r) => r.id), [17, 19])
+  })
+
   test('commit after a swallowed error raises 25P02 instead of pretending', async () => {
     await using db = open({ user: owner.name })
     await assert.rejects(
