@@ -51,7 +51,7 @@ function printSummary(io: CliIO, s: RunSummary): void {
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--budget N] [--retries N] [--json]
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
@@ -59,7 +59,9 @@ export const command: Command = {
                      PostgreSQL is started for the run and removed after it
   --as WHO           admin, user, or a role name
   --per-transaction  a fresh connection per task instead of a pool in each worker
-  --budget N         at most N connections in all (default: from the server's max_connections)
+  --per-worker N     tasks in flight per thread, each with its own connection (default 1)
+  --budget N         at most N connections in all, main pool (2) included (default: what the
+                     server's max_connections leaves free)
   --retries N        retries of a task after a transient error (default 3)
   --json             print a machine-readable summary (no progress output)`,
   options: {
@@ -67,12 +69,14 @@ export const command: Command = {
     profile: { type: 'string' },
     as: { type: 'string' },
     'per-transaction': { type: 'boolean' },
+    'per-worker': { type: 'string' },
     budget: { type: 'string' },
     retries: { type: 'string' },
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
     const threads = int(values.threads, '--threads', 1, 1024)
+    const perWorkerConnections = int(values['per-worker'], '--per-worker', 1, 1000)
     const connectionBudget = int(values.budget, '--budget', 2)
     const retries = int(values.retries, '--retries', 0, 1000)
     const profile = values.profile as string | undefined
@@ -98,7 +102,7 @@ export const command: Command = {
       // Progress goes to stderr, so it is stderr that decides bar or lines (`pgcrew run … | tee` still gets a bar).
       const stderrIsTTY = (io.stderr as { isTTY?: boolean }).isTTY === true
       const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
-      const summary = await runPipeline(db, def, { threads, connectionBudget, retries, progress, signal: io.signal })
+      const summary = await runPipeline(db, def, { threads, perWorkerConnections, connectionBudget, retries, progress, signal: io.signal })
       if (json) printJson(io, summary)
       else printSummary(io, summary)
       return summary.cancelled || summary.failed > 0 ? 1 : 0
