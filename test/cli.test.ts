@@ -389,6 +389,33 @@ describe('pgcrew check', () => {
   })
 })
 
+describe('pgcrew run: which server', () => {
+  const counter = new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname
+
+  test('regression: profiles that do not match this host stop the run with NO_PROFILE_MATCHES, as check does (it used a temporary server and threw the work away)', async () => {
+    const dir = scratchDir()
+    const file = join(dir, 'profiles.ini')
+    writeFileSync(file, '[cluster]\nhost = db.chpc.utah.edu\ndbname = work\ndomain = .*\\.chpc\\.utah\\.edu\n')
+    const env = cleanEnv({ PGCREW_PROFILES: file, PGCREW_HOSTNAME: 'notch042' })
+    const check = await pgcrew(['check'], env)
+    for (const r of [await pgcrew(['run', counter], env), check]) {
+      assert.equal(r.code, 1)
+      assert.equal(r.stderr, 'pgcrew: no profile matches host notch042 — known: cluster; set PGCREW_PROFILE, pass --profile, or add a [local] profile\n')
+    }
+    const json = await pgcrew(['run', counter, '--json'], env)
+    assert.equal(json.code, 1)
+    assert.equal(JSON.parse(json.stdout).error.code, 'NO_PROFILE_MATCHES')
+  })
+
+  test('a PG* variable alone (here PGSERVICE) is a configuration too: never the embedded server', async () => {
+    const r = await pgcrew(['run', counter], cleanEnv({ PGSERVICE: 'nosuch', PGSERVICEFILE: join(scratchDir(), 'none.conf') }))
+    assert.equal(r.code, 1)
+    assert.doesNotMatch(r.stderr, /embedded|temporary/)
+    assert.equal(r.stdout, '')
+    noStack(r.stderr)
+  })
+})
+
 describe('pgcrew run: the connection budget', () => {
   const counter = new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname
   const runEnv = async (): Promise<{ env: NodeJS.ProcessEnv; dbname: string }> => {

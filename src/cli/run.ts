@@ -1,8 +1,6 @@
-import { PG_ENV_KEYS } from '../connection-params.ts'
 import { Database } from '../database.ts'
-import { PgcrewError } from '../errors.ts'
 import { loadPipeline, runPipeline, type RunSummary } from '../pipeline.ts'
-import { chooseProfile, loadProfiles } from '../profiles.ts'
+import { loadProfiles } from '../profiles.ts'
 import { barProgress, lineProgress, silentProgress } from '../progress.ts'
 import { startTempCluster, type TempCluster } from '../temp-cluster.ts'
 import { UsageError, type CliIO, type Command } from './command.ts'
@@ -10,16 +8,17 @@ import { connectAs } from './connect-as.ts'
 import { keyValues, printJson, println } from './output.ts'
 
 
-/** Is anything configured (profile for this host, PG* variables)? If not, the run gets a temp server. */
+/**
+ * Is anything at all configured: --profile, PGCREW_PROFILE, any libpq PG* variable (PGSERVICE
+ * included), or a profile in any profiles file? Only with none of them does the run get the
+ * embedded server. Profiles that exist but do not claim this host are the same NO_PROFILE_MATCHES
+ * as `pgcrew check` (raised when the Database connects): a batch job on a compute node whose name
+ * no profile matches must stop, not put its work into a server of its own.
+ */
 function configured(profile: string | undefined, env: NodeJS.ProcessEnv): boolean {
-  if (profile || env.PGCREW_PROFILE || PG_ENV_KEYS.some((k) => env[k])) return true
-  try {
-    chooseProfile(loadProfiles({ env }), undefined, env)
-    return true
-  } catch (error) {
-    if (error instanceof PgcrewError && error.code === 'NO_PROFILE_MATCHES') return false
-    throw error
-  }
+  if (profile || env.PGCREW_PROFILE) return true
+  if (Object.keys(env).some((k) => k.startsWith('PG') && !k.startsWith('PGCREW_') && env[k])) return true
+  return loadProfiles({ env }).profiles.length > 0
 }
 
 /** A flag's whole number, written plainly (no 1e3, 0x10 or padding) and within [min, max]. */
