@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { before, describe, test } from 'node:test'
 import { main } from '../src/cli/main.ts'
 import { Database } from '../src/database.ts'
-import { admin, cleanEnv, collector, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from './helpers.ts'
+import { admin, atEnd, cleanEnv, collector, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from './helpers.ts'
 
 // Every password a test hands to pgcrew; no output of any run may contain one.
 const secrets = new Set<string>()
@@ -413,6 +413,84 @@ describe('pgcrew run: which server', () => {
     assert.doesNotMatch(r.stderr, /embedded|temporary/)
     assert.equal(r.stdout, '')
     noStack(r.stderr)
+  })
+})
+
+describe('pgcrew run with nothing configured: pgcrew\'s own PostgreSQL, kept under the project', () => {
+  const cli = new URL('../src/cli.ts', import.meta.url).pathname
+  const demo = new URL('../examples/demo-pipeline.ts', import.meta.url).pathname
+  const tsx = import.meta.resolve('tsx')
+
+  /** `npm start` as a new user runs it: an empty environment but PATH and HOME, in a project of its own. */
+  function start(cwd: string, extra: string[] = [], onStderr?: (text: string, child: ReturnType<typeof spawn>) => void): Promise<Run> {
+    const env = { PATH: process.env.PATH, HOME: '/nonexistent', PGCREW_DEMO_TASKS: '300' }
+    const child = spawn(process.execPath, ['--import', tsx, cli, 'run', demo, '--threads', '2', ...extra], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    atEnd(() => child.kill('SIGKILL'))
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d
+      onStderr?.(stderr, child)
+    })
+    return new Promise((resolve) => child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr })))
+  }
+  const tasks = (r: Run): number[] => {
+    const m = /^tasks +(\d+) seen, (\d+) done, (\d+) skipped/m.exec(r.stdout)
+    assert.ok(m, r.stdout + r.stderr)
+    return m.slice(1).map(Number)
+  }
+
+  test('regression: a second run skips every task (the data was thrown away); Ctrl-C says the truth and the rerun resumes; --fresh starts clean', async () => {
+    const project = scratchDir()
+    chmodSync(project, 0o755) // as root, the server runs as postgres and must reach .pgcrew/data
+    writeFileSync(join(project, 'package.json'), '{ "name": "someone-elses-project" }\n')
+    mkdirSync(join(project, 'sub'))
+    const dataDir = join(project, '.pgcrew', 'data')
+    atEnd(() => {
+      try {
+        process.kill(Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]), 'SIGQUIT')
+      } catch {
+        // no server left: as it should be
+      }
+    })
+
+    let interrupted = false
+    const first = await start(project, [], (text, child) => {
+      if (!interrupted && /^progress: \d+\/300 done=[1-9]/m.test(text)) {
+        interrupted = true
+        child.kill('SIGINT')
+      }
+    })
+    assert.equal(first.code, 1, first.stderr)
+    assert.match(first.stderr, /^pgcrew: nothing configured \(no profile, no PG\* variable\): using pgcrew's own PostgreSQL \(\w+ binaries\) at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/postgres, data in \.pgcrew\/data \(start clean with --fresh, or remove it: rm -rf \.pgcrew\/data\)$/m)
+    assert.match(first.stdout, /^pipeline +demo-magnitudes \(cancelled: run again to resume; the data is kept in \.pgcrew\/data\)$/m)
+    assert.match(first.stderr, /^pgcrew: stopped pgcrew's own PostgreSQL; its data stays in \.pgcrew\/data for the next run$/m)
+    assert.equal(existsSync(join(dataDir, 'PG_VERSION')), true)
+
+    const second = await start(project)
+    assert.equal(second.code, 0, second.stderr)
+    const [seen, done, skipped] = tasks(second)
+    assert.equal(seen, 300)
+    assert.ok(skipped > 0 && done + skipped === 300, second.stdout)
+
+    // From a subdirectory the project is the same: every task is done already.
+    const third = await start(join(project, 'sub'))
+    assert.equal(third.code, 0, third.stderr)
+    assert.deepEqual(tasks(third), [300, 0, 300])
+    assert.match(third.stderr, new RegExp(`data in ${dataDir.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`))
+
+    const fresh = await start(project, ['--fresh'])
+    assert.equal(fresh.code, 0, fresh.stderr)
+    assert.deepEqual(tasks(fresh), [300, 300, 0])
+    assert.match(fresh.stderr, /data in \.pgcrew\/data, started clean/)
+    assert.equal(existsSync(join(dataDir, 'postmaster.pid')), false, 'the server still runs after pgcrew run ended')
+  })
+
+  test('--fresh with a configured server is bad usage: it would not touch that server', async () => {
+    const r = await pgcrew(['run', demo, '--fresh'], cleanEnv({ PGHOST: '127.0.0.1' }))
+    assert.equal(r.code, 2)
+    assert.match(r.stderr, /^pgcrew run: --fresh starts pgcrew's own PostgreSQL clean; this run is configured/m)
   })
 })
 
