@@ -1,8 +1,8 @@
 import { Database } from '../database.ts'
+import { shownPath, startEmbeddedDefault } from '../embedded-default.ts'
 import { loadPipeline, runPipeline, type RunSummary } from '../pipeline.ts'
 import { loadProfiles } from '../profiles.ts'
 import { barProgress, lineProgress, silentProgress } from '../progress.ts'
-import { shownPath, startEmbeddedDefault } from '../embedded-default.ts'
 import type { TempCluster } from '../temp-cluster.ts'
 import { UsageError, type CliIO, type Command } from './command.ts'
 import { connectAs } from './connect-as.ts'
@@ -90,14 +90,14 @@ export const command: Command = {
     let cluster: TempCluster | undefined
     let env = io.env
     const fresh = values.fresh === true
+    let keptIn: string | undefined
     if (configured(profile, env)) {
       if (fresh) throw new UsageError('--fresh starts pgcrew\'s own PostgreSQL clean; this run is configured (a profile or PG* variables) and uses that server')
     } else {
       cluster = await startEmbeddedDefault({ fresh })
-      const where = shownPath(cluster.dataDir)
-      if (!json) println(io.stderr, `pgcrew: nothing configured (no profile, no PG* variable): using pgcrew's own PostgreSQL (${cluster.source} binaries) at ${cluster.displayUrl}, data in ${where}${fresh ? ', started clean' : ''} (start clean with --fresh, or remove it: rm -rf ${where})`)
+      keptIn = shownPath(cluster.dataDir)
+      if (!json) println(io.stderr, `pgcrew: nothing configured (no profile, no PG* variable): using pgcrew's own PostgreSQL (${cluster.source} binaries) at ${cluster.displayUrl}, data in ${keptIn}${fresh ? ', started clean' : ''} (start clean with --fresh, or remove it: rm -rf ${keptIn})`)
     }
-    const keptIn = cluster ? shownPath(cluster.dataDir) : undefined
     try {
       await using db = new Database({
         profile,
