@@ -43,4 +43,5 @@ export { compareVersions } from './migrate-versions.ts'
 
 // A real PostgreSQL for tests and demos
 export { startTempCluster, type TempCluster, type TempClusterOptions } from './temp-cluster.ts'
+export { startEmbeddedDefault, embeddedDataDir, projectRoot } from './embedded-default.ts'
 export { findPostgresBinaries, type PostgresBinaries } from './postgres-binaries.ts'

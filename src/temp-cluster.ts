@@ -157,7 +157,7 @@ export async function startTempCluster(options: TempClusterOptions = {}): Promis
       )
       rmSync(pwfile)
       if (init.status !== 0) {
-        const reach = runAs && persistent ? `; PostgreSQL runs as the user ${runAs.name} here (pgcrew runs as root), which must be able to reach ${dir}` : ''
+        const reach = runAs && persistent ? `; PostgreSQL runs as the user ${runAs.name} here (pgcrew runs as root), which must be able to reach ${dataDir}` : ''
         throw new PgcrewError('TEMP_CLUSTER_FAILED', `initdb failed (${source} binaries in ${bindir})${reach}:\n${(init.stderr || init.stdout || String(init.error)).trim()}`)
       }
     }
