@@ -32,7 +32,7 @@ export { Crew, type CrewOptions } from './crew.ts'
 export { defineWorker, initProcess, type WorkerContext, type TaskContext, type TaskHandler, type WorkerDefinition } from './define-worker.ts'
 export { TaskError } from './crew-protocol.ts'
 export { definePipeline, runPipeline, loadPipeline, type PipelineDefinition, type PipelineTask, type RunOptions, type RunSummary } from './pipeline.ts'
-export type { BudgetPlan } from './budget.ts'
+export type { BudgetPlan, BudgetNumbers } from './budget.ts'
 export { DEFAULT_LEDGER } from './ledger.ts'
 export { barProgress, lineProgress, silentProgress, type ProgressReporter, type ProgressState } from './progress.ts'
 
@@ -43,4 +43,5 @@ export { compareVersions } from './migrate-versions.ts'
 
 // A real PostgreSQL for tests and demos
 export { startTempCluster, type TempCluster, type TempClusterOptions } from './temp-cluster.ts'
+export { startEmbeddedDefault, embeddedDataDir, projectRoot } from './embedded-default.ts'
 export { findPostgresBinaries, type PostgresBinaries } from './postgres-binaries.ts'

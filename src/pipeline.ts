@@ -2,6 +2,7 @@ import { statSync, type Stats } from 'node:fs'
 import { extname, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { backoffMillis } from './backoff.ts'
+import { budgetNumbers, type BudgetNumbers } from './budget.ts'
 import type { Crew, CrewOptions } from './crew.ts'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
@@ -131,6 +132,8 @@ export interface RunSummary {
   threads: number
   connections: number
   budget: string
+  /** The budget's numbers (main pool, threads, per-worker connections, total). */
+  budgetPlan: BudgetNumbers
   perWorker: Record<string, number>
   /** The first 20 permanent failures. */
   failures: { key: string; attempts: number; code?: string; message: string }[]
@@ -346,6 +349,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     threads: crew.budget.threads,
     connections: crew.budget.total,
     budget: crew.budget.explanation,
+    budgetPlan: budgetNumbers(crew.budget),
     perWorker,
     failures,
   }

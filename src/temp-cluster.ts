@@ -3,8 +3,9 @@ import { randomBytes } from 'node:crypto'
 import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import pg from 'pg'
+import { ensureDataDir, lockDataDir, stopLeftoverServer } from './cluster-data-dir.ts'
 import { PgcrewError } from './errors.ts'
 import { findPostgresBinaries, type BinaryPreference, type BinarySource } from './postgres-binaries.ts'
 
@@ -20,16 +21,27 @@ export interface TempClusterOptions {
   startTimeoutMillis?: number
   /** Ports tried before giving up when another process takes the chosen one. Default 5. */
   portAttempts?: number
+  /**
+   * Keep the data here and reuse it on the next start (initdb when missing); `stop()` then stops
+   * the server but keeps the data, and the server runs with durable settings (fsync on). One process
+   * at a time: another gets DATA_DIR_IN_USE. Default: a throwaway directory with fast settings.
+   */
+  dataDir?: string
+  /** With `dataDir`: remove what it holds and start with an empty cluster. Default false. */
+  fresh?: boolean
 }
 
 const DEFAULTS = Object.freeze({ superuser: 'postgres', startTimeoutMillis: 30_000, portAttempts: 5 })
 
-/** A running throwaway PostgreSQL; `stop()` (or `await using`) removes the server and its data. */
+/** A running PostgreSQL; `stop()` (or `await using`) stops it and removes its data unless it persists. */
 export interface TempCluster extends AsyncDisposable {
   readonly host: string
   readonly port: number
-  /** The unix socket directory (the data directory's parent). */
+  /** The unix socket directory (a temporary one; for a throwaway cluster, the data directory's parent). */
   readonly socketDir: string
+  readonly dataDir: string
+  /** The data outlives stop() (the `dataDir` option). */
+  readonly persistent: boolean
   readonly superuser: string
   /** The superuser's password (non-enumerable: never shows in a log or inspect). */
   readonly password: string
@@ -95,9 +107,13 @@ function installExitHooks(): void {
   }
 }
 
+/** initdb's fast settings for data nobody keeps; a persistent cluster runs with PostgreSQL's durable defaults. */
+const THROWAWAY_SETTINGS = ['-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'synchronous_commit=off']
+
 /**
- * Start a throwaway PostgreSQL: initdb into a temp dir, scram-sha-256 passwords on TCP and on the
- * socket, a random free port (retried on collision), removed on stop, on exit and on SIGINT/SIGTERM.
+ * Start a PostgreSQL: initdb into a temp dir (or reuse `dataDir`), scram-sha-256 passwords on TCP
+ * and on the socket, a random free port (retried on collision). A throwaway cluster is removed on
+ * stop, on exit and on SIGINT/SIGTERM, and when setup fails half-way; a persistent one is stopped.
  *
  * @example
  * await using pg = await startTempCluster()
@@ -107,43 +123,66 @@ export async function startTempCluster(options: TempClusterOptions = {}): Promis
   const opts = { ...DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) }
   const { bindir, source } = findPostgresBinaries(options.binaries)
   const runAs = unprivilegedUser()
+  const ids = runAs ? { uid: runAs.uid, gid: runAs.gid } : {}
+  const persistent = options.dataDir !== undefined
+  // The socket (and pwfile) always live in a short temp path: a unix socket path has ~100 bytes.
   const base = mkdtempSync(join(tmpdir(), 'pgcrew-'))
-  const dataDir = join(base, 'data')
-  const password = randomBytes(18).toString('base64url')
+  const dataDir = persistent ? resolve(options.dataDir!) : join(base, 'data')
   let child: ChildProcess | undefined
   let log = ''
+  let release = (): void => {}
 
-  const killNow = (): void => {
-    if (child && child.exitCode === null) child.kill('SIGQUIT')
+  const cleanup = (): void => {
     rmSync(base, { recursive: true, force: true })
+    release()
+  }
+  const killNow = (): void => {
+    // Fast shutdown keeps kept data consistent; immediate is fine for data about to be deleted.
+    if (child && child.exitCode === null) child.kill(persistent ? 'SIGINT' : 'SIGQUIT')
+    cleanup()
   }
   live.add(killNow)
   installExitHooks()
 
   try {
-    const pwfile = join(base, 'pwfile')
-    writeFileSync(pwfile, password + '\n', { mode: 0o600 })
-    if (runAs) {
-      chownSync(base, runAs.uid, runAs.gid)
-      chownSync(pwfile, runAs.uid, runAs.gid)
+    if (runAs) chownSync(base, runAs.uid, runAs.gid)
+    const initdb = (dir: string, password: string): void => {
+      const pwfile = join(base, 'pwfile')
+      writeFileSync(pwfile, password + '\n', { mode: 0o600 })
+      if (runAs) chownSync(pwfile, runAs.uid, runAs.gid)
+      const init = spawnSync(
+        join(bindir, 'initdb'),
+        ['-D', dir, '-U', opts.superuser, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C', ...(persistent ? [] : ['--no-sync'])],
+        { ...ids, encoding: 'utf8', cwd: base },
+      )
+      rmSync(pwfile)
+      if (init.status !== 0) {
+        const reach = runAs && persistent ? `; PostgreSQL runs as the user ${runAs.name} here (pgcrew runs as root), which must be able to reach ${dataDir}` : ''
+        throw new PgcrewError('TEMP_CLUSTER_FAILED', `initdb failed (${source} binaries in ${bindir})${reach}:\n${(init.stderr || init.stdout || String(init.error)).trim()}`)
+      }
     }
-    const ids = runAs ? { uid: runAs.uid, gid: runAs.gid } : {}
-    const init = spawnSync(
-      join(bindir, 'initdb'),
-      ['-D', dataDir, '-U', opts.superuser, `--pwfile=${pwfile}`, '--auth=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync'],
-      { ...ids, encoding: 'utf8', cwd: base },
-    )
-    rmSync(pwfile)
-    if (init.status !== 0) {
-      throw new PgcrewError('TEMP_CLUSTER_FAILED', `initdb failed (${source} binaries in ${bindir}):\n${(init.stderr || init.stdout || String(init.error)).trim()}`)
+    let superuser: string = opts.superuser
+    let password: string
+    if (persistent) {
+      release = lockDataDir(dataDir)
+      // A server a killed run left behind still holds the directory: stop it, then use the data.
+      await stopLeftoverServer(dataDir)
+      if (options.fresh) rmSync(dataDir, { recursive: true, force: true })
+      const prepare = (dir: string): void => {
+        if (runAs) chownSync(dir, runAs.uid, runAs.gid)
+      }
+      ;({ superuser, password } = ensureDataDir(dataDir, opts.superuser, initdb, prepare))
+    } else {
+      password = randomBytes(18).toString('base64url')
+      initdb(dataDir, password)
     }
-    const settings = Object.entries(options.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`])
+    const settings = [...(persistent ? [] : THROWAWAY_SETTINGS), ...Object.entries(options.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`])]
     for (let attempt = 1; ; attempt++) {
       const port = await freePort()
       log = ''
       child = spawn(
         join(bindir, 'postgres'),
-        ['-D', dataDir, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'full_page_writes=off', '-c', 'synchronous_commit=off', ...settings],
+        ['-D', dataDir, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', ...settings],
         // Its own process group: a terminal's Ctrl-C reaches every process of the foreground group,
         // and the server must outlive it long enough for a graceful end (the exit hooks stop it).
         { ...ids, cwd: base, stdio: ['ignore', 'ignore', 'pipe'], detached: true },
@@ -151,18 +190,23 @@ export async function startTempCluster(options: TempClusterOptions = {}): Promis
       child.stderr!.setEncoding('utf8').on('data', (d: string) => {
         log = (log + d).slice(-20_000)
       })
-      const ready = await waitReady(child, port, opts.superuser, password, opts.startTimeoutMillis)
+      const ready = await waitReady(child, port, superuser, password, opts.startTimeoutMillis)
       if (ready === 'ready') {
         const proc = child
         proc.unref()
         ;(proc.stderr as { unref?: () => void } | null)?.unref?.()
-        return makeHandle({ port, base, superuser: opts.superuser, password, source, bindir, proc, killNow, log: () => log })
+        return makeHandle({ port, base, dataDir, persistent, superuser, password, source, bindir, proc, killNow, cleanup, log: () => log })
       }
       if (ready === 'port-taken' && attempt < opts.portAttempts) continue
+      // Backends of a killed postmaster still attached to its shared memory leave within moments.
+      if (persistent && /pre-existing shared memory block .* is still in use/.test(log) && attempt < 10) {
+        await new Promise((r) => setTimeout(r, 1000))
+        continue
+      }
       throw new PgcrewError('TEMP_CLUSTER_FAILED', `PostgreSQL did not start (${source} binaries in ${bindir}): ${ready}\n${log.trim().split('\n').slice(-8).join('\n')}`)
     }
   } catch (error) {
-    // Setup failed half-way: leave no server and no data dir behind.
+    // Setup failed half-way: leave no server behind, and no data dir unless it is one that persists.
     killNow()
     live.delete(killNow)
     throw error
@@ -192,12 +236,28 @@ async function waitReady(child: ChildProcess, port: number, user: string, passwo
   return exited ?? `not ready after ${timeoutMillis} ms`
 }
 
-function makeHandle(h: { port: number; base: string; superuser: string; password: string; source: BinarySource; bindir: string; proc: ChildProcess; killNow: () => void; log: () => string }): TempCluster {
+interface HandleParts {
+  port: number
+  base: string
+  dataDir: string
+  persistent: boolean
+  superuser: string
+  password: string
+  source: BinarySource
+  bindir: string
+  proc: ChildProcess
+  killNow: () => void
+  /** Remove what stop() removes: the temp dir (with the data, unless it persists), the lock. */
+  cleanup: () => void
+  log: () => string
+}
+
+function makeHandle(h: HandleParts): TempCluster {
   let stopping: Promise<void> | undefined
   const stop = (): Promise<void> =>
     (stopping ??= new Promise<void>((resolve) => {
       const done = (): void => {
-        rmSync(h.base, { recursive: true, force: true })
+        h.cleanup()
         live.delete(h.killNow)
         resolve()
       }
@@ -212,6 +272,8 @@ function makeHandle(h: { port: number; base: string; superuser: string; password
     host: '127.0.0.1',
     port: h.port,
     socketDir: h.base,
+    dataDir: h.dataDir,
+    persistent: h.persistent,
     superuser: h.superuser,
     source: h.source,
     bindir: h.bindir,

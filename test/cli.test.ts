@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { before, describe, test } from 'node:test'
 import { main } from '../src/cli/main.ts'
 import { Database } from '../src/database.ts'
-import { admin, cleanEnv, collector, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from './helpers.ts'
+import { admin, atEnd, cleanEnv, collector, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from './helpers.ts'
 
 // Every password a test hands to pgcrew; no output of any run may contain one.
 const secrets = new Set<string>()
@@ -457,6 +457,166 @@ describe('pgcrew check', () => {
     const r = await pgcrew(['check', '--profile', 'p'], cleanEnv({ PGCREW_PROFILES: bad }))
     assert.equal(r.code, 1)
     assert.equal(r.stderr, `pgcrew: ${bad}:3: port in profile "p" must be a whole number (decimal digits only), not "0x1538"\n`)
+  })
+})
+
+describe('pgcrew run: which server', () => {
+  const counter = new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname
+
+  test('regression: profiles that do not match this host stop the run with NO_PROFILE_MATCHES, as check does (it used a temporary server and threw the work away)', async () => {
+    const dir = scratchDir()
+    const file = join(dir, 'profiles.ini')
+    writeFileSync(file, '[cluster]\nhost = db.chpc.utah.edu\ndbname = work\ndomain = .*\\.chpc\\.utah\\.edu\n')
+    const env = cleanEnv({ PGCREW_PROFILES: file, PGCREW_HOSTNAME: 'notch042' })
+    const check = await pgcrew(['check'], env)
+    for (const r of [await pgcrew(['run', counter], env), check]) {
+      assert.equal(r.code, 1)
+      assert.equal(r.stderr, 'pgcrew: no profile matches host notch042 — known: cluster; set PGCREW_PROFILE, pass --profile, or add a [local] profile\n')
+    }
+    const json = await pgcrew(['run', counter, '--json'], env)
+    assert.equal(json.code, 1)
+    assert.equal(JSON.parse(json.stdout).error.code, 'NO_PROFILE_MATCHES')
+  })
+
+  test('a PG* variable alone (here PGSERVICE) is a configuration too: never the embedded server', async () => {
+    const r = await pgcrew(['run', counter], cleanEnv({ PGSERVICE: 'nosuch', PGSERVICEFILE: join(scratchDir(), 'none.conf') }))
+    assert.equal(r.code, 1)
+    assert.doesNotMatch(r.stderr, /embedded|temporary/)
+    assert.equal(r.stdout, '')
+    noStack(r.stderr)
+  })
+})
+
+describe('pgcrew run with nothing configured: pgcrew\'s own PostgreSQL, kept under the project', () => {
+  const cli = new URL('../src/cli.ts', import.meta.url).pathname
+  const demo = new URL('../examples/demo-pipeline.ts', import.meta.url).pathname
+  const tsx = import.meta.resolve('tsx')
+
+  /** `npm start` as a new user runs it: an empty environment but PATH and HOME, in a project of its own. */
+  function start(cwd: string, extra: string[] = [], onStderr?: (text: string, child: ReturnType<typeof spawn>) => void): Promise<Run> {
+    const env = { PATH: process.env.PATH, HOME: '/nonexistent', PGCREW_DEMO_TASKS: '300' }
+    const child = spawn(process.execPath, ['--import', tsx, cli, 'run', demo, '--threads', '2', ...extra], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    atEnd(() => child.kill('SIGKILL'))
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d
+      onStderr?.(stderr, child)
+    })
+    return new Promise((resolve) => child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr })))
+  }
+  const tasks = (r: Run): number[] => {
+    const m = /^tasks +(\d+) seen, (\d+) done, (\d+) skipped/m.exec(r.stdout)
+    assert.ok(m, r.stdout + r.stderr)
+    return m.slice(1).map(Number)
+  }
+
+  test('regression: a second run skips every task (the data was thrown away); Ctrl-C says the truth and the rerun resumes; --fresh starts clean', async () => {
+    const project = scratchDir()
+    chmodSync(project, 0o755) // as root, the server runs as postgres and must reach .pgcrew/data
+    writeFileSync(join(project, 'package.json'), '{ "name": "someone-elses-project" }\n')
+    mkdirSync(join(project, 'sub'))
+    const dataDir = join(project, '.pgcrew', 'data')
+    atEnd(() => {
+      try {
+        process.kill(Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]), 'SIGQUIT')
+      } catch {
+        // no server left: as it should be
+      }
+    })
+
+    let interrupted = false
+    const first = await start(project, [], (text, child) => {
+      if (!interrupted && /^progress: \d+\/300 done=[1-9]/m.test(text)) {
+        interrupted = true
+        child.kill('SIGINT')
+      }
+    })
+    assert.equal(first.code, 1, first.stderr)
+    assert.match(first.stderr, /^pgcrew: nothing configured \(no profile, no PG\* variable\): using pgcrew's own PostgreSQL \(\w+ binaries\) at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/postgres, data in \.pgcrew\/data \(start clean with --fresh, or remove it: rm -rf \.pgcrew\/data\)$/m)
+    assert.match(first.stdout, /^pipeline +demo-magnitudes \(cancelled: run again to resume; the data is kept in \.pgcrew\/data\)$/m)
+    assert.match(first.stderr, /^pgcrew: stopped pgcrew's own PostgreSQL; its data stays in \.pgcrew\/data for the next run$/m)
+    assert.equal(existsSync(join(dataDir, 'PG_VERSION')), true)
+
+    const second = await start(project)
+    assert.equal(second.code, 0, second.stderr)
+    const [seen, done, skipped] = tasks(second)
+    assert.equal(seen, 300)
+    assert.ok(skipped > 0 && done + skipped === 300, second.stdout)
+
+    // From a subdirectory the project is the same: every task is done already.
+    const third = await start(join(project, 'sub'))
+    assert.equal(third.code, 0, third.stderr)
+    assert.deepEqual(tasks(third), [300, 0, 300])
+    assert.match(third.stderr, new RegExp(`data in ${dataDir.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`))
+
+    const fresh = await start(project, ['--fresh'])
+    assert.equal(fresh.code, 0, fresh.stderr)
+    assert.deepEqual(tasks(fresh), [300, 300, 0])
+    assert.match(fresh.stderr, /data in \.pgcrew\/data, started clean/)
+    assert.equal(existsSync(join(dataDir, 'postmaster.pid')), false, 'the server still runs after pgcrew run ended')
+  })
+
+  test('--fresh with a configured server is bad usage: it would not touch that server', async () => {
+    const r = await pgcrew(['run', demo, '--fresh'], cleanEnv({ PGHOST: '127.0.0.1' }))
+    assert.equal(r.code, 2)
+    assert.match(r.stderr, /^pgcrew run: --fresh starts pgcrew's own PostgreSQL clean; this run is configured/m)
+  })
+})
+
+describe('pgcrew run: the connection budget', () => {
+  const counter = new URL('./fixtures/pipelines/counter.ts', import.meta.url).pathname
+  const runEnv = async (): Promise<{ env: NodeJS.ProcessEnv; dbname: string }> => {
+    const { dbname } = await freshDatabase('clirun')
+    const { host, port, user, password } = server()
+    secrets.add(password)
+    return { dbname, env: cleanEnv({ PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname }) }
+  }
+
+  test('regression: --budget 3 shows the whole sum, main pool included ("clamped to 1 threads × 1 = 3" left out the 2)', async () => {
+    const { env } = await runEnv()
+    const r = await pgcrew(['run', counter, '--threads', '2', '--budget', '3'], env)
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /^budget +budget 3 \(explicit\); wanted 2 \(main\) \+ 2 threads × 1 = 4 — clamped to 2 \(main\) \+ 1 thread × 1 = 3$/m)
+    assert.match(r.stdout, /^threads +1, 3 connections at most$/m)
+  })
+
+  test('--json carries the budget as numbers too', async () => {
+    const { env } = await runEnv()
+    const r = await pgcrew(['run', counter, '--threads', '2', '--budget', '3', '--json'], env)
+    assert.equal(r.code, 0, r.stderr)
+    const summary = JSON.parse(r.stdout)
+    assert.deepEqual(summary.budgetPlan, { budget: 3, source: 'explicit', main: 2, threads: 1, perWorker: 1, total: 3, clamped: true })
+    assert.match(summary.budget, /clamped to 2 \(main\) \+ 1 thread × 1 = 3$/)
+  })
+
+  test('--per-worker N runs N tasks at once in each thread, inside the budget', async () => {
+    const { env, dbname } = await runEnv()
+    const r = await pgcrew(['run', counter, '--threads', '2', '--per-worker', '3', '--json'], env)
+    assert.equal(r.code, 0, r.stderr)
+    const summary = JSON.parse(r.stdout)
+    assert.deepEqual([summary.budgetPlan.threads, summary.budgetPlan.perWorker, summary.budgetPlan.total, summary.done, summary.failed], [2, 3, 8, 200, 0])
+    assert.deepEqual(await admin('SELECT n, count(*)::int AS c FROM counters GROUP BY n', [], dbname), [{ n: 1, c: 200 }])
+    const bad = await pgcrew(['run', counter, '--per-worker', '0'], env)
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /^pgcrew run: --per-worker takes a whole number from 1 to 1000, not "0"$/m)
+  })
+
+  test('a budget that cannot fit is refused with advice naming only flags pgcrew run has', async () => {
+    const { env } = await runEnv()
+    const help = (await pgcrew(['run', '--help'])).stdout
+    for (const [argv, advice] of [
+      [['--budget', '2'], /; not even one worker connection is left; raise --budget to at least 3$/],
+    ] as const) {
+      const r = await pgcrew(['run', counter, '--threads', '2', ...argv], env)
+      assert.equal(r.code, 1, r.stdout)
+      const line = r.stderr.trim()
+      assert.match(line, /^pgcrew: budget 2 \(explicit\); wanted 2 \(main\) \+ 2 threads × \d = \d — over budget/)
+      assert.match(line, advice)
+      for (const flag of line.match(/--[a-z-]+/g) ?? []) assert.match(help, new RegExp(`^  ${flag} `, 'm'), `the advice names ${flag}, which pgcrew run does not have`)
+      noStack(r.stderr)
+    }
   })
 })
 

@@ -318,7 +318,7 @@ describe('connection budget', () => {
     })
     await using crew = await db.crew({ worker: fixture('echo'), threads: 4, connectionBudget: 4 })
     assert.equal(crew.threads, 2)
-    assert.match(crew.budget.explanation, /clamped to 2 threads × 1 = 4/)
+    assert.match(crew.budget.explanation, /wanted 2 \(main\) \+ 4 threads × 1 = 6 — clamped to 2 \(main\) \+ 2 threads × 1 = 4$/)
   })
 })
 

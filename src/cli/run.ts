@@ -1,25 +1,25 @@
-import { PG_ENV_KEYS } from '../connection-params.ts'
 import { Database } from '../database.ts'
-import { PgcrewError } from '../errors.ts'
+import { shownPath, startEmbeddedDefault } from '../embedded-default.ts'
 import { loadPipeline, runPipeline, type RunSummary } from '../pipeline.ts'
-import { chooseProfile, loadProfiles } from '../profiles.ts'
+import { loadProfiles } from '../profiles.ts'
 import { barProgress, lineProgress, silentProgress } from '../progress.ts'
-import { startTempCluster, type TempCluster } from '../temp-cluster.ts'
+import type { TempCluster } from '../temp-cluster.ts'
 import { UsageError, type CliIO, type Command } from './command.ts'
 import { connectAs } from './connect-as.ts'
 import { keyValues, printJson, println } from './output.ts'
 
 
-/** Is anything configured (profile for this host, PG* variables)? If not, the run gets a temp server. */
+/**
+ * Is anything at all configured: --profile, PGCREW_PROFILE, any libpq PG* variable (PGSERVICE
+ * included), or a profile in any profiles file? Only with none of them does the run get the
+ * embedded server. Profiles that exist but do not claim this host are the same NO_PROFILE_MATCHES
+ * as `pgcrew check` (raised when the Database connects): a batch job on a compute node whose name
+ * no profile matches must stop, not put its work into a server of its own.
+ */
 function configured(profile: string | undefined, env: NodeJS.ProcessEnv): boolean {
-  if (profile || env.PGCREW_PROFILE || PG_ENV_KEYS.some((k) => env[k])) return true
-  try {
-    chooseProfile(loadProfiles({ env }), undefined, env)
-    return true
-  } catch (error) {
-    if (error instanceof PgcrewError && error.code === 'NO_PROFILE_MATCHES') return false
-    throw error
-  }
+  if (profile || env.PGCREW_PROFILE) return true
+  if (Object.keys(env).some((k) => k.startsWith('PG') && !k.startsWith('PGCREW_') && env[k])) return true
+  return loadProfiles({ env }).profiles.length > 0
 }
 
 /** A flag's whole number, written plainly (no 1e3, 0x10 or padding) and within [min, max]. */
@@ -30,14 +30,14 @@ function int(value: unknown, flag: string, min: number, max = 100_000): number |
   return n
 }
 
-function printSummary(io: CliIO, s: RunSummary): void {
+function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): void {
   const workers = Object.entries(s.perWorker)
     .map(([id, n]) => `#${id}: ${n}`)
     .join(', ')
   println(
     io.stdout,
     keyValues([
-      ['pipeline', s.pipeline + (s.cancelled ? ' (cancelled: run again to resume)' : '')],
+      ['pipeline', s.pipeline + (s.cancelled ? ` (cancelled: run again to resume${keptIn ? `; the data is kept in ${keptIn}` : ''})` : '')],
       ['tasks', `${s.seen} seen, ${s.done} done, ${s.skipped} skipped (already done), ${s.failed} failed, ${s.retried} retried`],
       ['time', `${(s.durationMillis / 1000).toFixed(1)} s, ${s.tasksPerSecond} tasks/s`],
       ['threads', `${s.threads}, ${s.connections} connections at most`],
@@ -51,28 +51,35 @@ function printSummary(io: CliIO, s: RunSummary): void {
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--budget N] [--retries N] [--json]
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--fresh] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
-  --profile P        run against profile P; with no profile and no PG* settings, a temporary
-                     PostgreSQL is started for the run and removed after it
+  --profile P        run against profile P. With nothing configured at all (no profile in any
+                     profiles file, no PG* variable, no PGCREW_PROFILE), pgcrew starts its own
+                     PostgreSQL, keeping its data in .pgcrew/data of the project for the next run
   --as WHO           admin, user, or a role name
   --per-transaction  a fresh connection per task instead of a pool in each worker
-  --budget N         at most N connections in all (default: from the server's max_connections)
+  --per-worker N     tasks in flight per thread, each with its own connection (default 1)
+  --budget N         at most N connections in all, main pool (2) included (default: what the
+                     server's max_connections leaves free)
   --retries N        retries of a task after a transient error (default 3)
+  --fresh            with pgcrew's own PostgreSQL: remove .pgcrew/data first and start clean
   --json             print a machine-readable summary (no progress output)`,
   options: {
     threads: { type: 'string' },
     profile: { type: 'string' },
     as: { type: 'string' },
     'per-transaction': { type: 'boolean' },
+    'per-worker': { type: 'string' },
     budget: { type: 'string' },
     retries: { type: 'string' },
+    fresh: { type: 'boolean' },
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
     const threads = int(values.threads, '--threads', 1, 1024)
+    const perWorkerConnections = int(values['per-worker'], '--per-worker', 1, 1000)
     const connectionBudget = int(values.budget, '--budget', 2)
     const retries = int(values.retries, '--retries', 0, 1000)
     const profile = values.profile as string | undefined
@@ -82,9 +89,14 @@ export const command: Command = {
 
     let cluster: TempCluster | undefined
     let env = io.env
-    if (!configured(profile, env)) {
-      cluster = await startTempCluster()
-      if (!json) println(io.stderr, `pgcrew: no profile or PG* settings: using a temporary PostgreSQL (${cluster.source} binaries) at ${cluster.displayUrl}; it is removed after the run`)
+    const fresh = values.fresh === true
+    let keptIn: string | undefined
+    if (configured(profile, env)) {
+      if (fresh) throw new UsageError('--fresh starts pgcrew\'s own PostgreSQL clean; this run is configured (a profile or PG* variables) and uses that server')
+    } else {
+      cluster = await startEmbeddedDefault({ fresh })
+      keptIn = shownPath(cluster.dataDir)
+      if (!json) println(io.stderr, `pgcrew: nothing configured (no profile, no PG* variable): using pgcrew's own PostgreSQL (${cluster.source} binaries) at ${cluster.displayUrl}, data in ${keptIn}${fresh ? ', started clean' : ''} (start clean with --fresh, or remove it: rm -rf ${keptIn})`)
     }
     try {
       await using db = new Database({
@@ -98,12 +110,13 @@ export const command: Command = {
       // Progress goes to stderr, so it is stderr that decides bar or lines (`pgcrew run … | tee` still gets a bar).
       const stderrIsTTY = (io.stderr as { isTTY?: boolean }).isTTY === true
       const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
-      const summary = await runPipeline(db, def, { threads, connectionBudget, retries, progress, signal: io.signal })
-      if (json) printJson(io, summary)
-      else printSummary(io, summary)
+      const summary = await runPipeline(db, def, { threads, perWorkerConnections, connectionBudget, retries, progress, signal: io.signal })
+      if (json) printJson(io, cluster ? { ...summary, server: { embedded: true, dataDir: cluster.dataDir } } : summary)
+      else printSummary(io, summary, keptIn)
       return summary.cancelled || summary.failed > 0 ? 1 : 0
     } finally {
       await cluster?.stop()
+      if (cluster && !json) println(io.stderr, `pgcrew: stopped pgcrew's own PostgreSQL; its data stays in ${keptIn} for the next run`)
     }
   },
 }

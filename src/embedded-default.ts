@@ -1,0 +1,34 @@
+// The server `pgcrew run` uses when nothing at all is configured: PostgreSQL started by pgcrew, its
+// data kept under the project so that a second run resumes (and skips what the first one did).
+import { existsSync } from 'node:fs'
+import { dirname, join, relative, resolve } from 'node:path'
+import { startTempCluster, type TempCluster, type TempClusterOptions } from './temp-cluster.ts'
+
+/** The project a command runs in: the nearest directory from `cwd` up with a package.json, else `cwd`. */
+export function projectRoot(cwd = process.cwd()): string {
+  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir
+    if (dirname(dir) === dir) return resolve(cwd)
+  }
+}
+
+/** Where the embedded default keeps its data: `.pgcrew/data` in the project (git-ignored). */
+export function embeddedDataDir(cwd = process.cwd()): string {
+  return join(projectRoot(cwd), '.pgcrew', 'data')
+}
+
+/** A path as someone in `cwd` would type it: relative below `cwd`, else absolute. */
+export function shownPath(path: string, cwd = process.cwd()): string {
+  const rel = relative(cwd, path)
+  return rel && !rel.startsWith('..') && !rel.startsWith('/') ? rel : path
+}
+
+/**
+ * Start the embedded default server on the project's data directory (created on first use);
+ * `fresh` removes what an earlier run left there first.
+ *
+ * @example await using server = await startEmbeddedDefault({ fresh: false })
+ */
+export function startEmbeddedDefault(options: { cwd?: string; fresh?: boolean; binaries?: TempClusterOptions['binaries'] } = {}): Promise<TempCluster> {
+  return startTempCluster({ dataDir: embeddedDataDir(options.cwd), fresh: options.fresh, binaries: options.binaries })
+}
