@@ -372,3 +372,11 @@ test('pgcrew initdb: --dry-run prints the SQL, --yes migrates, --json reports wh
   const again = await cli({ ...flags, yes: true })
   assert.equal(again.stdout, `shop in database ${dbname} is at version 1.0; nothing to do\n`)
 })
+
+test('pgcrew initdb: a bad --var and --profile with --url are bad usage before any connection is tried', async () => {
+  // Port 1 has no server: reaching the network would fail with a connection error, not UsageError.
+  const flags = { scripts: shop, app: 'shop', url: 'postgres://nobody@127.0.0.1:1/nowhere', 'dry-run': true }
+  await assert.rejects(cli({ ...flags, var: ['novalue'] }), (e: unknown) => e instanceof UsageError && /--var "novalue" must be NAME=VALUE/.test(e.message))
+  await assert.rejects(cli({ ...flags, var: ['a=1', 'a=2'] }), (e: unknown) => e instanceof UsageError && /--var a is given twice/.test(e.message))
+  await assert.rejects(cli({ ...flags, profile: 'utah' }), (e: unknown) => e instanceof UsageError && /--profile and --url both say where to connect; pass one of them/.test(e.message))
+})

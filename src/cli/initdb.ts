@@ -26,7 +26,10 @@ function parseVariables(raw: string[]): Record<string, string> {
   for (const item of raw) {
     const eq = item.indexOf('=')
     if (eq < 1) throw new UsageError(`--var "${item}" must be NAME=VALUE`)
-    variables[item.slice(0, eq)] = item.slice(eq + 1)
+    const name = item.slice(0, eq)
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new UsageError(`--var ${JSON.stringify(name)}: a template name is letters, digits and _, not starting with a digit`)
+    if (Object.hasOwn(variables, name)) throw new UsageError(`--var ${name} is given twice; pass each name once`)
+    variables[name] = item.slice(eq + 1)
   }
   return variables
 }
@@ -53,7 +56,7 @@ export const command: Command = {
   name: 'initdb',
   summary: 'Create the schema or upgrade it to the current version from versioned SQL scripts',
   usage: `pgcrew initdb --scripts DIR --app NAME [--user ROLE] [--target V] [--version-table T.C]
-                     [--profile P] [--url URL] [--as admin|ROLE] [--seed FILE] [--var NAME=VALUE]...
+                     [--profile P | --url URL] [--as admin|ROLE] [--seed FILE] [--var NAME=VALUE]...
                      [--max-wait-seconds S] [--dry-run] [--yes] [--json]
 
 Brings the database to the scripts' current version: runs create_<app>.sql on a database without
@@ -67,7 +70,8 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
   --target V             the version to reach (default: the highest version the scripts reach)
   --version-table T.C    the one-row table and column holding the version (default <app>_version.version)
   --profile P            use profile P (default: PGCREW_PROFILE, else the one this host gets)
-  --url URL              connect to a postgres:// or pq:// string instead of a profile
+  --url URL              connect to a postgres:// or pq:// string instead of a profile (not
+                         together with --profile)
   --as WHO               admin (the default when the profile names one), user, or a role name
   --seed FILE            YAML or JSON rows (table: [rows]) inserted when the schema is created
   --var NAME=VALUE       a template value: {NAME} is quoted as an identifier, {NAME!literal} as a literal
@@ -109,8 +113,17 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
     if (!dryRun && values.yes !== true && (json || !process.stdin.isTTY)) {
       throw new UsageError('pass --yes to migrate without a confirmation prompt (stdin is not a terminal, or --json)')
     }
+    // Every flag is checked before connecting: bad usage is exit 2, never a connection error first.
+    const variables = parseVariables((values.var as string[] | undefined) ?? [])
+    const profile = str('profile')
+    const url = str('url')
+    // A profile and a URL would both name a server, a database and roles; mixing them silently
+    // (whose admin? whose user?) is worse than asking for one.
+    if (profile !== undefined && url !== undefined) {
+      throw new UsageError('--profile and --url both say where to connect; pass one of them (put extra settings in the URL, or in the profile)')
+    }
 
-    await using db = new Database({ profile: str('profile'), connectionString: str('url'), env: io.env })
+    await using db = new Database({ profile, connectionString: url, env: io.env })
     await connectForSchema(db, str('as'))
     const dbname = db.dbname ?? '?'
     const progressLine = io.isTTY && !json
@@ -126,7 +139,7 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
       target: str('target'),
       versionTable: str('version-table'),
       seed: str('seed'),
-      variables: parseVariables((values.var as string[] | undefined) ?? []),
+      variables,
       maxWaitMillis: maxWaitSeconds === undefined ? undefined : maxWaitSeconds * 1000,
     }
 
