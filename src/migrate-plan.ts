@@ -4,7 +4,7 @@ import { prepareScript } from './migrate-script.ts'
 import { readScript } from './migrate-scripts.ts'
 import type { PreparedScript, PreparedStatement } from './migrate-script.ts'
 import type { ScriptFolder } from './migrate-scripts.ts'
-import type { TemplateVariables } from './migrate-template.ts'
+import type { TemplateDialect, TemplateVariables } from './migrate-template.ts'
 
 /** What a migration will do, decided before anything runs. */
 export interface MigrationPlan {
@@ -36,7 +36,7 @@ export function targetVersion(folder: ScriptFolder, target: string | undefined):
 export async function planMigration(
   folder: ScriptFolder,
   current: string | null,
-  options: { target?: string; variables: TemplateVariables },
+  options: { target?: string; variables: TemplateVariables; templates?: TemplateDialect },
 ): Promise<MigrationPlan> {
   const to = targetVersion(folder, options.target)
   let steps: Array<{ file: string; version: string }>
@@ -50,7 +50,7 @@ export async function planMigration(
   }
   const scripts: MigrationPlan['scripts'] = []
   for (const step of steps) {
-    scripts.push({ ...prepareScript(await readScript(folder, step.file), step.file, options.variables), version: step.version })
+    scripts.push({ ...prepareScript(await readScript(folder, step.file), step.file, options.variables, options.templates), version: step.version })
   }
   const problems = scripts.flatMap((s) => s.problems)
   if (problems.length > 0) {

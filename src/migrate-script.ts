@@ -1,6 +1,6 @@
 import { splitStatements, tokenizeSql } from './split-statements.ts'
 import { renderTemplate } from './migrate-template.ts'
-import type { TemplateVariables } from './migrate-template.ts'
+import type { TemplateDialect, TemplateVariables } from './migrate-template.ts'
 
 /** A statement ready to run: templates filled, with the script file and line it came from. */
 export interface PreparedStatement {
@@ -81,9 +81,9 @@ function transactionControl(w: string[]): Control | undefined {
  * rule: a leading BEGIN and a trailing COMMIT are dropped with a notice (psql-style scripts);
  * other transaction control and commands PostgreSQL refuses in a transaction become problems.
  */
-export function prepareScript(text: string, file: string, variables: TemplateVariables): PreparedScript {
+export function prepareScript(text: string, file: string, variables: TemplateVariables, templates: TemplateDialect = 'sql'): PreparedScript {
   const split = splitStatements(text, { file })
-  const rendered = split.map((s) => ({ sql: renderTemplate(s.sql, variables, { file, line: s.line }), file, line: s.line }))
+  const rendered = split.map((s) => ({ sql: renderTemplate(s.sql, variables, { file, line: s.line }, templates), file, line: s.line }))
   const notices: string[] = []
   const problems: ScriptProblem[] = []
   const statements: PreparedStatement[] = []

@@ -8,7 +8,8 @@ import { readScriptFolder } from './migrate-scripts.ts'
 import type { ScriptFolder } from './migrate-scripts.ts'
 import { insertSeed, loadSeed } from './migrate-seed.ts'
 import type { SeedData } from './migrate-seed.ts'
-import type { TemplateVariables } from './migrate-template.ts'
+import { TEMPLATE_DIALECTS } from './migrate-template.ts'
+import type { TemplateDialect, TemplateVariables } from './migrate-template.ts'
 import { parseVersionTable, readVersion, recordVersion } from './migrate-version-table.ts'
 import type { VersionTable } from './migrate-version-table.ts'
 import type { Transaction } from './transaction.ts'
@@ -35,6 +36,11 @@ export interface MigrateOptions {
   detectVersion?: (tx: Transaction) => Promise<string | null | undefined>
   /** Values for `{name}` / `{name!literal}` placeholders, besides `{username}` and `{dbname}`. */
   variables?: TemplateVariables
+  /**
+   * How braces are read: `'sql'` (default) templates SQL code only; `'format'` reads the whole
+   * script as a Python `str.format` template (piwheels), braces inside strings and $$ bodies too.
+   */
+  templates?: TemplateDialect
   /** What the connected role must be: the database's owner (or a superuser), or a superuser. */
   adminMustBe?: 'owner' | 'superuser'
   /** Told about each step, for progress output. */
@@ -67,10 +73,11 @@ export interface MigrateResult {
 }
 
 /** The defaults of {@link MigrateOptions}; the README points here. */
-export const MIGRATE_DEFAULTS: Readonly<{ maxWaitMillis: number; adminMustBe: 'owner' | 'superuser'; dryRun: boolean }> = Object.freeze({
+export const MIGRATE_DEFAULTS: Readonly<{ maxWaitMillis: number; adminMustBe: 'owner' | 'superuser'; dryRun: boolean; templates: TemplateDialect }> = Object.freeze({
   maxWaitMillis: 300_000,
   adminMustBe: 'owner',
   dryRun: false,
+  templates: 'sql',
 })
 
 /** The advisory lock key of an app's migrations: the first 8 bytes of sha256("pgcrew.migrate:" + app). */
@@ -142,7 +149,7 @@ function planSql(plan: MigrationPlan, vt: VersionTable, seeding: boolean): strin
   return parts.join('\n\n') + (parts.length > 0 ? '\n' : '')
 }
 
-type ResolvedMigrateOptions = Readonly<MigrateOptions & { maxWaitMillis: number; adminMustBe: 'owner' | 'superuser'; dryRun: boolean }>
+type ResolvedMigrateOptions = Readonly<MigrateOptions & { maxWaitMillis: number; adminMustBe: 'owner' | 'superuser'; dryRun: boolean; templates: TemplateDialect }>
 
 function resolveMigrateOptions(options: MigrateOptions): ResolvedMigrateOptions {
   if (typeof options?.scripts !== 'string' || typeof options.app !== 'string') {
@@ -157,7 +164,9 @@ function resolveMigrateOptions(options: MigrateOptions): ResolvedMigrateOptions 
   if (!(maxWaitMillis >= 0)) throw new PgcrewError('INVALID_OPTION', `maxWaitMillis must be 0 or more, not ${maxWaitMillis}`)
   const adminMustBe = options.adminMustBe ?? MIGRATE_DEFAULTS.adminMustBe
   if (adminMustBe !== 'owner' && adminMustBe !== 'superuser') throw new PgcrewError('INVALID_OPTION', `adminMustBe must be 'owner' or 'superuser', not ${String(adminMustBe)}`)
-  return Object.freeze({ ...options, maxWaitMillis, adminMustBe, dryRun: options.dryRun ?? MIGRATE_DEFAULTS.dryRun })
+  const templates = options.templates ?? MIGRATE_DEFAULTS.templates
+  if (!TEMPLATE_DIALECTS.includes(templates)) throw new PgcrewError('INVALID_OPTION', `templates must be ${TEMPLATE_DIALECTS.map((d) => `'${d}'`).join(' or ')}, not ${String(templates)}`)
+  return Object.freeze({ ...options, maxWaitMillis, adminMustBe, templates, dryRun: options.dryRun ?? MIGRATE_DEFAULTS.dryRun })
 }
 
 function failureLine(statement: { sql: string; line: number }, error: unknown): number {
@@ -196,7 +205,7 @@ export async function migrate(db: Database, options: MigrateOptions): Promise<Mi
       emit({ type: 'waiting', app: o.app, maxWaitMillis: o.maxWaitMillis })
       await acquireLock(tx, o.app, o.maxWaitMillis)
     }
-    const chosen = await planMigration(folder, await currentVersion(tx, vt, o.detectVersion), { target: o.target, variables })
+    const chosen = await planMigration(folder, await currentVersion(tx, vt, o.detectVersion), { target: o.target, variables, templates: o.templates })
     const statements = planStatements(chosen)
     for (const message of chosen.notices) emit({ type: 'notice', message })
     emit({ type: 'plan', action: chosen.action, from: chosen.from, to: chosen.to, scripts: chosen.scripts.map((s) => s.file), statements: statements.length })

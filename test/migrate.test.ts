@@ -378,5 +378,77 @@ test('pgcrew initdb: a bad --var and --profile with --url are bad usage before a
   const flags = { scripts: shop, app: 'shop', url: 'postgres://nobody@127.0.0.1:1/nowhere', 'dry-run': true }
   await assert.rejects(cli({ ...flags, var: ['novalue'] }), (e: unknown) => e instanceof UsageError && /--var "novalue" must be NAME=VALUE/.test(e.message))
   await assert.rejects(cli({ ...flags, var: ['a=1', 'a=2'] }), (e: unknown) => e instanceof UsageError && /--var a is given twice/.test(e.message))
+  await assert.rejects(cli({ ...flags, templates: 'python' }), (e: unknown) => e instanceof UsageError && /--templates "python" must be sql or format/.test(e.message))
   await assert.rejects(cli({ ...flags, profile: 'utah' }), (e: unknown) => e instanceof UsageError && /--profile and --url both say where to connect; pass one of them/.test(e.message))
+})
+
+const wheelhouse = join(fixtures, 'wheelhouse')
+const wheelhouseV01 = join(fixtures, 'wheelhouse-0.1')
+const wheelOptions = { app: 'wheelhouse', templates: 'format', versionTable: 'configuration.version' } as const
+
+/** A catalog dump of the public schema: tables, columns, types, defaults, constraints, indexes, functions, grants, comments. */
+async function catalogOf(dbname: string): Promise<Record<string, unknown[]>> {
+  const q = (sql: string) => rows(dbname, sql)
+  return {
+    relations: await q(`SELECT c.relname, c.relkind, c.relacl::text AS acl, obj_description(c.oid, 'pg_class') AS comment
+                          FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1`),
+    columns: await q(`SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+                             pg_get_expr(d.adbin, d.adrelid) AS "default", a.attacl::text AS acl
+                        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                       WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+                       ORDER BY c.relname, a.attnum`),
+    constraints: await q(`SELECT conrelid::regclass::text AS rel, conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+                           WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2`),
+    indexes: await q(`SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def, indisvalid FROM pg_index
+                       WHERE indrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace) ORDER BY 1`),
+    functions: await q(`SELECT p.oid::regprocedure::text AS name, pg_get_functiondef(p.oid) AS def, p.proacl::text AS acl
+                          FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1`),
+    version: await q(`SELECT version FROM configuration`),
+  }
+}
+
+test("templates: 'format' runs str.format scripts (piwheels' style): a fresh create and an upgraded 0.1 end with the same catalog", async () => {
+  const fresh = await newDatabase()
+  const notices: string[] = []
+  const created = await run(fresh, { ...wheelOptions, scripts: wheelhouse, onProgress: (e) => { if (e.type === 'notice') notices.push(e.message) } })
+  assert.deepEqual([created.action, created.to], ['create', '0.3'])
+  assert.ok(notices.some((n) => /^create_wheelhouse\.sql line \d+: dropped the trailing COMMIT/.test(n)), notices.join('\n'))
+
+  const old = await newDatabase()
+  assert.equal((await run(old, { ...wheelOptions, scripts: wheelhouseV01, target: '0.1' })).action, 'create')
+  const upgraded = await run(old, { ...wheelOptions, scripts: wheelhouse })
+  assert.deepEqual([upgraded.action, upgraded.from, upgraded.to, upgraded.scripts.length], ['upgrade', '0.1', '0.3', 2])
+  const catalog = await catalogOf(fresh)
+  assert.deepEqual(await catalogOf(old), catalog)
+
+  // '{{}}' became '{}' inside strings and inside the $sql$ bodies; {username} inside a string is its name.
+  const column = (rel: string, name: string) => catalog.columns!.find((c) => (c as { relname: string; attname: string }).relname === rel && (c as { attname: string }).attname === name) as { default: string }
+  assert.equal(column('projects', 'labels').default, `'{}'::text[]`)
+  assert.equal(column('projects', 'metadata').default, `'{}'::jsonb`)
+  assert.equal((catalog.relations!.find((r) => (r as { relname: string }).relname === 'downloads') as { comment: string }).comment, `written only by log_download(), which ${appUser} may call`)
+  for (const dbname of [fresh, old]) {
+    await rows(dbname, `SELECT add_project('numpy')`)
+    await rows(dbname, `INSERT INTO releases (project, release) VALUES ('numpy', '2.0')`)
+    await rows(dbname, `SELECT log_download('numpy', NULL)`)
+    assert.deepEqual(await rows(dbname, `SELECT get_project_data('numpy')::jsonb AS data, (SELECT details FROM downloads) AS details`), [
+      { data: { project: 'numpy', releases: { '2.0': {} } }, details: { via: 'log_download' } },
+    ])
+    assert.deepEqual(await rows(dbname, `SELECT has_function_privilege($1, 'log_download(text, jsonb)', 'EXECUTE') AS ok`, [appUser]), [{ ok: true }])
+  }
+
+  // The same scripts in the default 'sql' dialect fail where piwheels' own create script does.
+  await assert.rejects(run(await newDatabase(), { ...wheelOptions, templates: 'sql', scripts: wheelhouse }), {
+    code: 'MIGRATE_FAILED',
+    message: /^create_wheelhouse\.sql line \d+: .*(invalid input syntax for type json|malformed array literal)/,
+  })
+})
+
+test('pgcrew initdb --templates format creates a schema from str.format scripts', async () => {
+  const dbname = await newDatabase()
+  const flags = { scripts: wheelhouse, app: 'wheelhouse', user: appUser, 'version-table': 'configuration.version', url: urlFor(dbname), yes: true }
+  const done = await cli({ ...flags, templates: 'format' })
+  assert.equal(done.code, 0)
+  assert.match(done.stdout, new RegExp(`^created wheelhouse 0\\.3 in database ${dbname} \\(1 script, \\d+ statements\\)`))
+  assert.deepEqual(await rows(dbname, `SELECT version FROM configuration`), [{ version: '0.3' }])
 })

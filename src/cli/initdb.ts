@@ -2,6 +2,8 @@ import { createInterface } from 'node:readline/promises'
 import { Database } from '../database.ts'
 import { PgcrewError } from '../errors.ts'
 import { migrate } from '../migrate.ts'
+import { TEMPLATE_DIALECTS } from '../migrate-template.ts'
+import type { TemplateDialect } from '../migrate-template.ts'
 import type { MigrateEvent, MigrateOptions, MigrateResult } from '../migrate.ts'
 import { UsageError, expectPositionals, type Command } from './command.ts'
 import { connectAs } from './connect-as.ts'
@@ -57,7 +59,7 @@ export const command: Command = {
   summary: 'Create the schema or upgrade it to the current version from versioned SQL scripts',
   usage: `pgcrew initdb --scripts DIR --app NAME [--user ROLE] [--target V] [--version-table T.C]
                      [--profile P | --url URL] [--as admin|ROLE] [--seed FILE] [--var NAME=VALUE]...
-                     [--max-wait-seconds S] [--dry-run] [--yes] [--json]
+                     [--templates sql|format] [--max-wait-seconds S] [--dry-run] [--yes] [--json]
 
 Brings the database to the scripts' current version: runs create_<app>.sql on a database without
 the schema, else the shortest chain of update_<app>_<from>_to_<to>.sql scripts, all in ONE
@@ -75,6 +77,9 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
   --as WHO               admin (the default when the profile names one), user, or a role name
   --seed FILE            YAML or JSON rows (table: [rows]) inserted when the schema is created
   --var NAME=VALUE       a template value: {NAME} is quoted as an identifier, {NAME!literal} as a literal
+  --templates D          how braces are read: sql (the default: in SQL code only; strings, comments
+                         and $$ bodies are left alone) or format (the whole script is a Python
+                         str.format template, as piwheels' are: '{{}}' means '{}' in strings too)
   --max-wait-seconds S   wait at most S seconds for another run's lock (default 300)
   --dry-run              print the exact SQL that would run and change nothing
   --yes                  do not ask for confirmation (needed when stdin is not a terminal)`,
@@ -89,6 +94,7 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
     as: { type: 'string' },
     seed: { type: 'string' },
     var: { type: 'string', multiple: true },
+    templates: { type: 'string' },
     'max-wait-seconds': { type: 'string' },
     'dry-run': { type: 'boolean' },
     yes: { type: 'boolean', short: 'y' },
@@ -115,6 +121,10 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
     }
     // Every flag is checked before connecting: bad usage is exit 2, never a connection error first.
     const variables = parseVariables((values.var as string[] | undefined) ?? [])
+    const templates = str('templates') as TemplateDialect | undefined
+    if (templates !== undefined && !TEMPLATE_DIALECTS.includes(templates)) {
+      throw new UsageError(`--templates ${JSON.stringify(templates)} must be ${TEMPLATE_DIALECTS.join(' or ')}`)
+    }
     const profile = str('profile')
     const url = str('url')
     // A profile and a URL would both name a server, a database and roles; mixing them silently
@@ -140,6 +150,7 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
       versionTable: str('version-table'),
       seed: str('seed'),
       variables,
+      templates,
       maxWaitMillis: maxWaitSeconds === undefined ? undefined : maxWaitSeconds * 1000,
     }
 
