@@ -226,6 +226,26 @@ test('a plan reports every problem of every script on the way, before running an
   })
 })
 
+test('--! no-transaction: such a script may hold CONCURRENTLY and VACUUM, but no transaction control', () => {
+  const ok = prepareScript('--! no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);\nVACUUM t;\n', 'update_app_1_to_2.sql', {})
+  assert.deepEqual([ok.transaction, ok.problems, ok.statements.map((s) => s.line)], [false, [], [2, 3]])
+  assert.equal(prepareScript('CREATE TABLE t (x int);', 'update_app_1_to_2.sql', {}).transaction, true)
+  const control = prepareScript('--! no-transaction\nBEGIN;\nVACUUM t;\nCOMMIT;\n', 'update_app_1_to_2.sql', {})
+  assert.deepEqual(control.problems.map((p) => [p.code, p.line]), [['MIGRATE_TRANSACTION_CONTROL', 2], ['MIGRATE_TRANSACTION_CONTROL', 4]])
+  assert.match(control.problems[0]!.message, /^update_app_1_to_2\.sql line 2: BEGIN — under --! no-transaction each statement runs and commits on its own, so remove it$/)
+  const typo = prepareScript('--! no-transactions\nVACUUM t;', 'update_app_1_to_2.sql', {})
+  assert.deepEqual(typo.problems.map((p) => p.code), ['MIGRATE_BAD_HEADER', 'MIGRATE_NON_TRANSACTIONAL'])
+  assert.match(typo.problems[0]!.message, /line 1: unknown header "--! no-transactions"; the one pgcrew knows is --! no-transaction/)
+})
+
+test('--! no-transaction is refused on a create script, which must be all or nothing', async (t) => {
+  const dir = await folderWith(t, { 'create_app.sql': '--! no-transaction\nCREATE TABLE t (x int);', 'update_app_1_to_2.sql': '' })
+  await assert.rejects(planMigration(await readScriptFolder(dir, 'app'), null, { variables: {} }), {
+    code: 'MIGRATE_NON_TRANSACTIONAL',
+    message: /^nothing was run: a statement does not fit the way its script runs:\n {2}create_app\.sql line 1: --! no-transaction is for update scripts; a create must be all or nothing/,
+  })
+})
+
 test('a plan creates a missing schema at the latest version, upgrades an old one, leaves a current one', async (t) => {
   const dir = await folderWith(t, {
     'create_app.sql': 'CREATE TABLE t (x int, y int);\nGRANT SELECT ON t TO {username};',

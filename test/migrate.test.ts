@@ -452,3 +452,84 @@ test('pgcrew initdb --templates format creates a schema from str.format scripts'
   assert.match(done.stdout, new RegExp(`^created wheelhouse 0\\.3 in database ${dbname} \\(1 script, \\d+ statements\\)`))
   assert.deepEqual(await rows(dbname, `SELECT version FROM configuration`), [{ version: '0.3' }])
 })
+
+// A chain with a --! no-transaction step in the middle: 1→2 and 3→4 in transactions, 2→3 outside.
+const lockCheck = `DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted) THEN
+    RAISE EXCEPTION 'the migration lock is not held by this session';
+  END IF;
+END $$;\n`
+
+async function chainAt1(): Promise<{ dbname: string; scripts: string }> {
+  const dbname = await newDatabase()
+  const base = scratchDir()
+  await writeFile(join(base, 'create_chain.sql'), 'CREATE TABLE items (id int PRIMARY KEY, code text);\n')
+  await run(dbname, { scripts: base, app: 'chain', target: '1', versionTable: undefined })
+  const scripts = scratchDir()
+  await writeFile(join(scripts, 'update_chain_1_to_2.sql'), `ALTER TABLE items ADD label text;\nINSERT INTO items SELECT g, 'c' || g, 'label ' || g FROM generate_series(1, 100) g;\n`)
+  await writeFile(join(scripts, 'update_chain_2_to_3.sql'), `--! no-transaction\n-- built without blocking writers\nCREATE INDEX CONCURRENTLY items_label ON items (label);\n${lockCheck}VACUUM (ANALYZE) items;\n`)
+  await writeFile(join(scripts, 'update_chain_3_to_4.sql'), `ALTER INDEX items_label RENAME TO items_label_idx;\n${lockCheck}`)
+  return { dbname, scripts }
+}
+
+const chainVersion = async (dbname: string) => (await rows<{ version: string }>(dbname, 'SELECT version FROM chain_version'))[0]?.version
+
+test('--! no-transaction: the script runs outside the transaction, in order, under the lock; the dry run says so', async () => {
+  const { dbname, scripts } = await chainAt1()
+  const opts = { scripts, app: 'chain', versionTable: undefined }
+  const plan = await run(dbname, { ...opts, dryRun: true })
+  assert.deepEqual(plan.noTransaction, ['update_chain_2_to_3.sql'])
+  assert.match(plan.sql, /-- then: COMMIT \(what ran so far stays done\)\n-- update_chain_2_to_3\.sql \(to 3\), OUTSIDE a transaction \(--! no-transaction\): each statement commits on its own\n-- line 3\nCREATE INDEX CONCURRENTLY/)
+  assert.match(plan.sql, /-- then: record version 3 in chain_version\.version \(a transaction of its own\), and BEGIN again\n\n-- update_chain_3_to_4\.sql/)
+  const dry = await cli({ ...opts, url: urlFor(dbname), 'dry-run': true })
+  assert.match(dry.stderr, /# upgrade chain: 1 → 4, 3 script\(s\), 7 statement\(s\); outside a transaction \(--! no-transaction\): update_chain_2_to_3\.sql/)
+  assert.equal(await chainVersion(dbname), '1')
+
+  const seen: string[] = []
+  const result = await run(dbname, { ...opts, onProgress: (e) => { if (e.type === 'statement') seen.push(`${e.file}:${e.line}`) } })
+  assert.deepEqual([result.action, result.from, result.to, result.noTransaction], ['upgrade', '1', '4', ['update_chain_2_to_3.sql']])
+  assert.deepEqual(seen, ['update_chain_1_to_2.sql:1', 'update_chain_1_to_2.sql:2', 'update_chain_2_to_3.sql:3', 'update_chain_2_to_3.sql:4', 'update_chain_2_to_3.sql:9', 'update_chain_3_to_4.sql:1', 'update_chain_3_to_4.sql:2'])
+  assert.deepEqual(await rows(dbname, `SELECT indexrelid::regclass::text AS name, indisvalid FROM pg_index WHERE indrelid = 'items'::regclass AND NOT indisprimary`), [{ name: 'items_label_idx', indisvalid: true }])
+  assert.equal(await chainVersion(dbname), '4')
+  // The lock went with the migration.
+  assert.deepEqual(await rows(dbname, 'SELECT pg_try_advisory_lock($1::bigint) AS ok, pg_advisory_unlock($1::bigint) AS released', [migrationLockKey('chain').toString()]), [{ ok: true, released: true }])
+  assert.equal((await run(dbname, opts)).action, 'none')
+})
+
+test('--! no-transaction: 4 runners at once on a chain with a step outside the transaction: one upgrades, three find it current', async () => {
+  const { dbname, scripts } = await chainAt1()
+  const results = await Promise.all(Array.from({ length: 4 }, () => run(dbname, { scripts, app: 'chain', versionTable: undefined })))
+  assert.deepEqual(results.map((r) => r.action).sort(), ['none', 'none', 'none', 'upgrade'])
+  assert.equal(await chainVersion(dbname), '4')
+})
+
+test('--! no-transaction: a failure there leaves the last recorded version and names what is half-done', async () => {
+  const { dbname, scripts } = await chainAt1()
+  const opts = { scripts, app: 'chain', versionTable: undefined }
+  const step = join(scripts, 'update_chain_2_to_3.sql')
+  // piwheels-style scripts record their own version first; labels are not unique, so the unique index fails.
+  await writeFile(step, `--! no-transaction\nUPDATE chain_version SET version = '3';\nCREATE INDEX CONCURRENTLY items_code ON items (code);\nCREATE UNIQUE INDEX CONCURRENTLY items_label_key ON items ((left(label, 7)));\n`)
+  await assert.rejects(run(dbname, opts), (error: Error & { code?: string; details?: Record<string, unknown> }) => {
+    assert.equal(error.code, 'MIGRATE_FAILED')
+    assert.match(error.message, /^update_chain_2_to_3\.sql line 4: could not create unique index "items_label_key"; update_chain_2_to_3\.sql runs outside a transaction \(--! no-transaction\), so the 2 statements before this one stay done; it left the INVALID index items_label_key: DROP INDEX CONCURRENTLY it before running again; the script had set the version to 3; pgcrew put back 2; the database is at 2, which the steps before it reached and committed/)
+    assert.deepEqual([error.details?.file, error.details?.line, error.details?.sqlstate], ['update_chain_2_to_3.sql', 4, '23505'])
+    return true
+  })
+  assert.equal(await chainVersion(dbname), '2')
+  assert.deepEqual(await rows(dbname, `SELECT count(label)::int AS n FROM items`), [{ n: 100 }])
+
+  // The script fixed (re-runnable, and the invalid index dropped); now the transactional step after it fails.
+  await admin('DROP INDEX CONCURRENTLY items_label_key', [], dbname)
+  await writeFile(step, `--! no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS items_code ON items (code);\nCREATE INDEX CONCURRENTLY items_label ON items (label);\n`)
+  const last = join(scripts, 'update_chain_3_to_4.sql')
+  const good = await readFile(last, 'utf8')
+  await writeFile(last, `${good}INSERT INTO nosuch VALUES (1);\n`)
+  await assert.rejects(run(dbname, opts), {
+    code: 'MIGRATE_FAILED',
+    message: /^update_chain_3_to_4\.sql line 7: relation "nosuch" does not exist; this transaction was rolled back: the database is at 3, which the steps before it reached and committed$/,
+  })
+  assert.equal(await chainVersion(dbname), '3')
+  await writeFile(last, good)
+  const done = await run(dbname, opts)
+  assert.deepEqual([done.from, done.to, done.scripts], ['3', '4', ['update_chain_3_to_4.sql']])
+})

@@ -45,6 +45,11 @@ function summary(r: MigrateResult, app: string, dbname: string): string {
   return `${verb[r.action]} ${what} in database ${dbname} (${scripts}${seeded ? `; seeded ${seeded}` : ''}) in ${r.durationMillis} ms`
 }
 
+/** Names the scripts that run outside the transaction: a failure there is not rolled back. */
+function outsideNote(files: string[]): string {
+  return files.length === 0 ? '' : `; outside a transaction (--! no-transaction): ${files.join(', ')}`
+}
+
 async function confirm(question: string): Promise<boolean> {
   const rl = createInterface({ input: process.stdin, output: process.stderr })
   try {
@@ -63,7 +68,9 @@ export const command: Command = {
 
 Brings the database to the scripts' current version: runs create_<app>.sql on a database without
 the schema, else the shortest chain of update_<app>_<from>_to_<to>.sql scripts, all in ONE
-transaction under an advisory lock, so a failure changes nothing and concurrent runs wait.
+transaction under an advisory lock, so a failure changes nothing and concurrent runs wait. An update
+script whose first line is --! no-transaction runs outside it, statement by statement, after what
+came before has committed (for CREATE INDEX CONCURRENTLY, VACUUM…); --dry-run names such scripts.
 
   --scripts DIR          the folder of create_<app>.sql and update_<app>_<from>_to_<to>.sql
   --app NAME             the application name used in the script names
@@ -140,7 +147,7 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
     const onProgress = (e: MigrateEvent): void => {
       if (e.type === 'notice') println(io.stderr, `notice: ${e.message}`)
       else if (e.type === 'statement' && progressLine) io.stderr.write(`\r\x1b[K[${e.index + 1}/${e.total}] ${e.file} line ${e.line}`)
-      else if (e.type === 'plan' && e.action !== 'none' && !json) println(io.stderr, `# ${e.action} ${app}: ${e.from ?? '(no schema)'} → ${e.to}, ${e.scripts.length} script(s), ${e.statements} statement(s)`)
+      else if (e.type === 'plan' && e.action !== 'none' && !json) println(io.stderr, `# ${e.action} ${app}: ${e.from ?? '(no schema)'} → ${e.to}, ${e.scripts.length} script(s), ${e.statements} statement(s)${outsideNote(e.noTransaction)}`)
     }
     const options: MigrateOptions = {
       scripts,
@@ -164,7 +171,7 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
         }
         return 0
       }
-      const question = `${plan.action === 'create' ? `Create ${app} ${plan.to}` : `Upgrade ${app} from ${plan.from} to ${plan.to}`} in database ${dbname} (${plan.scripts.length} script(s), ${plan.statements} statement(s))? [y/N] `
+      const question = `${plan.action === 'create' ? `Create ${app} ${plan.to}` : `Upgrade ${app} from ${plan.from} to ${plan.to}`} in database ${dbname} (${plan.scripts.length} script(s), ${plan.statements} statement(s)${outsideNote(plan.noTransaction)})? [y/N] `
       if (!(await confirm(question))) {
         println(io.stderr, 'nothing changed')
         return 1
