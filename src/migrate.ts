@@ -121,7 +121,7 @@ async function checkRoles(tx: Transaction, user: string | undefined, mustBe: 'ow
 function lockTimeout(app: string, maxWaitMillis: number): PgcrewError {
   return new PgcrewError(
     'MIGRATE_LOCK_TIMEOUT',
-    `another migration of ${app} held the lock for more than ${maxWaitMillis} ms; nothing was changed — run again later or raise maxWaitMillis (--max-wait)`,
+    `another migration of ${app} held the lock for more than ${maxWaitMillis} ms; nothing was changed — run again later or raise maxWaitMillis (--max-wait-seconds)`,
     { details: { app, maxWaitMillis } },
   )
 }

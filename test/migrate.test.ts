@@ -533,3 +533,17 @@ test('--! no-transaction: a failure there leaves the last recorded version and n
   const done = await run(dbname, opts)
   assert.deepEqual([done.from, done.to, done.scripts], ['3', '4', ['update_chain_3_to_4.sql']])
 })
+
+test('migrate inside db.transaction() is refused: it runs transactions of its own', async () => {
+  const dbname = await newDatabase()
+  const db = await connect(dbname)
+  try {
+    await assert.rejects(db.transaction(() => migrate(db, { scripts: shop, app: 'shop', user: appUser, versionTable: 'configuration.version' })), {
+      code: 'MIGRATE_IN_TRANSACTION',
+      message: /migrate runs its own transactions .*; call it outside db\.transaction\(\)/,
+    })
+  } finally {
+    await db.close()
+  }
+  assert.equal(await versionOf(dbname), undefined)
+})
