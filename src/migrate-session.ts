@@ -1,5 +1,5 @@
 import type pg from 'pg'
-import { mapDatabaseError } from './database-error.ts'
+import { DatabaseError, mapDatabaseError } from './database-error.ts'
 import { PgcrewError } from './errors.ts'
 import { backoffMillis } from './backoff.ts'
 import { Transaction } from './transaction.ts'
@@ -37,15 +37,17 @@ export async function lockSession(client: pg.ClientBase, key: bigint, maxWaitMil
 }
 
 /**
- * Releases the lock. Should that fail, the error is not a server error, so the pool drops the
- * connection (and the server frees the lock with the session) instead of lending it out still held.
+ * Releases the lock. Should that fail, the connection must not go back to the pool still holding
+ * it: the pool drops a connection whose work failed with anything but a plain server error, so
+ * such an error is thrown unless `failure` (what the migration failed with) is one already.
  */
 export async function unlockSession(client: pg.ClientBase, key: bigint, failure: unknown): Promise<void> {
   try {
     await client.query('SELECT pg_advisory_unlock($1::bigint)', [key.toString()])
   } catch (error) {
-    const before = failure === undefined ? '' : ` after ${(failure as Error).message}`
-    throw new PgcrewError('MIGRATE_UNLOCK', `could not release the migration lock${before}: ${(error as Error).message}; the connection is closed, which releases it`, { cause: failure ?? error })
+    if (failure !== undefined && !(failure instanceof DatabaseError)) return
+    const after = failure === undefined ? '' : ` after ${(failure as Error).message}`
+    throw new PgcrewError('MIGRATE_UNLOCK', `could not release the migration lock${after}: ${(error as Error).message}; the connection is closed, which releases it`, { cause: failure ?? error })
   }
 }
 

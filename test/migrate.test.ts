@@ -491,9 +491,15 @@ test('--! no-transaction: the script runs outside the transaction, in order, und
   assert.deepEqual(seen, ['update_chain_1_to_2.sql:1', 'update_chain_1_to_2.sql:2', 'update_chain_2_to_3.sql:3', 'update_chain_2_to_3.sql:4', 'update_chain_2_to_3.sql:9', 'update_chain_3_to_4.sql:1', 'update_chain_3_to_4.sql:2'])
   assert.deepEqual(await rows(dbname, `SELECT indexrelid::regclass::text AS name, indisvalid FROM pg_index WHERE indrelid = 'items'::regclass AND NOT indisprimary`), [{ name: 'items_label_idx', indisvalid: true }])
   assert.equal(await chainVersion(dbname), '4')
-  // The lock went with the migration.
-  assert.deepEqual(await rows(dbname, 'SELECT pg_try_advisory_lock($1::bigint) AS ok, pg_advisory_unlock($1::bigint) AS released', [migrationLockKey('chain').toString()]), [{ ok: true, released: true }])
-  assert.equal((await run(dbname, opts)).action, 'none')
+  // The session lock is given back when the migration ends, though its connection stays in the pool.
+  const db = await connect(dbname)
+  try {
+    assert.equal((await migrate(db, opts)).action, 'none')
+    assert.equal(db.connectionCount, 1)
+    assert.deepEqual(await rows(dbname, 'SELECT pg_try_advisory_lock($1::bigint) AS ok, pg_advisory_unlock($1::bigint) AS released', [migrationLockKey('chain').toString()]), [{ ok: true, released: true }])
+  } finally {
+    await db.close()
+  }
 })
 
 test('--! no-transaction: 4 runners at once on a chain with a step outside the transaction: one upgrades, three find it current', async () => {
@@ -517,6 +523,15 @@ test('--! no-transaction: a failure there leaves the last recorded version and n
   })
   assert.equal(await chainVersion(dbname), '2')
   assert.deepEqual(await rows(dbname, `SELECT count(label)::int AS n FROM items`), [{ n: 100 }])
+  // A failed run gives the lock back even while its Database stays open (its pool keeps connections).
+  const db = await connect(dbname)
+  try {
+    // Not re-runnable as written: items_code exists now.
+    await assert.rejects(migrate(db, opts), { code: 'MIGRATE_FAILED', message: /^update_chain_2_to_3\.sql line 3: relation "items_code" already exists/ })
+    assert.deepEqual(await rows(dbname, `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = $1)`, [dbname]), [{ n: 0 }])
+  } finally {
+    await db.close()
+  }
 
   // The script fixed (re-runnable, and the invalid index dropped); now the transactional step after it fails.
   await admin('DROP INDEX CONCURRENTLY items_label_key', [], dbname)
