@@ -51,7 +51,7 @@ export interface MigrateOptions {
   onProgress?: (event: MigrateEvent) => void
 }
 
-/** Progress of a migration, in order: notices, plan, waiting, then one event per statement and seeded table. */
+/** Progress of a migration, in order: waiting (for the lock), notices, plan, then one event per statement and seeded table. */
 export type MigrateEvent =
   | { type: 'notice'; message: string }
   | { type: 'plan'; action: MigrationPlan['action']; from: string | null; to: string; scripts: string[]; noTransaction: string[]; statements: number }
