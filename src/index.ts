@@ -40,6 +40,7 @@ export { barProgress, lineProgress, silentProgress, type ProgressReporter, type 
 export { migrate, migrationLockKey, MIGRATE_DEFAULTS, type MigrateOptions, type MigrateResult, type MigrateEvent } from './migrate.ts'
 export { splitStatements, type SqlStatement } from './split-statements.ts'
 export { compareVersions } from './migrate-versions.ts'
+export type { TemplateDialect, TemplateVariables } from './migrate-template.ts'
 
 // A real PostgreSQL for tests and demos
 export { startTempCluster, type TempCluster, type TempClusterOptions } from './temp-cluster.ts'

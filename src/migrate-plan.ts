@@ -1,10 +1,10 @@
 import { PgcrewError } from './errors.ts'
 import { findUpgradePath } from './migrate-versions.ts'
-import { prepareScript } from './migrate-script.ts'
+import { NO_TRANSACTION_HEADER, prepareScript } from './migrate-script.ts'
 import { readScript } from './migrate-scripts.ts'
 import type { PreparedScript, PreparedStatement } from './migrate-script.ts'
 import type { ScriptFolder } from './migrate-scripts.ts'
-import type { TemplateVariables } from './migrate-template.ts'
+import type { TemplateDialect, TemplateVariables } from './migrate-template.ts'
 
 /** What a migration will do, decided before anything runs. */
 export interface MigrationPlan {
@@ -36,7 +36,7 @@ export function targetVersion(folder: ScriptFolder, target: string | undefined):
 export async function planMigration(
   folder: ScriptFolder,
   current: string | null,
-  options: { target?: string; variables: TemplateVariables },
+  options: { target?: string; variables: TemplateVariables; templates?: TemplateDialect },
 ): Promise<MigrationPlan> {
   const to = targetVersion(folder, options.target)
   let steps: Array<{ file: string; version: string }>
@@ -50,13 +50,23 @@ export async function planMigration(
   }
   const scripts: MigrationPlan['scripts'] = []
   for (const step of steps) {
-    scripts.push({ ...prepareScript(await readScript(folder, step.file), step.file, options.variables), version: step.version })
+    const script = prepareScript(await readScript(folder, step.file), step.file, options.variables, options.templates)
+    if (current === null && !script.transaction) {
+      // A half-made schema with no version recorded could be neither resumed nor created again.
+      script.problems.push({
+        code: 'MIGRATE_NON_TRANSACTIONAL',
+        file: step.file,
+        line: 1,
+        message: `${step.file} line 1: ${NO_TRANSACTION_HEADER} is for update scripts; a create must be all or nothing (and on new, empty tables a plain CREATE INDEX is as fast as CONCURRENTLY)`,
+      })
+    }
+    scripts.push({ ...script, version: step.version })
   }
   const problems = scripts.flatMap((s) => s.problems)
   if (problems.length > 0) {
     throw new PgcrewError(
       problems[0]!.code,
-      `nothing was run: ${problems.length === 1 ? 'a statement' : `${problems.length} statements`} cannot run in the migration's transaction:\n  ${problems.map((p) => p.message).join('\n  ')}`,
+      `nothing was run: ${problems.length === 1 ? 'a statement' : `${problems.length} statements`} ${scripts.every((s) => s.transaction) ? "cannot run in the migration's transaction" : problems.length === 1 ? 'does not fit the way its script runs' : 'do not fit the way their scripts run'}:\n  ${problems.map((p) => p.message).join('\n  ')}`,
       { details: { problems } },
     )
   }

@@ -1,6 +1,6 @@
 import { splitStatements, tokenizeSql } from './split-statements.ts'
 import { renderTemplate } from './migrate-template.ts'
-import type { TemplateVariables } from './migrate-template.ts'
+import type { TemplateDialect, TemplateVariables } from './migrate-template.ts'
 
 /** A statement ready to run: templates filled, with the script file and line it came from. */
 export interface PreparedStatement {
@@ -9,9 +9,9 @@ export interface PreparedStatement {
   line: number
 }
 
-/** Something in a script that makes it unfit to run inside the migration's single transaction. */
+/** Something in a script that makes it unfit to run the way it is marked (in the transaction, or outside). */
 export interface ScriptProblem {
-  code: 'MIGRATE_NON_TRANSACTIONAL' | 'MIGRATE_TRANSACTION_CONTROL'
+  code: 'MIGRATE_NON_TRANSACTIONAL' | 'MIGRATE_TRANSACTION_CONTROL' | 'MIGRATE_BAD_HEADER'
   file: string
   line: number
   message: string
@@ -20,6 +20,8 @@ export interface ScriptProblem {
 /** A script split, rendered and checked. Nothing has run yet. */
 export interface PreparedScript {
   file: string
+  /** False for a script whose first line is `--! no-transaction`: its statements run one by one, in autocommit. */
+  transaction: boolean
   statements: PreparedStatement[]
   notices: string[]
   problems: ScriptProblem[]
@@ -76,22 +78,52 @@ function transactionControl(w: string[]): Control | undefined {
   }
 }
 
+/** The header that takes a script out of the migration's transaction (graphile-migrate's spelling). */
+export const NO_TRANSACTION_HEADER = '--! no-transaction'
+
+/** Whether the first line is the no-transaction header; another `--!` header is a problem, not a comment. */
+function readHeader(text: string, file: string): { transaction: boolean; problem?: ScriptProblem } {
+  const first = text.split('\n', 1)[0]!.trimEnd()
+  if (!first.startsWith('--!')) return { transaction: true }
+  if (first.replace(/^--!\s*/, '').toLowerCase() === 'no-transaction') return { transaction: false }
+  return {
+    transaction: true,
+    problem: { code: 'MIGRATE_BAD_HEADER', file, line: 1, message: `${file} line 1: unknown header ${JSON.stringify(first)}; the one pgcrew knows is ${NO_TRANSACTION_HEADER} (or write -- for a comment)` },
+  }
+}
+
 /**
- * Splits a script, fills its templates and checks every statement against the one-transaction
- * rule: a leading BEGIN and a trailing COMMIT are dropped with a notice (psql-style scripts);
- * other transaction control and commands PostgreSQL refuses in a transaction become problems.
+ * Splits a script, fills its templates and checks every statement against the way it runs. In
+ * the migration's transaction (the default): a leading BEGIN and a trailing COMMIT are dropped with
+ * a notice (psql-style scripts); other transaction control and commands PostgreSQL refuses in a
+ * transaction become problems. Under `--! no-transaction` every statement runs on its own, so
+ * those commands are fine and any transaction control is a problem.
  */
-export function prepareScript(text: string, file: string, variables: TemplateVariables): PreparedScript {
+export function prepareScript(text: string, file: string, variables: TemplateVariables, templates: TemplateDialect = 'sql'): PreparedScript {
+  const header = readHeader(text, file)
   const split = splitStatements(text, { file })
-  const rendered = split.map((s) => ({ sql: renderTemplate(s.sql, variables, { file, line: s.line }), file, line: s.line }))
+  const rendered = split.map((s) => ({ sql: renderTemplate(s.sql, variables, { file, line: s.line }, templates), file, line: s.line }))
   const notices: string[] = []
-  const problems: ScriptProblem[] = []
+  const problems: ScriptProblem[] = header.problem ? [header.problem] : []
   const statements: PreparedStatement[] = []
 
   rendered.forEach((statement, index) => {
     const words = topLevelWords(statement.sql, 8)
     const control = transactionControl(words)
     const at = `${file} line ${statement.line}`
+    if (!header.transaction) {
+      if (control !== undefined) {
+        problems.push({
+          code: 'MIGRATE_TRANSACTION_CONTROL',
+          file,
+          line: statement.line,
+          message: `${at}: ${words.slice(0, 2).join(' ')} — under ${NO_TRANSACTION_HEADER} each statement runs and commits on its own, so remove it`,
+        })
+      } else {
+        statements.push(statement)
+      }
+      return
+    }
     if (control === 'begin' && index === 0) {
       notices.push(`${at}: dropped ${words.slice(0, 2).join(' ')} — pgcrew runs the whole migration in one transaction of its own`)
       return
@@ -116,7 +148,7 @@ export function prepareScript(text: string, file: string, variables: TemplateVar
           code: 'MIGRATE_NON_TRANSACTIONAL',
           file,
           line: statement.line,
-          message: `${at}: ${command} cannot run inside a transaction, and a migration is one transaction; run it separately, outside pgcrew`,
+          message: `${at}: ${command} cannot run inside a transaction; move it to an update script of its own whose first line is ${NO_TRANSACTION_HEADER}`,
         })
         return
       }
@@ -126,5 +158,5 @@ export function prepareScript(text: string, file: string, variables: TemplateVar
     }
     statements.push(statement)
   })
-  return { file, statements, notices, problems }
+  return { file, transaction: header.transaction, statements, notices, problems }
 }

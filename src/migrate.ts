@@ -1,17 +1,22 @@
 import { createHash } from 'node:crypto'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
-import { withSettings } from './settings.ts'
 import { planMigration, planStatements, targetVersion } from './migrate-plan.ts'
 import type { MigrationPlan } from './migrate-plan.ts'
 import { readScriptFolder } from './migrate-scripts.ts'
 import type { ScriptFolder } from './migrate-scripts.ts'
 import { insertSeed, loadSeed } from './migrate-seed.ts'
 import type { SeedData } from './migrate-seed.ts'
-import type { TemplateVariables } from './migrate-template.ts'
-import { parseVersionTable, readVersion, recordVersion } from './migrate-version-table.ts'
+import { TEMPLATE_DIALECTS } from './migrate-template.ts'
+import type { TemplateDialect, TemplateVariables } from './migrate-template.ts'
+import { parseVersionTable, readVersion } from './migrate-version-table.ts'
 import type { VersionTable } from './migrate-version-table.ts'
 import type { Transaction } from './transaction.ts'
+import { NO_TRANSACTION_HEADER } from './migrate-script.ts'
+import type { PreparedStatement } from './migrate-script.ts'
+import { runOutside, runTransactional } from './migrate-run.ts'
+import type { ChainRun } from './migrate-run.ts'
+import { inTransaction, lockSession, unlockSession } from './migrate-session.ts'
 
 /** Options of {@link migrate}; defaults in {@link MIGRATE_DEFAULTS}. */
 export interface MigrateOptions {
@@ -35,16 +40,21 @@ export interface MigrateOptions {
   detectVersion?: (tx: Transaction) => Promise<string | null | undefined>
   /** Values for `{name}` / `{name!literal}` placeholders, besides `{username}` and `{dbname}`. */
   variables?: TemplateVariables
+  /**
+   * How braces are read: `'sql'` (default) templates SQL code only; `'format'` reads the whole
+   * script as a Python `str.format` template (piwheels), braces inside strings and $$ bodies too.
+   */
+  templates?: TemplateDialect
   /** What the connected role must be: the database's owner (or a superuser), or a superuser. */
   adminMustBe?: 'owner' | 'superuser'
   /** Told about each step, for progress output. */
   onProgress?: (event: MigrateEvent) => void
 }
 
-/** Progress of a migration, in order: notices, plan, waiting, then one event per statement and seeded table. */
+/** Progress of a migration, in order: waiting (for the lock), notices, plan, then one event per statement and seeded table. */
 export type MigrateEvent =
   | { type: 'notice'; message: string }
-  | { type: 'plan'; action: MigrationPlan['action']; from: string | null; to: string; scripts: string[]; statements: number }
+  | { type: 'plan'; action: MigrationPlan['action']; from: string | null; to: string; scripts: string[]; noTransaction: string[]; statements: number }
   | { type: 'waiting'; app: string; maxWaitMillis: number }
   | { type: 'statement'; file: string; line: number; index: number; total: number }
   | { type: 'seed'; table: string; rows: number }
@@ -57,6 +67,8 @@ export interface MigrateResult {
   from: string | null
   to: string
   scripts: string[]
+  /** The scripts marked `--! no-transaction`, which run outside the transaction, statement by statement. */
+  noTransaction: string[]
   statements: number
   /** Rows inserted per seeded table. */
   seeded: Record<string, number>
@@ -67,10 +79,11 @@ export interface MigrateResult {
 }
 
 /** The defaults of {@link MigrateOptions}; the README points here. */
-export const MIGRATE_DEFAULTS: Readonly<{ maxWaitMillis: number; adminMustBe: 'owner' | 'superuser'; dryRun: boolean }> = Object.freeze({
+export const MIGRATE_DEFAULTS: Readonly<{ maxWaitMillis: number; adminMustBe: 'owner' | 'superuser'; dryRun: boolean; templates: TemplateDialect }> = Object.freeze({
   maxWaitMillis: 300_000,
   adminMustBe: 'owner',
   dryRun: false,
+  templates: 'sql',
 })
 
 /** The advisory lock key of an app's migrations: the first 8 bytes of sha256("pgcrew.migrate:" + app). */
@@ -105,23 +118,10 @@ async function checkRoles(tx: Transaction, user: string | undefined, mustBe: 'ow
   return { dbname: me.dbname }
 }
 
-async function acquireLock(tx: Transaction, app: string, maxWaitMillis: number): Promise<void> {
-  const key = migrationLockKey(app).toString()
-  if (maxWaitMillis <= 0) {
-    const { rows } = await tx.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS ok', [key])
-    if (rows[0]!.ok) return
-  } else {
-    // lock_timeout bounds the wait; it is put back at once so the scripts run under the usual setting.
-    try {
-      await withSettings(tx, { lock_timeout: `${Math.min(Math.ceil(maxWaitMillis), 2_147_483_647)}ms` }, () => tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]))
-      return
-    } catch (error) {
-      if ((error as { sqlstate?: string }).sqlstate !== '55P03') throw error
-    }
-  }
-  throw new PgcrewError(
+function lockTimeout(app: string, maxWaitMillis: number): PgcrewError {
+  return new PgcrewError(
     'MIGRATE_LOCK_TIMEOUT',
-    `another migration of ${app} held the lock for more than ${maxWaitMillis} ms; nothing was changed — run again later or raise maxWaitMillis (--max-wait)`,
+    `another migration of ${app} held the lock for more than ${maxWaitMillis} ms; nothing was changed — run again later or raise maxWaitMillis (--max-wait-seconds)`,
     { details: { app, maxWaitMillis } },
   )
 }
@@ -133,16 +133,21 @@ async function currentVersion(tx: Transaction, vt: VersionTable, detect: Migrate
 }
 
 function planSql(plan: MigrationPlan, vt: VersionTable, seeding: boolean): string {
-  const parts = plan.scripts.map((s) => [
-    `-- ${s.file} (to ${s.version})`,
-    ...s.statements.map((st) => `-- line ${st.line}\n${st.sql};`),
-    `-- then: record version ${s.version} in ${vt.name} unless the script did`,
-  ].join('\n'))
+  const parts = plan.scripts.map((s, i) => {
+    const statements = s.statements.map((st) => `-- line ${st.line}\n${st.sql};`)
+    if (s.transaction) return [`-- ${s.file} (to ${s.version})`, ...statements, `-- then: record version ${s.version} in ${vt.name} unless the script did`].join('\n')
+    return [
+      ...(i > 0 && plan.scripts[i - 1]!.transaction ? ['-- then: COMMIT (what ran so far stays done)'] : []),
+      `-- ${s.file} (to ${s.version}), OUTSIDE a transaction (${NO_TRANSACTION_HEADER}): each statement commits on its own`,
+      ...statements,
+      `-- then: record version ${s.version} in ${vt.name} (a transaction of its own)${i + 1 < plan.scripts.length && plan.scripts[i + 1]!.transaction ? ', and BEGIN again' : ''}`,
+    ].join('\n')
+  })
   if (seeding) parts.push('-- then: insert the seed rows')
   return parts.join('\n\n') + (parts.length > 0 ? '\n' : '')
 }
 
-type ResolvedMigrateOptions = Readonly<MigrateOptions & { maxWaitMillis: number; adminMustBe: 'owner' | 'superuser'; dryRun: boolean }>
+type ResolvedMigrateOptions = Readonly<MigrateOptions & { maxWaitMillis: number; adminMustBe: 'owner' | 'superuser'; dryRun: boolean; templates: TemplateDialect }>
 
 function resolveMigrateOptions(options: MigrateOptions): ResolvedMigrateOptions {
   if (typeof options?.scripts !== 'string' || typeof options.app !== 'string') {
@@ -157,18 +162,17 @@ function resolveMigrateOptions(options: MigrateOptions): ResolvedMigrateOptions 
   if (!(maxWaitMillis >= 0)) throw new PgcrewError('INVALID_OPTION', `maxWaitMillis must be 0 or more, not ${maxWaitMillis}`)
   const adminMustBe = options.adminMustBe ?? MIGRATE_DEFAULTS.adminMustBe
   if (adminMustBe !== 'owner' && adminMustBe !== 'superuser') throw new PgcrewError('INVALID_OPTION', `adminMustBe must be 'owner' or 'superuser', not ${String(adminMustBe)}`)
-  return Object.freeze({ ...options, maxWaitMillis, adminMustBe, dryRun: options.dryRun ?? MIGRATE_DEFAULTS.dryRun })
-}
-
-function failureLine(statement: { sql: string; line: number }, error: unknown): number {
-  const position = Number((error as { position?: string }).position)
-  if (!Number.isInteger(position) || position < 1) return statement.line
-  return statement.line + (statement.sql.slice(0, position - 1).match(/\n/g)?.length ?? 0)
+  const templates = options.templates ?? MIGRATE_DEFAULTS.templates
+  if (!TEMPLATE_DIALECTS.includes(templates)) throw new PgcrewError('INVALID_OPTION', `templates must be ${TEMPLATE_DIALECTS.map((d) => `'${d}'`).join(' or ')}, not ${String(templates)}`)
+  return Object.freeze({ ...options, maxWaitMillis, adminMustBe, templates, dryRun: options.dryRun ?? MIGRATE_DEFAULTS.dryRun })
 }
 
 /**
- * Creates the schema or upgrades it to the target version, in ONE transaction under an advisory
- * lock keyed by the app: a failure leaves the database as it was, and concurrent runners wait.
+ * Creates the schema or upgrades it to the target version under an advisory lock keyed by the app,
+ * on one connection. The scripts run in ONE transaction, so a failure leaves the database as it
+ * was; a `--! no-transaction` script splits the chain: what ran before it commits, it runs
+ * statement by statement, its version is recorded once it has run, and a new transaction follows.
+ * Concurrent runners wait for the lock, which is held across the whole chain.
  * @example await migrate(db, { scripts: 'sql/', app: 'shop', user: 'shop_web', seed: 'seed.yaml' })
  */
 export async function migrate(db: Database, options: MigrateOptions): Promise<MigrateResult> {
@@ -187,52 +191,77 @@ export async function migrate(db: Database, options: MigrateOptions): Promise<Mi
   const profile = db.profile === undefined ? undefined : db.listProfiles().find((p) => p.name === db.profile)
   const user = o.user ?? profile?.user
 
-  return db.transaction(async (tx) => {
-    const { dbname } = await checkRoles(tx, user, o.adminMustBe)
+  const plan = async (tx: Transaction, dbname: string): Promise<MigrationPlan> => {
     const variables = { ...o.variables, dbname, ...(user === undefined ? {} : { username: user }) }
+    const chosen = await planMigration(folder, await currentVersion(tx, vt, o.detectVersion), { target: o.target, variables, templates: o.templates })
+    for (const message of chosen.notices) emit({ type: 'notice', message })
+    const statements = planStatements(chosen).length
+    emit({ type: 'plan', action: chosen.action, from: chosen.from, to: chosen.to, scripts: chosen.scripts.map((s) => s.file), noTransaction: outside(chosen), statements })
+    return chosen
+  }
+  const result = (chosen: MigrationPlan, seeded: Record<string, number>): MigrateResult => ({
+    action: chosen.action,
+    dryRun: o.dryRun,
+    from: chosen.from,
+    to: chosen.to,
+    scripts: chosen.scripts.map((s) => s.file),
+    noTransaction: outside(chosen),
+    statements: planStatements(chosen).length,
+    seeded,
+    notices: chosen.notices,
+    durationMillis: Math.round(performance.now() - started),
+    sql: planSql(chosen, vt, chosen.action === 'create' && seed !== undefined),
+  })
+
+  return db.withClient(async (client) => {
+    if (client.getTransactionStatus?.() !== 'I') {
+      throw new PgcrewError('MIGRATE_IN_TRANSACTION', 'migrate runs its own transactions (and, for --! no-transaction scripts, statements outside any); call it outside db.transaction()')
+    }
+    if (o.dryRun) {
+      return inTransaction(client, async (tx) => result(await plan(tx, (await checkRoles(tx, user, o.adminMustBe)).dbname), {}), { readOnly: true })
+    }
+    const { dbname } = await inTransaction(client, (tx) => checkRoles(tx, user, o.adminMustBe))
     // The version is read only once the lock is ours: a runner that read the version table first
     // would hold a lock on it while waiting, and deadlock with a script that alters that table.
-    if (!o.dryRun) {
-      emit({ type: 'waiting', app: o.app, maxWaitMillis: o.maxWaitMillis })
-      await acquireLock(tx, o.app, o.maxWaitMillis)
-    }
-    const chosen = await planMigration(folder, await currentVersion(tx, vt, o.detectVersion), { target: o.target, variables })
-    const statements = planStatements(chosen)
-    for (const message of chosen.notices) emit({ type: 'notice', message })
-    emit({ type: 'plan', action: chosen.action, from: chosen.from, to: chosen.to, scripts: chosen.scripts.map((s) => s.file), statements: statements.length })
-    const seeding = chosen.action === 'create' && seed !== undefined
-    const result = (seeded: Record<string, number>): MigrateResult => ({
-      action: chosen.action,
-      dryRun: o.dryRun,
-      from: chosen.from,
-      to: chosen.to,
-      scripts: chosen.scripts.map((s) => s.file),
-      statements: statements.length,
-      seeded,
-      notices: chosen.notices,
-      durationMillis: Math.round(performance.now() - started),
-      sql: planSql(chosen, vt, seeding),
-    })
-    if (o.dryRun) return result({})
-
-    let index = 0
-    for (const script of chosen.scripts) {
-      for (const statement of script.statements) {
-        emit({ type: 'statement', file: statement.file, line: statement.line, index: index++, total: statements.length })
-        try {
-          await tx.query(statement.sql)
-        } catch (error) {
-          const line = failureLine(statement, error)
-          throw new PgcrewError(
-            'MIGRATE_FAILED',
-            `${statement.file} line ${line}: ${(error as Error).message}; everything was rolled back, ${chosen.from === null ? 'the database still has no schema' : `the database is still at ${chosen.from}`}`,
-            { cause: error, details: { file: statement.file, line, sqlstate: (error as { sqlstate?: string }).sqlstate } },
-          )
+    emit({ type: 'waiting', app: o.app, maxWaitMillis: o.maxWaitMillis })
+    const key = migrationLockKey(o.app)
+    if (!(await lockSession(client, key, o.maxWaitMillis))) throw lockTimeout(o.app, o.maxWaitMillis)
+    let failure: unknown
+    try {
+      let run: ChainRun | undefined
+      let seeded: Record<string, number> = {}
+      const onStatement = (st: PreparedStatement, index: number, total: number): void => emit({ type: 'statement', file: st.file, line: st.line, index, total })
+      // The first transaction plans under the lock and runs up to the first no-transaction script.
+      let next = await inTransaction(client, async (tx) => {
+        const chosen = await plan(tx, dbname)
+        run = { client, plan: chosen, vt, total: planStatements(chosen).length, index: 0, onStatement }
+        const end = await runTransactional(tx, run, 0, chosen.from)
+        // A create is one transactional script (planMigration refuses the header there): seed with it.
+        if (chosen.action === 'create' && seed !== undefined) seeded = await insertSeed(tx, seed, (table, rows) => emit({ type: 'seed', table, rows }))
+        return end
+      })
+      const chain = run!
+      const reached = (i: number): string | null => (i > 0 ? chain.plan.scripts[i - 1]!.version : chain.plan.from)
+      while (next < chain.plan.scripts.length) {
+        const at = reached(next)!
+        if (!chain.plan.scripts[next]!.transaction) {
+          await runOutside(chain, next, at)
+          next++
+        } else {
+          const start = next
+          next = await inTransaction(client, (tx) => runTransactional(tx, chain, start, at))
         }
       }
-      await recordVersion(tx, vt, script.version)
+      return result(chain.plan, seeded)
+    } catch (error) {
+      failure = error
+      throw error
+    } finally {
+      await unlockSession(client, key, failure)
     }
-    const seeded = seeding ? await insertSeed(tx, seed!, (table, rows) => emit({ type: 'seed', table, rows })) : {}
-    return result(seeded)
-  }, { isolation: 'read committed', readOnly: o.dryRun })
+  })
+}
+
+function outside(plan: MigrationPlan): string[] {
+  return plan.scripts.filter((s) => !s.transaction).map((s) => s.file)
 }

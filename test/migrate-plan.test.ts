@@ -121,6 +121,48 @@ test('template mistakes are errors with file and line', () => {
   assert.throws(() => renderTemplate('SELECT {n}', { n: 5 }, at), { code: 'MIGRATE_TEMPLATE', message: /use \{n!literal\}/ })
 })
 
+test("format templates: braces count inside strings, identifiers, comments and $$ bodies too", () => {
+  const vars = { username: 'web' }
+  const render = (sql: string) => renderTemplate(sql, vars, {}, 'format')
+  assert.equal(render(`SELECT COALESCE(json_agg(d), '{{}}') FROM t`), `SELECT COALESCE(json_agg(d), '{}') FROM t`)
+  assert.equal(render(`GRANT SELECT ON t TO {username}`), `GRANT SELECT ON t TO "web"`)
+  assert.equal(render(`COMMENT ON TABLE t IS 'owned by {username}'`), `COMMENT ON TABLE t IS 'owned by web'`)
+  assert.equal(render(`SELECT 1 AS "{username}_n" -- {{x}} by {username}`), `SELECT 1 AS "web_n" -- {x} by web`)
+  // A $$ body is read as SQL: code gets an identifier, a string inside it gets text.
+  assert.equal(
+    render(`CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $sql$ BEGIN RAISE NOTICE '{{}} {username}'; GRANT SELECT ON t TO {username}; END $sql$`),
+    `CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $sql$ BEGIN RAISE NOTICE '{} web'; GRANT SELECT ON t TO "web"; END $sql$`,
+  )
+  // A body that is not SQL (an unbalanced quote in plain text) still has its braces unescaped.
+  assert.equal(render(`COMMENT ON TABLE t IS $$it's {{x}}$$`), `COMMENT ON TABLE t IS $$it's {x}$$`)
+})
+
+test('format templates: a value can never end the quote it sits in', () => {
+  const evil = { v: `'); DROP TABLE users; -- \\' "x" $sql$ */\n` }
+  const render = (sql: string) => renderTemplate(sql, evil, {}, 'format')
+  const literal = render(`SELECT 'a{v}b'`)
+  assert.equal(literal, `SELECT E'a''); DROP TABLE users; -- \\\\'' "x" $sql$ */\nb'`)
+  assert.equal(render(`SELECT 1 AS "{v}"`), `SELECT 1 AS "'); DROP TABLE users; -- \\' ""x"" $sql$ */\n"`)
+  for (const sql of [literal, render(`SELECT 1 AS "{v}"`), render(`SELECT $$ '{v}' $$`)]) assert.equal(splitStatements(sql).length, 1, sql)
+  const at = { file: 'update_app_1_to_2.sql', line: 7 }
+  assert.throws(() => renderTemplate(`SELECT $sql$ SELECT '{v}' $sql$`, evil, at, 'format'), {
+    code: 'MIGRATE_TEMPLATE',
+    message: /^update_app_1_to_2\.sql line 7: a template value would end the \$sql\$ quote/,
+  })
+  assert.throws(() => renderTemplate(`SELECT 1 -- {v}`, evil, at, 'format'), { message: /line 7: the value of \{v\} would end the comment/ })
+})
+
+test('format templates: stray braces, unknown names and values in E strings are errors with file and line', () => {
+  const at = { file: 'create_app.sql', line: 10 }
+  const render = (sql: string, vars = {}) => () => renderTemplate(sql, vars, at, 'format')
+  assert.throws(render(`SELECT 1,\n '{'`), { code: 'MIGRATE_TEMPLATE', message: /^create_app\.sql line 11: a lone \{ in a string; .* write \{\{ for a literal one$/ })
+  assert.throws(render(`SELECT $$\n\n SELECT '}' $$`), { code: 'MIGRATE_TEMPLATE', message: /^create_app\.sql line 12: a lone \} in a string/ })
+  assert.throws(render(`SELECT '{nosuch}'`, { username: 'web' }), { message: /^create_app\.sql line 10: no value for \{nosuch\} \(known: username\)/ })
+  assert.throws(render(`SELECT E'{username}'`, { username: 'web' }), { message: /\{username\} in an E'' or U&'' string: pgcrew cannot tell how to quote/ })
+  assert.throws(render(`SELECT '{username!literal}'`, { username: 'web' }), { message: /write \{username\} without !ident or !literal/ })
+  assert.throws(render(`SELECT '{ username }'`, { username: 'web' }), { message: /\{ username \} in a string is not a \{name\} placeholder/ })
+})
+
 test('a leading BEGIN and a trailing COMMIT are dropped with a notice', () => {
   const script = prepareScript('-- psql style\nBEGIN;\nCREATE TABLE a (x int);\nCOMMIT;\n', 'update_app_1_to_2.sql', {})
   assert.deepEqual(script.statements.map((s) => s.sql), ['CREATE TABLE a (x int)'])
@@ -181,6 +223,26 @@ test('a plan reports every problem of every script on the way, before running an
     assert.match(error.message, /update_app_1_to_2\.sql line 2: CREATE INDEX CONCURRENTLY/)
     assert.match(error.message, /update_app_2_to_3\.sql line 2: VACUUM/)
     return true
+  })
+})
+
+test('--! no-transaction: such a script may hold CONCURRENTLY and VACUUM, but no transaction control', () => {
+  const ok = prepareScript('--! no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);\nVACUUM t;\n', 'update_app_1_to_2.sql', {})
+  assert.deepEqual([ok.transaction, ok.problems, ok.statements.map((s) => s.line)], [false, [], [2, 3]])
+  assert.equal(prepareScript('CREATE TABLE t (x int);', 'update_app_1_to_2.sql', {}).transaction, true)
+  const control = prepareScript('--! no-transaction\nBEGIN;\nVACUUM t;\nCOMMIT;\n', 'update_app_1_to_2.sql', {})
+  assert.deepEqual(control.problems.map((p) => [p.code, p.line]), [['MIGRATE_TRANSACTION_CONTROL', 2], ['MIGRATE_TRANSACTION_CONTROL', 4]])
+  assert.match(control.problems[0]!.message, /^update_app_1_to_2\.sql line 2: BEGIN — under --! no-transaction each statement runs and commits on its own, so remove it$/)
+  const typo = prepareScript('--! no-transactions\nVACUUM t;', 'update_app_1_to_2.sql', {})
+  assert.deepEqual(typo.problems.map((p) => p.code), ['MIGRATE_BAD_HEADER', 'MIGRATE_NON_TRANSACTIONAL'])
+  assert.match(typo.problems[0]!.message, /line 1: unknown header "--! no-transactions"; the one pgcrew knows is --! no-transaction/)
+})
+
+test('--! no-transaction is refused on a create script, which must be all or nothing', async (t) => {
+  const dir = await folderWith(t, { 'create_app.sql': '--! no-transaction\nCREATE TABLE t (x int);', 'update_app_1_to_2.sql': '' })
+  await assert.rejects(planMigration(await readScriptFolder(dir, 'app'), null, { variables: {} }), {
+    code: 'MIGRATE_NON_TRANSACTIONAL',
+    message: /^nothing was run: a statement does not fit the way its script runs:\n {2}create_app\.sql line 1: --! no-transaction is for update scripts; a create must be all or nothing/,
   })
 })
 

@@ -372,3 +372,193 @@ test('pgcrew initdb: --dry-run prints the SQL, --yes migrates, --json reports wh
   const again = await cli({ ...flags, yes: true })
   assert.equal(again.stdout, `shop in database ${dbname} is at version 1.0; nothing to do\n`)
 })
+
+test('pgcrew initdb: a bad --var and --profile with --url are bad usage before any connection is tried', async () => {
+  // Port 1 has no server: reaching the network would fail with a connection error, not UsageError.
+  const flags = { scripts: shop, app: 'shop', url: 'postgres://nobody@127.0.0.1:1/nowhere', 'dry-run': true }
+  await assert.rejects(cli({ ...flags, var: ['novalue'] }), (e: unknown) => e instanceof UsageError && /--var "novalue" must be NAME=VALUE/.test(e.message))
+  await assert.rejects(cli({ ...flags, var: ['a=1', 'a=2'] }), (e: unknown) => e instanceof UsageError && /--var a is given twice/.test(e.message))
+  await assert.rejects(cli({ ...flags, templates: 'python' }), (e: unknown) => e instanceof UsageError && /--templates "python" must be sql or format/.test(e.message))
+  await assert.rejects(cli({ ...flags, profile: 'utah' }), (e: unknown) => e instanceof UsageError && /--profile and --url both say where to connect; pass one of them/.test(e.message))
+})
+
+const wheelhouse = join(fixtures, 'wheelhouse')
+const wheelhouseV01 = join(fixtures, 'wheelhouse-0.1')
+const wheelOptions = { app: 'wheelhouse', templates: 'format', versionTable: 'configuration.version' } as const
+
+/** A catalog dump of the public schema: tables, columns, types, defaults, constraints, indexes, functions, grants, comments. */
+async function catalogOf(dbname: string): Promise<Record<string, unknown[]>> {
+  const q = (sql: string) => rows(dbname, sql)
+  return {
+    relations: await q(`SELECT c.relname, c.relkind, c.relacl::text AS acl, obj_description(c.oid, 'pg_class') AS comment
+                          FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1`),
+    columns: await q(`SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+                             pg_get_expr(d.adbin, d.adrelid) AS "default", a.attacl::text AS acl
+                        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                       WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+                       ORDER BY c.relname, a.attnum`),
+    constraints: await q(`SELECT conrelid::regclass::text AS rel, conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+                           WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2`),
+    indexes: await q(`SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def, indisvalid FROM pg_index
+                       WHERE indrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace) ORDER BY 1`),
+    functions: await q(`SELECT p.oid::regprocedure::text AS name, pg_get_functiondef(p.oid) AS def, p.proacl::text AS acl
+                          FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1`),
+    version: await q(`SELECT version FROM configuration`),
+  }
+}
+
+test("templates: 'format' runs str.format scripts (piwheels' style): a fresh create and an upgraded 0.1 end with the same catalog", async () => {
+  const fresh = await newDatabase()
+  const notices: string[] = []
+  const created = await run(fresh, { ...wheelOptions, scripts: wheelhouse, onProgress: (e) => { if (e.type === 'notice') notices.push(e.message) } })
+  assert.deepEqual([created.action, created.to], ['create', '0.3'])
+  assert.ok(notices.some((n) => /^create_wheelhouse\.sql line \d+: dropped the trailing COMMIT/.test(n)), notices.join('\n'))
+
+  const old = await newDatabase()
+  assert.equal((await run(old, { ...wheelOptions, scripts: wheelhouseV01, target: '0.1' })).action, 'create')
+  const upgraded = await run(old, { ...wheelOptions, scripts: wheelhouse })
+  assert.deepEqual([upgraded.action, upgraded.from, upgraded.to, upgraded.scripts.length], ['upgrade', '0.1', '0.3', 2])
+  const catalog = await catalogOf(fresh)
+  assert.deepEqual(await catalogOf(old), catalog)
+
+  // '{{}}' became '{}' inside strings and inside the $sql$ bodies; {username} inside a string is its name.
+  const column = (rel: string, name: string) => catalog.columns!.find((c) => (c as { relname: string; attname: string }).relname === rel && (c as { attname: string }).attname === name) as { default: string }
+  assert.equal(column('projects', 'labels').default, `'{}'::text[]`)
+  assert.equal(column('projects', 'metadata').default, `'{}'::jsonb`)
+  assert.equal((catalog.relations!.find((r) => (r as { relname: string }).relname === 'downloads') as { comment: string }).comment, `written only by log_download(), which ${appUser} may call`)
+  for (const dbname of [fresh, old]) {
+    await rows(dbname, `SELECT add_project('numpy')`)
+    await rows(dbname, `INSERT INTO releases (project, release) VALUES ('numpy', '2.0')`)
+    await rows(dbname, `SELECT log_download('numpy', NULL)`)
+    assert.deepEqual(await rows(dbname, `SELECT get_project_data('numpy')::jsonb AS data, (SELECT details FROM downloads) AS details`), [
+      { data: { project: 'numpy', releases: { '2.0': {} } }, details: { via: 'log_download' } },
+    ])
+    assert.deepEqual(await rows(dbname, `SELECT has_function_privilege($1, 'log_download(text, jsonb)', 'EXECUTE') AS ok`, [appUser]), [{ ok: true }])
+  }
+
+  // The same scripts in the default 'sql' dialect fail where piwheels' own create script does.
+  await assert.rejects(run(await newDatabase(), { ...wheelOptions, templates: 'sql', scripts: wheelhouse }), {
+    code: 'MIGRATE_FAILED',
+    message: /^create_wheelhouse\.sql line \d+: .*(invalid input syntax for type json|malformed array literal)/,
+  })
+})
+
+test('pgcrew initdb --templates format creates a schema from str.format scripts', async () => {
+  const dbname = await newDatabase()
+  const flags = { scripts: wheelhouse, app: 'wheelhouse', user: appUser, 'version-table': 'configuration.version', url: urlFor(dbname), yes: true }
+  const done = await cli({ ...flags, templates: 'format' })
+  assert.equal(done.code, 0)
+  assert.match(done.stdout, new RegExp(`^created wheelhouse 0\\.3 in database ${dbname} \\(1 script, \\d+ statements\\)`))
+  assert.deepEqual(await rows(dbname, `SELECT version FROM configuration`), [{ version: '0.3' }])
+})
+
+// A chain with a --! no-transaction step in the middle: 1→2 and 3→4 in transactions, 2→3 outside.
+const lockCheck = `DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted) THEN
+    RAISE EXCEPTION 'the migration lock is not held by this session';
+  END IF;
+END $$;\n`
+
+async function chainAt1(): Promise<{ dbname: string; scripts: string }> {
+  const dbname = await newDatabase()
+  const base = scratchDir()
+  await writeFile(join(base, 'create_chain.sql'), 'CREATE TABLE items (id int PRIMARY KEY, code text);\n')
+  await run(dbname, { scripts: base, app: 'chain', target: '1', versionTable: undefined })
+  const scripts = scratchDir()
+  await writeFile(join(scripts, 'update_chain_1_to_2.sql'), `ALTER TABLE items ADD label text;\nINSERT INTO items SELECT g, 'c' || g, 'label ' || g FROM generate_series(1, 100) g;\n`)
+  await writeFile(join(scripts, 'update_chain_2_to_3.sql'), `--! no-transaction\n-- built without blocking writers\nCREATE INDEX CONCURRENTLY items_label ON items (label);\n${lockCheck}VACUUM (ANALYZE) items;\n`)
+  await writeFile(join(scripts, 'update_chain_3_to_4.sql'), `ALTER INDEX items_label RENAME TO items_label_idx;\n${lockCheck}`)
+  return { dbname, scripts }
+}
+
+const chainVersion = async (dbname: string) => (await rows<{ version: string }>(dbname, 'SELECT version FROM chain_version'))[0]?.version
+
+test('--! no-transaction: the script runs outside the transaction, in order, under the lock; the dry run says so', async () => {
+  const { dbname, scripts } = await chainAt1()
+  const opts = { scripts, app: 'chain', versionTable: undefined }
+  const plan = await run(dbname, { ...opts, dryRun: true })
+  assert.deepEqual(plan.noTransaction, ['update_chain_2_to_3.sql'])
+  assert.match(plan.sql, /-- then: COMMIT \(what ran so far stays done\)\n-- update_chain_2_to_3\.sql \(to 3\), OUTSIDE a transaction \(--! no-transaction\): each statement commits on its own\n-- line 3\nCREATE INDEX CONCURRENTLY/)
+  assert.match(plan.sql, /-- then: record version 3 in chain_version\.version \(a transaction of its own\), and BEGIN again\n\n-- update_chain_3_to_4\.sql/)
+  const dry = await cli({ ...opts, url: urlFor(dbname), 'dry-run': true })
+  assert.match(dry.stderr, /# upgrade chain: 1 → 4, 3 script\(s\), 7 statement\(s\); outside a transaction \(--! no-transaction\): update_chain_2_to_3\.sql/)
+  assert.equal(await chainVersion(dbname), '1')
+
+  const seen: string[] = []
+  const result = await run(dbname, { ...opts, onProgress: (e) => { if (e.type === 'statement') seen.push(`${e.file}:${e.line}`) } })
+  assert.deepEqual([result.action, result.from, result.to, result.noTransaction], ['upgrade', '1', '4', ['update_chain_2_to_3.sql']])
+  assert.deepEqual(seen, ['update_chain_1_to_2.sql:1', 'update_chain_1_to_2.sql:2', 'update_chain_2_to_3.sql:3', 'update_chain_2_to_3.sql:4', 'update_chain_2_to_3.sql:9', 'update_chain_3_to_4.sql:1', 'update_chain_3_to_4.sql:2'])
+  assert.deepEqual(await rows(dbname, `SELECT indexrelid::regclass::text AS name, indisvalid FROM pg_index WHERE indrelid = 'items'::regclass AND NOT indisprimary`), [{ name: 'items_label_idx', indisvalid: true }])
+  assert.equal(await chainVersion(dbname), '4')
+  // The session lock is given back when the migration ends, though its connection stays in the pool.
+  const db = await connect(dbname)
+  try {
+    assert.equal((await migrate(db, opts)).action, 'none')
+    assert.equal(db.connectionCount, 1)
+    assert.deepEqual(await rows(dbname, 'SELECT pg_try_advisory_lock($1::bigint) AS ok, pg_advisory_unlock($1::bigint) AS released', [migrationLockKey('chain').toString()]), [{ ok: true, released: true }])
+  } finally {
+    await db.close()
+  }
+})
+
+test('--! no-transaction: 4 runners at once on a chain with a step outside the transaction: one upgrades, three find it current', async () => {
+  const { dbname, scripts } = await chainAt1()
+  const results = await Promise.all(Array.from({ length: 4 }, () => run(dbname, { scripts, app: 'chain', versionTable: undefined })))
+  assert.deepEqual(results.map((r) => r.action).sort(), ['none', 'none', 'none', 'upgrade'])
+  assert.equal(await chainVersion(dbname), '4')
+})
+
+test('--! no-transaction: a failure there leaves the last recorded version and names what is half-done', async () => {
+  const { dbname, scripts } = await chainAt1()
+  const opts = { scripts, app: 'chain', versionTable: undefined }
+  const step = join(scripts, 'update_chain_2_to_3.sql')
+  // piwheels-style scripts record their own version first; labels are not unique, so the unique index fails.
+  await writeFile(step, `--! no-transaction\nUPDATE chain_version SET version = '3';\nCREATE INDEX CONCURRENTLY items_code ON items (code);\nCREATE UNIQUE INDEX CONCURRENTLY items_label_key ON items ((left(label, 7)));\n`)
+  await assert.rejects(run(dbname, opts), (error: Error & { code?: string; details?: Record<string, unknown> }) => {
+    assert.equal(error.code, 'MIGRATE_FAILED')
+    assert.match(error.message, /^update_chain_2_to_3\.sql line 4: could not create unique index "items_label_key"; update_chain_2_to_3\.sql runs outside a transaction \(--! no-transaction\), so the 2 statements before this one stay done; it left the INVALID index items_label_key: DROP INDEX CONCURRENTLY it before running again; the script had set the version to 3; pgcrew put back 2; the database is at 2, which the steps before it reached and committed/)
+    assert.deepEqual([error.details?.file, error.details?.line, error.details?.sqlstate], ['update_chain_2_to_3.sql', 4, '23505'])
+    return true
+  })
+  assert.equal(await chainVersion(dbname), '2')
+  assert.deepEqual(await rows(dbname, `SELECT count(label)::int AS n FROM items`), [{ n: 100 }])
+  // A failed run gives the lock back even while its Database stays open (its pool keeps connections).
+  const db = await connect(dbname)
+  try {
+    // Not re-runnable as written: items_code exists now.
+    await assert.rejects(migrate(db, opts), { code: 'MIGRATE_FAILED', message: /^update_chain_2_to_3\.sql line 3: relation "items_code" already exists/ })
+    assert.deepEqual(await rows(dbname, `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = $1)`, [dbname]), [{ n: 0 }])
+  } finally {
+    await db.close()
+  }
+
+  // The script fixed (re-runnable, and the invalid index dropped); now the transactional step after it fails.
+  await admin('DROP INDEX CONCURRENTLY items_label_key', [], dbname)
+  await writeFile(step, `--! no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS items_code ON items (code);\nCREATE INDEX CONCURRENTLY items_label ON items (label);\n`)
+  const last = join(scripts, 'update_chain_3_to_4.sql')
+  const good = await readFile(last, 'utf8')
+  await writeFile(last, `${good}INSERT INTO nosuch VALUES (1);\n`)
+  await assert.rejects(run(dbname, opts), {
+    code: 'MIGRATE_FAILED',
+    message: /^update_chain_3_to_4\.sql line 7: relation "nosuch" does not exist; this transaction was rolled back: the database is at 3, which the steps before it reached and committed$/,
+  })
+  assert.equal(await chainVersion(dbname), '3')
+  await writeFile(last, good)
+  const done = await run(dbname, opts)
+  assert.deepEqual([done.from, done.to, done.scripts], ['3', '4', ['update_chain_3_to_4.sql']])
+})
+
+test('migrate inside db.transaction() is refused: it runs transactions of its own', async () => {
+  const dbname = await newDatabase()
+  const db = await connect(dbname)
+  try {
+    await assert.rejects(db.transaction(() => migrate(db, { scripts: shop, app: 'shop', user: appUser, versionTable: 'configuration.version' })), {
+      code: 'MIGRATE_IN_TRANSACTION',
+      message: /migrate runs its own transactions .*; call it outside db\.transaction\(\)/,
+    })
+  } finally {
+    await db.close()
+  }
+  assert.equal(await versionOf(dbname), undefined)
+})

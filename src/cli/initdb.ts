@@ -2,6 +2,8 @@ import { createInterface } from 'node:readline/promises'
 import { Database } from '../database.ts'
 import { PgcrewError } from '../errors.ts'
 import { migrate } from '../migrate.ts'
+import { TEMPLATE_DIALECTS } from '../migrate-template.ts'
+import type { TemplateDialect } from '../migrate-template.ts'
 import type { MigrateEvent, MigrateOptions, MigrateResult } from '../migrate.ts'
 import { UsageError, expectPositionals, type Command } from './command.ts'
 import { connectAs } from './connect-as.ts'
@@ -26,7 +28,10 @@ function parseVariables(raw: string[]): Record<string, string> {
   for (const item of raw) {
     const eq = item.indexOf('=')
     if (eq < 1) throw new UsageError(`--var "${item}" must be NAME=VALUE`)
-    variables[item.slice(0, eq)] = item.slice(eq + 1)
+    const name = item.slice(0, eq)
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new UsageError(`--var ${JSON.stringify(name)}: a template name is letters, digits and _, not starting with a digit`)
+    if (Object.hasOwn(variables, name)) throw new UsageError(`--var ${name} is given twice; pass each name once`)
+    variables[name] = item.slice(eq + 1)
   }
   return variables
 }
@@ -38,6 +43,11 @@ function summary(r: MigrateResult, app: string, dbname: string): string {
   if (r.action === 'none') return `${app} in database ${dbname} is at version ${r.to}; nothing to do`
   const what = r.action === 'create' ? `${app} ${r.to}` : `${app} from ${r.from} to ${r.to}`
   return `${verb[r.action]} ${what} in database ${dbname} (${scripts}${seeded ? `; seeded ${seeded}` : ''}) in ${r.durationMillis} ms`
+}
+
+/** Names the scripts that run outside the transaction: a failure there is not rolled back. */
+function outsideNote(files: string[]): string {
+  return files.length === 0 ? '' : `; outside a transaction (--! no-transaction): ${files.join(', ')}`
 }
 
 async function confirm(question: string): Promise<boolean> {
@@ -53,12 +63,14 @@ export const command: Command = {
   name: 'initdb',
   summary: 'Create the schema or upgrade it to the current version from versioned SQL scripts',
   usage: `pgcrew initdb --scripts DIR --app NAME [--user ROLE] [--target V] [--version-table T.C]
-                     [--profile P] [--url URL] [--as admin|ROLE] [--seed FILE] [--var NAME=VALUE]...
-                     [--max-wait-seconds S] [--dry-run] [--yes] [--json]
+                     [--profile P | --url URL] [--as admin|ROLE] [--seed FILE] [--var NAME=VALUE]...
+                     [--templates sql|format] [--max-wait-seconds S] [--dry-run] [--yes] [--json]
 
 Brings the database to the scripts' current version: runs create_<app>.sql on a database without
 the schema, else the shortest chain of update_<app>_<from>_to_<to>.sql scripts, all in ONE
-transaction under an advisory lock, so a failure changes nothing and concurrent runs wait.
+transaction under an advisory lock, so a failure changes nothing and concurrent runs wait. An update
+script whose first line is --! no-transaction runs outside it, statement by statement, after what
+came before has committed (for CREATE INDEX CONCURRENTLY, VACUUM…); --dry-run names such scripts.
 
   --scripts DIR          the folder of create_<app>.sql and update_<app>_<from>_to_<to>.sql
   --app NAME             the application name used in the script names
@@ -67,10 +79,14 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
   --target V             the version to reach (default: the highest version the scripts reach)
   --version-table T.C    the one-row table and column holding the version (default <app>_version.version)
   --profile P            use profile P (default: PGCREW_PROFILE, else the one this host gets)
-  --url URL              connect to a postgres:// or pq:// string instead of a profile
+  --url URL              connect to a postgres:// or pq:// string instead of a profile (not
+                         together with --profile)
   --as WHO               admin (the default when the profile names one), user, or a role name
   --seed FILE            YAML or JSON rows (table: [rows]) inserted when the schema is created
   --var NAME=VALUE       a template value: {NAME} is quoted as an identifier, {NAME!literal} as a literal
+  --templates D          how braces are read: sql (the default: in SQL code only; strings, comments
+                         and $$ bodies are left alone) or format (the whole script is a Python
+                         str.format template, as piwheels' are: '{{}}' means '{}' in strings too)
   --max-wait-seconds S   wait at most S seconds for another run's lock (default 300)
   --dry-run              print the exact SQL that would run and change nothing
   --yes                  do not ask for confirmation (needed when stdin is not a terminal)`,
@@ -85,6 +101,7 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
     as: { type: 'string' },
     seed: { type: 'string' },
     var: { type: 'string', multiple: true },
+    templates: { type: 'string' },
     'max-wait-seconds': { type: 'string' },
     'dry-run': { type: 'boolean' },
     yes: { type: 'boolean', short: 'y' },
@@ -109,15 +126,28 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
     if (!dryRun && values.yes !== true && (json || !process.stdin.isTTY)) {
       throw new UsageError('pass --yes to migrate without a confirmation prompt (stdin is not a terminal, or --json)')
     }
+    // Every flag is checked before connecting: bad usage is exit 2, never a connection error first.
+    const variables = parseVariables((values.var as string[] | undefined) ?? [])
+    const templates = str('templates') as TemplateDialect | undefined
+    if (templates !== undefined && !TEMPLATE_DIALECTS.includes(templates)) {
+      throw new UsageError(`--templates ${JSON.stringify(templates)} must be ${TEMPLATE_DIALECTS.join(' or ')}`)
+    }
+    const profile = str('profile')
+    const url = str('url')
+    // A profile and a URL would both name a server, a database and roles; mixing them silently
+    // (whose admin? whose user?) is worse than asking for one.
+    if (profile !== undefined && url !== undefined) {
+      throw new UsageError('--profile and --url both say where to connect; pass one of them (put extra settings in the URL, or in the profile)')
+    }
 
-    await using db = new Database({ profile: str('profile'), connectionString: str('url'), env: io.env })
+    await using db = new Database({ profile, connectionString: url, env: io.env })
     await connectForSchema(db, str('as'))
     const dbname = db.dbname ?? '?'
     const progressLine = io.isTTY && !json
     const onProgress = (e: MigrateEvent): void => {
       if (e.type === 'notice') println(io.stderr, `notice: ${e.message}`)
       else if (e.type === 'statement' && progressLine) io.stderr.write(`\r\x1b[K[${e.index + 1}/${e.total}] ${e.file} line ${e.line}`)
-      else if (e.type === 'plan' && e.action !== 'none' && !json) println(io.stderr, `# ${e.action} ${app}: ${e.from ?? '(no schema)'} → ${e.to}, ${e.scripts.length} script(s), ${e.statements} statement(s)`)
+      else if (e.type === 'plan' && e.action !== 'none' && !json) println(io.stderr, `# ${e.action} ${app}: ${e.from ?? '(no schema)'} → ${e.to}, ${e.scripts.length} script(s), ${e.statements} statement(s)${outsideNote(e.noTransaction)}`)
     }
     const options: MigrateOptions = {
       scripts,
@@ -126,7 +156,8 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
       target: str('target'),
       versionTable: str('version-table'),
       seed: str('seed'),
-      variables: parseVariables((values.var as string[] | undefined) ?? []),
+      variables,
+      templates,
       maxWaitMillis: maxWaitSeconds === undefined ? undefined : maxWaitSeconds * 1000,
     }
 
@@ -140,7 +171,7 @@ transaction under an advisory lock, so a failure changes nothing and concurrent 
         }
         return 0
       }
-      const question = `${plan.action === 'create' ? `Create ${app} ${plan.to}` : `Upgrade ${app} from ${plan.from} to ${plan.to}`} in database ${dbname} (${plan.scripts.length} script(s), ${plan.statements} statement(s))? [y/N] `
+      const question = `${plan.action === 'create' ? `Create ${app} ${plan.to}` : `Upgrade ${app} from ${plan.from} to ${plan.to}`} in database ${dbname} (${plan.scripts.length} script(s), ${plan.statements} statement(s)${outsideNote(plan.noTransaction)})? [y/N] `
       if (!(await confirm(question))) {
         println(io.stderr, 'nothing changed')
         return 1
