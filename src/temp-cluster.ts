@@ -41,6 +41,10 @@ export interface TempCluster extends AsyncDisposable {
   readonly bindir: string
   /** The server's recent log output (its last 20 000 characters). */
   serverLog(): string
+  /** Stop the server (fast shutdown) but keep its data: for outage tests; `startServer()` brings it back. */
+  stopServer(): Promise<void>
+  /** Start the server again after `stopServer()`, on the same port, and wait until it accepts connections. */
+  startServer(): Promise<void>
   stop(): Promise<void>
 }
 
@@ -138,8 +142,7 @@ export async function startTempCluster(options: TempClusterOptions = {}): Promis
       throw new PgcrewError('TEMP_CLUSTER_FAILED', `initdb failed (${source} binaries in ${bindir}):\n${(init.stderr || init.stdout || String(init.error)).trim()}`)
     }
     const settings = Object.entries(options.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`])
-    for (let attempt = 1; ; attempt++) {
-      const port = await freePort()
+    const launch = async (port: number): Promise<string> => {
       log = ''
       child = spawn(
         join(bindir, 'postgres'),
@@ -153,10 +156,21 @@ export async function startTempCluster(options: TempClusterOptions = {}): Promis
       })
       const ready = await waitReady(child, port, opts.superuser, password, opts.startTimeoutMillis)
       if (ready === 'ready') {
-        const proc = child
-        proc.unref()
-        ;(proc.stderr as { unref?: () => void } | null)?.unref?.()
-        return makeHandle({ port, base, superuser: opts.superuser, password, source, bindir, proc, killNow, log: () => log })
+        child.unref()
+        ;(child.stderr as { unref?: () => void } | null)?.unref?.()
+      }
+      return ready
+    }
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort()
+      const ready = await launch(port)
+      if (ready === 'ready') {
+        const relaunch = async (): Promise<ChildProcess> => {
+          const again = await launch(port)
+          if (again !== 'ready') throw new PgcrewError('TEMP_CLUSTER_FAILED', `PostgreSQL did not start again: ${again}\n${log.trim().split('\n').slice(-8).join('\n')}`)
+          return child!
+        }
+        return makeHandle({ port, base, superuser: opts.superuser, password, source, bindir, proc: child!, relaunch, killNow, log: () => log })
       }
       if (ready === 'port-taken' && attempt < opts.portAttempts) continue
       throw new PgcrewError('TEMP_CLUSTER_FAILED', `PostgreSQL did not start (${source} binaries in ${bindir}): ${ready}\n${log.trim().split('\n').slice(-8).join('\n')}`)
@@ -192,22 +206,36 @@ async function waitReady(child: ChildProcess, port: number, user: string, passwo
   return exited ?? `not ready after ${timeoutMillis} ms`
 }
 
-function makeHandle(h: { port: number; base: string; superuser: string; password: string; source: BinarySource; bindir: string; proc: ChildProcess; killNow: () => void; log: () => string }): TempCluster {
+/** Stop a server process: SIGINT is a fast shutdown (open transactions roll back, sessions end cleanly). */
+function stopProcess(proc: ChildProcess): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return resolve()
+    proc.once('exit', () => resolve())
+    proc.ref() // unref'd while running so it never holds the process open; now we must wait for it
+    proc.kill('SIGINT')
+    setTimeout(() => proc.kill('SIGQUIT'), 10_000).unref()
+  })
+}
+
+function makeHandle(h: { port: number; base: string; superuser: string; password: string; source: BinarySource; bindir: string; proc: ChildProcess; relaunch: () => Promise<ChildProcess>; killNow: () => void; log: () => string }): TempCluster {
   let stopping: Promise<void> | undefined
+  let proc = h.proc
+  // stop() waits for a stopServer()/startServer() in progress, so it never leaves a server behind.
+  let cycling: Promise<unknown> = Promise.resolve()
   const stop = (): Promise<void> =>
-    (stopping ??= new Promise<void>((resolve) => {
-      const done = (): void => {
-        rmSync(h.base, { recursive: true, force: true })
-        live.delete(h.killNow)
-        resolve()
-      }
-      if (h.proc.exitCode !== null || h.proc.signalCode !== null) return done()
-      h.proc.once('exit', done)
-      h.proc.ref() // unref'd while running so it never holds the process open; now we must wait for it
-      // SIGINT = fast shutdown: roll back open transactions, close sessions cleanly.
-      h.proc.kill('SIGINT')
-      setTimeout(() => h.proc.kill('SIGQUIT'), 10_000).unref()
-    }))
+    (stopping ??= (async () => {
+      await cycling.catch(() => {})
+      await stopProcess(proc)
+      rmSync(h.base, { recursive: true, force: true })
+      live.delete(h.killNow)
+    })())
+  const stopServer = (): Promise<void> => (cycling = cycling.catch(() => {}).then(() => stopProcess(proc))) as Promise<void>
+  const startServer = (): Promise<void> =>
+    (cycling = cycling.catch(() => {}).then(async () => {
+      if (stopping) throw new PgcrewError('TEMP_CLUSTER_FAILED', 'this temporary cluster was stopped for good; it cannot start again')
+      if (proc.exitCode === null && proc.signalCode === null) return
+      proc = await h.relaunch()
+    })) as Promise<void>
   const handle = {
     host: '127.0.0.1',
     port: h.port,
@@ -217,6 +245,8 @@ function makeHandle(h: { port: number; base: string; superuser: string; password
     bindir: h.bindir,
     displayUrl: `postgres://${encodeURIComponent(h.superuser)}:***@127.0.0.1:${h.port}/postgres`,
     serverLog: h.log,
+    stopServer,
+    startServer,
     stop,
     [Symbol.asyncDispose]: stop,
   }

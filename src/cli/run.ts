@@ -51,7 +51,7 @@ function printSummary(io: CliIO, s: RunSummary): void {
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--budget N] [--retries N] [--json]
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--budget N] [--retries N] [--retry-window S] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
@@ -60,7 +60,9 @@ export const command: Command = {
   --as WHO           admin, user, or a role name
   --per-transaction  a fresh connection per task instead of a pool in each worker
   --budget N         at most N connections in all (default: from the server's max_connections)
-  --retries N        retries of a task after a transient error (default 3)
+  --retries N        retries of a task after a transient error such as a deadlock (default 3)
+  --retry-window S   how long a lost connection (server restarting, unreachable or full) is
+                     retried, in seconds, by tasks and by the run itself (default 60)
   --json             print a machine-readable summary (no progress output)`,
   options: {
     threads: { type: 'string' },
@@ -69,12 +71,14 @@ export const command: Command = {
     'per-transaction': { type: 'boolean' },
     budget: { type: 'string' },
     retries: { type: 'string' },
+    'retry-window': { type: 'string' },
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
     const threads = int(values.threads, '--threads', 1, 1024)
     const connectionBudget = int(values.budget, '--budget', 2)
     const retries = int(values.retries, '--retries', 0, 1000)
+    const retryWindowSeconds = int(values['retry-window'], '--retry-window', 0, 86_400)
     const profile = values.profile as string | undefined
     const as = values.as as string | undefined
     const json = values.json === true
@@ -98,7 +102,7 @@ export const command: Command = {
       // Progress goes to stderr, so it is stderr that decides bar or lines (`pgcrew run … | tee` still gets a bar).
       const stderrIsTTY = (io.stderr as { isTTY?: boolean }).isTTY === true
       const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
-      const summary = await runPipeline(db, def, { threads, connectionBudget, retries, progress, signal: io.signal })
+      const summary = await runPipeline(db, def, { threads, connectionBudget, retries, retryWindowMillis: retryWindowSeconds === undefined ? undefined : retryWindowSeconds * 1000, progress, signal: io.signal })
       if (json) printJson(io, summary)
       else printSummary(io, summary)
       return summary.cancelled || summary.failed > 0 ? 1 : 0
