@@ -4,7 +4,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Crew, CrewOptions } from './crew.ts'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
-import { describeValue } from './options.ts'
+import { describeValue, requireWhole } from './options.ts'
 import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } from './ledger.ts'
 import { silentProgress, type ProgressReporter, type ProgressState } from './progress.ts'
 import { RETRY_DEFAULTS, RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions } from './retry.ts'
@@ -198,6 +198,7 @@ export async function loadPipeline(spec: string): Promise<PipelineDefinition> {
  */
 export async function runPipeline<T extends PipelineTask>(db: Database, def: PipelineDefinition<T>, options: RunOptions = {}): Promise<RunSummary> {
   const ledger = def.ledger ?? DEFAULT_LEDGER
+  if (options.retryWindowMillis !== undefined) requireWhole('retryWindowMillis', options.retryWindowMillis, 0)
   const policy = {
     retries: options.retries ?? RETRY_DEFAULTS.retries,
     windowMillis: options.retryWindowMillis ?? RETRY_DEFAULTS.windowMillis,
