@@ -1,4 +1,4 @@
-import { isTransientError } from './database-error.ts'
+import { isConnectionLost, isTransientError } from './database-error.ts'
 import { PgcrewError } from './errors.ts'
 import type { DatabaseSnapshot } from './snapshot.ts'
 
@@ -8,6 +8,8 @@ export interface CrewWorkerData {
   /** URL of the user's worker module (its default export comes from defineWorker). */
   workerModule: string
   perWorkerConnections: number
+  /** How long a worker's start waits for a server that is full, starting or unreachable. */
+  retryWindowMillis?: number
   /** BroadcastChannel name for close/ready messages. */
   channel: string
   /** Shared by the crew's threads: each takes the next worker number (1, 2, …) from slot 0. */
@@ -29,6 +31,8 @@ export interface SerializedError {
   code?: string
   message: string
   transient: boolean
+  /** The connection was lost or could not be made (server gone, restarting, full): retried for a time window. */
+  connectionLost?: boolean
   detail?: string
 }
 
@@ -57,6 +61,7 @@ export function serializeError(error: unknown): SerializedError {
     code: typeof e?.code === 'string' ? e.code : undefined,
     message: typeof e?.message === 'string' ? e.message : describeThrown(error),
     transient: isTransientError(error),
+    connectionLost: isConnectionLost(error),
     detail: typeof e?.detail === 'string' ? e.detail : undefined,
   }
 }
@@ -64,11 +69,14 @@ export function serializeError(error: unknown): SerializedError {
 /** The error a task failed with, rebuilt in the main thread (code and transient flag kept). */
 export class TaskError extends PgcrewError {
   readonly transient: boolean
+  /** See {@link SerializedError.connectionLost}. */
+  readonly connectionLost: boolean
   readonly originalName: string
   constructor(error: SerializedError, readonly workerId?: number) {
     super(error.code ?? 'TASK_FAILED', error.message, { details: { name: error.name, detail: error.detail, workerId } })
     this.name = 'TaskError'
     this.transient = error.transient
+    this.connectionLost = error.connectionLost === true
     this.originalName = error.name
   }
 }

@@ -1,12 +1,12 @@
 // The worker side of a crew: runs inside each piscina worker thread (loaded by workers/crew-worker).
 import { BroadcastChannel, threadId } from 'node:worker_threads'
-import { backoffMillis } from './backoff.ts'
 import { Database } from './database.ts'
 import { isWorkerDefinition, type TaskHandler } from './define-worker.ts'
 import { PgcrewError } from './errors.ts'
 import { serializeError, type CrewMessage, type CrewWorkerData, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
 import { discardRealmConnections, trackPgPools } from './realm.ts'
 import { markDone } from './ledger.ts'
+import { withConnectionRetry } from './retry.ts'
 
 // Before the user's module is imported, so a pool it creates at import time is known and discarded.
 trackPgPools()
@@ -56,25 +56,14 @@ function sendable(value: unknown): unknown {
   }
 }
 
-/** Server answers at connect time that say "not now" rather than "never": no free slot, starting up. */
-const BUSY_AT_CONNECT = new Set(['53300', '57P03'])
-
 /**
- * Connect a worker's Database, retrying for a few seconds while the server has no free connection
- * slot (another program took it between the budget check and this worker's start) or is starting up.
- * Anything else (a wrong password, a missing database) fails the init at once.
+ * Connect a worker's Database, waiting and retrying for the retry window while the server has no
+ * free connection slot (another program took it between the budget check and this worker's start),
+ * is starting up, or cannot be reached. Anything else (a wrong password, a missing database) fails
+ * the init at once.
  */
-async function connectPatiently(db: Database, signal: AbortSignal, attempts = 6): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await db.connect()
-      return
-    } catch (error) {
-      const sqlstate = (error as { details?: { sqlstate?: unknown } }).details?.sqlstate
-      if (attempt >= attempts || signal.aborted || !BUSY_AT_CONNECT.has(String(sqlstate))) throw error
-      await new Promise((r) => setTimeout(r, backoffMillis(100, attempt)))
-    }
-  }
+async function connectPatiently(db: Database, signal: AbortSignal, windowMillis: number | undefined): Promise<void> {
+  await withConnectionRetry(() => db.connect(), { windowMillis, signal })
 }
 
 interface Ready {
@@ -102,7 +91,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
     await discardRealmConnections()
     const db = Database.fromSnapshot(data.snapshot, { max: data.perWorkerConnections, applicationName: `pgcrew worker ${workerId}` })
     db.onConnect(stopQueriesOfDeadClients)
-    await connectPatiently(db, abort.signal)
+    await connectPatiently(db, abort.signal, data.retryWindowMillis)
     const handler = await definition.init({ db, workerId, signal: abort.signal })
     if (typeof handler !== 'function') throw new PgcrewError('WORKER_INVALID', `the init hook of ${data.workerModule} must return a task function`)
     channel.postMessage({ type: 'ready', threadId } satisfies CrewMessage)

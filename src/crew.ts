@@ -32,6 +32,11 @@ export interface CrewOptions {
    * A worker that runs out is replaced and its task fails with WORKER_CRASHED. Default: Node's.
    */
   resourceLimits?: ResourceLimits
+  /**
+   * How long a worker's start waits and retries while the server has no free slot (53300), is
+   * starting up (57P03) or cannot be reached. Default 60 000 (RETRY_DEFAULTS.windowMillis).
+   */
+  retryWindowMillis?: number
 }
 
 /** A task under taskTimeoutMillis: its timer runs from the worker's 'started' message. */
@@ -139,7 +144,14 @@ export class Crew implements AsyncDisposable {
     const channelName = `pgcrew-crew-${randomBytes(6).toString('hex')}`
     // Worker numbers run 1…threads in every run (thread ids depend on what the process started before).
     const workerNumbers = new Int32Array(new SharedArrayBuffer(4))
-    const workerData: CrewWorkerData = { snapshot, workerModule: moduleUrl(options.worker), perWorkerConnections: budget.perWorker, channel: channelName, workerNumbers }
+    const workerData: CrewWorkerData = {
+      snapshot,
+      workerModule: moduleUrl(options.worker),
+      perWorkerConnections: budget.perWorker,
+      retryWindowMillis: options.retryWindowMillis,
+      channel: channelName,
+      workerNumbers,
+    }
     const pool = new Piscina({
       filename: crewWorkerFile(),
       minThreads: budget.threads,

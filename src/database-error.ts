@@ -25,20 +25,30 @@ const FIELD_NAMES = [
   'schema', 'table', 'column', 'dataType', 'constraint', 'file', 'line', 'routine',
 ] as const satisfies readonly (keyof ServerErrorFields)[]
 
-// Retrying the whole unit of work on a fresh transaction (or connection) can succeed for these.
-// 08007 (transaction_resolution_unknown) and 40003 (statement_completion_unknown) are left out on
-// purpose: the work may have committed, so a blind retry could apply it twice.
+// Retrying the whole unit of work on a fresh transaction can succeed for these, a few times.
 const TRANSIENT = new Set([
   '40001', '40P01', // serialization_failure, deadlock_detected
-  '08000', '08001', '08003', '08006', // connection lost or never made
-  '53300', // too_many_connections
   '55P03', // lock_not_available (NOWAIT, lock_timeout)
+])
+
+// The server is gone, unreachable or full: retrying can succeed once it is back, so these are retried
+// for a time window rather than a number of times. 08007 (transaction_resolution_unknown) is left out
+// on purpose: the work may have committed, so a blind retry could apply it twice. 08P01 is a protocol
+// violation (a bug), not an outage.
+const CONNECTION_LOST = new Set([
+  '53300', // too_many_connections
   '57P01', '57P02', '57P03', '57P05', // admin/crash shutdown, cannot_connect_now, idle_session_timeout
 ])
 
+/** True when a SQLSTATE says the connection was lost or could not be made (retried for a time window). */
+export function isConnectionLostSqlstate(sqlstate: string): boolean {
+  if (CONNECTION_LOST.has(sqlstate)) return true
+  return sqlstate.startsWith('08') && sqlstate !== '08007' && sqlstate !== '08P01'
+}
+
 /** True when a SQLSTATE means "try the whole unit of work again" may succeed. */
 export function isTransientSqlstate(sqlstate: string): boolean {
-  return TRANSIENT.has(sqlstate)
+  return TRANSIENT.has(sqlstate) || isConnectionLostSqlstate(sqlstate)
 }
 
 /**
@@ -59,6 +69,8 @@ export class DatabaseError extends PgcrewError implements ServerErrorFields {
   readonly className: string | undefined
   /** Whether retrying the whole unit of work (new transaction, maybe new connection) may succeed. */
   readonly transient: boolean
+  /** Whether the session was lost or could not be made (server gone, restarting, full): see {@link isConnectionLost}. */
+  readonly connectionLost: boolean
   declare readonly severity: string | undefined
   declare readonly detail: string | undefined
   declare readonly hint: string | undefined
@@ -83,12 +95,13 @@ export class DatabaseError extends PgcrewError implements ServerErrorFields {
     this.sqlstate = sqlstate
     this.conditionName = SQLSTATES[sqlstate]?.name
     this.className = SQLSTATE_CLASSES[sqlstate.slice(0, 2)]
-    this.transient = TRANSIENT.has(sqlstate)
+    this.connectionLost = isConnectionLostSqlstate(sqlstate)
+    this.transient = this.connectionLost || TRANSIENT.has(sqlstate)
     for (const key of FIELD_NAMES) (this as Record<string, unknown>)[key] = fields[key]
   }
 
   override toJSON(): Record<string, unknown> {
-    return { ...super.toJSON(), conditionName: this.conditionName, transient: this.transient }
+    return { ...super.toJSON(), conditionName: this.conditionName, transient: this.transient, connectionLost: this.connectionLost }
   }
 }
 
@@ -225,15 +238,49 @@ export function mapDatabaseError(error: unknown): unknown {
   return new Class(error.code, error.message, error, { cause: error })
 }
 
-const TRANSIENT_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED'])
+// Socket errors that mean the peer went away or cannot be reached now (not "never": ENOTFOUND is left out).
+const LOST_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EHOSTUNREACH', 'EHOSTDOWN', 'ENETUNREACH', 'ENETDOWN', 'ENETRESET', 'EAI_AGAIN'])
+
+// node-postgres raises these as plain `new Error(message)` with no code (pg/lib/client.js: the socket
+// ended, a query on a client whose socket failed; pg-pool/index.js: a connect that timed out). There is
+// no other signal to go by, so they are matched exactly, and only on a plain Error without a code.
+const PG_CONNECTION_MESSAGES = new Set([
+  'Connection terminated unexpectedly',
+  'Client has encountered a connection error and is not queryable',
+  'Connection terminated due to connection timeout',
+])
+
+// pgcrew's own wrappers of a failed connect (connectError): the cause says whether it was an outage.
+const CONNECT_FAILURE_CODES = new Set(['CONNECTION_REFUSED', 'CONNECTION_FAILED'])
+
+/**
+ * True when the connection was lost or could not be made because the server is gone, restarting,
+ * unreachable or full: a terminated session (57P01…), SQLSTATE class 08, too many clients (53300), a
+ * dropped or refused socket, or node-postgres' code-less "Connection terminated unexpectedly" and
+ * "…not queryable". Such work is retried for a time window, not a number of times.
+ */
+export function isConnectionLost(error: unknown, depth = 0): boolean {
+  if (error === null || typeof error !== 'object' || depth > 4) return false
+  const e = error as { code?: unknown; syscall?: unknown; message?: unknown; cause?: unknown; connectionLost?: unknown }
+  // pgcrew's own errors that already know (DatabaseError, a TaskError from a worker thread).
+  if (typeof e.connectionLost === 'boolean') return e.connectionLost
+  if (isServerError(error)) return isConnectionLostSqlstate(error.code)
+  if (typeof e.code === 'string') {
+    if (LOST_SOCKET_CODES.has(e.code)) return true
+    // A unix socket whose file is gone: the server is stopped (or restarting).
+    if (e.code === 'ENOENT' && e.syscall === 'connect') return true
+    if (error instanceof PgcrewError && CONNECT_FAILURE_CODES.has(e.code)) return isConnectionLost(e.cause, depth + 1)
+    return false
+  }
+  return Object.getPrototypeOf(error) === Error.prototype && typeof e.message === 'string' && PG_CONNECTION_MESSAGES.has(e.message)
+}
 
 /**
  * True when retrying the whole unit of work may succeed: a transient SQLSTATE (serialization failure,
- * deadlock, lost connection, server restart, lock timeout) or a dropped socket.
+ * deadlock, lock timeout) or a lost connection ({@link isConnectionLost}).
  */
 export function isTransientError(error: unknown): boolean {
+  if (isConnectionLost(error)) return true
   const mapped = mapDatabaseError(error)
-  if (mapped instanceof DatabaseError) return mapped.transient
-  const code = (error as { code?: unknown } | null)?.code
-  return typeof code === 'string' && TRANSIENT_SOCKET_CODES.has(code)
+  return mapped instanceof DatabaseError && mapped.transient
 }

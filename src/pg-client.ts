@@ -44,6 +44,10 @@ export class PgcrewClient extends pg.Client {
     super(config)
     this.#hooks = hooks
     this.#params = params
+    // A kill can arrive in the same read as the end of the connect: pg-pool has then taken its idle
+    // listener off and the lease has not yet put its own on, and an 'error' with no listener would
+    // crash the process. The error also fails whatever query is in flight, so nothing is lost.
+    this.on('error', () => {})
   }
 
   override connect(): Promise<pg.Client>

@@ -1,14 +1,14 @@
 import { statSync, type Stats } from 'node:fs'
 import { extname, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { backoffMillis } from './backoff.ts'
 import { budgetNumbers, type BudgetNumbers } from './budget.ts'
 import type { Crew, CrewOptions } from './crew.ts'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
-import { describeValue } from './options.ts'
+import { describeValue, requireWhole } from './options.ts'
 import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } from './ledger.ts'
 import { silentProgress, type ProgressReporter, type ProgressState } from './progress.ts'
+import { RETRY_DEFAULTS, RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions } from './retry.ts'
 
 /** A task: any structured-cloneable object with a stable `key`. */
 export type PipelineTask = { key: string | number } & Record<string, unknown>
@@ -104,9 +104,14 @@ export interface RunOptions {
   perWorkerConnections?: number
   connectionBudget?: number
   onOverBudget?: 'clamp' | 'refuse'
-  /** Retries of a task after a transient error (serialization failure, deadlock, lost connection…). Default 3. */
+  /** Retries of a task after a transient error (serialization failure, deadlock, a worker that died). Default 3. */
   retries?: number
-  /** First retry delay; doubles per attempt, with jitter. Default 100. */
+  /**
+   * How long a lost connection (server gone, restarting, unreachable, full) is retried: a task's, the
+   * ledger's, a worker's start. Counted from the first failure of an unbroken run of them. Default 60 000.
+   */
+  retryWindowMillis?: number
+  /** First retry delay; doubles per attempt (up to 2 s), with jitter. Default 100. */
   retryDelayMillis?: number
   /** Keys checked against the ledger per query. Default 1000. */
   batchSize?: number
@@ -190,34 +195,43 @@ export async function loadPipeline(spec: string): Promise<PipelineDefinition> {
   return def
 }
 
-/** Wait `ms`, or less if `signal` aborts. */
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal?.aborted) return resolve()
-    const done = (): void => {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    signal?.addEventListener('abort', done, { once: true })
-  })
-
 /**
  * Run a pipeline on a crew: skip done keys (one ledger query per batch), run the rest with retries,
  * record failures, and return a summary. Safe to kill at any instant and run again.
  */
 export async function runPipeline<T extends PipelineTask>(db: Database, def: PipelineDefinition<T>, options: RunOptions = {}): Promise<RunSummary> {
   const ledger = def.ledger ?? DEFAULT_LEDGER
-  const retries = options.retries ?? 3
+  if (options.retryWindowMillis !== undefined) requireWhole('retryWindowMillis', options.retryWindowMillis, 0)
+  const policy = {
+    retries: options.retries ?? RETRY_DEFAULTS.retries,
+    windowMillis: options.retryWindowMillis ?? RETRY_DEFAULTS.windowMillis,
+    firstDelayMillis: options.retryDelayMillis ?? RETRY_DEFAULTS.firstDelayMillis,
+  }
   const progress = options.progress ?? silentProgress
   const started = Date.now()
+  // Since when nothing has reached the server (tasks and the main thread's own queries): the
+  // progress output says "server unreachable" instead of counting failures that are only retries.
+  let lostSince: number | undefined
+  let showing = false
+  const reachable = (): void => {
+    lostSince = undefined
+  }
+  const unreachable = (): void => {
+    lostSince ??= Date.now()
+  }
+  // The main thread's own queries (ledger creation, done keys, failure rows) ride out an outage too.
+  const mainRetry: ConnectionRetryOptions = { windowMillis: policy.windowMillis, firstDelayMillis: policy.firstDelayMillis, signal: options.signal, onWait: () => (unreachable(), showing && tick()) }
+  const patiently = async <R>(fn: () => Promise<R>): Promise<R> => {
+    const result = await withConnectionRetry(fn, mainRetry)
+    reachable()
+    return result
+  }
   // Check the shape before anything runs (setup included), not with a TypeError halfway through.
   const problem = pipelineProblem(def)
   if (problem) throw new PgcrewError('PIPELINE_INVALID', `runPipeline: ${problem}`, { details: { problem } })
   if (!db.connected) await db.connect()
   await userCode(def, 'setup(db)', async () => def.setup?.(db))
-  await ensureLedger(db, ledger)
+  await patiently(() => ensureLedger(db, ledger))
   const source = typeof def.tasks === 'function' ? await userCode(def, 'tasks(db)', async () => (def.tasks as (db: Database) => unknown)(db)) : def.tasks
   if (!isIterable(source)) throw new PgcrewError('PIPELINE_INVALID', `pipeline "${def.name}": tasks(db) must give ${TASK_SOURCE}; it gave ${describeValue(source)}`)
   const total = Array.isArray(source) ? source.length : undefined
@@ -229,6 +243,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     onOverBudget: options.onOverBudget,
     taskTimeoutMillis: options.taskTimeoutMillis,
     resourceLimits: options.resourceLimits,
+    retryWindowMillis: policy.windowMillis,
   })
   const state: ProgressState = { done: 0, skipped: 0, failed: 0, retried: 0, seen: 0, total, elapsedMillis: 0 }
   const perWorker: Record<string, number> = {}
@@ -236,15 +251,20 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const limit = crew.budget.threads * crew.budget.perWorker * 2
   const running = new Set<Promise<void>>()
   let fatal: unknown
-  const tick = () => {
-    state.elapsedMillis = Date.now() - started
+  function tick(): void {
+    const now = Date.now()
+    state.elapsedMillis = now - started
+    // A single killed connection is not an outage: say so once nothing has got through for a second.
+    state.unreachableMillisLeft = lostSince !== undefined && now - lostSince >= 1000 ? Math.max(0, lostSince + policy.windowMillis - now) : undefined
     progress.update(state)
   }
 
   const runOne = async (task: PipelineTask, key: string): Promise<void> => {
+    const clock = new RetryClock(policy)
     for (let attempt = 1; ; attempt++) {
       const out = await crew.dispatch({ mode: 'pipeline', task, attempt, pipeline: def.name, key, ledger })
       if (out.ok) {
+        reachable()
         if (out.skipped) state.skipped++
         else {
           state.done++
@@ -259,9 +279,15 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
       // Stopping (Ctrl-C): a transient failure (the server shutting down, a lost connection…) rolled the
       // task back, so it was not run: neither done nor failed, and the next run does it.
       if (out.error.transient && options.signal?.aborted) return tick()
-      if (out.error.transient && attempt <= retries) {
+      const lost = out.error.connectionLost === true
+      if (lost) unreachable()
+      else reachable()
+      // A lost connection is retried for the retry window, other transient errors `retries` times.
+      const wait = out.error.transient ? clock.next(lost ? 'connection' : 'transient') : undefined
+      if (wait !== undefined) {
         state.retried++
-        await sleep(backoffMillis(options.retryDelayMillis ?? 100, attempt), options.signal)
+        tick()
+        await sleep(wait, options.signal)
         if (options.signal?.aborted) return tick()
         continue
       }
@@ -269,7 +295,8 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
       const failure: RunSummary['failures'][number] = { key, attempts: attempt, code: out.error.code, message: out.error.message }
       if (failures.length < 20) failures.push(failure)
       try {
-        await recordFailure(db, ledger, def.name, key, attempt, out.error.message)
+        // A failure row is written even when the server comes back only later (within a window).
+        await patiently(() => recordFailure(db, ledger, def.name, key, attempt, out.error.message))
       } catch (error) {
         // The task still failed (and counts so); the run goes on. Only the ledger row is missing.
         failure.message += ` (the ledger write failed, so the ledger does not show this failure: ${describeError(error)})`
@@ -280,7 +307,14 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
 
   const flush = async (batch: PipelineTask[]): Promise<void> => {
     const keys = batch.map((t) => String(t.key))
-    const done = await doneKeys(db, ledger, def.name, keys)
+    let done: Set<string>
+    try {
+      done = await patiently(() => doneKeys(db, ledger, def.name, keys))
+    } catch (error) {
+      // Ctrl-C while the server was away: hand out nothing more (the next run resumes).
+      if (options.signal?.aborted) return
+      throw error
+    }
     for (const task of batch) {
       if (fatal || options.signal?.aborted) return
       const key = String(task.key)
@@ -306,6 +340,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const onAbort = (): void => tick()
   options.signal?.addEventListener('abort', onAbort, { once: true })
   progress.start(total)
+  showing = true
   try {
     let batch: PipelineTask[] = []
     const seenKeys = new Set<string>()

@@ -16,6 +16,14 @@ export interface ProgressState {
   seen: number
   total?: number
   elapsedMillis: number
+  /** Set while nothing reaches the server: what is left of the retry window. */
+  unreachableMillisLeft?: number
+}
+
+/** "server unreachable, retrying for 41 s more" while the server is gone; undefined otherwise. */
+export function unreachableNote(s: ProgressState): string | undefined {
+  if (s.unreachableMillisLeft === undefined) return undefined
+  return `server unreachable, retrying for ${Math.ceil(s.unreachableMillisLeft / 1000)} s more`
 }
 
 const rate = (s: ProgressState): number => (s.elapsedMillis > 0 ? (s.done * 1000) / s.elapsedMillis : 0)
@@ -25,14 +33,14 @@ export function barProgress(stream: NodeJS.WritableStream): ProgressReporter {
   const bar = new cliProgress.SingleBar(
     {
       stream: stream as NodeJS.WriteStream,
-      format: ' {bar} {percentage}% | {value}/{total} | {rate} tasks/s | ETA {eta_formatted} | skipped {skipped} | failed {failed} | retried {retried}',
+      format: ' {bar} {percentage}% | {value}/{total} | {rate} tasks/s | ETA {eta_formatted} | skipped {skipped} | {status}',
       hideCursor: true,
       etaBuffer: 200,
       fps: 8,
     },
     cliProgress.Presets.shades_classic,
   )
-  const payload = (s: ProgressState) => ({ rate: rate(s).toFixed(0), skipped: s.skipped, failed: s.failed, retried: s.retried })
+  const payload = (s: ProgressState) => ({ rate: rate(s).toFixed(0), skipped: s.skipped, status: unreachableNote(s) ?? `failed ${s.failed} | retried ${s.retried}` })
   return {
     start: (total) => bar.start(total ?? 0, 0, payload({ done: 0, skipped: 0, failed: 0, retried: 0, seen: 0, elapsedMillis: 0 })),
     update: (s) => {
@@ -50,8 +58,10 @@ export function barProgress(stream: NodeJS.WritableStream): ProgressReporter {
 /** Plain periodic lines, for logs and pipes (no terminal control codes). */
 export function lineProgress(stream: NodeJS.WritableStream, everyMillis = 2000): ProgressReporter {
   let last = 0
-  const line = (s: ProgressState) =>
-    stream.write(`progress: ${s.done + s.skipped + s.failed}/${s.total ?? `${s.seen}+`} done=${s.done} skipped=${s.skipped} failed=${s.failed} retried=${s.retried} rate=${rate(s).toFixed(0)}/s\n`)
+  const line = (s: ProgressState) => {
+    const counts = unreachableNote(s) ?? `failed=${s.failed} retried=${s.retried} rate=${rate(s).toFixed(0)}/s`
+    stream.write(`progress: ${s.done + s.skipped + s.failed}/${s.total ?? `${s.seen}+`} done=${s.done} skipped=${s.skipped} ${counts}\n`)
+  }
   return {
     start: () => {
       last = Date.now()

@@ -53,6 +53,10 @@ export interface TempCluster extends AsyncDisposable {
   readonly bindir: string
   /** The server's recent log output (its last 20 000 characters). */
   serverLog(): string
+  /** Stop the server (fast shutdown) but keep its data: for outage tests; `startServer()` brings it back. */
+  stopServer(): Promise<void>
+  /** Start the server again after `stopServer()`, on the same port, and wait until it accepts connections. */
+  startServer(): Promise<void>
   stop(): Promise<void>
 }
 
@@ -177,8 +181,7 @@ export async function startTempCluster(options: TempClusterOptions = {}): Promis
       initdb(dataDir, password)
     }
     const settings = [...(persistent ? [] : THROWAWAY_SETTINGS), ...Object.entries(options.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`])]
-    for (let attempt = 1; ; attempt++) {
-      const port = await freePort()
+    const launch = async (port: number): Promise<string> => {
       log = ''
       child = spawn(
         join(bindir, 'postgres'),
@@ -192,10 +195,21 @@ export async function startTempCluster(options: TempClusterOptions = {}): Promis
       })
       const ready = await waitReady(child, port, superuser, password, opts.startTimeoutMillis)
       if (ready === 'ready') {
-        const proc = child
-        proc.unref()
-        ;(proc.stderr as { unref?: () => void } | null)?.unref?.()
-        return makeHandle({ port, base, dataDir, persistent, superuser, password, source, bindir, proc, killNow, cleanup, log: () => log })
+        child.unref()
+        ;(child.stderr as { unref?: () => void } | null)?.unref?.()
+      }
+      return ready
+    }
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort()
+      const ready = await launch(port)
+      if (ready === 'ready') {
+        const relaunch = async (): Promise<ChildProcess> => {
+          const again = await launch(port)
+          if (again !== 'ready') throw new PgcrewError('TEMP_CLUSTER_FAILED', `PostgreSQL did not start again: ${again}\n${log.trim().split('\n').slice(-8).join('\n')}`)
+          return child!
+        }
+        return makeHandle({ port, base, dataDir, persistent, superuser, password, source, bindir, proc: child!, relaunch, killNow, cleanup, log: () => log })
       }
       if (ready === 'port-taken' && attempt < opts.portAttempts) continue
       // Backends of a killed postmaster still attached to its shared memory leave within moments.
@@ -246,28 +260,44 @@ interface HandleParts {
   source: BinarySource
   bindir: string
   proc: ChildProcess
+  /** Start the server again on the same port and data (after stopServer()). */
+  relaunch: () => Promise<ChildProcess>
   killNow: () => void
   /** Remove what stop() removes: the temp dir (with the data, unless it persists), the lock. */
   cleanup: () => void
   log: () => string
 }
 
+/** Stop a server process: SIGINT is a fast shutdown (open transactions roll back, sessions end cleanly). */
+function stopProcess(proc: ChildProcess): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return resolve()
+    proc.once('exit', () => resolve())
+    proc.ref() // unref'd while running so it never holds the process open; now we must wait for it
+    proc.kill('SIGINT')
+    setTimeout(() => proc.kill('SIGQUIT'), 10_000).unref()
+  })
+}
+
 function makeHandle(h: HandleParts): TempCluster {
   let stopping: Promise<void> | undefined
+  let proc = h.proc
+  // stop() waits for a stopServer()/startServer() in progress, so it never leaves a server behind.
+  let cycling: Promise<unknown> = Promise.resolve()
   const stop = (): Promise<void> =>
-    (stopping ??= new Promise<void>((resolve) => {
-      const done = (): void => {
-        h.cleanup()
-        live.delete(h.killNow)
-        resolve()
-      }
-      if (h.proc.exitCode !== null || h.proc.signalCode !== null) return done()
-      h.proc.once('exit', done)
-      h.proc.ref() // unref'd while running so it never holds the process open; now we must wait for it
-      // SIGINT = fast shutdown: roll back open transactions, close sessions cleanly.
-      h.proc.kill('SIGINT')
-      setTimeout(() => h.proc.kill('SIGQUIT'), 10_000).unref()
-    }))
+    (stopping ??= (async () => {
+      await cycling.catch(() => {})
+      await stopProcess(proc)
+      h.cleanup()
+      live.delete(h.killNow)
+    })())
+  const stopServer = (): Promise<void> => (cycling = cycling.catch(() => {}).then(() => stopProcess(proc))) as Promise<void>
+  const startServer = (): Promise<void> =>
+    (cycling = cycling.catch(() => {}).then(async () => {
+      if (stopping) throw new PgcrewError('TEMP_CLUSTER_FAILED', 'this temporary cluster was stopped for good; it cannot start again')
+      if (proc.exitCode === null && proc.signalCode === null) return
+      proc = await h.relaunch()
+    })) as Promise<void>
   const handle = {
     host: '127.0.0.1',
     port: h.port,
@@ -279,6 +309,8 @@ function makeHandle(h: HandleParts): TempCluster {
     bindir: h.bindir,
     displayUrl: `postgres://${encodeURIComponent(h.superuser)}:***@127.0.0.1:${h.port}/postgres`,
     serverLog: h.log,
+    stopServer,
+    startServer,
     stop,
     [Symbol.asyncDispose]: stop,
   }

@@ -99,6 +99,7 @@ describe('usage: --help, unknown commands and flags', () => {
       [['run', 'p.ts', '--threads', '1e3'], /^pgcrew run: --threads takes a whole number from 1 to 1024, not "1e3"$/m],
       [['run', 'p.ts', '--threads', '99999999999999999999'], /--threads takes a whole number from 1 to 1024/],
       [['run', 'p.ts', '--retries', '0x10'], /--retries takes a whole number from 0 to 1000, not "0x10"/],
+      [['run', 'p.ts', '--retry-window', '1.5'], /--retry-window takes a whole number from 0 to 86400, not "1.5"/],
       [['run', 'p.ts', '--budget', '-5'], /^pgcrew run: option --budget got a value starting with "-"; negative numbers are not allowed/m],
     ]
     for (const [argv, message] of cases) {

@@ -179,3 +179,51 @@ describe('mapDatabaseError on errors a real server raises', () => {
     assert.equal(errors.isTransientError(socket), true)
   })
 })
+
+describe('connection-level errors (retried for a time window, not a number of times)', () => {
+  it("a statement after the session was killed while idle in a transaction fails with pg's code-less error, which counts as a lost connection", async () => {
+    const pg = (await import('pg')).default
+    const client = new pg.Client({ connectionString: url })
+    client.on('error', () => {})
+    await client.connect()
+    await client.query('BEGIN')
+    const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid
+    await admin('SELECT pg_terminate_backend($1)', [pid])
+    assert.ok(await eventually(async () => (await admin('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).length === 0))
+    // The kill's FATAL message arrives while no query runs: pg marks the client unusable.
+    await new Promise((r) => setTimeout(r, 100))
+    const error = await client.query('SELECT 1').then(() => undefined, (e: unknown) => e)
+    await client.end().catch(() => {})
+    assert.ok(error instanceof Error)
+    assert.equal((error as { code?: unknown }).code, undefined, 'pg sets no code on this error')
+    assert.equal(errors.isConnectionLost(error), true, (error as Error).message)
+    assert.equal(errors.isTransientError(error), true)
+  })
+
+  it('sorts codes into lost connections and other transient errors', () => {
+    const server = (code: string) => Object.assign(new Error(code), { code, severity: 'FATAL' })
+    for (const code of ['57P01', '57P02', '57P03', '53300', '08006', '08001']) {
+      assert.equal(errors.isConnectionLost(server(code)), true, code)
+      assert.equal(errors.isTransientError(server(code)), true, code)
+      assert.equal((errors.mapDatabaseError(server(code)) as errors.DatabaseError).connectionLost, true, code)
+    }
+    for (const code of ['40001', '40P01', '55P03']) {
+      assert.equal(errors.isConnectionLost(server(code)), false, code)
+      assert.equal(errors.isTransientError(server(code)), true, code)
+    }
+    // The work may have committed (08007), or it is a bug (08P01): neither is retried blindly.
+    for (const code of ['08007', '08P01', '23505', '28P01']) assert.equal(errors.isTransientError(server(code)), false, code)
+    for (const code of ['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT']) assert.equal(errors.isConnectionLost(Object.assign(new Error(code), { code })), true, code)
+    assert.equal(errors.isConnectionLost(Object.assign(new Error('no socket'), { code: 'ENOENT', syscall: 'connect' })), true)
+    assert.equal(errors.isConnectionLost(Object.assign(new Error('no file'), { code: 'ENOENT', syscall: 'open' })), false)
+    assert.equal(errors.isConnectionLost(new Error('Connection terminated unexpectedly')), true)
+    // Only pg's own plain errors: a user's error with similar words is the user's.
+    assert.equal(errors.isConnectionLost(new TypeError('Connection terminated unexpectedly')), false)
+    assert.equal(errors.isConnectionLost(new Error('connection terminated unexpectedly, said the user')), false)
+    // A failed connect, as pgcrew wraps it: an outage when its cause is one, not for a wrong password.
+    const refused = new PgcrewError('CONNECTION_REFUSED', 'cannot connect', { cause: Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }) })
+    const full = new PgcrewError('CONNECTION_FAILED', 'too many clients', { cause: server('53300') })
+    const password = new PgcrewError('AUTHENTICATION_FAILED', 'bad password', { cause: server('28P01') })
+    assert.deepEqual([refused, full, password].map((e) => errors.isConnectionLost(e)), [true, true, false])
+  })
+})

@@ -51,7 +51,7 @@ function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): voi
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--fresh] [--json]
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--fresh] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
@@ -63,7 +63,9 @@ export const command: Command = {
   --per-worker N     tasks in flight per thread, each with its own connection (default 1)
   --budget N         at most N connections in all, main pool (2) included (default: what the
                      server's max_connections leaves free)
-  --retries N        retries of a task after a transient error (default 3)
+  --retries N        retries of a task after a transient error such as a deadlock (default 3)
+  --retry-window S   how long a lost connection (server restarting, unreachable or full) is
+                     retried, in seconds, by tasks and by the run itself (default 60)
   --fresh            with pgcrew's own PostgreSQL: remove .pgcrew/data first and start clean
   --json             print a machine-readable summary (no progress output)`,
   options: {
@@ -75,6 +77,7 @@ export const command: Command = {
     budget: { type: 'string' },
     retries: { type: 'string' },
     fresh: { type: 'boolean' },
+    'retry-window': { type: 'string' },
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
@@ -82,6 +85,7 @@ export const command: Command = {
     const perWorkerConnections = int(values['per-worker'], '--per-worker', 1, 1000)
     const connectionBudget = int(values.budget, '--budget', 2)
     const retries = int(values.retries, '--retries', 0, 1000)
+    const retryWindowSeconds = int(values['retry-window'], '--retry-window', 0, 86_400)
     const profile = values.profile as string | undefined
     const as = values.as as string | undefined
     const json = values.json === true
@@ -110,7 +114,8 @@ export const command: Command = {
       // Progress goes to stderr, so it is stderr that decides bar or lines (`pgcrew run … | tee` still gets a bar).
       const stderrIsTTY = (io.stderr as { isTTY?: boolean }).isTTY === true
       const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
-      const summary = await runPipeline(db, def, { threads, perWorkerConnections, connectionBudget, retries, progress, signal: io.signal })
+      const retryWindowMillis = retryWindowSeconds === undefined ? undefined : retryWindowSeconds * 1000
+      const summary = await runPipeline(db, def, { threads, perWorkerConnections, connectionBudget, retries, retryWindowMillis, progress, signal: io.signal })
       if (json) printJson(io, cluster ? { ...summary, server: { embedded: true, dataDir: cluster.dataDir } } : summary)
       else printSummary(io, summary, keptIn)
       return summary.cancelled || summary.failed > 0 ? 1 : 0
