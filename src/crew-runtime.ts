@@ -4,7 +4,7 @@ import { backoffMillis } from './backoff.ts'
 import { Database } from './database.ts'
 import { isWorkerDefinition, type TaskHandler } from './define-worker.ts'
 import { PgcrewError } from './errors.ts'
-import { serializeError, type CrewMessage, type CrewWorkerData, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
+import { serializeError, type BatchEnvelope, type CrewMessage, type CrewWorkerData, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
 import { discardRealmConnections, trackPgPools } from './realm.ts'
 import { markDone } from './ledger.ts'
 
@@ -83,7 +83,7 @@ interface Ready {
 }
 
 /** Build the piscina task function for this worker; the init hook runs on its first task. */
-export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Promise<TaskOutcome> {
+export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope | BatchEnvelope) => Promise<TaskOutcome | TaskOutcome[]> {
   const workerId = threadId
   const abort = new AbortController()
   const channel = new BroadcastChannel(data.channel)
@@ -118,7 +118,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
     })()
   }
 
-  return async (envelope: TaskEnvelope): Promise<TaskOutcome> => {
+  const runEnvelope = async (envelope: TaskEnvelope): Promise<TaskOutcome> => {
     if (envelope.timeoutId !== undefined) channel.postMessage({ type: 'started', workerId, timeoutId: envelope.timeoutId } satisfies CrewMessage)
     let r: Ready
     try {
@@ -145,4 +145,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
       return { ok: false, error: serializeError(error), workerId }
     }
   }
+
+  // A batch runs its tasks side by side; the worker's pool (perWorkerConnections) limits how many at once.
+  return (body: TaskEnvelope | BatchEnvelope) => (body.mode === 'batch' ? Promise.all(body.tasks.map(runEnvelope)) : runEnvelope(body))
 }
