@@ -1,12 +1,12 @@
 // The worker side of a crew: runs inside each piscina worker thread (loaded by workers/crew-worker).
 import { BroadcastChannel, threadId } from 'node:worker_threads'
 import { backoffMillis } from './backoff.ts'
-import { Database } from './database.ts'
+import { Database, TRANSACTION_FROM } from './database.ts'
 import { isWorkerDefinition, type TaskHandler } from './define-worker.ts'
 import { PgcrewError } from './errors.ts'
 import { serializeError, type BatchEnvelope, type CrewMessage, type CrewWorkerData, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
 import { discardRealmConnections, trackPgPools } from './realm.ts'
-import { markDone } from './ledger.ts'
+import { claimStatement } from './ledger.ts'
 
 // Before the user's module is imported, so a pool it creates at import time is known and discarded.
 trackPgPools()
@@ -134,9 +134,11 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope | Batc
         const value = await r.handler(envelope.task, { db: r.db, workerId, attempt: envelope.attempt })
         return { ok: true, value: sendable(value), workerId }
       }
-      const outcome = await r.db.transaction(async (tx) => {
-        // Claim the key first: a concurrent or repeated attempt waits on this row, then sees it done.
-        if (!(await markDone(tx, envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId))) return { skipped: true, value: undefined }
+      // Claim the key first (markDone's statement, sent with the BEGIN in one round trip): a concurrent
+      // or repeated attempt waits on this row, then sees it done.
+      const claim = claimStatement(envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId)
+      const outcome = await r.db[TRANSACTION_FROM](claim, async (tx, claimed) => {
+        if (claimed.rowCount !== 1) return { skipped: true, value: undefined }
         return { skipped: false, value: await r.handler(envelope.task, { db: r.db, workerId, tx, attempt: envelope.attempt }) }
       })
       // A pipeline keeps no results: the task's writes are its result (and a pg result could not cross).

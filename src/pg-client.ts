@@ -71,6 +71,11 @@ export class PgcrewClient extends pg.Client {
     this.#prepare = prepareStatements
   }
 
+  /** Whether parameterised statements run as named prepared statements on this connection. */
+  get preparesStatements(): boolean {
+    return this.#prepare
+  }
+
   /** The server forgot this session's prepared statements: so do we, and pg (it would skip the Parse). */
   #forgetStatements(): void {
     this.#names.clear()
