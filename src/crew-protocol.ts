@@ -25,6 +25,15 @@ export type TaskEnvelope = (
   timeoutId?: number
 }
 
+/**
+ * Several envelopes in one message: the thread hop and postMessage are paid once for all of them.
+ * Each still runs on its own (a pipeline task in its own transaction) and gets its own outcome.
+ */
+export interface BatchEnvelope {
+  mode: 'batch'
+  tasks: TaskEnvelope[]
+}
+
 /** An error as it crosses the thread boundary: plain data, no stack, never a secret. */
 export interface SerializedError {
   name: string

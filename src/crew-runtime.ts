@@ -1,11 +1,11 @@
 // The worker side of a crew: runs inside each piscina worker thread (loaded by workers/crew-worker).
 import { BroadcastChannel, threadId } from 'node:worker_threads'
-import { Database } from './database.ts'
+import { Database, TRANSACTION_FROM } from './database.ts'
 import { isWorkerDefinition, type TaskHandler } from './define-worker.ts'
 import { PgcrewError } from './errors.ts'
-import { serializeError, type CrewMessage, type CrewWorkerData, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
+import { serializeError, type BatchEnvelope, type CrewMessage, type CrewWorkerData, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
 import { discardRealmConnections, trackPgPools } from './realm.ts'
-import { markDone } from './ledger.ts'
+import { claimStatement } from './ledger.ts'
 import { withConnectionRetry } from './retry.ts'
 
 // Before the user's module is imported, so a pool it creates at import time is known and discarded.
@@ -72,7 +72,7 @@ interface Ready {
 }
 
 /** Build the piscina task function for this worker; the init hook runs on its first task. */
-export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Promise<TaskOutcome> {
+export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope | BatchEnvelope) => Promise<TaskOutcome | TaskOutcome[]> {
   // The crew's number for this worker, in the order its threads start: 1…threads (a thread that
   // replaces a dead one takes the next). The ledger's `worker` column and the summary show it.
   const workerId = Atomics.add(data.workerNumbers, 0, 1) + 1
@@ -109,7 +109,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
     })()
   }
 
-  return async (envelope: TaskEnvelope): Promise<TaskOutcome> => {
+  const runEnvelope = async (envelope: TaskEnvelope): Promise<TaskOutcome> => {
     if (envelope.timeoutId !== undefined) channel.postMessage({ type: 'started', threadId, timeoutId: envelope.timeoutId } satisfies CrewMessage)
     let r: Ready
     try {
@@ -125,9 +125,11 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
         const value = await r.handler(envelope.task, { db: r.db, workerId, attempt: envelope.attempt })
         return { ok: true, value: sendable(value), workerId, threadId }
       }
-      const outcome = await r.db.transaction(async (tx) => {
-        // Claim the key first: a concurrent or repeated attempt waits on this row, then sees it done.
-        if (!(await markDone(tx, envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId))) return { skipped: true, value: undefined }
+      // Claim the key first (markDone's statement, sent with the BEGIN in one round trip): a concurrent
+      // or repeated attempt waits on this row, then sees it done.
+      const claim = claimStatement(envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId)
+      const outcome = await r.db[TRANSACTION_FROM](claim, async (tx, claimed) => {
+        if (claimed.rowCount !== 1) return { skipped: true, value: undefined }
         return { skipped: false, value: await r.handler(envelope.task, { db: r.db, workerId, tx, attempt: envelope.attempt }) }
       })
       // A pipeline keeps no results: the task's writes are its result (and a pg result could not cross).
@@ -136,4 +138,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope) => Pr
       return { ok: false, error: serializeError(error), workerId, threadId }
     }
   }
+
+  // A batch runs its tasks side by side; the worker's pool (perWorkerConnections) limits how many at once.
+  return (body: TaskEnvelope | BatchEnvelope) => (body.mode === 'batch' ? Promise.all(body.tasks.map(runEnvelope)) : runEnvelope(body))
 }

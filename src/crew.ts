@@ -6,7 +6,7 @@ import { inspect } from 'node:util'
 import { BroadcastChannel, type ResourceLimits } from 'node:worker_threads'
 import { Piscina } from 'piscina'
 import { computeBudget, type BudgetPlan } from './budget.ts'
-import { TaskError, type CrewMessage, type CrewWorkerData, type SerializedError, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
+import { TaskError, type BatchEnvelope, type CrewMessage, type CrewWorkerData, type SerializedError, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
 import type { Database } from './database.ts'
 import { PgcrewError } from './errors.ts'
 import { requireWhole } from './options.ts'
@@ -188,8 +188,8 @@ export class Crew implements AsyncDisposable {
 
   /** Send one envelope; resolves with the worker's outcome, never rejects. */
   async dispatch(envelope: TaskEnvelope): Promise<TaskOutcome> {
-    if (this.#closing) return { ok: false, error: { name: 'PgcrewError', code: 'CLOSED', message: 'the crew is closing', transient: false }, workerId: -1 }
-    if (this.#initError) return { ok: false, error: { name: 'TaskError', code: 'WORKER_INIT_FAILED', message: this.#initError.message, transient: false }, workerId: -1 }
+    const refused = this.#refusal()
+    if (refused) return refused
     // The clock of a timed task starts in the worker, not here: a task waiting in the queue, or for a
     // replacement thread to start, has not used any of its time.
     const timeoutId = this.#taskTimeoutMillis ? this.#nextTimeoutId++ : undefined
@@ -197,20 +197,11 @@ export class Crew implements AsyncDisposable {
     if (timed) this.#timed.set(timeoutId!, timed)
     const p = (this.#pool.run(timed ? { ...envelope, timeoutId } : envelope) as Promise<TaskOutcome>).catch((error: unknown): TaskOutcome => {
       if (timed?.timedOut) return { ok: false, error: { name: 'TaskError', code: 'TASK_TIMEOUT', message: `task timed out after ${this.#taskTimeoutMillis} ms`, transient: false }, workerId: -1 }
-      const message = `worker thread died: ${error instanceof Error ? error.message : inspect(error, { depth: 1, breakLength: Infinity })}`
-      return { ok: false, error: { name: 'TaskError', code: 'WORKER_CRASHED', message, transient: true }, workerId: -1 }
+      return Crew.#crashed(error)
     })
     this.#inFlight.add(p)
     try {
-      const outcome = await p
-      // A worker that answered a task is past its init and will answer close() too. (Its 'ready'
-      // comes on another channel and may arrive after this result.)
-      if (outcome.threadId !== undefined) this.#ready.add(outcome.threadId)
-      if (!outcome.ok && outcome.error.code === 'WORKER_INIT_FAILED') {
-        this.#noteInitFailure(outcome.error, outcome.workerId)
-        return { ok: false, error: { ...outcome.error, message: this.#initError!.message }, workerId: outcome.workerId }
-      }
-      return outcome
+      return this.#received(await p)
     } finally {
       this.#inFlight.delete(p)
       if (timed) {
@@ -218,6 +209,53 @@ export class Crew implements AsyncDisposable {
         this.#timed.delete(timeoutId!)
       }
     }
+  }
+
+  /**
+   * Send several envelopes in one message (no task timeout: a timeout stops the whole thread, so
+   * timed tasks go one by one through dispatch). One outcome per envelope, in order; never rejects.
+   * A thread that dies fails every envelope of the batch with WORKER_CRASHED (transient): the ones
+   * that had committed find their ledger row done when they are retried.
+   */
+  async dispatchBatch(envelopes: TaskEnvelope[]): Promise<TaskOutcome[]> {
+    if (this.#taskTimeoutMillis || envelopes.length === 1) return Promise.all(envelopes.map((e) => this.dispatch(e)))
+    const refused = this.#refusal()
+    if (refused) return envelopes.map(() => refused)
+    const p = (this.#pool.run({ mode: 'batch', tasks: envelopes } satisfies BatchEnvelope) as Promise<TaskOutcome[]>).catch((error: unknown): TaskOutcome[] => {
+      const crashed = Crew.#crashed(error)
+      return envelopes.map(() => crashed)
+    })
+    this.#inFlight.add(p)
+    try {
+      const outcomes = await p
+      return outcomes.map((outcome) => this.#received(outcome))
+    } finally {
+      this.#inFlight.delete(p)
+    }
+  }
+
+  /** Why nothing can be dispatched now (closing, or a worker's init failed), if so. */
+  #refusal(): TaskOutcome | undefined {
+    if (this.#closing) return { ok: false, error: { name: 'PgcrewError', code: 'CLOSED', message: 'the crew is closing', transient: false }, workerId: -1 }
+    if (this.#initError) return { ok: false, error: { name: 'TaskError', code: 'WORKER_INIT_FAILED', message: this.#initError.message, transient: false }, workerId: -1 }
+    return undefined
+  }
+
+  static #crashed(error: unknown): TaskOutcome {
+    const message = `worker thread died: ${error instanceof Error ? error.message : inspect(error, { depth: 1, breakLength: Infinity })}`
+    return { ok: false, error: { name: 'TaskError', code: 'WORKER_CRASHED', message, transient: true }, workerId: -1 }
+  }
+
+  /** Bookkeeping on an outcome from a worker: it is past its init; an init failure is worded once. */
+  #received(outcome: TaskOutcome): TaskOutcome {
+    // A worker that answered a task is past its init and will answer close() too. (Its 'ready'
+    // comes on another channel and may arrive after this result.)
+    if (outcome.threadId !== undefined) this.#ready.add(outcome.threadId)
+    if (!outcome.ok && outcome.error.code === 'WORKER_INIT_FAILED') {
+      this.#noteInitFailure(outcome.error, outcome.workerId)
+      return { ok: false, error: { ...outcome.error, message: this.#initError!.message }, workerId: outcome.workerId }
+    }
+    return outcome
   }
 
   /** Run one task in a worker; rejects with a {@link TaskError} carrying the worker's error code. */

@@ -26,6 +26,13 @@ import { Crew, type CrewOptions } from './crew.ts'
 import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapshot } from './snapshot.ts'
 import { beginStatement, Transaction, type TransactionOptions, type TransactionScope } from './transaction.ts'
 import type { WithClientOptions } from './connection-target.ts'
+import { beginWith, type FirstResult } from './begin-with.ts'
+
+/**
+ * Internal (not in the public barrel): a transaction whose BEGIN and first statement go out in one
+ * round trip. The crew's pipeline path opens each task's transaction with its ledger claim this way.
+ */
+export const TRANSACTION_FROM: unique symbol = Symbol('pgcrew.transactionFrom')
 
 /** Options of `connect()`: one-off overrides of where to connect. */
 export interface ConnectOptions {
@@ -535,16 +542,22 @@ export class Database implements AsyncDisposable {
     }
   }
 
-  async #once<T>(begin: string, fn: (tx: Transaction) => Promise<T>): Promise<T> {
+  /** A transaction opened by BEGIN and `first` in one round trip; `fn` sees what `first` reported. */
+  async [TRANSACTION_FROM]<T>(first: { text: string; values: unknown[] }, fn: (tx: Transaction, first: FirstResult) => Promise<T>): Promise<T> {
+    if (this.#activeTransaction()) throw new PgcrewError('INVALID_OPTION', 'a transaction opened with its first statement cannot nest inside another')
+    return this.#once('BEGIN', fn as (tx: Transaction, first?: FirstResult) => Promise<T>, first)
+  }
+
+  async #once<T>(begin: string, fn: (tx: Transaction, first?: FirstResult) => Promise<T>, first?: { text: string; values: unknown[] }): Promise<T> {
     const lease = await this.#lease()
     const client = lease.client
     let destroy = false
     let tx: Transaction | undefined
     try {
-      await client.query(begin)
+      const firstResult = first ? await beginWith(client, begin, first.text, first.values) : (await client.query(begin), undefined)
       tx = new Transaction(client, 0, undefined, this.#scope)
       const current = tx
-      const result = await this.#context.run(current, () => fn(current))
+      const result = await this.#context.run(current, () => fn(current, firstResult))
       // From here on nothing may use this transaction: a savepoint still running (not awaited by fn)
       // fails with TRANSACTION_FINISHED instead of landing in whatever the connection does next.
       tx.finish()

@@ -145,11 +145,11 @@ class PooledExecutor extends LeasingExecutor {
     readonly settings: PoolSettings,
   ) {
     super(spec)
-    const { hooks, params } = spec
+    const { hooks, params, prepareStatements } = spec
     // pg-pool builds clients itself; this subclass carries our hooks into each one.
     const Client = class extends PgcrewClient {
       constructor(config: pg.ClientConfig) {
-        super(config, hooks, params)
+        super(config, hooks, params, prepareStatements)
       }
     }
     this.#pool = new Pool<PgcrewClient>({

@@ -99,14 +99,19 @@ async function notWritable(db: Database, t: string, parts: readonly string[], ve
  * caller must then do nothing): this is what makes a rerun, or a duplicate, do nothing twice.
  */
 export async function markDone(tx: Transaction, table: string, pipeline: string, key: string, attempt: number, workerId: number): Promise<boolean> {
-  const t = ledgerName(table)
-  const { rowCount } = await tx.query(
-    `INSERT INTO ${t} AS l (pipeline, key, status, attempts, worker) VALUES ($1, $2, 'done', $3, $4)
+  const { text, values } = claimStatement(table, pipeline, key, attempt, workerId)
+  const { rowCount } = await tx.query(text, values)
+  return rowCount === 1
+}
+
+/** The statement markDone runs: it affects one row when the key was claimed, none when it was already done. */
+export function claimStatement(table: string, pipeline: string, key: string, attempt: number, workerId: number): { text: string; values: unknown[] } {
+  return {
+    text: `INSERT INTO ${ledgerName(table)} AS l (pipeline, key, status, attempts, worker) VALUES ($1, $2, 'done', $3, $4)
      ON CONFLICT (pipeline, key) DO UPDATE SET status = 'done', attempts = EXCLUDED.attempts, worker = EXCLUDED.worker, error = NULL, finished_at = now()
      WHERE l.status <> 'done'`,
-    [pipeline, key, attempt, workerId],
-  )
-  return rowCount === 1
+    values: [pipeline, key, attempt, workerId],
+  }
 }
 
 /**

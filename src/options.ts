@@ -37,6 +37,11 @@ export interface DatabaseOptions {
   maxLifetimeSeconds?: number
   /** Validate a pooled connection with a round trip before handing it out. */
   prePing?: boolean
+  /**
+   * Run statements that have parameters as named prepared statements, parsed once per connection
+   * (at most 256 per connection). Set false behind PgBouncer in transaction mode.
+   */
+  prepareStatements?: boolean
   /** How long close() and switches let work in flight finish before destroying what is still lent out. */
   closeTimeoutMillis?: number
   applicationName?: string
@@ -55,13 +60,14 @@ export interface DatabaseOptions {
 }
 
 /** The one defaults table; README "Options" points here. */
-export const DEFAULTS: Readonly<{ pooling: Pooling; max: number; idleTimeoutMillis: number; connectionTimeoutMillis: number; maxLifetimeSeconds: number; prePing: boolean; closeTimeoutMillis: number }> = Object.freeze({
+export const DEFAULTS: Readonly<{ pooling: Pooling; max: number; idleTimeoutMillis: number; connectionTimeoutMillis: number; maxLifetimeSeconds: number; prePing: boolean; prepareStatements: boolean; closeTimeoutMillis: number }> = Object.freeze({
   pooling: 'pooled' as Pooling,
   max: 10,
   idleTimeoutMillis: 10_000,
   connectionTimeoutMillis: 30_000,
   maxLifetimeSeconds: 0,
   prePing: false,
+  prepareStatements: true,
   closeTimeoutMillis: 10_000,
 })
 
@@ -122,6 +128,7 @@ const RULES: { readonly [K in keyof Required<DatabaseOptions>]: Rule } = {
   connectionTimeoutMillis: whole(0),
   maxLifetimeSeconds: whole(0, Math.floor(MAX_TIMER_MILLIS / 1000)),
   prePing: flag,
+  prepareStatements: flag,
   closeTimeoutMillis: whole(0),
   applicationName: text,
   sslmode: oneOf(SSLMODES),
@@ -277,6 +284,7 @@ export function resolveOptions(options: DatabaseOptions = {}): ResolvedOptions {
     connectionTimeoutMillis: o.connectionTimeoutMillis ?? DEFAULTS.connectionTimeoutMillis,
     maxLifetimeSeconds: o.maxLifetimeSeconds ?? DEFAULTS.maxLifetimeSeconds,
     prePing: o.prePing ?? DEFAULTS.prePing,
+    prepareStatements: o.prepareStatements ?? DEFAULTS.prepareStatements,
     closeTimeoutMillis: o.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis,
     env: o.env ?? process.env,
   }

@@ -1,4 +1,5 @@
 import pg from 'pg'
+import { statementName } from './prepared.ts'
 import { sslFor, startupOptions, type ConnectionParams } from './connection-params.ts'
 import { lookupPgpass, pgpassFileName, pgpassIgnoredBecause } from './pgpass.ts'
 
@@ -20,6 +21,8 @@ export interface ClientSpec {
   readOnly: boolean
   connectionTimeoutMillis: number
   hooks: readonly OnConnectHook[]
+  /** Run statements with parameters as named prepared statements (DatabaseOptions.prepareStatements). */
+  prepareStatements?: boolean
 }
 
 /** The password for this role, looked up afresh each time libpq would: option > PGPASSWORD > pgpass. */
@@ -33,14 +36,35 @@ export function findPassword(spec: ClientSpec): { password?: string; source: Pas
   return { source: { kind: 'none', file, ignored: pgpassIgnoredBecause(file) } }
 }
 
+/** Named statements kept per connection; past this, new texts run unnamed (the server keeps each plan). */
+const MAX_NAMED_STATEMENTS = 256
+
+/**
+ * SQL that makes the server forget all of this session's prepared statements. (DEALLOCATE of one
+ * name, if it is ours, shows up as 26000 on its next use, and is handled there.)
+ */
+const FORGETS_STATEMENTS = /^\s*(discard\s+all|deallocate\s+(prepare\s+)?all)\s*;?\s*$/i
+
+/**
+ * The server no longer has the statement (26000: dropped behind our back) or its cached plan no
+ * longer fits (0A000 "cached plan must not change result type", after an ALTER TABLE).
+ */
+const STALE_STATEMENT = new Set(['26000', '0A000'])
+
+type WireConnection = { parsedStatements: Record<string, string>; submittedNamedStatements: Record<string, string> }
+
 /** A pg.Client that runs the onConnect hooks and notices when it can no longer be shared safely. */
 export class PgcrewClient extends pg.Client {
   /** Set when the session's role or authorization changed: such a client is never pooled again. */
   tainted = false
   readonly #hooks: readonly OnConnectHook[]
   readonly #params: ConnectionParams
+  readonly #prepare: boolean
+  /** SQL text → the statement name it runs under on this connection. */
+  readonly #names = new Map<string, string>()
+  #generation = 0
 
-  constructor(config: pg.ClientConfig, hooks: readonly OnConnectHook[], params: ConnectionParams) {
+  constructor(config: pg.ClientConfig, hooks: readonly OnConnectHook[], params: ConnectionParams, prepareStatements = false) {
     super(config)
     this.#hooks = hooks
     this.#params = params
@@ -48,6 +72,41 @@ export class PgcrewClient extends pg.Client {
     // listener off and the lease has not yet put its own on, and an 'error' with no listener would
     // crash the process. The error also fails whatever query is in flight, so nothing is lost.
     this.on('error', () => {})
+    this.#prepare = prepareStatements
+  }
+
+  /** Whether parameterised statements run as named prepared statements on this connection. */
+  get preparesStatements(): boolean {
+    return this.#prepare
+  }
+
+  /** The server forgot this session's prepared statements: so do we, and pg (it would skip the Parse). */
+  #forgetStatements(): void {
+    this.#names.clear()
+    const connection = (this as unknown as { connection: WireConnection }).connection
+    connection.parsedStatements = {}
+    connection.submittedNamedStatements = {}
+  }
+
+  /**
+   * A parameterised statement as a named prepared statement: parsed and planned once per connection,
+   * then only bound and executed. A stale statement gets a fresh name; outside a transaction the
+   * statement is sent again once (it did not run), inside one the error stands (the transaction failed).
+   */
+  #named(text: string, values: unknown[], retried = false): Promise<pg.QueryResult> {
+    let name = this.#names.get(text)
+    if (name === undefined) {
+      if (this.#names.size >= MAX_NAMED_STATEMENTS) return super.query(text, values)
+      name = statementName(text)
+      this.#names.set(text, name)
+    }
+    const autocommit = this.getTransactionStatus() === 'I'
+    return super.query({ name, text, values }).catch((error: unknown) => {
+      if (!STALE_STATEMENT.has((error as { code?: string }).code ?? '')) throw error
+      this.#names.set(text, `${statementName(text)}_${++this.#generation}`)
+      if (!autocommit || retried) throw error
+      return this.#named(text, values, true)
+    })
   }
 
   override connect(): Promise<pg.Client>
@@ -77,6 +136,14 @@ export class PgcrewClient extends pg.Client {
     const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string } | undefined)?.text
     // SET ROLE to a non-superuser reports nothing to the client, so look at the statement itself.
     if (text && /^\s*(set\s+(session\s+)?(role|session\s+authorization)|reset\s+(role|session\s+authorization)|set\s+default_transaction_read_only)\b/i.test(text)) this.tainted = true
+    if (this.#prepare && typeof args[0] === 'string' && Array.isArray(args[1]) && args.length === 2) return this.#named(args[0], args[1]) as never
+    if (text && FORGETS_STATEMENTS.test(text)) {
+      // Queued behind it, a statement must be parsed again; finished before it, it is gone once it has run.
+      this.#forgetStatements()
+      const result = (super.query as (...a: unknown[]) => unknown)(...args)
+      if (result instanceof Promise) return result.finally(() => this.#forgetStatements()) as never
+      return result as never
+    }
     return (super.query as (...a: unknown[]) => never)(...args)
   }
 }
@@ -104,7 +171,7 @@ export function clientConfig(spec: ClientSpec): pg.ClientConfig {
 
 /** A fresh, connected client for a spec (hooks already run). */
 export async function connectClient(spec: ClientSpec): Promise<PgcrewClient> {
-  const client = new PgcrewClient(clientConfig(spec), spec.hooks, spec.params)
+  const client = new PgcrewClient(clientConfig(spec), spec.hooks, spec.params, spec.prepareStatements)
   client.on('error', () => {})
   await client.connect()
   return client

@@ -9,6 +9,7 @@ import { describeValue, requireWhole } from './options.ts'
 import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } from './ledger.ts'
 import { silentProgress, type ProgressReporter, type ProgressState } from './progress.ts'
 import { RETRY_DEFAULTS, RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions } from './retry.ts'
+import { TaskBatcher } from './task-batcher.ts'
 
 /** A task: any structured-cloneable object with a stable `key`. */
 export type PipelineTask = { key: string | number } & Record<string, unknown>
@@ -115,6 +116,13 @@ export interface RunOptions {
   retryDelayMillis?: number
   /** Keys checked against the ledger per query. Default 1000. */
   batchSize?: number
+  /**
+   * Tasks sent to a worker in one message (each still runs in its own transaction), so the thread
+   * hop is paid once for them. Default perWorkerConnections (one task per connection of a worker);
+   * more amortises further but keeps more tasks in flight (they finish after a Ctrl-C, and report
+   * progress together). 1 sends each task alone. With taskTimeoutMillis tasks always go one by one.
+   */
+  tasksPerMessage?: number
   taskTimeoutMillis?: number
   /** Heap limits of each worker thread; see {@link CrewOptions.resourceLimits}. */
   resourceLimits?: CrewOptions['resourceLimits']
@@ -229,6 +237,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   // Check the shape before anything runs (setup included), not with a TypeError halfway through.
   const problem = pipelineProblem(def)
   if (problem) throw new PgcrewError('PIPELINE_INVALID', `runPipeline: ${problem}`, { details: { problem } })
+  if (options.tasksPerMessage !== undefined) requireWhole('tasksPerMessage', options.tasksPerMessage, 1)
   if (!db.connected) await db.connect()
   await userCode(def, 'setup(db)', async () => def.setup?.(db))
   await patiently(() => ensureLedger(db, ledger))
@@ -248,7 +257,10 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const state: ProgressState = { done: 0, skipped: 0, failed: 0, retried: 0, seen: 0, total, elapsedMillis: 0 }
   const perWorker: Record<string, number> = {}
   const failures: RunSummary['failures'] = []
-  const limit = crew.budget.threads * crew.budget.perWorker * 2
+  const tasksPerMessage = options.tasksPerMessage ?? crew.budget.perWorker
+  // Two messages' worth per thread in flight: one runs while the other's outcomes travel back.
+  const limit = crew.budget.threads * Math.max(crew.budget.perWorker, tasksPerMessage) * 2
+  const batcher = new TaskBatcher(crew, tasksPerMessage)
   const running = new Set<Promise<void>>()
   let fatal: unknown
   function tick(): void {
@@ -261,11 +273,15 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
 
   const runOne = async (task: PipelineTask, key: string): Promise<void> => {
     const clock = new RetryClock(policy)
+    // A thread that died took a whole message with it, tasks that had committed included: when such
+    // a task is retried its claim finds the key done, and it was done by this run.
+    let crashed = false
     for (let attempt = 1; ; attempt++) {
-      const out = await crew.dispatch({ mode: 'pipeline', task, attempt, pipeline: def.name, key, ledger })
+      const out = await batcher.dispatch({ mode: 'pipeline', task, attempt, pipeline: def.name, key, ledger })
       if (out.ok) {
         reachable()
-        if (out.skipped) state.skipped++
+        if (out.skipped && crashed) state.done++
+        else if (out.skipped) state.skipped++
         else {
           state.done++
           perWorker[out.workerId] = (perWorker[out.workerId] ?? 0) + 1
@@ -279,6 +295,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
       // Stopping (Ctrl-C): a transient failure (the server shutting down, a lost connection…) rolled the
       // task back, so it was not run: neither done nor failed, and the next run does it.
       if (out.error.transient && options.signal?.aborted) return tick()
+      if (out.error.code === 'WORKER_CRASHED') crashed = true
       const lost = out.error.connectionLost === true
       if (lost) unreachable()
       else reachable()
@@ -307,6 +324,13 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
 
   const flush = async (batch: PipelineTask[]): Promise<void> => {
     const keys = batch.map((t) => String(t.key))
+    // A key given twice is refused when both are in one batch; further apart, the ledger claim makes
+    // the second a skip (exactly once either way), without keeping every key of the run in memory.
+    const unique = new Set(keys)
+    if (unique.size !== keys.length) {
+      const twice = keys.find((k, i) => keys.indexOf(k) !== i)
+      throw new PgcrewError('INVALID_TASK', `pipeline ${def.name}: key "${twice}" appears twice; keys must be unique`)
+    }
     let done: Set<string>
     try {
       done = await patiently(() => doneKeys(db, ledger, def.name, keys))
@@ -343,15 +367,11 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   showing = true
   try {
     let batch: PipelineTask[] = []
-    const seenKeys = new Set<string>()
     for await (const task of source as AsyncIterable<PipelineTask>) {
       if (fatal || options.signal?.aborted) break
       if (task === null || typeof task !== 'object' || (typeof task.key !== 'string' && typeof task.key !== 'number')) {
         throw new PgcrewError('INVALID_TASK', `pipeline ${def.name}: every task needs a string or number "key"; got ${JSON.stringify(task)?.slice(0, 80)}`)
       }
-      const key = String(task.key)
-      if (seenKeys.has(key)) throw new PgcrewError('INVALID_TASK', `pipeline ${def.name}: key "${key}" appears twice; keys must be unique`)
-      seenKeys.add(key)
       state.seen++
       batch.push(task)
       if (batch.length >= (options.batchSize ?? 1000)) {

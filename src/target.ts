@@ -57,6 +57,7 @@ export function clientSpecFor(target: Target, ctx: { options: ResolvedOptions; p
     env,
     readOnly,
     connectionTimeoutMillis: options.connectionTimeoutMillis,
+    prepareStatements: options.prepareStatements,
     hooks,
   }
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { Database } from '../src/database.ts'
 import { UndefinedColumn } from '../src/database-error.ts'
 import { prepare } from '../src/prepared.ts'
-import { cleanEnv, freshDatabase } from './helpers.ts'
+import { admin, atEnd, cleanEnv, eventually, freshDatabase } from './helpers.ts'
 
 describe('prepared statements', () => {
   let db: Database
@@ -48,5 +48,61 @@ describe('prepared statements', () => {
   it('a broken statement fails with a typed error and leaves the connection usable', async () => {
     await assert.rejects(prepare(db, 'SELECT nope FROM users'), UndefinedColumn)
     assert.equal((await db.query('SELECT 1 AS one')).rows[0].one, 1)
+  })
+})
+
+describe('statements with parameters run as named prepared statements (prepareStatements)', () => {
+  const ours = 'SELECT name, statement FROM pg_prepared_statements WHERE name LIKE $1 ORDER BY name'
+  const named = async (db: Database): Promise<string[]> =>
+    db.transaction(async (tx) => (await tx.query<{ statement: string }>(ours, ['pgcrew_%'])).rows.map((r) => r.statement).filter((s) => s !== ours).sort())
+
+  it('are parsed once per connection, and not at all with prepareStatements: false', async () => {
+    const { url } = await freshDatabase('prepauto')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await db.query('CREATE TABLE t (id int PRIMARY KEY, v text)')
+    for (let i = 0; i < 3; i++) await db.query('INSERT INTO t VALUES ($1, $2)', [i, `v${i}`])
+    assert.deepEqual((await db.query('SELECT v FROM t WHERE id = $1', [2])).rows, [{ v: 'v2' }])
+    assert.deepEqual(await named(db), ['INSERT INTO t VALUES ($1, $2)', 'SELECT v FROM t WHERE id = $1'].sort())
+    await using plain = new Database({ connectionString: url, env: cleanEnv(), max: 1, prepareStatements: false })
+    assert.deepEqual((await plain.query('SELECT v FROM t WHERE id = $1', [1])).rows, [{ v: 'v1' }])
+    assert.deepEqual(await named(plain), [])
+  })
+
+  it('still run after DISCARD ALL, after the server ended the connection, and after changeVersion', async () => {
+    const { url, dbname } = await freshDatabase('prepdiscard')
+    await admin(`CREATE DATABASE "${dbname}_2"`)
+    atEnd(() => admin(`DROP DATABASE IF EXISTS "${dbname}_2" WITH (FORCE)`))
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await db.query('CREATE TABLE t (id int PRIMARY KEY)')
+    await db.query('INSERT INTO t VALUES ($1)', [1])
+    // The server forgets the session's statements; pg would skip the Parse and fail with 26000.
+    await db.query('DISCARD ALL')
+    assert.deepEqual((await db.query('SELECT id FROM t WHERE id = $1', [1])).rows, [{ id: 1 }])
+    await db.query('INSERT INTO t VALUES ($1)', [2])
+    // A new physical connection has none of them.
+    await admin('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [dbname])
+    assert.ok(await eventually(async () => db.idleErrorCount === 1), 'the pool did not notice its connection end')
+    assert.deepEqual((await db.query('SELECT id FROM t WHERE id = $1', [2])).rows, [{ id: 2 }])
+    await db.changeVersion('2')
+    await db.query('CREATE TABLE t (id int PRIMARY KEY)')
+    await db.query('INSERT INTO t VALUES ($1)', [20])
+    assert.deepEqual((await db.query('SELECT id FROM t WHERE id = $1', [20])).rows, [{ id: 20 }])
+    await db.changeVersion()
+    assert.deepEqual((await db.query('SELECT id FROM t WHERE id = $1', [1])).rows, [{ id: 1 }])
+  })
+
+  it('see a changed table: outside a transaction the statement is parsed again, inside one the error stands', async () => {
+    const { url } = await freshDatabase('prepalter')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await db.query('CREATE TABLE t (id int PRIMARY KEY)')
+    await db.query('INSERT INTO t VALUES ($1)', [1])
+    const select = 'SELECT * FROM t WHERE id = $1'
+    assert.deepEqual((await db.query(select, [1])).rows, [{ id: 1 }])
+    await db.query('ALTER TABLE t ADD COLUMN v text DEFAULT $$x$$')
+    // The cached plan's result type changed (0A000): resent under a fresh name, it sees the new column.
+    assert.deepEqual((await db.query(select, [1])).rows, [{ id: 1, v: 'x' }])
+    await db.query('ALTER TABLE t ADD COLUMN w int DEFAULT 7')
+    await assert.rejects(db.transaction((tx) => tx.query(select, [1])), { code: '0A000' })
+    assert.deepEqual((await db.transaction((tx) => tx.query(select, [1]))).rows, [{ id: 1, v: 'x', w: 7 }])
   })
 })

@@ -1,0 +1,106 @@
+// The three ways the bench runs the same pipeline: a hand-written loop, pgcrew's runPipeline, pgbench.
+import { spawn } from 'node:child_process'
+import { existsSync, writeFileSync } from 'node:fs'
+import { extname, join } from 'node:path'
+import pg from 'pg'
+import type { Database } from '../src/database.ts'
+import { runPipeline, definePipeline, type RunOptions } from '../src/pipeline.ts'
+import type { ProgressReporter } from '../src/progress.ts'
+import { CLAIM_SQL, cpuWork, idStream, INSERT_SQL, READ_SQL, UPDATE_SQL, type PipelineBenchTask } from './workload.ts'
+
+/** A bench worker next to this file: .js when compiled (npm run bench), .ts under tsx. */
+export const workerUrl = (name: string): URL => new URL(`./workers/${name}${extname(new URL(import.meta.url).pathname)}`, import.meta.url)
+
+function* tasks(count: number, seed: number, rounds: number): Generator<PipelineBenchTask> {
+  const next = idStream(seed)
+  for (let key = 1; key <= count; key++) yield { key, id: next(), rounds }
+}
+
+/**
+ * What a user writes without pgcrew: one pg.Pool of `loops` connections and as many async loops, each
+ * task BEGIN, the ledger claim, read, compute, insert, update, COMMIT. Returns tasks per second.
+ */
+export async function handLoop(pool: pg.Pool, name: string, count: number, seed: number, rounds: number, loops = 4): Promise<number> {
+  const source = tasks(count, seed, rounds)
+  const start = performance.now()
+  const loop = async (): Promise<void> => {
+    for (let r = source.next(); !r.done; r = source.next()) {
+      const task = r.value
+      const client = await pool.connect()
+      try {
+        await client.query('BEGIN')
+        const claim = await client.query(CLAIM_SQL, [name, String(task.key), 1, 0])
+        if (claim.rowCount === 1) {
+          const { rows } = await client.query(READ_SQL, [task.id])
+          await client.query(INSERT_SQL, [task.id, cpuWork(rows[0], task.rounds)])
+          await client.query(UPDATE_SQL, [task.id])
+        }
+        await client.query('COMMIT')
+        client.release()
+      } catch (error) {
+        client.release(true)
+        throw error
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: loops }, loop))
+  return count / ((performance.now() - start) / 1000)
+}
+
+/**
+ * pgcrew's runPipeline over the same tasks. Timed from progress.start (the crew's threads exist then;
+ * their init — import, connect — is inside the time, as a user pays it) to the summary.
+ */
+export async function viaPipeline(db: Database, name: string, count: number, seed: number, rounds: number, options: RunOptions): Promise<number> {
+  let start = 0
+  const progress: ProgressReporter = { start: () => void (start = performance.now()), update: () => {}, stop: () => {} }
+  const def = definePipeline({ name, worker: workerUrl('pipeline-task'), tasks: () => tasks(count, seed, rounds) })
+  const summary = await runPipeline(db, def, { ...options, progress })
+  const seconds = (performance.now() - start) / 1000
+  if (summary.done !== count) throw new Error(`pipeline ${name}: ${summary.done} of ${count} done (${summary.failed} failed: ${summary.failures[0]?.message})`)
+  return count / seconds
+}
+
+const PGBENCH_CANDIDATES = ['/usr/bin/pgbench', '/usr/lib/postgresql/15/bin/pgbench', '/usr/local/bin/pgbench']
+
+export function findPgbench(bindir?: string): string | undefined {
+  return [...(bindir ? [join(bindir, 'pgbench')] : []), ...PGBENCH_CANDIDATES].find((p) => existsSync(p))
+}
+
+/** The same statements as a pgbench custom script (no JavaScript compute: the server's own limit). */
+export function pgbenchScript(dir: string, name: string): string {
+  const file = join(dir, `${name}.sql`)
+  const claim = CLAIM_SQL.replace('$1', `'${name}'`).replace('$2', ':key').replace('$3', '1').replace('$4', '0').replace(/\s+/g, ' ')
+  writeFileSync(
+    file,
+    [
+      '\\set id random(1, 100000)',
+      '\\set key random(1, 2000000000)',
+      'BEGIN;',
+      `${claim};`,
+      READ_SQL.replace('$1', ':id') + ';',
+      INSERT_SQL.replace('$1', ':id').replace('$2', `'${'0'.repeat(64)}'`) + ';',
+      UPDATE_SQL.replace('$1', ':id') + ';',
+      'COMMIT;',
+      '',
+    ].join('\n'),
+  )
+  return file
+}
+
+/** Run pgbench -M prepared -c 4 for `count` transactions in all; its tps (without connection time). */
+export async function viaPgbench(pgbench: string, url: URL, script: string, count: number, clients = 4): Promise<number> {
+  const args = ['-n', '-M', 'prepared', '-c', String(clients), '-t', String(Math.ceil(count / clients)), '-f', script, '-h', url.hostname, '-p', url.port, '-U', decodeURIComponent(url.username), url.pathname.slice(1)]
+  const env = { ...process.env, PGPASSWORD: decodeURIComponent(url.password) }
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn(pgbench, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let text = ''
+    child.stdout.on('data', (d) => (text += d))
+    child.stderr.on('data', (d) => (text += d))
+    child.on('error', reject)
+    child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`pgbench exited ${code}: ${text.slice(-500)}`))))
+  })
+  const tps = /tps = ([\d.]+)/.exec(out)
+  if (!tps) throw new Error(`no tps in pgbench output: ${out.slice(-300)}`)
+  return Number(tps[1])
+}

@@ -1,0 +1,31 @@
+// One side of the pipeline bench on its own, for profiling: node --cpu-prof --cpu-prof-dir=DIR .tmp/bench-build/bench/profile.js SIDE
+// SIDE: hand | crew22 | crew14. Worker threads inherit --cpu-prof and write a profile each.
+import pg from 'pg'
+import { Database } from '../src/database.ts'
+import { ensureLedger } from '../src/ledger.ts'
+import { startTempCluster } from '../src/temp-cluster.ts'
+import { handLoop, viaPipeline } from './pipeline-sides.ts'
+import { LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
+
+const side = process.argv[2] ?? 'crew22'
+const count = Number(process.env.BENCH_TASKS ?? 5000)
+const rounds = Number(process.env.BENCH_ROUNDS ?? LIGHT_ROUNDS)
+const cluster = await startTempCluster({ settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', shared_buffers: '256MB' } })
+const pool = new pg.Pool({ connectionString: cluster.url, max: 4 })
+const db = new Database({ connectionString: cluster.url, max: 1 })
+try {
+  for (const sql of TABLES_SQL) await pool.query(sql)
+  await ensureLedger(db, 'pgcrew_ledger')
+  const cpu0 = process.cpuUsage()
+  const t = performance.now()
+  const rate =
+    side === 'hand'
+      ? await handLoop(pool, 'p', count, 1, rounds)
+      : await viaPipeline(db, 'p', count, 1, rounds, side === 'crew14' ? { threads: 1, perWorkerConnections: 4 } : { threads: 2, perWorkerConnections: 2 })
+  const cpu = process.cpuUsage(cpu0)
+  console.log(`${side}: ${Math.round(rate)} tasks/s, client CPU ${(((cpu.user + cpu.system) / count)).toFixed(0)} µs/task (user ${(cpu.user / count).toFixed(0)}, sys ${(cpu.system / count).toFixed(0)}), ${((performance.now() - t) / 1000).toFixed(1)} s`)
+} finally {
+  await db.close()
+  await pool.end()
+  await cluster.stop()
+}

@@ -1,0 +1,4 @@
+// A task that does nothing but its ledger claim: for the memory row, where the main process is measured.
+import { defineWorker } from '../../src/define-worker.ts'
+
+export default defineWorker(async () => async () => {})
