@@ -176,9 +176,12 @@ describe('crew.map and timeouts', () => {
   test("a timed task's clock starts when it starts: tasks waiting their turn do not time out", async () => {
     const { url } = await freshDatabase('crewtimeoutqueue')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
-    await using crew = await db.crew({ worker: fixture('echo'), threads: 1, taskTimeoutMillis: 1500 })
-    // One at a time, 0.6 s each: the third starts about 1.2 s after it was handed over.
-    const results = await Promise.allSettled([1, 2, 3].map(() => crew.run({ op: 'sql', sql: 'SELECT pg_sleep(0.6)' })))
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 1, taskTimeoutMillis: 3000 })
+    // A worker's first task includes its init, which a loaded machine can stretch: get it done first.
+    await crew.run({ op: 'whoami' })
+    // One at a time, 1.2 s each: the third starts about 2.4 s after it was handed over and ends at
+    // about 3.6 s, past the 3 s limit if the clock had started at hand-over.
+    const results = await Promise.allSettled([1, 2, 3].map(() => crew.run({ op: 'sql', sql: 'SELECT pg_sleep(1.2)' })))
     assert.deepEqual(results.map((r) => (r.status === 'rejected' ? (r.reason as { code: string }).code : 'ok')), ['ok', 'ok', 'ok'])
     assert.equal(crew.crashes, 0)
   })
