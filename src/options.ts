@@ -1,4 +1,5 @@
 import { closest } from './closest.ts'
+import { SSLMODES } from './connection-params.ts'
 import { PgcrewError } from './errors.ts'
 import type { OnConnectHook } from './pg-client.ts'
 
@@ -82,9 +83,6 @@ const MAX_TIMER_MILLIS = 2_147_483_647
 
 /** The version suffix rule `changeVersion()` and `pgcrew check --dbversion` apply too. */
 export const DBVERSION_PATTERN = /^[\w.-]+$/
-
-/** libpq's sslmodes. */
-export const SSLMODES: readonly string[] = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
 
 const isString = (v: unknown): v is string => typeof v === 'string'
 const isHook = (v: unknown): boolean => typeof v === 'function' || (typeof v === 'string' && v !== '')
