@@ -4,7 +4,8 @@ import { Readable } from 'node:stream'
 import { text } from 'node:stream/consumers'
 import { Database } from '../src/database.ts'
 import { CheckViolation, UniqueViolation } from '../src/database-error.ts'
-import { copyFrom, copyTo, copyTransfer } from '../src/copy.ts'
+import { copyFrom, copyTo } from '../src/copy.ts'
+import { copyTransfer } from '../src/copy-transfer.ts'
 import { cleanEnv, freshDatabase } from './helpers.ts'
 
 describe('COPY', () => {
