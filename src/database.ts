@@ -22,7 +22,7 @@ import type { ClientSpec, OnConnectHook } from './pg-client.ts'
 import { chooseProfile, loadProfiles, type Profile, type ProfileSet } from './profiles.ts'
 import { trackInRealm, untrackInRealm } from './realm.ts'
 import { clientSpecFor, type RoleChoice, type Target } from './target.ts'
-import { Crew, type CrewOptions } from './crew.ts'
+import type { Crew, CrewOptions } from './crew.ts'
 import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapshot } from './snapshot.ts'
 import { beginStatement, Transaction, type TransactionOptions, type TransactionScope } from './transaction.ts'
 
@@ -147,6 +147,9 @@ export class Database implements AsyncDisposable {
 
   /** Start a crew of worker threads that reconnect from this Database's snapshot. */
   async crew(options: CrewOptions): Promise<Crew> {
+    // Loaded on first use: the crew builds on Database, so Database does not import it up front
+    // (and a process that never starts a crew never loads piscina).
+    const { Crew } = await import('./crew.ts')
     return Crew.create(this, options)
   }
 
