@@ -269,7 +269,7 @@ export class Database implements AsyncDisposable {
       this.#password = target.password
       this.#version = version
       // Work in flight on the old connections may finish; new work already goes to the new ones.
-      if (old) this.#retire(old)
+      if (old) void this.#retire(old)
     })
     this.#switchQueue = run.catch(() => {})
     await run
@@ -666,7 +666,7 @@ export class Database implements AsyncDisposable {
     clearTimeout(timer)
     const executor = this.#executor
     this.#executor = undefined
-    if (executor) this.#retire(executor)
+    if (executor) void this.#retire(executor)
     await Promise.all([...this.#retiring])
   }
 
