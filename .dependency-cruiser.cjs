@@ -21,6 +21,9 @@ const allowed = {
   crew: ['^src/pipeline/pipeline-ledger\\.ts$'],
 }
 
+const topLevel = '^src/[^/]+$'
+const entries = '^src/(index|cli)\\.ts$'
+
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
   forbidden: [
@@ -68,11 +71,22 @@ module.exports = {
       from: { path: '^src/cli\\.ts$' },
       to: { path: '^src/', pathNot: '^src/cli/' },
     },
-    {
+    // A file at the top of src/ is caught whether it imports, is imported, or neither.
+    ...[
+      { from: { path: topLevel, pathNot: entries }, to: {} },
+      { from: {}, to: { path: topLevel, pathNot: entries } },
+      { from: { orphan: true, path: topLevel, pathNot: entries }, to: {} },
+    ].map((where) => ({
       name: 'src-in-a-subsystem-folder',
       severity: 'ignore', // restructure.mjs: error
       comment: 'Every src file lives in its subsystem folder; only src/index.ts (the barrel) and src/cli.ts (the bin) sit at the top',
-      from: { path: '^src/[^/]+$', pathNot: '^src/(index|cli)\\.ts$' },
+      ...where,
+    })),
+    {
+      name: 'no-orphans',
+      severity: 'error',
+      comment: 'A src file nothing imports is dead code (or an entry point missing from this rule)',
+      from: { orphan: true, path: '^src/' },
       to: {},
     },
     {
