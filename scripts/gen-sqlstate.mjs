@@ -12,7 +12,7 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const outFile = join(root, 'src', 'sqlstate.ts')
+const outFile = join(root, 'src/sqlstate.ts')
 
 function defaultSources() {
   const found = []

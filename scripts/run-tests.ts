@@ -1,5 +1,5 @@
 // Runs the node:test suites against one throwaway PostgreSQL (or PGCREW_TEST_URL), then removes it.
-// Node 20's test runner cannot glob, so the files are listed here.
+// Node 20's test runner cannot glob, so the files are listed here (test/ and its subject folders).
 import { spawn } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
@@ -8,7 +8,7 @@ import { startTempCluster, type TempCluster } from '../src/temp-cluster.ts'
 const args = process.argv.slice(2)
 const flags = args.filter((a) => a.startsWith('--'))
 const named = args.filter((a) => !a.startsWith('--'))
-const files = named.length ? named : readdirSync('test').filter((f) => f.endsWith('.test.ts')).sort().map((f) => join('test', f))
+const files = named.length ? named : readdirSync('test', { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.test.ts') && !f.startsWith('fixtures')).sort().map((f) => join('test', f))
 // No test file may hang the suite (CI gives a run 90 minutes). node:test applies this to each file
 // as a whole; the slowest (crew) takes under a minute alone and about two under double load.
 if (!flags.some((f) => f.startsWith('--test-timeout'))) flags.push('--test-timeout=600000')

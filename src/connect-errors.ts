@@ -1,6 +1,6 @@
 import type { ConnectionParams } from './connection-params.ts'
 import { PgcrewError } from './errors.ts'
-import { showText, showValue } from './options.ts'
+import { showText, showValue } from './show-value.ts'
 import { findPassword, type ClientSpec, type PasswordSource } from './pg-client.ts'
 
 /** `user@host:port/dbname` — what libpq would name in its messages (cut and escaped: names are typed). */

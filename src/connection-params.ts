@@ -4,7 +4,8 @@ import { DEFAULT_SOCKET_DIR } from './pgpass.ts'
 import type { Profile } from './profiles.ts'
 import { closest } from './closest.ts'
 import { PgcrewError } from './errors.ts'
-import { parseIntegerSetting, showValue, SSLMODES } from './options.ts'
+import { parseIntegerSetting } from './integer-setting.ts'
+import { showValue } from './show-value.ts'
 
 /** Where and as whom to connect. Never holds a password. */
 export interface ConnectionParams {
@@ -26,6 +27,9 @@ export type ConnectionSettings = Partial<{ -readonly [K in keyof ConnectionParam
 
 /** The PG* variables that say where to connect: with any of them set, the environment is "configured". */
 export const PG_ENV_KEYS: readonly string[] = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSERVICE']
+
+/** libpq's sslmodes (here, not in options.ts, so connection params need nothing from the options layer above them). */
+export const SSLMODES: readonly string[] = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
 
 /** libpq's default host: its socket directory when it exists, else localhost. */
 export function defaultHost(): string {

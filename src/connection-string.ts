@@ -1,7 +1,8 @@
 import { parse as parsePgUri } from 'pg-connection-string'
 import type { ConnectionSettings } from './connection-params.ts'
 import { PgcrewError } from './errors.ts'
-import { parseIntegerSetting, showText, showValue } from './options.ts'
+import { parseIntegerSetting } from './integer-setting.ts'
+import { showText, showValue } from './show-value.ts'
 
 /** A parsed connection string: settings, server settings (`-c` GUCs) and maybe a password. */
 export interface ParsedConnectionString {

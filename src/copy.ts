@@ -105,5 +105,3 @@ export function copyTo(target: ConnectionTarget, query: string, options: { forma
   })()
   return out
 }
-
-export { copyTransfer, type CopyTransferTarget, type CopyTransferResult } from './copy-transfer.ts'

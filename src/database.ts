@@ -17,12 +17,13 @@ import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from './datab
 import { PgcrewError } from './errors.ts'
 import { createExecutor, type Executor, type Lease } from './executor.ts'
 import { loadHookModule, type HookRef } from './hooks.ts'
-import { DBVERSION_PATTERN, describeValue, resolveOptions, showValue, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
+import { DBVERSION_PATTERN, describeValue, resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from './options.ts'
+import { showValue } from './show-value.ts'
 import type { ClientSpec, OnConnectHook } from './pg-client.ts'
 import { chooseProfile, loadProfiles, type Profile, type ProfileSet } from './profiles.ts'
 import { trackInRealm, untrackInRealm } from './realm.ts'
 import { clientSpecFor, type RoleChoice, type Target } from './target.ts'
-import { Crew, type CrewOptions } from './crew.ts'
+import type { Crew, CrewOptions } from './crew.ts'
 import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapshot } from './snapshot.ts'
 import { beginStatement, Transaction, type TransactionOptions, type TransactionScope } from './transaction.ts'
 import type { WithClientOptions } from './connection-target.ts'
@@ -155,6 +156,9 @@ export class Database implements AsyncDisposable {
 
   /** Start a crew of worker threads that reconnect from this Database's snapshot. */
   async crew(options: CrewOptions): Promise<Crew> {
+    // Loaded on first use: the crew builds on Database, so Database does not import it up front
+    // (and a process that never starts a crew never loads piscina).
+    const { Crew } = await import('./crew.ts')
     return Crew.create(this, options)
   }
 
@@ -274,7 +278,7 @@ export class Database implements AsyncDisposable {
       this.#password = target.password
       this.#version = version
       // Work in flight on the old connections may finish; new work already goes to the new ones.
-      if (old) this.#retire(old)
+      if (old) void this.#retire(old)
     })
     this.#switchQueue = run.catch(() => {})
     await run
@@ -689,7 +693,7 @@ export class Database implements AsyncDisposable {
     clearTimeout(timer)
     const executor = this.#executor
     this.#executor = undefined
-    if (executor) this.#retire(executor)
+    if (executor) void this.#retire(executor)
     await Promise.all([...this.#retiring])
   }
 

@@ -1,5 +1,7 @@
 import { closest } from './closest.ts'
+import { SSLMODES } from './connection-params.ts'
 import { PgcrewError } from './errors.ts'
+import { showValue } from './show-value.ts'
 import type { OnConnectHook } from './pg-client.ts'
 
 /** How a Database gets physical connections. */
@@ -89,9 +91,6 @@ const MAX_TIMER_MILLIS = 2_147_483_647
 /** The version suffix rule `changeVersion()` and `pgcrew check --dbversion` apply too. */
 export const DBVERSION_PATTERN = /^[\w.-]+$/
 
-/** libpq's sslmodes. */
-export const SSLMODES: readonly string[] = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
-
 const isString = (v: unknown): v is string => typeof v === 'string'
 const isHook = (v: unknown): boolean => typeof v === 'function' || (typeof v === 'string' && v !== '')
 const hook: Rule = { must: 'a function or a module path', ok: isHook }
@@ -147,71 +146,6 @@ const RULES: { readonly [K in keyof Required<DatabaseOptions>]: Rule } = {
 }
 
 const KNOWN = new Set<string>(Object.keys(RULES))
-
-/** How long a user's value may be in a message before it is cut ("…"). */
-const SHOWN_LENGTH = 80
-
-/** What a terminal would act on: C0 controls, DEL, C1 controls, and bidi and line-separator marks. */
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
-
-/**
- * A user's text as it goes into a message, unquoted: cut to `max` characters ("…") and with every
- * control, C1 and bidi-override character escaped (`\n`, `\u001b`), so a 100,000-character argument
- * or a binary file cannot flood or repaint the terminal. {@link showValue} is the quoted form.
- */
-export function showText(text: string, max = SHOWN_LENGTH): string {
-  return escapeControls(cut(text, max))
-}
-
-function cut(text: string, max: number): string {
-  if (text.length <= max) return text
-  // By code point, so an emoji is never split into half a surrogate pair.
-  const chars = [...text]
-  return chars.length > max ? chars.slice(0, max).join('') + '…' : text
-}
-
-function escapeControls(text: string): string {
-  const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' }
-  return text.replace(CONTROL, (c) => named[c] ?? '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'))
-}
-
-/**
- * A user's text quoted for a message (`"value"`), cut and escaped as {@link showText} does; quotes
- * and backslashes inside are escaped too. Every message that quotes a typed or read value uses it.
- *
- * @example showValue('x'.repeat(100_000)) // the first 80 x's, quoted, then "…"
- */
-export function showValue(text: string, max = SHOWN_LENGTH): string {
-  return '"' + escapeControls(cut(text, max).replace(/["\\]/g, (c) => '\\' + c)) + '"'
-}
-
-/** The integer settings read from text (profiles, PG* variables, connection strings) and their ranges. */
-export const INTEGER_SETTINGS = {
-  port: { min: 1, max: 65535 },
-  connect_timeout: { min: 0, max: Math.floor(MAX_TIMER_MILLIS / 1000) },
-  statement_timeout: { min: 0, max: MAX_TIMER_MILLIS },
-} as const
-
-/**
- * Read an integer setting from text as libpq's parse_int_param does (psql is the reference):
- * surrounding whitespace and a sign are allowed (strtol), anything else is refused — `0x1538`,
- * `5e3`, `12abc`, `1.5` and `''` are not numbers to libpq, though JavaScript's Number() reads them.
- * psql says `invalid integer value "0x1538" for connection option "port"`. Then the range: libpq
- * refuses port 0 and 65536 (`invalid port number: "0"`). Returns the number, or why not as a phrase
- * ("must be …") the caller puts after the value's name and source (`PGPORT must be …`).
- *
- * @example parseIntegerSetting('port', ' 5433 ') // { value: 5433 }
- */
-export function parseIntegerSetting(name: keyof typeof INTEGER_SETTINGS, text: string): { value: number; problem?: undefined } | { value?: undefined; problem: string } {
-  const { min, max } = INTEGER_SETTINGS[name]
-  // libpq's isspace(): space, \t, \n, \v, \f, \r (not JavaScript's wider \s).
-  const m = /^[ \t\n\v\f\r]*([+-]?\d+)[ \t\n\v\f\r]*$/.exec(text)
-  if (!m) return { problem: `must be a whole number (decimal digits only), not ${showValue(text)}` }
-  const value = Number(m[1])
-  if (value < min || value > max) return { problem: `must be from ${min} to ${max}, not ${showValue(m[1]!)}` }
-  // -0 reads as 0.
-  return { value: value + 0 }
-}
 
 /** How a wrong value reads in an error: its type, and the value itself unless it may be secret. */
 export function describeValue(value: unknown, secret = false): string {

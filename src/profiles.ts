@@ -5,7 +5,8 @@ import { join, resolve } from 'node:path'
 import ini from 'ini'
 import { closest } from './closest.ts'
 import { PgcrewError } from './errors.ts'
-import { INTEGER_SETTINGS, parseIntegerSetting, showValue } from './options.ts'
+import { INTEGER_SETTINGS, parseIntegerSetting } from './integer-setting.ts'
+import { showValue } from './show-value.ts'
 
 /** One named connection profile, merged from the profile files. */
 export interface Profile {

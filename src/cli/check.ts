@@ -1,5 +1,6 @@
 import { Database } from '../database.ts'
-import { DBVERSION_PATTERN, showValue } from '../options.ts'
+import { DBVERSION_PATTERN } from '../options.ts'
+import { showValue } from '../show-value.ts'
 import { connectAs } from './connect-as.ts'
 import { UsageError, expectPositionals, type Command } from './command.ts'
 import { keyValues, printJson, println } from './output.ts'

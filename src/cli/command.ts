@@ -1,7 +1,7 @@
 import type { ParseArgsConfig } from 'node:util'
 import { maskConnectionString } from '../connection-string.ts'
 import { PgcrewError } from '../errors.ts'
-import { showValue } from '../options.ts'
+import { showValue } from '../show-value.ts'
 
 /** The `options` table of `node:util` parseArgs. */
 export type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig['options']>

@@ -1,5 +1,5 @@
 import { maskConnectionString } from '../connection-string.ts'
-import { showValue } from '../options.ts'
+import { showValue } from '../show-value.ts'
 import { chooseProfile, loadProfiles, machineFqdn, profileFiles, type Profile, type ProfileSet } from '../profiles.ts'
 import { UsageError, expectPositionals, type CliIO, type Command } from './command.ts'
 import { keyValues, printJson, println, table, tildify } from './output.ts'
