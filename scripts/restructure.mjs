@@ -19,6 +19,7 @@ const SRC = {
   'src/database-error.ts': 'src/errors/database-error.ts',
   'src/sqlstate.ts': 'src/errors/sqlstate.ts',
   'src/closest.ts': 'src/errors/did-you-mean.ts',
+  'src/show-value.ts': 'src/errors/show-value.ts',
 
   'src/options.ts': 'src/connect/connect-options.ts',
   'src/connection-params.ts': 'src/connect/connection-params.ts',
@@ -28,6 +29,7 @@ const SRC = {
   'src/target.ts': 'src/connect/connect-target.ts',
   'src/profiles.ts': 'src/connect/profiles.ts',
   'src/pgpass.ts': 'src/connect/pgpass.ts',
+  'src/integer-setting.ts': 'src/connect/integer-setting.ts',
 
   'src/connection-target.ts': 'src/toolkit/toolkit-target.ts',
   'src/quote.ts': 'src/toolkit/quote.ts',
@@ -38,6 +40,7 @@ const SRC = {
   'src/advisory-lock.ts': 'src/toolkit/advisory-lock.ts',
   'src/copy.ts': 'src/toolkit/copy.ts',
   'src/copy-transfer.ts': 'src/toolkit/copy-transfer.ts',
+  'src/table-name.ts': 'src/toolkit/table-name.ts',
 
   'src/database.ts': 'src/database/database.ts',
   'src/executor.ts': 'src/database/database-executor.ts',
@@ -46,6 +49,8 @@ const SRC = {
   'src/realm.ts': 'src/database/database-realm.ts',
   'src/hooks.ts': 'src/database/on-connect-hooks.ts',
   'src/backoff.ts': 'src/database/retry-backoff.ts',
+  'src/retry.ts': 'src/database/connection-retry.ts',
+  'src/begin-with.ts': 'src/database/begin-with.ts',
 
   'src/crew.ts': 'src/crew/crew.ts',
   'src/crew-protocol.ts': 'src/crew/crew-protocol.ts',
@@ -56,6 +61,7 @@ const SRC = {
   'src/pipeline.ts': 'src/pipeline/pipeline.ts',
   'src/ledger.ts': 'src/pipeline/pipeline-ledger.ts',
   'src/progress.ts': 'src/pipeline/pipeline-progress.ts',
+  'src/task-batcher.ts': 'src/pipeline/task-batcher.ts',
 
   'src/migrate.ts': 'src/schema/migrate.ts',
   'src/migrate-plan.ts': 'src/schema/migrate-plan.ts',
@@ -66,9 +72,14 @@ const SRC = {
   'src/migrate-version-table.ts': 'src/schema/migrate-version-table.ts',
   'src/migrate-versions.ts': 'src/schema/migrate-versions.ts',
   'src/split-statements.ts': 'src/schema/split-statements.ts',
+  'src/migrate-format-template.ts': 'src/schema/migrate-format-template.ts',
+  'src/migrate-run.ts': 'src/schema/migrate-run.ts',
+  'src/migrate-session.ts': 'src/schema/migrate-session.ts',
 
   'src/temp-cluster.ts': 'src/cluster/temp-cluster.ts',
   'src/postgres-binaries.ts': 'src/cluster/postgres-binaries.ts',
+  'src/cluster-data-dir.ts': 'src/cluster/cluster-data-dir.ts',
+  'src/embedded-default.ts': 'src/cluster/embedded-default.ts',
 
   'src/cli/main.ts': 'src/cli/cli-main.ts',
   'src/cli/command.ts': 'src/cli/cli-command.ts',
@@ -108,6 +119,11 @@ const TESTS = {
   'test/migrate.test.ts': 'test/schema/migrate.test.ts',
   'test/split-statements.test.ts': 'test/schema/split-statements.test.ts',
   'test/temp-cluster.test.ts': 'test/cluster/temp-cluster.test.ts',
+  'test/budget.test.ts': 'test/crew/crew-budget.test.ts',
+  'test/ledger.test.ts': 'test/pipeline/pipeline-ledger.test.ts',
+  'test/pipeline-batch.test.ts': 'test/pipeline/pipeline-batch.test.ts',
+  'test/pipeline-faults.test.ts': 'test/pipeline/pipeline-faults.test.ts',
+  'test/progress.test.ts': 'test/pipeline/pipeline-progress.test.ts',
 }
 
 /**
