@@ -78,7 +78,7 @@ module.exports = {
       { from: { orphan: true, path: topLevel, pathNot: entries }, to: {} },
     ].map((where) => ({
       name: 'src-in-a-subsystem-folder',
-      severity: 'ignore', // restructure.mjs: error
+      severity: 'error',
       comment: 'Every src file lives in its subsystem folder; only src/index.ts (the barrel) and src/cli.ts (the bin) sit at the top',
       ...where,
     })),

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process'
 import { createReadStream, createWriteStream, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { once } from 'node:events'
-import type { Database } from '../src/database.ts'
+import type { Database } from '../src/database/database.ts'
 
 /** A COPY text file of `rows` rows shaped like bench_copy (id, name, value, at). */
 export async function writeCopyFile(dir: string, rows: number): Promise<string> {

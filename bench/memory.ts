@@ -2,8 +2,8 @@
 import { fork } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { Database } from '../src/database.ts'
-import { definePipeline, runPipeline } from '../src/pipeline.ts'
+import { Database } from '../src/database/database.ts'
+import { definePipeline, runPipeline } from '../src/pipeline/pipeline.ts'
 import { workerUrl } from './pipeline-sides.ts'
 
 export interface MemoryResult {

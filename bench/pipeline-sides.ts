@@ -3,9 +3,9 @@ import { spawn } from 'node:child_process'
 import { existsSync, writeFileSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import pg from 'pg'
-import type { Database } from '../src/database.ts'
-import { runPipeline, definePipeline, type RunOptions } from '../src/pipeline.ts'
-import type { ProgressReporter } from '../src/progress.ts'
+import type { Database } from '../src/database/database.ts'
+import { runPipeline, definePipeline, type RunOptions } from '../src/pipeline/pipeline.ts'
+import type { ProgressReporter } from '../src/pipeline/pipeline-progress.ts'
 import { CLAIM_SQL, cpuWork, idStream, INSERT_SQL, READ_SQL, UPDATE_SQL, type PipelineBenchTask } from './workload.ts'
 
 /** A bench worker next to this file: .js when compiled (npm run bench), .ts under tsx. */

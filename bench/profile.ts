@@ -1,9 +1,9 @@
 // One side of the pipeline bench on its own, for profiling: node --cpu-prof --cpu-prof-dir=DIR .tmp/bench-build/bench/profile.js SIDE
 // SIDE: hand | crew22 | crew14. Worker threads inherit --cpu-prof and write a profile each.
 import pg from 'pg'
-import { Database } from '../src/database.ts'
-import { ensureLedger } from '../src/ledger.ts'
-import { startTempCluster } from '../src/temp-cluster.ts'
+import { Database } from '../src/database/database.ts'
+import { ensureLedger } from '../src/pipeline/pipeline-ledger.ts'
+import { startTempCluster } from '../src/cluster/temp-cluster.ts'
 import { handLoop, viaPipeline } from './pipeline-sides.ts'
 import { LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
 

@@ -1,7 +1,7 @@
 // Statement level: pgcrew's Database against a raw pg.Pool and postgres.js, same statements, same connections.
 import pg from 'pg'
 import postgres from 'postgres'
-import { Database } from '../src/database.ts'
+import { Database } from '../src/database/database.ts'
 import { idStream, READ_SQL, UPDATE_SQL } from './workload.ts'
 
 export type StatementKind = 'point read' | 'SELECT 1' | 'write transaction'

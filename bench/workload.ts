@@ -54,7 +54,7 @@ export const TABLES_SQL = [
 export const READ_SQL = 'SELECT id, name, payload, counter FROM bench_items WHERE id = $1'
 export const INSERT_SQL = 'INSERT INTO bench_results (item_id, digest) VALUES ($1, $2)'
 export const UPDATE_SQL = 'UPDATE bench_items SET counter = counter + 1 WHERE id = $1'
-/** pgcrew's own ledger claim (src/ledger.ts markDone), written out so the hand loop and pgbench send the same. */
+/** pgcrew's own ledger claim (src/pipeline/pipeline-ledger.ts markDone), written out so the hand loop and pgbench send the same. */
 export const CLAIM_SQL = `INSERT INTO pgcrew_ledger AS l (pipeline, key, status, attempts, worker) VALUES ($1, $2, 'done', $3, $4)
      ON CONFLICT (pipeline, key) DO UPDATE SET status = 'done', attempts = EXCLUDED.attempts, worker = EXCLUDED.worker, error = NULL, finished_at = now()
      WHERE l.status <> 'done'`

@@ -1,7 +1,7 @@
 // The bundled demo: a catalogue of stars, one task per star that reads it, computes a magnitude and
 // writes a result row — each result committed with its ledger mark, so a rerun does nothing twice.
 // PGCREW_DEMO_TASKS sets how many stars (default 20000).
-import { definePipeline } from '../src/pipeline.ts'
+import { definePipeline } from '../src/pipeline/pipeline.ts'
 
 const count = Number(process.env.PGCREW_DEMO_TASKS ?? 20_000)
 

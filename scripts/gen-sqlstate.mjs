@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Generates src/sqlstate.ts from PostgreSQL's errcodes.txt so the SQLSTATE table is never typed by hand.
+// Generates src/errors/sqlstate.ts from PostgreSQL's errcodes.txt so the SQLSTATE table is never typed by hand.
 //
-//   node scripts/gen-sqlstate.mjs [errcodes.txt ...]        write src/sqlstate.ts
+//   node scripts/gen-sqlstate.mjs [errcodes.txt ...]        write src/errors/sqlstate.ts
 //   node scripts/gen-sqlstate.mjs --check [errcodes.txt ...] exit 1 when the committed file is stale
 //
 // With no paths it reads every errcodes.txt it can find (system PostgreSQL versions and the npm
@@ -12,7 +12,7 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const outFile = join(root, 'src/sqlstate.ts')
+const outFile = join(root, 'src/errors/sqlstate.ts')
 
 function defaultSources() {
   const found = []
@@ -118,10 +118,10 @@ const output = render(files.map((file) => ({ file, text: readFileSync(file, 'utf
 if (check) {
   const current = existsSync(outFile) ? readFileSync(outFile, 'utf8') : ''
   if (current !== output) {
-    console.error('gen-sqlstate: src/sqlstate.ts is out of date; run node scripts/gen-sqlstate.mjs')
+    console.error('gen-sqlstate: src/errors/sqlstate.ts is out of date; run node scripts/gen-sqlstate.mjs')
     process.exit(1)
   }
-  console.log('gen-sqlstate: src/sqlstate.ts is up to date')
+  console.log('gen-sqlstate: src/errors/sqlstate.ts is up to date')
 } else {
   writeFileSync(outFile, output)
   console.log(`gen-sqlstate: wrote ${relative(root, outFile)} from ${files.length} file(s)`)

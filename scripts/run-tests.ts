@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { startTempCluster, type TempCluster } from '../src/temp-cluster.ts'
+import { startTempCluster, type TempCluster } from '../src/cluster/temp-cluster.ts'
 
 const args = process.argv.slice(2)
 const flags = args.filter((a) => a.startsWith('--'))

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `pgcrew` executable: wires the process to main() and owns the exit. Logic lives in src/cli/.
 import { getEventListeners } from 'node:events'
-import { main } from './cli/main.ts'
+import { main } from './cli/cli-main.ts'
 
 const controller = new AbortController()
 let signalled = false

@@ -1,5 +1,5 @@
 // Worker for examples/demo-pipeline.ts: one star per task, in the task's own transaction.
-import { defineWorker } from '../src/define-worker.ts'
+import { defineWorker } from '../src/crew/define-worker.ts'
 
 export default defineWorker(async ({ db, workerId }) => {
   return async (task: { key: number }, { tx }) => {

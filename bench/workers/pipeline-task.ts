@@ -1,5 +1,5 @@
 // The pipeline task of the bench, as a pgcrew worker: read one row, compute, insert a result, bump a counter.
-import { defineWorker } from '../../src/define-worker.ts'
+import { defineWorker } from '../../src/crew/define-worker.ts'
 import { cpuWork, INSERT_SQL, READ_SQL, UPDATE_SQL, type PipelineBenchTask } from '../workload.ts'
 
 export default defineWorker(async () => async (task: PipelineBenchTask, { tx }) => {

@@ -1,0 +1,127 @@
+import { Database } from '../database/database.ts'
+import { shownPath, startEmbeddedDefault } from '../cluster/embedded-default.ts'
+import { loadPipeline, runPipeline, type RunSummary } from '../pipeline/pipeline.ts'
+import { loadProfiles } from '../connect/profiles.ts'
+import { barProgress, lineProgress, silentProgress } from '../pipeline/pipeline-progress.ts'
+import type { TempCluster } from '../cluster/temp-cluster.ts'
+import { UsageError, type CliIO, type Command } from './cli-command.ts'
+import { connectAs } from './cli-connect-as.ts'
+import { keyValues, printJson, println } from './cli-output.ts'
+
+
+/**
+ * Is anything at all configured: --profile, PGCREW_PROFILE, any libpq PG* variable (PGSERVICE
+ * included), or a profile in any profiles file? Only with none of them does the run get the
+ * embedded server. Profiles that exist but do not claim this host are the same NO_PROFILE_MATCHES
+ * as `pgcrew check` (raised when the Database connects): a batch job on a compute node whose name
+ * no profile matches must stop, not put its work into a server of its own.
+ */
+function configured(profile: string | undefined, env: NodeJS.ProcessEnv): boolean {
+  if (profile || env.PGCREW_PROFILE) return true
+  if (Object.keys(env).some((k) => k.startsWith('PG') && !k.startsWith('PGCREW_') && env[k])) return true
+  return loadProfiles({ env }).profiles.length > 0
+}
+
+/** A flag's whole number, written plainly (no 1e3, 0x10 or padding) and within [min, max]. */
+function int(value: unknown, flag: string, min: number, max = 100_000): number | undefined {
+  if (value === undefined) return undefined
+  const n = /^\d+$/.test(String(value)) ? Number(value) : NaN
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${flag} takes a whole number from ${min} to ${max}, not "${value}"`)
+  return n
+}
+
+function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): void {
+  const workers = Object.entries(s.perWorker)
+    .map(([id, n]) => `#${id}: ${n}`)
+    .join(', ')
+  println(
+    io.stdout,
+    keyValues([
+      ['pipeline', s.pipeline + (s.cancelled ? ` (cancelled: run again to resume${keptIn ? `; the data is kept in ${keptIn}` : ''})` : '')],
+      ['tasks', `${s.seen} seen, ${s.done} done, ${s.skipped} skipped (already done), ${s.failed} failed, ${s.retried} retried`],
+      ['time', `${(s.durationMillis / 1000).toFixed(1)} s, ${s.tasksPerSecond} tasks/s`],
+      ['threads', `${s.threads}, ${s.connections} connections at most`],
+      ['budget', s.budget],
+      ['per worker', workers || '-'],
+    ]),
+  )
+  for (const f of s.failures) println(io.stdout, `failed: ${f.key} after ${f.attempts} attempt(s): ${f.code ? `[${f.code}] ` : ''}${f.message}`)
+}
+
+export const command: Command = {
+  name: 'run',
+  summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--fresh] [--json]
+
+  PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
+  --threads N        worker threads (default: every core)
+  --profile P        run against profile P. With nothing configured at all (no profile in any
+                     profiles file, no PG* variable, no PGCREW_PROFILE), pgcrew starts its own
+                     PostgreSQL, keeping its data in .pgcrew/data of the project for the next run
+  --as WHO           admin, user, or a role name
+  --per-transaction  a fresh connection per task instead of a pool in each worker
+  --per-worker N     tasks in flight per thread, each with its own connection (default 1)
+  --budget N         at most N connections in all, main pool (2) included (default: what the
+                     server's max_connections leaves free)
+  --retries N        retries of a task after a transient error such as a deadlock (default 3)
+  --retry-window S   how long a lost connection (server restarting, unreachable or full) is
+                     retried, in seconds, by tasks and by the run itself (default 60)
+  --fresh            with pgcrew's own PostgreSQL: remove .pgcrew/data first and start clean
+  --json             print a machine-readable summary (no progress output)`,
+  options: {
+    threads: { type: 'string' },
+    profile: { type: 'string' },
+    as: { type: 'string' },
+    'per-transaction': { type: 'boolean' },
+    'per-worker': { type: 'string' },
+    budget: { type: 'string' },
+    retries: { type: 'string' },
+    fresh: { type: 'boolean' },
+    'retry-window': { type: 'string' },
+  },
+  async run({ values, positionals }, io) {
+    if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
+    const threads = int(values.threads, '--threads', 1, 1024)
+    const perWorkerConnections = int(values['per-worker'], '--per-worker', 1, 1000)
+    const connectionBudget = int(values.budget, '--budget', 2)
+    const retries = int(values.retries, '--retries', 0, 1000)
+    const retryWindowSeconds = int(values['retry-window'], '--retry-window', 0, 86_400)
+    const profile = values.profile as string | undefined
+    const as = values.as as string | undefined
+    const json = values.json === true
+    const def = await loadPipeline(positionals[0]!)
+
+    let cluster: TempCluster | undefined
+    let env = io.env
+    const fresh = values.fresh === true
+    let keptIn: string | undefined
+    if (configured(profile, env)) {
+      if (fresh) throw new UsageError('--fresh starts pgcrew\'s own PostgreSQL clean; this run is configured (a profile or PG* variables) and uses that server')
+    } else {
+      cluster = await startEmbeddedDefault({ fresh })
+      keptIn = shownPath(cluster.dataDir)
+      if (!json) println(io.stderr, `pgcrew: nothing configured (no profile, no PG* variable): using pgcrew's own PostgreSQL (${cluster.source} binaries) at ${cluster.displayUrl}, data in ${keptIn}${fresh ? ', started clean' : ''} (start clean with --fresh, or remove it: rm -rf ${keptIn})`)
+    }
+    try {
+      await using db = new Database({
+        profile,
+        connectionString: cluster?.url,
+        pooling: values['per-transaction'] ? 'per-transaction' : undefined,
+        max: 2,
+        env,
+      })
+      await connectAs(db, as)
+      // Progress goes to stderr, so it is stderr that decides bar or lines (`pgcrew run … | tee` still gets a bar).
+      const stderrIsTTY = (io.stderr as { isTTY?: boolean }).isTTY === true
+      const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
+      const retryWindowMillis = retryWindowSeconds === undefined ? undefined : retryWindowSeconds * 1000
+      const summary = await runPipeline(db, def, { threads, perWorkerConnections, connectionBudget, retries, retryWindowMillis, progress, signal: io.signal })
+      if (json) printJson(io, cluster ? { ...summary, server: { embedded: true, dataDir: cluster.dataDir } } : summary)
+      else printSummary(io, summary, keptIn)
+      return summary.cancelled || summary.failed > 0 ? 1 : 0
+    } finally {
+      await cluster?.stop()
+      if (cluster && !json) println(io.stderr, `pgcrew: stopped pgcrew's own PostgreSQL; its data stays in ${keptIn} for the next run`)
+    }
+  },
+}

@@ -1,0 +1,63 @@
+import { defaultHost, resolveConnectionParams, type ConnectionParams, type ConnectionSettings } from './connection-params.ts'
+import type { Pooling, ResolvedOptions } from './connect-options.ts'
+import type { ClientSpec, OnConnectHook } from './connect-client.ts'
+import { machineFqdn, type Profile } from './profiles.ts'
+
+/** Which role a Database acts as: the default, the profile's admin or user, or a named role. */
+export type RoleChoice = { kind: 'default' } | { kind: 'admin'; name: string } | { kind: 'user'; name: string } | { kind: 'role'; name: string }
+
+/** Everything that decides where a connection goes; a switch builds a new one of these. */
+export interface Target {
+  profile?: Profile
+  /** Settings from the options and any connection string, without the password. */
+  settings: ConnectionSettings
+  serverSettings: Record<string, string>
+  role: RoleChoice
+  dbversion?: string
+  pooling: Pooling
+  /** An explicit password (option or connection string) for the configured user. */
+  password?: string
+}
+
+/**
+ * Where and as whom a target connects, and how: the params (libpq precedence, role, dbversion,
+ * the local socket for a profile naming this machine), read-only or not, the password rule and
+ * the hooks every new connection runs.
+ */
+export function clientSpecFor(target: Target, ctx: { options: ResolvedOptions; password: string | undefined; hooks: readonly OnConnectHook[] }): ClientSpec {
+  const { options, password } = ctx
+  const env = options.env
+  const base = resolveConnectionParams(target.settings, target.profile, env)
+  const role = target.role
+  const user = role.kind === 'default' ? base.user : role.name
+  const dbname = target.dbversion ? `${base.dbname}_${target.dbversion}` : base.dbname
+  let host = base.host
+  // A profile that names this very machine is reached through the local socket (no TCP, no SSL).
+  if (target.profile?.host && !host.startsWith('/') && host === machineFqdn(env)) host = defaultHost()
+  const params: ConnectionParams = Object.freeze({ ...base, host, user, dbname })
+  const profileUser = target.profile?.user
+  const asUser = role.kind === 'user' || (role.kind === 'default' && profileUser !== undefined && user === profileUser)
+  const readOnly = options.readonly ?? (asUser && target.profile?.readonly !== false)
+  const serverSettings = target.serverSettings
+  const hooks: OnConnectHook[] = []
+  if (Object.keys(serverSettings).length) {
+    hooks.push(async (client) => {
+      for (const [k, v] of Object.entries(serverSettings)) await client.query('SELECT set_config($1, $2, false)', [k, v])
+    })
+  }
+  hooks.push(...ctx.hooks)
+  // The explicit password belongs to the configured user; any other role looks its own up.
+  const passwordUser = target.settings.user ?? target.profile?.user ?? base.user
+  return {
+    params,
+    password: password ?? target.profile?.password,
+    passwordUser: password !== undefined ? passwordUser : target.profile?.user,
+    pgpassFile: options.pgpassFile,
+    warn: options.onWarning,
+    env,
+    readOnly,
+    connectionTimeoutMillis: options.connectionTimeoutMillis,
+    prepareStatements: options.prepareStatements,
+    hooks,
+  }
+}

@@ -1,0 +1,144 @@
+// The worker side of a crew: runs inside each piscina worker thread (loaded by workers/crew-worker).
+import { BroadcastChannel, threadId } from 'node:worker_threads'
+import { Database, TRANSACTION_FROM } from '../database/database.ts'
+import { isWorkerDefinition, type TaskHandler } from './define-worker.ts'
+import { PgcrewError } from '../errors/pgcrew-error.ts'
+import { serializeError, type BatchEnvelope, type CrewMessage, type CrewWorkerData, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
+import { discardRealmConnections, trackPgPools } from '../database/database-realm.ts'
+import { claimStatement } from '../pipeline/pipeline-ledger.ts'
+import { withConnectionRetry } from '../database/connection-retry.ts'
+
+// Before the user's module is imported, so a pool it creates at import time is known and discarded.
+trackPgPools()
+
+/**
+ * Import the user's worker module. Node 20 does not carry `--import tsx` loader hooks into worker
+ * threads, so a TypeScript worker gets tsx registered here first (a failed import would be cached).
+ */
+async function importWorkerModule(url: string): Promise<unknown> {
+  if (/\.[mc]?ts$/.test(url)) {
+    let api: { register: () => unknown }
+    try {
+      api = (await import('tsx/esm/api')) as typeof api
+    } catch {
+      throw new PgcrewError('WORKER_INVALID', `${url} is TypeScript but tsx is not installed; run \`npm install -D tsx\` or point the crew at the built .js file`)
+    }
+    api.register()
+  }
+  return import(url)
+}
+
+/**
+ * A worker thread ended by a task timeout or a crash closes its sockets, but PostgreSQL would run
+ * the query it left behind to the end (a pg_sleep(3600) for an hour). PostgreSQL 14+ can poll the
+ * client while a query runs; older servers do not know the setting, and that is fine.
+ */
+async function stopQueriesOfDeadClients(client: import('pg').ClientBase): Promise<void> {
+  await client.query("SELECT set_config('client_connection_check_interval', '1000', false)").catch(() => {})
+}
+
+/**
+ * A result piscina cannot copy to the main thread (a pg result, a class with methods) would throw
+ * after the task returned and kill the thread; refuse it here, as this task's own error.
+ */
+function sendable(value: unknown): unknown {
+  if (value === null || typeof value !== 'object') {
+    if (typeof value !== 'function' && typeof value !== 'symbol') return value
+  }
+  try {
+    structuredClone(value)
+    return value
+  } catch (error) {
+    throw new PgcrewError(
+      'RESULT_NOT_CLONEABLE',
+      `the task's result cannot be sent to the main thread (${(error as Error).name}: it holds a function or another value that cannot be copied); return plain data such as result.rows, not a pg result or an object with methods`,
+    )
+  }
+}
+
+/**
+ * Connect a worker's Database, waiting and retrying for the retry window while the server has no
+ * free connection slot (another program took it between the budget check and this worker's start),
+ * is starting up, or cannot be reached. Anything else (a wrong password, a missing database) fails
+ * the init at once.
+ */
+async function connectPatiently(db: Database, signal: AbortSignal, windowMillis: number | undefined): Promise<void> {
+  await withConnectionRetry(() => db.connect(), { windowMillis, signal })
+}
+
+interface Ready {
+  db: Database
+  handler: TaskHandler
+}
+
+/** Build the piscina task function for this worker; the init hook runs on its first task. */
+export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope | BatchEnvelope) => Promise<TaskOutcome | TaskOutcome[]> {
+  // The crew's number for this worker, in the order its threads start: 1…threads (a thread that
+  // replaces a dead one takes the next). The ledger's `worker` column and the summary show it.
+  const workerId = Atomics.add(data.workerNumbers, 0, 1) + 1
+  const abort = new AbortController()
+  const channel = new BroadcastChannel(data.channel)
+  channel.unref()
+  let ready: Promise<Ready> | undefined
+
+  const init = async (): Promise<Ready> => {
+    const mod = (await importWorkerModule(data.workerModule)) as { default?: unknown }
+    const definition = mod.default
+    if (!isWorkerDefinition(definition)) {
+      throw new PgcrewError('WORKER_INVALID', `${data.workerModule} must export default defineWorker(async ({ db }) => async (task) => result)`)
+    }
+    // Whatever this realm holds now was inherited or made at import time: it is not ours to share.
+    await discardRealmConnections()
+    const db = Database.fromSnapshot(data.snapshot, { max: data.perWorkerConnections, applicationName: `pgcrew worker ${workerId}` })
+    db.onConnect(stopQueriesOfDeadClients)
+    await connectPatiently(db, abort.signal, data.retryWindowMillis)
+    const handler = await definition.init({ db, workerId, signal: abort.signal })
+    if (typeof handler !== 'function') throw new PgcrewError('WORKER_INVALID', `the init hook of ${data.workerModule} must return a task function`)
+    channel.postMessage({ type: 'ready', threadId } satisfies CrewMessage)
+    return { db, handler }
+  }
+
+  channel.onmessage = (event: unknown) => {
+    const msg = (event as { data: CrewMessage }).data
+    if (msg.type !== 'close') return
+    abort.abort()
+    void (async () => {
+      const r = await ready?.catch(() => undefined)
+      await r?.db.close().catch(() => {})
+      channel.postMessage({ type: 'closed', threadId } satisfies CrewMessage)
+    })()
+  }
+
+  const runEnvelope = async (envelope: TaskEnvelope): Promise<TaskOutcome> => {
+    if (envelope.timeoutId !== undefined) channel.postMessage({ type: 'started', threadId, timeoutId: envelope.timeoutId } satisfies CrewMessage)
+    let r: Ready
+    try {
+      r = await (ready ??= init())
+    } catch (error) {
+      const serialized = serializeError(error)
+      channel.postMessage({ type: 'init-failed', workerId, error: serialized } satisfies CrewMessage)
+      // The crew words it ("worker init failed: …") and reports it once.
+      return { ok: false, error: { ...serialized, code: 'WORKER_INIT_FAILED', transient: false }, workerId, threadId }
+    }
+    try {
+      if (envelope.mode === 'plain') {
+        const value = await r.handler(envelope.task, { db: r.db, workerId, attempt: envelope.attempt })
+        return { ok: true, value: sendable(value), workerId, threadId }
+      }
+      // Claim the key first (markDone's statement, sent with the BEGIN in one round trip): a concurrent
+      // or repeated attempt waits on this row, then sees it done.
+      const claim = claimStatement(envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId)
+      const outcome = await r.db[TRANSACTION_FROM](claim, async (tx, claimed) => {
+        if (claimed.rowCount !== 1) return { skipped: true, value: undefined }
+        return { skipped: false, value: await r.handler(envelope.task, { db: r.db, workerId, tx, attempt: envelope.attempt }) }
+      })
+      // A pipeline keeps no results: the task's writes are its result (and a pg result could not cross).
+      return { ok: true, value: undefined, skipped: outcome.skipped, workerId, threadId }
+    } catch (error) {
+      return { ok: false, error: serializeError(error), workerId, threadId }
+    }
+  }
+
+  // A batch runs its tasks side by side; the worker's pool (perWorkerConnections) limits how many at once.
+  return (body: TaskEnvelope | BatchEnvelope) => (body.mode === 'batch' ? Promise.all(body.tasks.map(runEnvelope)) : runEnvelope(body))
+}

@@ -1,0 +1,335 @@
+import { randomBytes } from 'node:crypto'
+import { availableParallelism } from 'node:os'
+import { extname, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { inspect } from 'node:util'
+import { BroadcastChannel, type ResourceLimits } from 'node:worker_threads'
+import { Piscina } from 'piscina'
+import { computeBudget, type BudgetPlan } from './crew-budget.ts'
+import { TaskError, type BatchEnvelope, type CrewMessage, type CrewWorkerData, type SerializedError, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
+import type { Database } from '../database/database.ts'
+import { PgcrewError } from '../errors/pgcrew-error.ts'
+import { requireWhole } from '../connect/connect-options.ts'
+
+/** Options of `db.crew()`; every field but `worker` is optional. */
+export interface CrewOptions {
+  /** The worker module (path or URL) whose default export comes from `defineWorker`. */
+  worker: string | URL
+  /** Worker threads. Default: every core (`os.availableParallelism()`). */
+  threads?: number
+  /** Pool size inside each worker. Default 1 (one task at a time per worker). */
+  perWorkerConnections?: number
+  /** Ceiling on main + threads × perWorker; default from the server's max_connections. */
+  connectionBudget?: number
+  /** What to do when over budget. Default 'clamp'. */
+  onOverBudget?: 'clamp' | 'refuse'
+  /** Abort (and fail) a task running longer than this. Default: no limit. */
+  taskTimeoutMillis?: number
+  /** How long close() waits for workers to end their pools. Default 10 000. */
+  closeTimeoutMillis?: number
+  /**
+   * Heap limits of each worker thread (Node's `ResourceLimits`, e.g. `{ maxOldGenerationSizeMb: 512 }`).
+   * A worker that runs out is replaced and its task fails with WORKER_CRASHED. Default: Node's.
+   */
+  resourceLimits?: ResourceLimits
+  /**
+   * How long a worker's start waits and retries while the server has no free slot (53300), is
+   * starting up (57P03) or cannot be reached. Default 60 000 (RETRY_DEFAULTS.windowMillis).
+   */
+  retryWindowMillis?: number
+}
+
+/** A task under taskTimeoutMillis: its timer runs from the worker's 'started' message. */
+interface TimedTask {
+  timer?: NodeJS.Timeout
+  timedOut: boolean
+}
+
+const DEFAULTS = Object.freeze({ perWorkerConnections: 1, onOverBudget: 'clamp' as const, closeTimeoutMillis: 10_000 })
+
+/** The worker entry piscina loads: .ts under tsx in development, .js after `npm run build`. */
+function crewWorkerFile(): string {
+  const ext = extname(new URL(import.meta.url).pathname) || '.js'
+  return new URL(`../../workers/crew-worker${ext}`, import.meta.url).href
+}
+
+function moduleUrl(worker: string | URL): string {
+  if (worker instanceof URL) return worker.href
+  return worker.startsWith('file:') ? worker : pathToFileURL(resolve(worker)).href
+}
+
+/**
+ * A pool of worker threads that each reconnect from the master Database's snapshot and run tasks.
+ *
+ * @example
+ * await using crew = await db.crew({ worker: new URL('./worker.ts', import.meta.url), threads: 4 })
+ * const result = await crew.run({ id: 1 })
+ */
+export class Crew implements AsyncDisposable {
+  readonly #pool: Piscina
+  readonly #channel: BroadcastChannel
+  readonly #ready = new Set<number>()
+  readonly #inFlight = new Set<Promise<unknown>>()
+  readonly #taskTimeoutMillis: number | undefined
+  readonly #closeTimeoutMillis: number
+  #initError: TaskError | undefined
+  #closing: Promise<void> | undefined
+  /** Set just before the threads are stopped on purpose (close/destroy): those are not crashes. */
+  #stopping = false
+  #crashes = 0
+  /** Tasks under a timeout, by id: the clock starts when the worker says the task started. */
+  readonly #timed = new Map<number, TimedTask>()
+  #nextTimeoutId = 0
+  /** The connection arithmetic this crew runs under. */
+  readonly budget: BudgetPlan
+
+  private constructor(pool: Piscina, channel: BroadcastChannel, budget: BudgetPlan, opts: CrewOptions) {
+    this.#pool = pool
+    this.#channel = channel
+    this.budget = budget
+    this.#taskTimeoutMillis = opts.taskTimeoutMillis
+    this.#closeTimeoutMillis = opts.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis
+    channel.onmessage = (event: unknown) => this.#onMessage((event as { data: CrewMessage }).data)
+    // A worker that dies outside a task (uncaught throw, process.exit) is replaced by piscina; its
+    // task, if any, fails through run(). Without a listener the error would crash the main thread.
+    pool.on('error', () => {})
+    // A thread that went away while the crew was open crashed, exited or was stopped by a timeout.
+    pool.on('workerDestroy', () => {
+      if (!this.#stopping) this.#crashes++
+    })
+  }
+
+  #onMessage(msg: CrewMessage): void {
+    if (msg.type === 'ready') this.#ready.add(msg.threadId)
+    if (msg.type === 'init-failed') this.#noteInitFailure(msg.error, msg.workerId)
+    if (msg.type === 'started') this.#startClock(msg.timeoutId, msg.threadId)
+  }
+
+  /**
+   * A task under taskTimeoutMillis has started in thread `threadId`: past the limit, that thread is
+   * stopped (the only way to stop JavaScript that does not yield), and the server rolls back its work.
+   */
+  #startClock(timeoutId: number, threadId: number): void {
+    const entry = this.#timed.get(timeoutId)
+    if (!entry || entry.timer) return
+    entry.timer = setTimeout(() => {
+      entry.timedOut = true
+      const thread = this.#pool.threads.find((t) => t.threadId === threadId)
+      void thread?.terminate()
+    }, this.#taskTimeoutMillis)
+    entry.timer.unref()
+  }
+
+  /** Create a crew for `db` (use `db.crew(options)`). Computes the connection budget first. */
+  static async create(db: Database, options: CrewOptions): Promise<Crew> {
+    if (!options?.worker) throw new PgcrewError('INVALID_OPTION', 'crew({ worker }) needs the worker module: a path or URL of a file that exports default defineWorker(...)')
+    // Connect first: the snapshot must name the profile and role this connection actually chose.
+    if (!db.connected) await db.connect()
+    const snapshot = db.snapshot()
+    if (snapshot.functionHooks > 0) {
+      throw new PgcrewError('INVALID_OPTION', 'an onConnect hook given as a function cannot travel to worker threads; pass it as a module path (db.onConnect("./hooks/search-path.ts"))')
+    }
+    const threads = options.threads ?? availableParallelism()
+    requireWhole('threads', threads, 1)
+    const perWorker = options.perWorkerConnections ?? DEFAULTS.perWorkerConnections
+    requireWhole('perWorkerConnections', perWorker, 1)
+    if (options.taskTimeoutMillis !== undefined) requireWhole('taskTimeoutMillis', options.taskTimeoutMillis, 1)
+    const budget = await computeBudget(db, {
+      threads,
+      perWorker,
+      main: db.maxConnections,
+      connectionBudget: options.connectionBudget,
+      onOverBudget: options.onOverBudget ?? DEFAULTS.onOverBudget,
+    })
+    const channelName = `pgcrew-crew-${randomBytes(6).toString('hex')}`
+    // Worker numbers run 1…threads in every run (thread ids depend on what the process started before).
+    const workerNumbers = new Int32Array(new SharedArrayBuffer(4))
+    const workerData: CrewWorkerData = {
+      snapshot,
+      workerModule: moduleUrl(options.worker),
+      perWorkerConnections: budget.perWorker,
+      retryWindowMillis: options.retryWindowMillis,
+      channel: channelName,
+      workerNumbers,
+    }
+    const pool = new Piscina({
+      filename: crewWorkerFile(),
+      minThreads: budget.threads,
+      maxThreads: budget.threads,
+      workerData,
+      // 'sync' parks an idle worker in Atomics.wait: its sockets stall and a killed backend goes unnoticed.
+      atomics: 'async',
+      concurrentTasksPerWorker: budget.perWorker,
+      idleTimeout: 2 ** 31 - 1,
+      ...(options.resourceLimits ? { resourceLimits: options.resourceLimits } : {}),
+    })
+    const channel = new BroadcastChannel(channelName)
+    channel.unref()
+    return new Crew(pool, channel, budget, options)
+  }
+
+  #noteInitFailure(error: SerializedError, workerId: number): void {
+    this.#initError ??= new TaskError({ ...error, code: 'WORKER_INIT_FAILED', transient: false, message: `worker init failed: ${error.message}` }, workerId)
+  }
+
+  /** The first worker init failure, if any (reported once; later tasks fail fast with it). */
+  get initError(): TaskError | undefined {
+    return this.#initError
+  }
+
+  /** Worker threads that died (crashed, exited or were stopped by a task timeout) and were replaced. */
+  get crashes(): number {
+    return this.#crashes
+  }
+
+  get threads(): number {
+    return this.budget.threads
+  }
+
+  /** Send one envelope; resolves with the worker's outcome, never rejects. */
+  async dispatch(envelope: TaskEnvelope): Promise<TaskOutcome> {
+    const refused = this.#refusal()
+    if (refused) return refused
+    // The clock of a timed task starts in the worker, not here: a task waiting in the queue, or for a
+    // replacement thread to start, has not used any of its time.
+    const timeoutId = this.#taskTimeoutMillis ? this.#nextTimeoutId++ : undefined
+    const timed: TimedTask | undefined = timeoutId !== undefined ? { timedOut: false } : undefined
+    if (timed) this.#timed.set(timeoutId!, timed)
+    const p = (this.#pool.run(timed ? { ...envelope, timeoutId } : envelope) as Promise<TaskOutcome>).catch((error: unknown): TaskOutcome => {
+      if (timed?.timedOut) return { ok: false, error: { name: 'TaskError', code: 'TASK_TIMEOUT', message: `task timed out after ${this.#taskTimeoutMillis} ms`, transient: false }, workerId: -1 }
+      return Crew.#crashed(error)
+    })
+    this.#inFlight.add(p)
+    try {
+      return this.#received(await p)
+    } finally {
+      this.#inFlight.delete(p)
+      if (timed) {
+        clearTimeout(timed.timer)
+        this.#timed.delete(timeoutId!)
+      }
+    }
+  }
+
+  /**
+   * Send several envelopes in one message (no task timeout: a timeout stops the whole thread, so
+   * timed tasks go one by one through dispatch). One outcome per envelope, in order; never rejects.
+   * A thread that dies fails every envelope of the batch with WORKER_CRASHED (transient): the ones
+   * that had committed find their ledger row done when they are retried.
+   */
+  async dispatchBatch(envelopes: TaskEnvelope[]): Promise<TaskOutcome[]> {
+    if (this.#taskTimeoutMillis || envelopes.length === 1) return Promise.all(envelopes.map((e) => this.dispatch(e)))
+    const refused = this.#refusal()
+    if (refused) return envelopes.map(() => refused)
+    const p = (this.#pool.run({ mode: 'batch', tasks: envelopes } satisfies BatchEnvelope) as Promise<TaskOutcome[]>).catch((error: unknown): TaskOutcome[] => {
+      const crashed = Crew.#crashed(error)
+      return envelopes.map(() => crashed)
+    })
+    this.#inFlight.add(p)
+    try {
+      const outcomes = await p
+      return outcomes.map((outcome) => this.#received(outcome))
+    } finally {
+      this.#inFlight.delete(p)
+    }
+  }
+
+  /** Why nothing can be dispatched now (closing, or a worker's init failed), if so. */
+  #refusal(): TaskOutcome | undefined {
+    if (this.#closing) return { ok: false, error: { name: 'PgcrewError', code: 'CLOSED', message: 'the crew is closing', transient: false }, workerId: -1 }
+    if (this.#initError) return { ok: false, error: { name: 'TaskError', code: 'WORKER_INIT_FAILED', message: this.#initError.message, transient: false }, workerId: -1 }
+    return undefined
+  }
+
+  static #crashed(error: unknown): TaskOutcome {
+    const message = `worker thread died: ${error instanceof Error ? error.message : inspect(error, { depth: 1, breakLength: Infinity })}`
+    return { ok: false, error: { name: 'TaskError', code: 'WORKER_CRASHED', message, transient: true }, workerId: -1 }
+  }
+
+  /** Bookkeeping on an outcome from a worker: it is past its init; an init failure is worded once. */
+  #received(outcome: TaskOutcome): TaskOutcome {
+    // A worker that answered a task is past its init and will answer close() too. (Its 'ready'
+    // comes on another channel and may arrive after this result.)
+    if (outcome.threadId !== undefined) this.#ready.add(outcome.threadId)
+    if (!outcome.ok && outcome.error.code === 'WORKER_INIT_FAILED') {
+      this.#noteInitFailure(outcome.error, outcome.workerId)
+      return { ok: false, error: { ...outcome.error, message: this.#initError!.message }, workerId: outcome.workerId }
+    }
+    return outcome
+  }
+
+  /** Run one task in a worker; rejects with a {@link TaskError} carrying the worker's error code. */
+  async run<R = unknown>(task: unknown): Promise<R> {
+    const outcome = await this.dispatch({ mode: 'plain', task, attempt: 1 })
+    if (!outcome.ok) throw new TaskError(outcome.error, outcome.workerId)
+    return outcome.value as R
+  }
+
+  /** Run every task, at most `concurrency` at once (default threads × perWorker); yields in completion order. */
+  static #item<T, R>(task: T, outcome: TaskOutcome): { task: T; result?: R; error?: TaskError } {
+    return outcome.ok ? { task, result: outcome.value as R } : { task, error: new TaskError(outcome.error, outcome.workerId) }
+  }
+
+  async *map<T, R = unknown>(tasks: Iterable<T> | AsyncIterable<T>, options: { concurrency?: number } = {}): AsyncGenerator<{ task: T; result?: R; error?: TaskError }> {
+    const limit = options.concurrency ?? this.budget.threads * this.budget.perWorker
+    const running = new Map<Promise<unknown>, Promise<{ key: Promise<unknown>; task: T; outcome: TaskOutcome }>>()
+    for await (const task of tasks as AsyncIterable<T>) {
+      const key = Promise.resolve()
+      const p = this.dispatch({ mode: 'plain', task, attempt: 1 }).then((outcome) => ({ key, task, outcome }))
+      running.set(key, p)
+      if (running.size >= limit) {
+        const done = await Promise.race(running.values())
+        running.delete(done.key)
+        yield Crew.#item<T, R>(done.task, done.outcome)
+      }
+    }
+    while (running.size) {
+      const done = await Promise.race(running.values())
+      running.delete(done.key)
+      yield Crew.#item<T, R>(done.task, done.outcome)
+    }
+  }
+
+  /**
+   * Stop taking tasks, let running ones finish, have every worker end its pool (rolling back anything
+   * open), then stop the threads. piscina has no teardown hook, so a BroadcastChannel carries it.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.allSettled([...this.#inFlight])
+      // Only threads still alive can answer; a crashed or timed-out one is gone with its connections.
+      const alive = new Set(this.#pool.threads.map((w) => w.threadId))
+      const expected = new Set([...this.#ready].filter((id) => alive.has(id)))
+      if (expected.size) {
+        await new Promise<void>((resolveAll) => {
+          const timer = setTimeout(resolveAll, this.#closeTimeoutMillis)
+          this.#channel.onmessage = (event: unknown) => {
+            const msg = (event as { data: CrewMessage }).data
+            if (msg.type === 'closed') expected.delete(msg.threadId)
+            if (expected.size === 0) {
+              clearTimeout(timer)
+              resolveAll()
+            }
+          }
+          this.#channel.postMessage({ type: 'close' } satisfies CrewMessage)
+        })
+      }
+      this.#channel.close()
+      this.#stopping = true
+      await this.#pool.destroy()
+    })()
+    return this.#closing
+  }
+
+  /** The forced path: terminate the threads now (the server rolls back their open transactions). */
+  async destroy(): Promise<void> {
+    this.#closing ??= Promise.resolve()
+    this.#channel.close()
+    this.#stopping = true
+    await this.#pool.destroy()
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}

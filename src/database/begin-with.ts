@@ -1,0 +1,100 @@
+import { createRequire } from 'node:module'
+import type pg from 'pg'
+import { statementName } from '../connect/connect-client.ts'
+
+// node-postgres' own value serialisation, so parameters encode exactly as in client.query.
+const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue(value: unknown): unknown }
+
+type WireConnection = {
+  stream: { cork?: () => void; uncork?: () => void }
+  parsedStatements: Record<string, string>
+  parse(msg: { name: string; text: string; types: number[] }): void
+  bind(msg: { statement: string; values: unknown[]; valueMapper: (v: unknown) => unknown }): void
+  execute(msg: { portal: string }): void
+  sync(): void
+}
+
+/** What the first statement of the transaction reported. */
+export interface FirstResult {
+  rowCount: number | null
+}
+
+/**
+ * A node-postgres "submittable" that opens a transaction and runs its first statement in one round
+ * trip: BEGIN and the statement go out as one write (extended protocol, one Sync). A BEGIN in the
+ * extended protocol opens a transaction block that lasts past the Sync, so what follows is inside
+ * it, exactly as after a separate BEGIN. The statement must not return rows (an INSERT or UPDATE).
+ */
+export class BeginWith {
+  readonly result: Promise<FirstResult>
+  readonly #begin: string
+  readonly #text: string
+  readonly #values: unknown[]
+  readonly #name: string
+  #rowCount: number | null = null
+  #resolve!: (r: FirstResult) => void
+  #reject!: (e: unknown) => void
+  #connection: WireConnection | undefined
+
+  constructor(begin: string, text: string, values: unknown[], named: boolean) {
+    this.#begin = begin
+    this.#text = text
+    this.#values = values
+    this.#name = named ? statementName(text) : ''
+    this.result = new Promise((resolve, reject) => {
+      this.#resolve = resolve
+      this.#reject = reject
+    })
+  }
+
+  submit(connection: WireConnection): void {
+    this.#connection = connection
+    connection.stream.cork?.()
+    try {
+      connection.parse({ name: '', text: this.#begin, types: [] })
+      connection.bind({ statement: '', values: [], valueMapper: prepareValue })
+      connection.execute({ portal: '' })
+      if (this.#name === '' || connection.parsedStatements[this.#name] === undefined) connection.parse({ name: this.#name, text: this.#text, types: [] })
+      connection.bind({ statement: this.#name, values: this.#values, valueMapper: prepareValue })
+      connection.execute({ portal: '' })
+      connection.sync()
+    } finally {
+      connection.stream.uncork?.()
+    }
+  }
+
+  handleCommandComplete(msg: { text: string }): void {
+    // BEGIN reports "BEGIN"; the statement "INSERT 0 1", "UPDATE 3"…: the last number is its row count.
+    const count = /(\d+)$/.exec(msg.text)
+    this.#rowCount = count ? Number(count[1]) : null
+  }
+
+  // pg hands an error to the active query and then forgets it (no handleReadyForQuery follows); the
+  // Sync already sent brings the connection back, in a failed transaction the caller rolls back.
+  handleError(error: unknown): void {
+    // The server has no such statement (DISCARD ALL behind our back): parse it afresh next time.
+    if (this.#name !== '' && (error as { code?: string }).code === '26000') delete this.#connection?.parsedStatements[this.#name]
+    this.#reject(error)
+  }
+
+  handleReadyForQuery(): void {
+    // Both parsed: the named statement is this connection's from now on (pg skips its Parse next time).
+    if (this.#name !== '') this.#connection!.parsedStatements[this.#name] = this.#text
+    this.#resolve({ rowCount: this.#rowCount })
+  }
+
+  handleRowDescription(): void {}
+  handleDataRow(): void {}
+  handleEmptyQuery(): void {}
+  handlePortalSuspended(): void {}
+  handleCopyInResponse(): void {}
+  handleCopyData(): void {}
+}
+
+/** Send BEGIN and `text` in one round trip on `client`; resolves with the statement's row count. */
+export function beginWith(client: pg.ClientBase, begin: string, text: string, values: unknown[]): Promise<FirstResult> {
+  const named = (client as { preparesStatements?: boolean }).preparesStatements === true
+  const submittable = new BeginWith(begin, text, values, named)
+  client.query(submittable as never)
+  return submittable.result
+}

@@ -1,0 +1,411 @@
+import { statSync, type Stats } from 'node:fs'
+import { extname, resolve } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { budgetNumbers, type BudgetNumbers } from '../crew/crew-budget.ts'
+import type { Crew, CrewOptions } from '../crew/crew.ts'
+import type { Database } from '../database/database.ts'
+import { PgcrewError } from '../errors/pgcrew-error.ts'
+import { describeValue, requireWhole } from '../connect/connect-options.ts'
+import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } from './pipeline-ledger.ts'
+import { silentProgress, type ProgressReporter, type ProgressState } from './pipeline-progress.ts'
+import { RETRY_DEFAULTS, RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions } from '../database/connection-retry.ts'
+import { TaskBatcher } from './task-batcher.ts'
+
+/** A task: any structured-cloneable object with a stable `key`. */
+export type PipelineTask = { key: string | number } & Record<string, unknown>
+
+/** What a pipeline module's default export describes. */
+export interface PipelineDefinition<T extends PipelineTask = PipelineTask> {
+  readonly kind: 'pgcrew.pipeline'
+  /** Names the pipeline in the ledger: keep it stable across runs. */
+  name: string
+  /** The worker module (path or URL); its handler gets `{ tx }` bound to the task's transaction. */
+  worker: string | URL
+  /** The task source: an array, iterable or async iterable, or a function of the Database giving one. */
+  tasks: Iterable<T> | AsyncIterable<T> | ((db: Database) => Iterable<T> | AsyncIterable<T> | Promise<Iterable<T> | AsyncIterable<T>>)
+  /** Create tables and the like; runs once in the main thread before any task. */
+  setup?(db: Database): Promise<void> | void
+  /** Skip a task without running it (checked in the main thread after the ledger). */
+  isComplete?(task: T, db: Database): boolean | Promise<boolean>
+  /** The ledger table (`table` or `schema.table`). Default `pgcrew_ledger`. */
+  ledger?: string
+}
+
+/**
+ * Define a pipeline module's default export.
+ *
+ * @example
+ * export default definePipeline({ name: 'stars', worker: new URL('./star-worker.ts', import.meta.url),
+ *   tasks: (db) => db.query('select id as key from stars').then((r) => r.rows) })
+ */
+export function definePipeline<T extends PipelineTask>(def: Omit<PipelineDefinition<T>, 'kind'>): PipelineDefinition<T> {
+  const problem = pipelineProblem(def)
+  if (problem) throw new PgcrewError('PIPELINE_INVALID', `definePipeline: ${problem}`, { details: { problem } })
+  return Object.freeze({ ...def, kind: 'pgcrew.pipeline' as const })
+}
+
+const isIterable = (value: unknown): boolean =>
+  value !== null &&
+  typeof value === 'object' &&
+  (typeof (value as Iterable<unknown>)[Symbol.iterator] === 'function' || typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function')
+
+const TASK_SOURCE = 'an array, an iterable or async iterable of { key } objects'
+const TASKS_SHAPE = `${TASK_SOURCE}, or a function (db) => one of those`
+
+/** What is wrong with a pipeline definition's shape (undefined when nothing is). */
+function pipelineProblem(def: unknown): string | undefined {
+  if (def === null || typeof def !== 'object') return `a pipeline definition is an object { name, worker, tasks }, not ${describeValue(def)}`
+  const d = def as Record<string, unknown>
+  if (typeof d.name !== 'string' || d.name.trim() === '') {
+    return `the pipeline needs a "name": a non-empty string that names it in the ledger (keep it stable across runs); got ${describeValue(d.name)}`
+  }
+  const named = `pipeline "${d.name}"`
+  const worker = d.worker
+  if (!(worker instanceof URL || (typeof worker === 'string' && worker.trim() !== '') || (typeof worker === 'object' && worker !== null && typeof (worker as URL).href === 'string'))) {
+    return `${named} needs a "worker": the path or URL of a defineWorker module, for example new URL('./worker.ts', import.meta.url); got ${describeValue(worker)}`
+  }
+  if (typeof d.tasks !== 'function' && !isIterable(d.tasks)) return `${named} needs "tasks": ${TASKS_SHAPE}; got ${describeValue(d.tasks)}`
+  for (const hook of ['setup', 'isComplete'] as const) {
+    if (d[hook] !== undefined && typeof d[hook] !== 'function') return `${named}: "${hook}" must be a function when given; got ${describeValue(d[hook])}`
+  }
+  if (d.ledger !== undefined) {
+    if (typeof d.ledger !== 'string') return `${named}: "ledger" must be a table name ("table" or "schema.table"); got ${describeValue(d.ledger)}`
+    try {
+      ledgerName(d.ledger)
+    } catch (error) {
+      return `${named}: ${(error as Error).message}`
+    }
+  }
+  return undefined
+}
+
+/** The message of anything thrown, with its class name when that says something (SyntaxError…). */
+function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error)
+  const message = error.message || String(error)
+  return error.name && error.name !== 'Error' && !message.startsWith(error.name) ? `${error.name}: ${message}` : message
+}
+
+/**
+ * Run a hook of the user's pipeline: an error it throws is the pipeline's failure, not a pgcrew bug,
+ * so it is reported as one line naming the hook (a database error keeps its SQLSTATE as it is).
+ */
+async function userCode<R>(def: { name: string }, hook: string, fn: () => Promise<R>): Promise<R> {
+  try {
+    return await fn()
+  } catch (error) {
+    if (error instanceof PgcrewError) throw error
+    throw new PgcrewError('PIPELINE_HOOK_FAILED', `pipeline "${def.name}": ${hook} threw ${describeError(error)}`, { cause: error })
+  }
+}
+
+/** Options of {@link runPipeline}; all optional. */
+export interface RunOptions {
+  threads?: number
+  perWorkerConnections?: number
+  connectionBudget?: number
+  onOverBudget?: 'clamp' | 'refuse'
+  /** Retries of a task after a transient error (serialization failure, deadlock, a worker that died). Default 3. */
+  retries?: number
+  /**
+   * How long a lost connection (server gone, restarting, unreachable, full) is retried: a task's, the
+   * ledger's, a worker's start. Counted from the first failure of an unbroken run of them. Default 60 000.
+   */
+  retryWindowMillis?: number
+  /** First retry delay; doubles per attempt (up to 2 s), with jitter. Default 100. */
+  retryDelayMillis?: number
+  /** Keys checked against the ledger per query. Default 1000. */
+  batchSize?: number
+  /**
+   * Tasks sent to a worker in one message (each still runs in its own transaction), so the thread
+   * hop is paid once for them. Default perWorkerConnections (one task per connection of a worker);
+   * more amortises further but keeps more tasks in flight (they finish after a Ctrl-C, and report
+   * progress together). 1 sends each task alone. With taskTimeoutMillis tasks always go one by one.
+   */
+  tasksPerMessage?: number
+  taskTimeoutMillis?: number
+  /** Heap limits of each worker thread; see {@link CrewOptions.resourceLimits}. */
+  resourceLimits?: CrewOptions['resourceLimits']
+  progress?: ProgressReporter
+  /** Abort to stop handing out tasks; running ones finish or roll back. */
+  signal?: AbortSignal
+}
+
+/** What a run did. */
+export interface RunSummary {
+  pipeline: string
+  seen: number
+  done: number
+  skipped: number
+  failed: number
+  retried: number
+  cancelled: boolean
+  durationMillis: number
+  tasksPerSecond: number
+  threads: number
+  connections: number
+  budget: string
+  /** The budget's numbers (main pool, threads, per-worker connections, total). */
+  budgetPlan: BudgetNumbers
+  perWorker: Record<string, number>
+  /** The first 20 permanent failures. */
+  failures: { key: string; attempts: number; code?: string; message: string }[]
+}
+
+const MODULE_EXTENSIONS = new Set(['.ts', '.mts', '.cts', '.tsx', '.js', '.mjs', '.cjs', '.jsx'])
+const PIPELINE_SHAPE = 'a .ts or .js module whose default export is definePipeline({ name, worker, tasks })'
+
+/**
+ * Load a pipeline module (path or file URL) and check its shape. Fails with a `PgcrewError`:
+ * `PIPELINE_NOT_FOUND` (no such file), `PIPELINE_LOAD_FAILED` (a directory, not a JS/TS module, or
+ * importing it threw: a missing import, a syntax error…) or `PIPELINE_INVALID` (wrong default export).
+ */
+export async function loadPipeline(spec: string): Promise<PipelineDefinition> {
+  let file: string
+  try {
+    file = spec.startsWith('file:') ? fileURLToPath(spec) : resolve(spec)
+  } catch (error) {
+    throw new PgcrewError('PIPELINE_NOT_FOUND', `no pipeline module at ${spec}: ${describeError(error)}`, { cause: error })
+  }
+  let stats: Stats
+  try {
+    stats = statSync(file)
+  } catch (error) {
+    const code = (error as { code?: string }).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      throw new PgcrewError('PIPELINE_NOT_FOUND', `no pipeline module at ${spec}: ${file} does not exist`, { cause: error, details: { file } })
+    }
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', `cannot read pipeline module ${spec}: ${describeError(error)}`, { cause: error, details: { file } })
+  }
+  if (stats.isDirectory()) {
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', `${spec} is a directory; give the pipeline module itself (${PIPELINE_SHAPE})`, { details: { file } })
+  }
+  if (!MODULE_EXTENSIONS.has(extname(file).toLowerCase())) {
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', `${spec} is not a JavaScript or TypeScript module; give ${PIPELINE_SHAPE}`, { details: { file } })
+  }
+  let mod: { default?: unknown }
+  try {
+    mod = (await import(spec.startsWith('file:') ? spec : pathToFileURL(file).href)) as typeof mod
+  } catch (error) {
+    // A PgcrewError may come from another copy of pgcrew (the module imports its own): match it by shape.
+    const pgcrewError = error instanceof Error && error.name === 'PgcrewError' && typeof (error as PgcrewError).code === 'string' ? (error as PgcrewError) : undefined
+    // definePipeline refused the definition while the module was being imported: name the file.
+    const problem = pgcrewError?.code === 'PIPELINE_INVALID' ? pgcrewError.details?.problem : undefined
+    if (typeof problem === 'string') throw new PgcrewError('PIPELINE_INVALID', `${spec}: ${problem}`, { cause: error, details: { file, problem } })
+    if (error instanceof PgcrewError) throw error
+    if (pgcrewError) throw new PgcrewError(pgcrewError.code, `${spec}: ${pgcrewError.message}`, { cause: error, details: { file } })
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', `cannot load pipeline module ${spec}: ${describeError(error)}`, { cause: error, details: { file } })
+  }
+  const def = mod.default as PipelineDefinition | undefined
+  if (!def || def.kind !== 'pgcrew.pipeline') throw new PgcrewError('PIPELINE_INVALID', `${spec} must export default definePipeline({ name, worker, tasks })`, { details: { file } })
+  const problem = pipelineProblem(def)
+  if (problem) throw new PgcrewError('PIPELINE_INVALID', `${spec}: ${problem}`, { details: { file, problem } })
+  return def
+}
+
+/**
+ * Run a pipeline on a crew: skip done keys (one ledger query per batch), run the rest with retries,
+ * record failures, and return a summary. Safe to kill at any instant and run again.
+ */
+export async function runPipeline<T extends PipelineTask>(db: Database, def: PipelineDefinition<T>, options: RunOptions = {}): Promise<RunSummary> {
+  const ledger = def.ledger ?? DEFAULT_LEDGER
+  if (options.retryWindowMillis !== undefined) requireWhole('retryWindowMillis', options.retryWindowMillis, 0)
+  const policy = {
+    retries: options.retries ?? RETRY_DEFAULTS.retries,
+    windowMillis: options.retryWindowMillis ?? RETRY_DEFAULTS.windowMillis,
+    firstDelayMillis: options.retryDelayMillis ?? RETRY_DEFAULTS.firstDelayMillis,
+  }
+  const progress = options.progress ?? silentProgress
+  const started = Date.now()
+  // Since when nothing has reached the server (tasks and the main thread's own queries): the
+  // progress output says "server unreachable" instead of counting failures that are only retries.
+  let lostSince: number | undefined
+  let showing = false
+  const reachable = (): void => {
+    lostSince = undefined
+  }
+  const unreachable = (): void => {
+    lostSince ??= Date.now()
+  }
+  // The main thread's own queries (ledger creation, done keys, failure rows) ride out an outage too.
+  const mainRetry: ConnectionRetryOptions = { windowMillis: policy.windowMillis, firstDelayMillis: policy.firstDelayMillis, signal: options.signal, onWait: () => (unreachable(), showing && tick()) }
+  const patiently = async <R>(fn: () => Promise<R>): Promise<R> => {
+    const result = await withConnectionRetry(fn, mainRetry)
+    reachable()
+    return result
+  }
+  // Check the shape before anything runs (setup included), not with a TypeError halfway through.
+  const problem = pipelineProblem(def)
+  if (problem) throw new PgcrewError('PIPELINE_INVALID', `runPipeline: ${problem}`, { details: { problem } })
+  if (options.tasksPerMessage !== undefined) requireWhole('tasksPerMessage', options.tasksPerMessage, 1)
+  if (!db.connected) await db.connect()
+  await userCode(def, 'setup(db)', async () => def.setup?.(db))
+  await patiently(() => ensureLedger(db, ledger))
+  const source = typeof def.tasks === 'function' ? await userCode(def, 'tasks(db)', async () => (def.tasks as (db: Database) => unknown)(db)) : def.tasks
+  if (!isIterable(source)) throw new PgcrewError('PIPELINE_INVALID', `pipeline "${def.name}": tasks(db) must give ${TASK_SOURCE}; it gave ${describeValue(source)}`)
+  const total = Array.isArray(source) ? source.length : undefined
+  const crew: Crew = await db.crew({
+    worker: def.worker,
+    threads: options.threads,
+    perWorkerConnections: options.perWorkerConnections,
+    connectionBudget: options.connectionBudget,
+    onOverBudget: options.onOverBudget,
+    taskTimeoutMillis: options.taskTimeoutMillis,
+    resourceLimits: options.resourceLimits,
+    retryWindowMillis: policy.windowMillis,
+  })
+  const state: ProgressState = { done: 0, skipped: 0, failed: 0, retried: 0, seen: 0, total, elapsedMillis: 0 }
+  const perWorker: Record<string, number> = {}
+  const failures: RunSummary['failures'] = []
+  const tasksPerMessage = options.tasksPerMessage ?? crew.budget.perWorker
+  // Two messages' worth per thread in flight: one runs while the other's outcomes travel back.
+  const limit = crew.budget.threads * Math.max(crew.budget.perWorker, tasksPerMessage) * 2
+  const batcher = new TaskBatcher(crew, tasksPerMessage)
+  const running = new Set<Promise<void>>()
+  let fatal: unknown
+  function tick(): void {
+    const now = Date.now()
+    state.elapsedMillis = now - started
+    // A single killed connection is not an outage: say so once nothing has got through for a second.
+    state.unreachableMillisLeft = lostSince !== undefined && now - lostSince >= 1000 ? Math.max(0, lostSince + policy.windowMillis - now) : undefined
+    progress.update(state)
+  }
+
+  const runOne = async (task: PipelineTask, key: string): Promise<void> => {
+    const clock = new RetryClock(policy)
+    // A thread that died took a whole message with it, tasks that had committed included: when such
+    // a task is retried its claim finds the key done, and it was done by this run.
+    let crashed = false
+    for (let attempt = 1; ; attempt++) {
+      const out = await batcher.dispatch({ mode: 'pipeline', task, attempt, pipeline: def.name, key, ledger })
+      if (out.ok) {
+        reachable()
+        if (out.skipped && crashed) state.done++
+        else if (out.skipped) state.skipped++
+        else {
+          state.done++
+          perWorker[out.workerId] = (perWorker[out.workerId] ?? 0) + 1
+        }
+        return tick()
+      }
+      if (out.error.code === 'WORKER_INIT_FAILED' || out.error.code === 'CLOSED') {
+        fatal ??= new PgcrewError(out.error.code, out.error.message)
+        return
+      }
+      // Stopping (Ctrl-C): a transient failure (the server shutting down, a lost connection…) rolled the
+      // task back, so it was not run: neither done nor failed, and the next run does it.
+      if (out.error.transient && options.signal?.aborted) return tick()
+      if (out.error.code === 'WORKER_CRASHED') crashed = true
+      const lost = out.error.connectionLost === true
+      if (lost) unreachable()
+      else reachable()
+      // A lost connection is retried for the retry window, other transient errors `retries` times.
+      const wait = out.error.transient ? clock.next(lost ? 'connection' : 'transient') : undefined
+      if (wait !== undefined) {
+        state.retried++
+        tick()
+        await sleep(wait, options.signal)
+        if (options.signal?.aborted) return tick()
+        continue
+      }
+      state.failed++
+      const failure: RunSummary['failures'][number] = { key, attempts: attempt, code: out.error.code, message: out.error.message }
+      if (failures.length < 20) failures.push(failure)
+      try {
+        // A failure row is written even when the server comes back only later (within a window).
+        await patiently(() => recordFailure(db, ledger, def.name, key, attempt, out.error.message))
+      } catch (error) {
+        // The task still failed (and counts so); the run goes on. Only the ledger row is missing.
+        failure.message += ` (the ledger write failed, so the ledger does not show this failure: ${describeError(error)})`
+      }
+      return tick()
+    }
+  }
+
+  const flush = async (batch: PipelineTask[]): Promise<void> => {
+    const keys = batch.map((t) => String(t.key))
+    // A key given twice is refused when both are in one batch; further apart, the ledger claim makes
+    // the second a skip (exactly once either way), without keeping every key of the run in memory.
+    const unique = new Set(keys)
+    if (unique.size !== keys.length) {
+      const twice = keys.find((k, i) => keys.indexOf(k) !== i)
+      throw new PgcrewError('INVALID_TASK', `pipeline ${def.name}: key "${twice}" appears twice; keys must be unique`)
+    }
+    let done: Set<string>
+    try {
+      done = await patiently(() => doneKeys(db, ledger, def.name, keys))
+    } catch (error) {
+      // Ctrl-C while the server was away: hand out nothing more (the next run resumes).
+      if (options.signal?.aborted) return
+      throw error
+    }
+    for (const task of batch) {
+      if (fatal || options.signal?.aborted) return
+      const key = String(task.key)
+      if (done.has(key) || (def.isComplete && (await userCode(def, 'isComplete(task)', async () => def.isComplete!(task as T, db))))) {
+        state.skipped++
+        tick()
+        continue
+      }
+      while (running.size >= limit) await Promise.race(running)
+      // Ctrl-C (or a fatal error) may have come while waiting for a free slot: hand out nothing more.
+      if (fatal || options.signal?.aborted) return
+      const p: Promise<void> = runOne(task, key)
+        .catch((error: unknown) => {
+          // runOne handles task failures itself; anything else stops the run (never an unhandled rejection).
+          fatal ??= error
+        })
+        .finally(() => running.delete(p))
+      running.add(p)
+    }
+  }
+
+  // Listening also tells the CLI that this command stops gracefully on Ctrl-C (it exits at once otherwise).
+  const onAbort = (): void => tick()
+  options.signal?.addEventListener('abort', onAbort, { once: true })
+  progress.start(total)
+  showing = true
+  try {
+    let batch: PipelineTask[] = []
+    for await (const task of source as AsyncIterable<PipelineTask>) {
+      if (fatal || options.signal?.aborted) break
+      if (task === null || typeof task !== 'object' || (typeof task.key !== 'string' && typeof task.key !== 'number')) {
+        throw new PgcrewError('INVALID_TASK', `pipeline ${def.name}: every task needs a string or number "key"; got ${JSON.stringify(task)?.slice(0, 80)}`)
+      }
+      state.seen++
+      batch.push(task)
+      if (batch.length >= (options.batchSize ?? 1000)) {
+        await flush(batch)
+        batch = []
+      }
+    }
+    await flush(batch)
+    await Promise.allSettled([...running])
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort)
+    await Promise.allSettled([...running])
+    state.total = state.seen
+    state.elapsedMillis = Date.now() - started
+    progress.stop(state)
+    await crew.close()
+  }
+  if (fatal) throw fatal
+  const durationMillis = Date.now() - started
+  return {
+    pipeline: def.name,
+    seen: state.seen,
+    done: state.done,
+    skipped: state.skipped,
+    failed: state.failed,
+    retried: state.retried,
+    cancelled: Boolean(options.signal?.aborted),
+    durationMillis,
+    tasksPerSecond: Math.round((state.done * 1000) / Math.max(1, durationMillis)),
+    threads: crew.budget.threads,
+    connections: crew.budget.total,
+    budget: crew.budget.explanation,
+    budgetPlan: budgetNumbers(crew.budget),
+    perWorker,
+    failures,
+  }
+}
