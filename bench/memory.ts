@@ -33,10 +33,7 @@ export async function memoryChild(): Promise<void> {
 
 /** Fill the ledger with done keys task-1..task-(tasks-fresh) for `name`, then run the child and return what it saw. */
 export async function measureMemory(db: Database, url: string, name: string, tasks: number, fresh: number, script: string): Promise<MemoryResult> {
-  await db.query(
-    `INSERT INTO pgcrew_ledger (pipeline, key, status) SELECT $1, 'task-' || g, 'done' FROM generate_series(1, $2::int) g`,
-    [name, tasks - fresh],
-  )
+  await db.query(`INSERT INTO pgcrew_ledger (pipeline, key, status) SELECT $1, 'task-' || g, 'done' FROM generate_series(1, $2::int) g`, [name, tasks - fresh])
   const child = fork(fileURLToPath(script), ['--memory-child'], { stdio: 'inherit' })
   const result = new Promise<MemoryResult>((resolve, reject) => {
     child.once('message', (m) => resolve(m as MemoryResult))

@@ -90,7 +90,24 @@ export function pgbenchScript(dir: string, name: string): string {
 
 /** Run pgbench -M prepared -c 4 for `count` transactions in all; its tps (without connection time). */
 export async function viaPgbench(pgbench: string, url: URL, script: string, count: number, clients = 4): Promise<number> {
-  const args = ['-n', '-M', 'prepared', '-c', String(clients), '-t', String(Math.ceil(count / clients)), '-f', script, '-h', url.hostname, '-p', url.port, '-U', decodeURIComponent(url.username), url.pathname.slice(1)]
+  const args = [
+    '-n',
+    '-M',
+    'prepared',
+    '-c',
+    String(clients),
+    '-t',
+    String(Math.ceil(count / clients)),
+    '-f',
+    script,
+    '-h',
+    url.hostname,
+    '-p',
+    url.port,
+    '-U',
+    decodeURIComponent(url.username),
+    url.pathname.slice(1),
+  ]
   const env = { ...process.env, PGPASSWORD: decodeURIComponent(url.password) }
   const out = await new Promise<string>((resolve, reject) => {
     const child = spawn(pgbench, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })

@@ -104,8 +104,12 @@ async function main(): Promise<void> {
     const pgbench = findPgbench(cluster.bindir)
     say(`# pgcrew benchmarks`)
     say()
-    say(`${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC — node ${process.version}, ${CORES} cores (${cpus()[0]?.model ?? 'unknown cpu'}), ${Math.round(totalmem() / 2 ** 30)} GB; PostgreSQL ${server} (throwaway cluster, ${cluster.source} binaries, fsync/synchronous_commit/full_page_writes on) on the same machine; pgcrew compiled to JavaScript.`)
-    say(`${REPS} interleaved repetitions; a ratio is taken within each repetition, then the median (min–max) of those. CPU is user+sys per task: the client's (all its threads) and the bench's own PostgreSQL server's.`)
+    say(
+      `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC — node ${process.version}, ${CORES} cores (${cpus()[0]?.model ?? 'unknown cpu'}), ${Math.round(totalmem() / 2 ** 30)} GB; PostgreSQL ${server} (throwaway cluster, ${cluster.source} binaries, fsync/synchronous_commit/full_page_writes on) on the same machine; pgcrew compiled to JavaScript.`,
+    )
+    say(
+      `${REPS} interleaved repetitions; a ratio is taken within each repetition, then the median (min–max) of those. CPU is user+sys per task: the client's (all its threads) and the bench's own PostgreSQL server's.`,
+    )
     say()
 
     const pipelineSection = async (title: string, count: number, rounds: number, withPgbench: boolean): Promise<void> => {
@@ -127,7 +131,9 @@ async function main(): Promise<void> {
       for (const [name, samples] of s) {
         const rates = samples.map((x) => x.rate)
         const cpu = perUnit(samples, 'client')
-        say(`| ${name} | ${f0(median(rates))} (${range(rates, 0)}) | ${name === 'hand loop' ? '1' : ratio(s, 'hand loop', name)} | ${f0(cpu)} | ${name === 'hand loop' ? '1' : (cpu / loopCpu).toFixed(2) + '×'} | ${f0(perUnit(samples, 'postgres'))} |`)
+        say(
+          `| ${name} | ${f0(median(rates))} (${range(rates, 0)}) | ${name === 'hand loop' ? '1' : ratio(s, 'hand loop', name)} | ${f0(cpu)} | ${name === 'hand loop' ? '1' : (cpu / loopCpu).toFixed(2) + '×'} | ${f0(perUnit(samples, 'postgres'))} |`,
+        )
       }
       if (withPgbench && !pgbench) say(`| pgbench | skipped: no pgbench binary (looked in ${cluster.bindir} and the usual places) | | | | |`)
       // What more cores alone could give at the loop's cost per task: cores / cores the loop kept busy.
@@ -141,8 +147,10 @@ async function main(): Promise<void> {
       say()
     }
 
-    if (ONLY.has('pipeline')) await pipelineSection(`Pipeline, light task (${TASKS.toLocaleString('en-US')} tasks; read, ${LIGHT_ROUNDS} sha256 rounds, insert, update; ledger claim first)`, TASKS, LIGHT_ROUNDS, true)
-    if (ONLY.has('heavy')) await pipelineSection(`Pipeline, CPU-heavy task (${HEAVY_TASKS.toLocaleString('en-US')} tasks; ${HEAVY_ROUNDS} sha256 rounds ≈ 2 ms of JavaScript each)`, HEAVY_TASKS, HEAVY_ROUNDS, false)
+    if (ONLY.has('pipeline'))
+      await pipelineSection(`Pipeline, light task (${TASKS.toLocaleString('en-US')} tasks; read, ${LIGHT_ROUNDS} sha256 rounds, insert, update; ledger claim first)`, TASKS, LIGHT_ROUNDS, true)
+    if (ONLY.has('heavy'))
+      await pipelineSection(`Pipeline, CPU-heavy task (${HEAVY_TASKS.toLocaleString('en-US')} tasks; ${HEAVY_ROUNDS} sha256 rounds ≈ 2 ms of JavaScript each)`, HEAVY_TASKS, HEAVY_ROUNDS, false)
 
     if (ONLY.has('statements')) {
       say(`## Statement level (${STATEMENT_MS} ms per measurement, one async loop per connection)`)
@@ -155,7 +163,10 @@ async function main(): Promise<void> {
           for (const kind of ['point read', 'SELECT 1', 'write transaction'] as StatementKind[]) {
             const clients: Client[] = ['pgcrew', 'pg.Pool', 'postgres.js']
             for (const c of clients) await statementRate(sidesDb, c, kind, connections, 200, 3)
-            const s = await interleave(clients.map((c) => ({ name: c, run: (rep: number) => statementRate(sidesDb, c, kind, connections, STATEMENT_MS, 11 + rep) })), postmaster)
+            const s = await interleave(
+              clients.map((c) => ({ name: c, run: (rep: number) => statementRate(sidesDb, c, kind, connections, STATEMENT_MS, 11 + rep) })),
+              postmaster,
+            )
             const m = (n: string): string => f0(median(s.get(n)!.map((x) => x.rate)))
             say(`| ${kind} | ${connections} | ${m('pgcrew')} | ${m('pg.Pool')} | ${m('postgres.js')} | ${ratio(s, 'pg.Pool', 'pgcrew')} | ${ratio(s, 'postgres.js', 'pgcrew')} |`)
           }
@@ -204,9 +215,14 @@ async function main(): Promise<void> {
     const loadAfter = loadavg()[0]!
     say(`## How this was made`)
     say()
-    say(`\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process, one pg.Pool of 4, 4 async loops, each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here).`)
-    say(`1-min load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after${Math.max(loadBefore, loadAfter) > CORES ? ` — the machine was busy with other work (more than ${CORES} runnable): absolute numbers are noisy, the per-repetition ratios less so` : ''}. Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s.`)
-    if (process.env.BENCH_WRITE !== '0') writeFileSync(new URL(import.meta.url.includes('/.tmp/bench-build/') ? '../../../BENCHMARKS.md' : '../BENCHMARKS.md', import.meta.url), lines.join('\n') + '\n')
+    say(
+      `\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process, one pg.Pool of 4, 4 async loops, each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here).`,
+    )
+    say(
+      `1-min load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after${Math.max(loadBefore, loadAfter) > CORES ? ` — the machine was busy with other work (more than ${CORES} runnable): absolute numbers are noisy, the per-repetition ratios less so` : ''}. Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s.`,
+    )
+    if (process.env.BENCH_WRITE !== '0')
+      writeFileSync(new URL(import.meta.url.includes('/.tmp/bench-build/') ? '../../../BENCHMARKS.md' : '../BENCHMARKS.md', import.meta.url), lines.join('\n') + '\n')
   } finally {
     await db.close().catch(() => {})
     await pool.end().catch(() => {})

@@ -15,8 +15,11 @@ export default definePipeline({
       await tx.query(`CREATE TABLE IF NOT EXISTS demo_results (
         star_id int PRIMARY KEY REFERENCES demo_stars, magnitude double precision NOT NULL, worker int NOT NULL)`)
       // Seeded once; a rerun finds the stars already there.
-      await tx.query(`INSERT INTO demo_stars (id, flux)
-        SELECT g, 10 + (g * 7919 % 1000) FROM generate_series(1, $1::int) g ON CONFLICT DO NOTHING`, [count])
+      await tx.query(
+        `INSERT INTO demo_stars (id, flux)
+        SELECT g, 10 + (g * 7919 % 1000) FROM generate_series(1, $1::int) g ON CONFLICT DO NOTHING`,
+        [count],
+      )
     })
   },
   async tasks(db) {

@@ -27,7 +27,10 @@ function defaultSources() {
   if (existsSync(embedded)) {
     for (const platform of readdirSync(embedded)) {
       const file = join(embedded, platform, 'native', 'share', 'postgresql', 'errcodes.txt')
-      if (existsSync(file)) { found.push(file); break }
+      if (existsSync(file)) {
+        found.push(file)
+        break
+      }
     }
   }
   return found
@@ -41,7 +44,10 @@ function parse(text) {
     const line = raw.trim()
     if (line === '' || line.startsWith('#')) continue
     const section = /^Section: Class ([0-9A-Z]{2}) - (.+?)\s*$/.exec(line)
-    if (section) { classes.set(section[1], section[2]); continue }
+    if (section) {
+      classes.set(section[1], section[2])
+      continue
+    }
     const fields = line.split(/\s+/)
     if (!/^[0-9A-Z]{5}$/.test(fields[0] ?? '')) continue
     const [sqlstate, kind, macro, spec] = fields
@@ -111,7 +117,7 @@ const check = args.includes('--check')
 const paths = args.filter((a) => a !== '--check')
 const files = paths.length > 0 ? paths : defaultSources()
 if (files.length === 0) {
-  console.error('gen-sqlstate: no errcodes.txt found; pass its path (it ships in PostgreSQL\'s share directory)')
+  console.error("gen-sqlstate: no errcodes.txt found; pass its path (it ships in PostgreSQL's share directory)")
   process.exit(1)
 }
 const output = render(files.map((file) => ({ file, text: readFileSync(file, 'utf8') })))

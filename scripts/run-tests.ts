@@ -8,7 +8,12 @@ import { startTempCluster, type TempCluster } from '../src/cluster/temp-cluster.
 const args = process.argv.slice(2)
 const flags = args.filter((a) => a.startsWith('--'))
 const named = args.filter((a) => !a.startsWith('--'))
-const files = named.length ? named : readdirSync('test', { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.test.ts') && !f.startsWith('fixtures')).sort().map((f) => join('test', f))
+const files = named.length
+  ? named
+  : readdirSync('test', { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.test.ts') && !f.startsWith('fixtures'))
+      .sort()
+      .map((f) => join('test', f))
 // No test file may hang the suite (CI gives a run 90 minutes). node:test applies this to each file
 // as a whole; the slowest (crew) takes under a minute alone and about two under double load.
 if (!flags.some((f) => f.startsWith('--test-timeout'))) flags.push('--test-timeout=600000')

@@ -5,7 +5,6 @@ import { connectAs } from './cli-connect-as.ts'
 import { UsageError, expectPositionals, type Command } from './cli-command.ts'
 import { keyValues, printJson, println } from './cli-output.ts'
 
-
 export const command: Command = {
   name: 'check',
   summary: 'Connect and report the server, role, database and whether the session is read-only',
@@ -29,7 +28,12 @@ export const command: Command = {
     const url = values.url as string | undefined
     const as = values.as as string | undefined
     const dbversion = values.dbversion as string | undefined
-    for (const [flag, v] of [['--profile', profile], ['--url', url], ['--as', as], ['--dbversion', dbversion]] as const) {
+    for (const [flag, v] of [
+      ['--profile', profile],
+      ['--url', url],
+      ['--as', as],
+      ['--dbversion', dbversion],
+    ] as const) {
       if (v === '') throw new UsageError(`${flag} needs a non-empty value`)
     }
     if (dbversion !== undefined && !DBVERSION_PATTERN.test(dbversion)) throw new UsageError(`--dbversion ${showValue(dbversion)} may hold only letters, digits, _ . and -`)

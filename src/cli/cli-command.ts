@@ -43,5 +43,11 @@ export class UsageError extends PgcrewError {
 /** Commands take at most `max` positionals; say which ones are extra. */
 export function expectPositionals(positionals: string[], max: number, what: string): void {
   // An extra argument is often a connection string given without --url: never echo its password.
-  if (positionals.length > max) throw new UsageError(`unexpected argument${positionals.length - max > 1 ? 's' : ''} ${positionals.slice(max).map((p) => showValue(maskConnectionString(p))).join(' ')} (${what})`)
+  if (positionals.length > max)
+    throw new UsageError(
+      `unexpected argument${positionals.length - max > 1 ? 's' : ''} ${positionals
+        .slice(max)
+        .map((p) => showValue(maskConnectionString(p)))
+        .join(' ')} (${what})`,
+    )
 }

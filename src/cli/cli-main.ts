@@ -61,7 +61,6 @@ function commandHelp(command: Command): string {
   return `Usage: ${command.usage.trimEnd()}\n\n${COMMON_HELP}`
 }
 
-
 /** Turn node:util parseArgs's errors into short usage messages. */
 function usageFromParseArgs(error: unknown, options: ParseArgsOptionsConfig, args: string[]): UsageError {
   const e = error as { code?: string; message?: string }

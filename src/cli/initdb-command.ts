@@ -38,7 +38,9 @@ function parseVariables(raw: string[]): Record<string, string> {
 
 function summary(r: MigrateResult, app: string, dbname: string): string {
   const scripts = `${r.scripts.length} script${r.scripts.length === 1 ? '' : 's'}, ${r.statements} statement${r.statements === 1 ? '' : 's'}`
-  const seeded = Object.entries(r.seeded).map(([t, n]) => `${t} ${n}`).join(', ')
+  const seeded = Object.entries(r.seeded)
+    .map(([t, n]) => `${t} ${n}`)
+    .join(', ')
   const verb = r.dryRun ? { create: 'would create', upgrade: 'would upgrade', none: '' } : { create: 'created', upgrade: 'upgraded', none: '' }
   if (r.action === 'none') return `${app} in database ${dbname} is at version ${r.to}; nothing to do`
   const what = r.action === 'create' ? `${app} ${r.to}` : `${app} from ${r.from} to ${r.to}`
@@ -147,7 +149,8 @@ came before has committed (for CREATE INDEX CONCURRENTLY, VACUUM…); --dry-run 
     const onProgress = (e: MigrateEvent): void => {
       if (e.type === 'notice') println(io.stderr, `notice: ${e.message}`)
       else if (e.type === 'statement' && progressLine) io.stderr.write(`\r\x1b[K[${e.index + 1}/${e.total}] ${e.file} line ${e.line}`)
-      else if (e.type === 'plan' && e.action !== 'none' && !json) println(io.stderr, `# ${e.action} ${app}: ${e.from ?? '(no schema)'} → ${e.to}, ${e.scripts.length} script(s), ${e.statements} statement(s)${outsideNote(e.noTransaction)}`)
+      else if (e.type === 'plan' && e.action !== 'none' && !json)
+        println(io.stderr, `# ${e.action} ${app}: ${e.from ?? '(no schema)'} → ${e.to}, ${e.scripts.length} script(s), ${e.statements} statement(s)${outsideNote(e.noTransaction)}`)
     }
     const options: MigrateOptions = {
       scripts,

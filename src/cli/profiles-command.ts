@@ -33,7 +33,12 @@ function list(set: ProfileSet, io: CliIO, json: boolean): number {
     return 0
   }
   if (set.profiles.length === 0) {
-    println(io.stdout, `no profiles found; looked in ${profileFiles(io.env).map((f) => tildify(f, io.env)).join(', ')}`)
+    println(
+      io.stdout,
+      `no profiles found; looked in ${profileFiles(io.env)
+        .map((f) => tildify(f, io.env))
+        .join(', ')}`,
+    )
     return 0
   }
   const rows = set.profiles.map((p) => [
@@ -49,7 +54,13 @@ function list(set: ProfileSet, io: CliIO, json: boolean): number {
   const headers = ['  name', 'host', 'dbname', 'user', 'admin', 'domain', 'password', 'file']
   // Drop the password column when no profile has one: it would only ever be empty.
   const keep = headers.map((_, i) => i !== 6 || rows.some((r) => r[6] !== ''))
-  println(io.stdout, table(headers.filter((_, i) => keep[i]), rows.map((r) => r.filter((_, i) => keep[i]))))
+  println(
+    io.stdout,
+    table(
+      headers.filter((_, i) => keep[i]),
+      rows.map((r) => r.filter((_, i) => keep[i])),
+    ),
+  )
   if (chosen) println(io.stdout, `\n* the profile this host (${machineFqdn(io.env)}) gets; 'pgcrew profiles which' says why`)
   return 0
 }

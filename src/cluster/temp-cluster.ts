@@ -69,7 +69,9 @@ interface RunAs {
 /** PostgreSQL refuses to run as root: find an unprivileged account to run it as. */
 function unprivilegedUser(): RunAs | undefined {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return undefined
-  const passwd = readFileSync('/etc/passwd', 'utf8').split('\n').map((l) => l.split(':'))
+  const passwd = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .map((l) => l.split(':'))
   for (const name of ['postgres', 'nobody']) {
     const row = passwd.find((f) => f[0] === name)
     if (row) return { name, uid: Number(row[2]), gid: Number(row[3]) }
@@ -293,11 +295,13 @@ function makeHandle(h: HandleParts): TempCluster {
     })())
   const stopServer = (): Promise<void> => (cycling = cycling.catch(() => {}).then(() => stopProcess(proc))) as Promise<void>
   const startServer = (): Promise<void> =>
-    (cycling = cycling.catch(() => {}).then(async () => {
-      if (stopping) throw new PgcrewError('TEMP_CLUSTER_FAILED', 'this temporary cluster was stopped for good; it cannot start again')
-      if (proc.exitCode === null && proc.signalCode === null) return
-      proc = await h.relaunch()
-    })) as Promise<void>
+    (cycling = cycling
+      .catch(() => {})
+      .then(async () => {
+        if (stopping) throw new PgcrewError('TEMP_CLUSTER_FAILED', 'this temporary cluster was stopped for good; it cannot start again')
+        if (proc.exitCode === null && proc.signalCode === null) return
+        proc = await h.relaunch()
+      })) as Promise<void>
   const handle = {
     host: '127.0.0.1',
     port: h.port,

@@ -62,7 +62,16 @@ export interface DatabaseOptions {
 }
 
 /** The one defaults table; README "Options" points here. */
-export const DEFAULTS: Readonly<{ pooling: Pooling; max: number; idleTimeoutMillis: number; connectionTimeoutMillis: number; maxLifetimeSeconds: number; prePing: boolean; prepareStatements: boolean; closeTimeoutMillis: number }> = Object.freeze({
+export const DEFAULTS: Readonly<{
+  pooling: Pooling
+  max: number
+  idleTimeoutMillis: number
+  connectionTimeoutMillis: number
+  maxLifetimeSeconds: number
+  prePing: boolean
+  prepareStatements: boolean
+  closeTimeoutMillis: number
+}> = Object.freeze({
   pooling: 'pooled' as Pooling,
   max: 10,
   idleTimeoutMillis: 10_000,

@@ -145,7 +145,7 @@ function parsePqIri(uri: string): ParsedConnectionString {
         const path = host.slice(6, -1).replaceAll(':', '/')
         const socket = /^(.*)\/\.s\.PGSQL\.(\d+)$/.exec(path)
         settings.host = socket ? socket[1] || '/' : path
-        if (socket) settings.port = readPort(uri, socket[2]!, 'socket file\'s port')
+        if (socket) settings.port = readPort(uri, socket[2]!, "socket file's port")
       } else {
         settings.host = host.startsWith('[') ? host.slice(1, -1) : host
       }
@@ -170,7 +170,12 @@ function parsePqIri(uri: string): ParsedConnectionString {
       else serverSettings[key] = value
     }
     // Split before decoding, as py-postgresql does, so %2C stays inside a schema name.
-    if (fragment) settings.searchPath = fragment.split(',').map((s) => searchPathName(decodeURIComponent(s).trim())).filter(Boolean).join(',')
+    if (fragment)
+      settings.searchPath = fragment
+        .split(',')
+        .map((s) => searchPathName(decodeURIComponent(s).trim()))
+        .filter(Boolean)
+        .join(',')
     return withPassword({ settings, serverSettings }, password)
   } catch (error) {
     if (error instanceof PgcrewError) throw error
@@ -207,7 +212,10 @@ export function parseConnectionString(uri: string): ParsedConnectionString {
   const extra = parsed as Record<string, unknown>
   for (const key of Object.keys(extra)) {
     if (!URI_PARAMS.has(key)) {
-      throw bad(uri, `unsupported parameter ${showValue(key)}; known: ${[...URI_PARAMS].filter((k) => !PG_CONNECTION_STRING_KEYS.has(k)).join(', ')} (server settings go in options=-c%20name%3Dvalue or a pq:// IRI)`)
+      throw bad(
+        uri,
+        `unsupported parameter ${showValue(key)}; known: ${[...URI_PARAMS].filter((k) => !PG_CONNECTION_STRING_KEYS.has(k)).join(', ')} (server settings go in options=-c%20name%3Dvalue or a pq:// IRI)`,
+      )
     }
   }
   const settings: ConnectionSettings = {}

@@ -81,7 +81,6 @@ export function pgpassHostFor(host: string | undefined): string {
   return !host || host === DEFAULT_SOCKET_DIR ? 'localhost' : host
 }
 
-
 /** Does this entry match the target, compared exactly as libpq does (no trimming, no DNS). */
 export function pgpassMatches(entry: PgpassEntry, target: PgpassTarget): boolean {
   const values = [pgpassHostFor(target.host), String(target.port), target.database, target.user]
@@ -167,7 +166,9 @@ export function readPgpassFile(file: string, warn: (message: string) => void = (
   // line: it may hold a password).
   if (malformed.length && !warned.has(`${file}#malformed`)) {
     warned.add(`${file}#malformed`)
-    warn(`pgcrew: WARNING: password file "${file}": line${malformed.length > 1 ? 's' : ''} ${malformed.join(', ')} ${malformed.length > 1 ? 'have' : 'has'} fewer than 5 fields (host:port:dbname:user:password) and ${malformed.length > 1 ? 'are' : 'is'} ignored`)
+    warn(
+      `pgcrew: WARNING: password file "${file}": line${malformed.length > 1 ? 's' : ''} ${malformed.join(', ')} ${malformed.length > 1 ? 'have' : 'has'} fewer than 5 fields (host:port:dbname:user:password) and ${malformed.length > 1 ? 'are' : 'is'} ignored`,
+    )
   }
   return entries
 }

@@ -135,11 +135,15 @@ function scanLines(text: string, file: string): { text: string; index: LineIndex
     if (header) {
       sectionName = header[1]!.trim()
       if (sectionName.includes('.')) {
-        throw new PgcrewError('PROFILE_DOTTED_NAME', `${where}: profile name ${showValue(sectionName)} contains a dot, which the INI format reads as nesting; rename it (for example ${showValue(sectionName.replaceAll('.', '-'))})`)
+        throw new PgcrewError(
+          'PROFILE_DOTTED_NAME',
+          `${where}: profile name ${showValue(sectionName)} contains a dot, which the INI format reads as nesting; rename it (for example ${showValue(sectionName.replaceAll('.', '-'))})`,
+        )
       }
       if (sectionName === '') throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: empty section name "[]"`)
       const first = index.get(sectionName)
-      if (first) throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: profile ${showValue(sectionName)} appears twice in ${file} (lines ${first.line} and ${i + 1}); merge the two sections into one`)
+      if (first)
+        throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: profile ${showValue(sectionName)} appears twice in ${file} (lines ${first.line} and ${i + 1}); merge the two sections into one`)
       section = { line: i + 1, keys: new Map() }
       index.set(sectionName, section)
       lines[i] = `[${sectionName}]`
@@ -165,7 +169,10 @@ function convert(key: string, value: unknown, where: string, section: string): u
   const kind = KEYS[key]
   if (!kind) {
     const guess = suggestKey(key)
-    throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: unknown key ${showValue(key)} in profile ${showValue(section)}${guess ? ` (did you mean "${guess}"?)` : ''}; known keys: ${Object.keys(KEYS).join(', ')}`)
+    throw new PgcrewError(
+      'PROFILE_FILE_INVALID',
+      `${where}: unknown key ${showValue(key)} in profile ${showValue(section)}${guess ? ` (did you mean "${guess}"?)` : ''}; known keys: ${Object.keys(KEYS).join(', ')}`,
+    )
   }
   const text = typeof value === 'string' ? value.trim() : String(value)
   switch (kind) {
@@ -292,7 +299,10 @@ export function chooseProfile(set: ProfileSet, name?: string, env: NodeJS.Proces
   if (wanted) {
     const profile = set.get(wanted)
     if (!profile) {
-      const guess = closest(wanted, set.profiles.map((p) => p.name))
+      const guess = closest(
+        wanted,
+        set.profiles.map((p) => p.name),
+      )
       const from = name ? '' : ' (from PGCREW_PROFILE)'
       throw new PgcrewError(
         'PROFILE_NOT_FOUND',

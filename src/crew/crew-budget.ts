@@ -61,9 +61,7 @@ function sum(main: number, threads: number, perWorker: number): string {
 /** What to change, naming `pgcrew run`'s flags (the library options are named alike). */
 function advice(source: 'explicit' | 'server', noneLeft: boolean, main: number): string {
   if (!noneLeft) return source === 'explicit' ? 'lower --threads or --per-worker, or raise --budget' : 'lower --threads or --per-worker'
-  return source === 'explicit'
-    ? `raise --budget to at least ${main + 1}`
-    : 'close other sessions, wait for them to end, or raise the server\'s max_connections'
+  return source === 'explicit' ? `raise --budget to at least ${main + 1}` : "close other sessions, wait for them to end, or raise the server's max_connections"
 }
 
 /** Fit threads × perWorker + main inside the budget: clamp perWorker first, then threads, or refuse. */
@@ -76,7 +74,9 @@ export function planBudget(req: BudgetRequest, budget: number, budgetText: strin
   const available = budget - req.main
   if (req.onOverBudget === 'refuse' || available < 1) {
     const noneLeft = available < 1
-    throw new PgcrewError('BUDGET_EXCEEDED', `${head} — over budget${noneLeft ? '; not even one worker connection is left' : ''}; ${advice(source, noneLeft, req.main)}`, { details: { budget, wanted } })
+    throw new PgcrewError('BUDGET_EXCEEDED', `${head} — over budget${noneLeft ? '; not even one worker connection is left' : ''}; ${advice(source, noneLeft, req.main)}`, {
+      details: { budget, wanted },
+    })
   }
   const perWorker = Math.max(1, Math.min(req.perWorker, Math.floor(available / req.threads)))
   const threads = Math.min(req.threads, Math.floor(available / perWorker))

@@ -17,10 +17,7 @@ export interface CrewWorkerData {
 }
 
 /** One unit of work sent to a worker. */
-export type TaskEnvelope = (
-  | { mode: 'plain'; task: unknown; attempt: number }
-  | { mode: 'pipeline'; task: unknown; attempt: number; pipeline: string; key: string; ledger: string }
-) & {
+export type TaskEnvelope = ({ mode: 'plain'; task: unknown; attempt: number } | { mode: 'pipeline'; task: unknown; attempt: number; pipeline: string; key: string; ledger: string }) & {
   /** Set when the crew has a task timeout: the worker says when the task starts, and the clock starts then. */
   timeoutId?: number
 }
@@ -81,7 +78,10 @@ export class TaskError extends PgcrewError {
   /** See {@link SerializedError.connectionLost}. */
   readonly connectionLost: boolean
   readonly originalName: string
-  constructor(error: SerializedError, readonly workerId?: number) {
+  constructor(
+    error: SerializedError,
+    readonly workerId?: number,
+  ) {
     super(error.code ?? 'TASK_FAILED', error.message, { details: { name: error.name, detail: error.detail, workerId } })
     this.name = 'TaskError'
     this.transient = error.transient

@@ -121,10 +121,7 @@ abstract class LeasingExecutor implements Executor {
     let forced = 0
     if (this.#leases.size > 0) {
       let timer: NodeJS.Timeout | undefined
-      await Promise.race([
-        new Promise<void>((resolve) => (this.#drained = resolve)),
-        new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMillis))),
-      ])
+      await Promise.race([new Promise<void>((resolve) => (this.#drained = resolve)), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMillis)))])
       clearTimeout(timer)
       forced = this.#leases.size
       await Promise.all([...this.#leases.values()].map((forceBack) => forceBack(true, true)))
@@ -235,7 +232,13 @@ class PerTransactionExecutor extends LeasingExecutor {
       const timer =
         timeout > 0
           ? setTimeout(
-              () => waiter.fail(new PgcrewError('CONNECTION_FAILED', `no connection free within ${timeout} ms: all ${this.settings.max} (max) are in use; raise max, or do not hold one connection while waiting for another`)),
+              () =>
+                waiter.fail(
+                  new PgcrewError(
+                    'CONNECTION_FAILED',
+                    `no connection free within ${timeout} ms: all ${this.settings.max} (max) are in use; raise max, or do not hold one connection while waiting for another`,
+                  ),
+                ),
               timeout,
             )
           : undefined

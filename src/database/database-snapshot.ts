@@ -33,8 +33,21 @@ interface Secrets {
 // Exactly the variables pgcrew reads; a pattern such as PG* would also carry a user's own
 // PGCREW_DATABASE_URL=postgres://user:secret@… into anything that prints the snapshot.
 const ENV_KEYS = [
-  'PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSFILE', 'PGSERVICE', 'PGSSLMODE', 'PGAPPNAME', 'PGCONNECT_TIMEOUT', 'PGOPTIONS',
-  'PGCREW_PROFILE', 'PGCREW_PROFILES', 'PGCREW_HOSTNAME', 'HOME', 'XDG_CONFIG_HOME',
+  'PGHOST',
+  'PGPORT',
+  'PGDATABASE',
+  'PGUSER',
+  'PGPASSFILE',
+  'PGSERVICE',
+  'PGSSLMODE',
+  'PGAPPNAME',
+  'PGCONNECT_TIMEOUT',
+  'PGOPTIONS',
+  'PGCREW_PROFILE',
+  'PGCREW_PROFILES',
+  'PGCREW_HOSTNAME',
+  'HOME',
+  'XDG_CONFIG_HOME',
 ]
 
 /** The part of an environment a worker needs to resolve profiles and pgpass as the master did. */

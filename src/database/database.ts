@@ -45,7 +45,6 @@ export interface ConnectOptions {
   port?: number
 }
 
-
 /**
  * The master connection object: where and as whom to connect, and the connections themselves.
  *
@@ -284,7 +283,6 @@ export class Database implements AsyncDisposable {
     await run
   }
 
-
   /** End an executor in the background, giving its leases closeTimeoutMillis; close() waits for it. */
   #retire(executor: Executor): Promise<void> {
     const done: Promise<void> = executor
@@ -358,7 +356,15 @@ export class Database implements AsyncDisposable {
       ;({ password, ...settings } = params)
     }
     // The password is the target's: it replaces the old one only once the new connection works.
-    await this.#switchTo((t) => ({ profile: undefined, settings, serverSettings, role: { kind: 'default' }, dbversion: t?.dbversion ?? this.#opts.dbversion, pooling: t?.pooling ?? this.#opts.pooling, password }))
+    await this.#switchTo((t) => ({
+      profile: undefined,
+      settings,
+      serverSettings,
+      role: { kind: 'default' },
+      dbversion: t?.dbversion ?? this.#opts.dbversion,
+      pooling: t?.pooling ?? this.#opts.pooling,
+      password,
+    }))
     return true
   }
 
@@ -389,7 +395,10 @@ export class Database implements AsyncDisposable {
       const t = this.#orInitial(current)
       const name = admin ?? this.#opts.admin ?? t.profile?.admin
       if (!name) {
-        throw new PgcrewError('ADMIN_NOT_CONFIGURED', `no admin role configured${t.profile ? ` for profile "${t.profile.name}"` : ''}; add "admin = ROLE" to the profile, or name the role: becomeAdmin('ROLE')`)
+        throw new PgcrewError(
+          'ADMIN_NOT_CONFIGURED',
+          `no admin role configured${t.profile ? ` for profile "${t.profile.name}"` : ''}; add "admin = ROLE" to the profile, or name the role: becomeAdmin('ROLE')`,
+        )
       }
       return { ...t, role: { kind: 'admin', name } }
     })
@@ -570,7 +579,11 @@ export class Database implements AsyncDisposable {
       // guide here: the ReadyForQuery that reports 'E' may not have arrived yet.)
       const commit = await client.query('COMMIT')
       if (commit.command === 'ROLLBACK') {
-        throw new InFailedSqlTransaction('25P02', 'cannot commit: an error inside the transaction was caught and ignored, so PostgreSQL rolled it back; rethrow the error or use a nested transaction (savepoint)', {})
+        throw new InFailedSqlTransaction(
+          '25P02',
+          'cannot commit: an error inside the transaction was caught and ignored, so PostgreSQL rolled it back; rethrow the error or use a nested transaction (savepoint)',
+          {},
+        )
       }
       return result
     } catch (error) {

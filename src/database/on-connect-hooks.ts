@@ -29,6 +29,8 @@ export function loadHookModule(spec: string): OnConnectHook {
       }
       return m.default as OnConnectHook
     })
-    await (await loaded)(client, info)
+    await (
+      await loaded
+    )(client, info)
   }
 }

@@ -21,13 +21,27 @@ export interface ServerErrorFields {
 }
 
 const FIELD_NAMES = [
-  'severity', 'detail', 'hint', 'position', 'internalPosition', 'internalQuery', 'where',
-  'schema', 'table', 'column', 'dataType', 'constraint', 'file', 'line', 'routine',
+  'severity',
+  'detail',
+  'hint',
+  'position',
+  'internalPosition',
+  'internalQuery',
+  'where',
+  'schema',
+  'table',
+  'column',
+  'dataType',
+  'constraint',
+  'file',
+  'line',
+  'routine',
 ] as const satisfies readonly (keyof ServerErrorFields)[]
 
 // Retrying the whole unit of work on a fresh transaction can succeed for these, a few times.
 const TRANSIENT = new Set([
-  '40001', '40P01', // serialization_failure, deadlock_detected
+  '40001',
+  '40P01', // serialization_failure, deadlock_detected
   '55P03', // lock_not_available (NOWAIT, lock_timeout)
 ])
 
@@ -37,7 +51,10 @@ const TRANSIENT = new Set([
 // violation (a bug), not an outage.
 const CONNECTION_LOST = new Set([
   '53300', // too_many_connections
-  '57P01', '57P02', '57P03', '57P05', // admin/crash shutdown, cannot_connect_now, idle_session_timeout
+  '57P01',
+  '57P02',
+  '57P03',
+  '57P05', // admin/crash shutdown, cannot_connect_now, idle_session_timeout
 ])
 
 /** True when a SQLSTATE says the connection was lost or could not be made (retried for a time window). */
@@ -182,32 +199,72 @@ export class RaiseException extends PlpgsqlError {}
 export { AdminShutdown as BackendTerminated, ReadOnlySqlTransaction as ReadOnlyTransaction }
 
 const BY_CODE: Readonly<Record<string, DatabaseErrorClass>> = {
-  '23505': UniqueViolation, '23503': ForeignKeyViolation, '23502': NotNullViolation, '23514': CheckViolation,
-  '23P01': ExclusionViolation, '23001': RestrictViolation,
-  '22012': DivisionByZero, '22003': NumericValueOutOfRange, '22001': StringDataRightTruncation,
-  '22P02': InvalidTextRepresentation, '22007': InvalidDatetimeFormat, '22008': DatetimeFieldOverflow,
+  '23505': UniqueViolation,
+  '23503': ForeignKeyViolation,
+  '23502': NotNullViolation,
+  '23514': CheckViolation,
+  '23P01': ExclusionViolation,
+  '23001': RestrictViolation,
+  '22012': DivisionByZero,
+  '22003': NumericValueOutOfRange,
+  '22001': StringDataRightTruncation,
+  '22P02': InvalidTextRepresentation,
+  '22007': InvalidDatetimeFormat,
+  '22008': DatetimeFieldOverflow,
   '22023': InvalidParameterValue,
-  '25001': ActiveSqlTransaction, '25P01': NoActiveSqlTransaction, '25P02': InFailedSqlTransaction,
-  '25006': ReadOnlySqlTransaction, '25P03': IdleInTransactionSessionTimeout,
+  '25001': ActiveSqlTransaction,
+  '25P01': NoActiveSqlTransaction,
+  '25P02': InFailedSqlTransaction,
+  '25006': ReadOnlySqlTransaction,
+  '25P03': IdleInTransactionSessionTimeout,
   '28P01': InvalidPassword,
-  '40001': SerializationFailure, '40P01': DeadlockDetected,
-  '42601': SqlSyntaxError, '42501': InsufficientPrivilege, '42P01': UndefinedTable, '42703': UndefinedColumn,
-  '42883': UndefinedFunction, '42704': UndefinedObject, '42P07': DuplicateTable, '42710': DuplicateObject,
-  '42P04': DuplicateDatabase, '42804': DatatypeMismatch,
-  '53300': TooManyConnections, '53100': DiskFull, '53200': OutOfMemory,
-  '55P03': LockNotAvailable, '55006': ObjectInUse, '55P02': CantChangeRuntimeParam,
-  '57014': QueryCanceled, '57P01': AdminShutdown, '57P02': CrashShutdown, '57P03': CannotConnectNow,
-  'P0001': RaiseException,
+  '40001': SerializationFailure,
+  '40P01': DeadlockDetected,
+  '42601': SqlSyntaxError,
+  '42501': InsufficientPrivilege,
+  '42P01': UndefinedTable,
+  '42703': UndefinedColumn,
+  '42883': UndefinedFunction,
+  '42704': UndefinedObject,
+  '42P07': DuplicateTable,
+  '42710': DuplicateObject,
+  '42P04': DuplicateDatabase,
+  '42804': DatatypeMismatch,
+  '53300': TooManyConnections,
+  '53100': DiskFull,
+  '53200': OutOfMemory,
+  '55P03': LockNotAvailable,
+  '55006': ObjectInUse,
+  '55P02': CantChangeRuntimeParam,
+  '57014': QueryCanceled,
+  '57P01': AdminShutdown,
+  '57P02': CrashShutdown,
+  '57P03': CannotConnectNow,
+  P0001: RaiseException,
 }
 
 const BY_CLASS: Readonly<Record<string, DatabaseErrorClass>> = {
-  '08': ConnectionException, '0A': FeatureNotSupported, '21': CardinalityViolation, '22': DataException,
-  '23': IntegrityConstraintViolation, '25': InvalidTransactionState, '26': InvalidSqlStatementName,
-  '28': InvalidAuthorizationSpecification, '2B': DependentPrivilegeDescriptorsStillExist,
-  '34': InvalidCursorName, '3D': InvalidCatalogName, '3F': InvalidSchemaName, '40': TransactionRollback,
-  '42': SyntaxErrorOrAccessRuleViolation, '53': InsufficientResources, '54': ProgramLimitExceeded,
-  '55': ObjectNotInPrerequisiteState, '57': OperatorIntervention, '58': SystemError, 'P0': PlpgsqlError,
-  'XX': InternalError,
+  '08': ConnectionException,
+  '0A': FeatureNotSupported,
+  '21': CardinalityViolation,
+  '22': DataException,
+  '23': IntegrityConstraintViolation,
+  '25': InvalidTransactionState,
+  '26': InvalidSqlStatementName,
+  '28': InvalidAuthorizationSpecification,
+  '2B': DependentPrivilegeDescriptorsStillExist,
+  '34': InvalidCursorName,
+  '3D': InvalidCatalogName,
+  '3F': InvalidSchemaName,
+  '40': TransactionRollback,
+  '42': SyntaxErrorOrAccessRuleViolation,
+  '53': InsufficientResources,
+  '54': ProgramLimitExceeded,
+  '55': ObjectNotInPrerequisiteState,
+  '57': OperatorIntervention,
+  '58': SystemError,
+  P0: PlpgsqlError,
+  XX: InternalError,
 }
 
 /** The error class `mapDatabaseError` would choose for a SQLSTATE: exact code, then class, then DatabaseError. */
@@ -244,11 +301,7 @@ const LOST_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ECONN
 // node-postgres raises these as plain `new Error(message)` with no code (pg/lib/client.js: the socket
 // ended, a query on a client whose socket failed; pg-pool/index.js: a connect that timed out). There is
 // no other signal to go by, so they are matched exactly, and only on a plain Error without a code.
-const PG_CONNECTION_MESSAGES = new Set([
-  'Connection terminated unexpectedly',
-  'Client has encountered a connection error and is not queryable',
-  'Connection terminated due to connection timeout',
-])
+const PG_CONNECTION_MESSAGES = new Set(['Connection terminated unexpectedly', 'Client has encountered a connection error and is not queryable', 'Connection terminated due to connection timeout'])
 
 // pgcrew's own wrappers of a failed connect (connectError): the cause says whether it was an outage.
 const CONNECT_FAILURE_CODES = new Set(['CONNECTION_REFUSED', 'CONNECTION_FAILED'])

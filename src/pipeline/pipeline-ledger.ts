@@ -83,9 +83,10 @@ async function ledgerAccess(db: Database, t: string): Promise<LedgerAccess> {
 /** The error for a ledger this session cannot use: which table, which role, and what to do. */
 async function notWritable(db: Database, t: string, parts: readonly string[], verb: 'use' | 'write' | 'create', why: string, cause?: unknown): Promise<PgcrewError> {
   const role = (await db.query<{ role: string }>('SELECT current_user AS role').catch(() => ({ rows: [{ role: db.user ?? '?' }] }))).rows[0]!.role
-  const grants = verb === 'create'
-    ? `have an admin create it once (run the pipeline --as admin) and GRANT ${LEDGER_PRIVILEGES.join(', ')} ON ${t} TO ${quoteIdent(role)}`
-    : `have its owner run: ${verb === 'use' && parts.length === 2 ? `GRANT USAGE ON SCHEMA ${quoteIdent(parts[0]!)} TO ${quoteIdent(role)}; ` : ''}GRANT ${LEDGER_PRIVILEGES.join(', ')} ON ${t} TO ${quoteIdent(role)}`
+  const grants =
+    verb === 'create'
+      ? `have an admin create it once (run the pipeline --as admin) and GRANT ${LEDGER_PRIVILEGES.join(', ')} ON ${t} TO ${quoteIdent(role)}`
+      : `have its owner run: ${verb === 'use' && parts.length === 2 ? `GRANT USAGE ON SCHEMA ${quoteIdent(parts[0]!)} TO ${quoteIdent(role)}; ` : ''}GRANT ${LEDGER_PRIVILEGES.join(', ')} ON ${t} TO ${quoteIdent(role)}`
   return new PgcrewError(
     'LEDGER_NOT_WRITABLE',
     `the ledger table ${t} cannot be ${verb === 'use' ? 'used' : verb === 'write' ? 'written' : 'created'} by role ${quoteIdent(role)}: ${why}. ` +

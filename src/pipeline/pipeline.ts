@@ -45,9 +45,7 @@ export function definePipeline<T extends PipelineTask>(def: Omit<PipelineDefinit
 }
 
 const isIterable = (value: unknown): boolean =>
-  value !== null &&
-  typeof value === 'object' &&
-  (typeof (value as Iterable<unknown>)[Symbol.iterator] === 'function' || typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function')
+  value !== null && typeof value === 'object' && (typeof (value as Iterable<unknown>)[Symbol.iterator] === 'function' || typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function')
 
 const TASK_SOURCE = 'an array, an iterable or async iterable of { key } objects'
 const TASKS_SHAPE = `${TASK_SOURCE}, or a function (db) => one of those`

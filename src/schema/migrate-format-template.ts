@@ -24,7 +24,10 @@ function formatText(text: string, firstLine: number, ctx: TemplateContext, where
     out += text.slice(last, match.index)
     last = match.index + match[0].length
     const piece = match[0]
-    if (piece === '{{' || piece === '}}') { out += piece[0]; continue }
+    if (piece === '{{' || piece === '}}') {
+      out += piece[0]
+      continue
+    }
     if (piece === '{') ctx.fail(line, `a lone { ${where}; in the format dialect every brace is a template brace, so write {{ for a literal one`)
     if (piece === '}') ctx.fail(line, `a lone } ${where}; in the format dialect every brace is a template brace, so write }} for a literal one`)
     const inner = match[1]!
@@ -47,7 +50,10 @@ const hasPlaceholder = (text: string): boolean => /\{[^{]/.test(text.replaceAll(
 /** Renders one string, quoted identifier, dollar quote or comment token in the `'format'` dialect. */
 export function renderQuotedToken(token: SqlToken, ctx: TemplateContext): string {
   const { text, line } = token
-  const refuse = (where: string) => (name: string, at: number): string => ctx.fail(at, `{${name}} ${where}: pgcrew cannot tell how to quote a value there; use a plain '…' string, or {{ }} for literal braces`)
+  const refuse =
+    (where: string) =>
+    (name: string, at: number): string =>
+      ctx.fail(at, `{${name}} ${where}: pgcrew cannot tell how to quote a value there; use a plain '…' string, or {{ }} for literal braces`)
 
   if (token.kind === 'comment') {
     const block = text.startsWith('/*')

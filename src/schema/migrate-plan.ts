@@ -21,10 +21,7 @@ export interface MigrationPlan {
 export function targetVersion(folder: ScriptFolder, target: string | undefined): string {
   const version = target ?? folder.latest
   if (version === undefined) {
-    throw new PgcrewError(
-      'MIGRATE_NO_VERSION',
-      `${folder.dir} has only create_${folder.app}.sql, so the schema's version is unknown; pass target (--target) to name it`,
-    )
+    throw new PgcrewError('MIGRATE_NO_VERSION', `${folder.dir} has only create_${folder.app}.sql, so the schema's version is unknown; pass target (--target) to name it`)
   }
   return version
 }
@@ -33,11 +30,7 @@ export function targetVersion(folder: ScriptFolder, target: string | undefined):
  * Plans the move from `current` (null: no schema yet) to the target version and prepares every
  * script on the way. Problems in any of them are reported together, before anything has run.
  */
-export async function planMigration(
-  folder: ScriptFolder,
-  current: string | null,
-  options: { target?: string; variables: TemplateVariables; templates?: TemplateDialect },
-): Promise<MigrationPlan> {
+export async function planMigration(folder: ScriptFolder, current: string | null, options: { target?: string; variables: TemplateVariables; templates?: TemplateDialect }): Promise<MigrationPlan> {
   const to = targetVersion(folder, options.target)
   let steps: Array<{ file: string; version: string }>
   if (current === null) {

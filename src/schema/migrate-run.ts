@@ -47,9 +47,10 @@ export async function runTransactional(tx: Transaction, run: ChainRun, start: nu
       try {
         await tx.query(statement.sql)
       } catch (error) {
-        const outcome = at === run.plan.from
-          ? `everything was rolled back, ${at === null ? 'the database still has no schema' : `the database is still at ${at}`}`
-          : `this transaction was rolled back: the database is at ${at}, which the steps before it reached and committed`
+        const outcome =
+          at === run.plan.from
+            ? `everything was rolled back, ${at === null ? 'the database still has no schema' : `the database is still at ${at}`}`
+            : `this transaction was rolled back: the database is at ${at}, which the steps before it reached and committed`
         throw failed(statement, error, outcome)
       }
     }

@@ -46,35 +46,43 @@ function topLevelWords(sql: string, count: number): string[] {
 // Each test gets the first words of a statement and answers with the command PostgreSQL would
 // refuse inside a transaction block ("… cannot run inside a transaction block").
 const NON_TRANSACTIONAL: Array<(w: string[], sql: string) => string | undefined> = [
-  (w) => w[0] === 'CREATE' && (w[1] === 'INDEX' ? w[2] : w[1] === 'UNIQUE' && w[2] === 'INDEX' ? w[3] : '') === 'CONCURRENTLY' ? 'CREATE INDEX CONCURRENTLY' : undefined,
-  (w) => w[0] === 'DROP' && w[1] === 'INDEX' && w[2] === 'CONCURRENTLY' ? 'DROP INDEX CONCURRENTLY' : undefined,
+  (w) => (w[0] === 'CREATE' && (w[1] === 'INDEX' ? w[2] : w[1] === 'UNIQUE' && w[2] === 'INDEX' ? w[3] : '') === 'CONCURRENTLY' ? 'CREATE INDEX CONCURRENTLY' : undefined),
+  (w) => (w[0] === 'DROP' && w[1] === 'INDEX' && w[2] === 'CONCURRENTLY' ? 'DROP INDEX CONCURRENTLY' : undefined),
   (w, sql) => {
     if (w[0] !== 'REINDEX') return undefined
     if (w[1] === 'SYSTEM' || w[1] === 'DATABASE') return `REINDEX ${w[1]}`
     return w.includes('CONCURRENTLY') || /^\s*reindex\s*\([^)]*\bconcurrently\b(?!\s+(false|off|0)\b)/i.test(sql) ? 'REINDEX CONCURRENTLY' : undefined
   },
-  (w) => w[0] === 'VACUUM' ? 'VACUUM' : undefined,
-  (w) => (w[0] === 'CREATE' || w[0] === 'DROP') && (w[1] === 'DATABASE' || w[1] === 'TABLESPACE' || w[1] === 'SUBSCRIPTION') ? `${w[0]} ${w[1]}` : undefined,
-  (w) => w[0] === 'ALTER' && w[1] === 'DATABASE' && w[3] === 'SET' && w[4] === 'TABLESPACE' ? 'ALTER DATABASE … SET TABLESPACE' : undefined,
-  (w) => w[0] === 'ALTER' && w[1] === 'SYSTEM' ? 'ALTER SYSTEM' : undefined,
-  (w) => w[0] === 'ALTER' && w[1] === 'TABLE' && w.includes('DETACH') && w.at(-1) === 'CONCURRENTLY' ? 'ALTER TABLE … DETACH PARTITION … CONCURRENTLY' : undefined,
-  (w) => w[0] === 'DISCARD' && w[1] === 'ALL' ? 'DISCARD ALL' : undefined,
-  (w) => w[0] === 'CLUSTER' && (w.length === 1 || (w.length === 2 && w[1] === 'VERBOSE')) ? 'CLUSTER (of every table)' : undefined,
+  (w) => (w[0] === 'VACUUM' ? 'VACUUM' : undefined),
+  (w) => ((w[0] === 'CREATE' || w[0] === 'DROP') && (w[1] === 'DATABASE' || w[1] === 'TABLESPACE' || w[1] === 'SUBSCRIPTION') ? `${w[0]} ${w[1]}` : undefined),
+  (w) => (w[0] === 'ALTER' && w[1] === 'DATABASE' && w[3] === 'SET' && w[4] === 'TABLESPACE' ? 'ALTER DATABASE … SET TABLESPACE' : undefined),
+  (w) => (w[0] === 'ALTER' && w[1] === 'SYSTEM' ? 'ALTER SYSTEM' : undefined),
+  (w) => (w[0] === 'ALTER' && w[1] === 'TABLE' && w.includes('DETACH') && w.at(-1) === 'CONCURRENTLY' ? 'ALTER TABLE … DETACH PARTITION … CONCURRENTLY' : undefined),
+  (w) => (w[0] === 'DISCARD' && w[1] === 'ALL' ? 'DISCARD ALL' : undefined),
+  (w) => (w[0] === 'CLUSTER' && (w.length === 1 || (w.length === 2 && w[1] === 'VERBOSE')) ? 'CLUSTER (of every table)' : undefined),
 ]
 
 type Control = 'begin' | 'commit' | 'other'
 
 function transactionControl(w: string[]): Control | undefined {
   switch (w[0]) {
-    case 'BEGIN': return 'begin'
-    case 'START': return w[1] === 'TRANSACTION' ? 'begin' : undefined
-    case 'COMMIT': return w[1] === 'PREPARED' ? 'other' : 'commit'
-    case 'END': return 'commit'
+    case 'BEGIN':
+      return 'begin'
+    case 'START':
+      return w[1] === 'TRANSACTION' ? 'begin' : undefined
+    case 'COMMIT':
+      return w[1] === 'PREPARED' ? 'other' : 'commit'
+    case 'END':
+      return 'commit'
     // Savepoints are fine inside the runner's transaction; ROLLBACK TO one is too.
-    case 'ROLLBACK': return w[1] === 'TO' || ((w[1] === 'TRANSACTION' || w[1] === 'WORK') && w[2] === 'TO') ? undefined : 'other'
-    case 'ABORT': return 'other'
-    case 'PREPARE': return w[1] === 'TRANSACTION' ? 'other' : undefined
-    default: return undefined
+    case 'ROLLBACK':
+      return w[1] === 'TO' || ((w[1] === 'TRANSACTION' || w[1] === 'WORK') && w[2] === 'TO') ? undefined : 'other'
+    case 'ABORT':
+      return 'other'
+    case 'PREPARE':
+      return w[1] === 'TRANSACTION' ? 'other' : undefined
+    default:
+      return undefined
   }
 }
 
@@ -88,7 +96,12 @@ function readHeader(text: string, file: string): { transaction: boolean; problem
   if (first.replace(/^--!\s*/, '').toLowerCase() === 'no-transaction') return { transaction: false }
   return {
     transaction: true,
-    problem: { code: 'MIGRATE_BAD_HEADER', file, line: 1, message: `${file} line 1: unknown header ${JSON.stringify(first)}; the one pgcrew knows is ${NO_TRANSACTION_HEADER} (or write -- for a comment)` },
+    problem: {
+      code: 'MIGRATE_BAD_HEADER',
+      file,
+      line: 1,
+      message: `${file} line 1: unknown header ${JSON.stringify(first)}; the one pgcrew knows is ${NO_TRANSACTION_HEADER} (or write -- for a comment)`,
+    },
   }
 }
 

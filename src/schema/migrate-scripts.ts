@@ -32,7 +32,10 @@ export async function readScriptFolder(dir: string, app: string): Promise<Script
   }
   let names: string[]
   try {
-    names = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isFile() || e.isSymbolicLink()).map((e) => e.name).sort()
+    names = (await readdir(dir, { withFileTypes: true }))
+      .filter((e) => e.isFile() || e.isSymbolicLink())
+      .map((e) => e.name)
+      .sort()
   } catch (error) {
     throw new PgcrewError('MIGRATE_NO_SCRIPTS', `cannot read the scripts folder ${dir}: ${(error as Error).message}`, { cause: error })
   }
@@ -40,13 +43,19 @@ export async function readScriptFolder(dir: string, app: string): Promise<Script
   let create: string | undefined
   const updates: UpdateScript[] = []
   for (const name of names) {
-    if (name === `create_${app}.sql`) { create = name; continue }
+    if (name === `create_${app}.sql`) {
+      create = name
+      continue
+    }
     if (!name.startsWith(`update_${app}_`)) continue
     const match = updatePattern.exec(name)
     // update_<app>_admin_1_to_2.sql belongs to an app named <app>_admin: versions never hold "_".
     if (match !== null && (match[1]!.includes('_') || match[2]!.includes('_'))) continue
     if (match === null || !VERSION.test(match[1]!) || !VERSION.test(match[2]!)) {
-      throw new PgcrewError('MIGRATE_BAD_SCRIPT_NAME', `${join(dir, name)} looks like an update script for ${app} but is not named update_${app}_<from>_to_<to>.sql; rename it (versions are like 0.10 or 2.1.3)`)
+      throw new PgcrewError(
+        'MIGRATE_BAD_SCRIPT_NAME',
+        `${join(dir, name)} looks like an update script for ${app} but is not named update_${app}_<from>_to_<to>.sql; rename it (versions are like 0.10 or 2.1.3)`,
+      )
     }
     const [, from, to] = match as unknown as [string, string, string]
     if (compareVersions(from, to) >= 0) {

@@ -103,10 +103,7 @@ export async function insertSeed(tx: Transaction, data: SeedData, onTable?: (tab
           for (let k = 0; k < batch.length; k++) await tx.query(`INSERT INTO ${table} DEFAULT VALUES`)
         } else {
           // json_populate_recordset lets PostgreSQL convert each value by its column's type (arrays, jsonb, dates…).
-          await tx.query(
-            `INSERT INTO ${table} (${list}) OVERRIDING SYSTEM VALUE SELECT ${list} FROM json_populate_recordset(NULL::${table}, $1::json)`,
-            [JSON.stringify(batch)],
-          )
+          await tx.query(`INSERT INTO ${table} (${list}) OVERRIDING SYSTEM VALUE SELECT ${list} FROM json_populate_recordset(NULL::${table}, $1::json)`, [JSON.stringify(batch)])
         }
       } catch (error) {
         throw new PgcrewError('MIGRATE_SEED', `seeding ${name} (rows ${i + 1}–${j}) failed: ${(error as Error).message}; nothing was changed`, { cause: error })

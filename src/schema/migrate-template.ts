@@ -78,7 +78,11 @@ export function renderTemplate(sql: string, variables: TemplateVariables, source
       out += '}'
       i++
     } else if (is(token, '{')) {
-      if (is(tokens[i + 1], '{')) { out += '{'; i++; continue }
+      if (is(tokens[i + 1], '{')) {
+        out += '{'
+        i++
+        continue
+      }
       const name = tokens[i + 1]
       let kind = 'ident'
       let close = i + 2

@@ -46,10 +46,7 @@ export async function readVersion(tx: Transaction, vt: VersionTable): Promise<st
   const { rows } = await tx.query<{ version: string | null }>(`SELECT ${vt.column}::text AS version FROM ${vt.table} LIMIT 2`)
   if (rows.length !== 1 || rows[0]!.version === null || rows[0]!.version === '') {
     const what = rows.length === 0 ? 'is empty' : rows.length > 1 ? 'has more than one row' : `has no value in ${vt.column}`
-    throw new PgcrewError(
-      'MIGRATE_VERSION_UNKNOWN',
-      `the version table ${vt.table} ${what}, so the schema's version is unknown; put the right version in its single row and run again`,
-    )
+    throw new PgcrewError('MIGRATE_VERSION_UNKNOWN', `the version table ${vt.table} ${what}, so the schema's version is unknown; put the right version in its single row and run again`)
   }
   return rows[0]!.version.trim()
 }

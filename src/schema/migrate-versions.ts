@@ -56,7 +56,10 @@ function reachableFrom(start: string, next: (v: string) => string[]): Set<string
   const queue = [start]
   while (queue.length > 0) {
     for (const v of next(queue.shift()!)) {
-      if (!seen.has(v)) { seen.add(v); queue.push(v) }
+      if (!seen.has(v)) {
+        seen.add(v)
+        queue.push(v)
+      }
     }
   }
   return seen
@@ -70,11 +73,9 @@ function reachableFrom(start: string, next: (v: string) => string[]): Set<string
 export function findUpgradePath(updates: readonly UpdateScript[], from: string, to: string, app = '<app>'): UpdateScript[] {
   if (from === to) return []
   if (compareVersions(from, to) > 0) {
-    throw new PgcrewError(
-      'MIGRATE_DOWNGRADE',
-      `the database is at version ${from}, newer than ${to}: refusing to downgrade; run the scripts of version ${from} or later (or pass a newer target)`,
-      { details: { from, to } },
-    )
+    throw new PgcrewError('MIGRATE_DOWNGRADE', `the database is at version ${from}, newer than ${to}: refusing to downgrade; run the scripts of version ${from} or later (or pass a newer target)`, {
+      details: { from, to },
+    })
   }
   const outgoing = new Map<string, UpdateScript[]>()
   for (const u of updates) outgoing.set(u.from, [...(outgoing.get(u.from) ?? []), u])
@@ -91,7 +92,11 @@ export function findUpgradePath(updates: readonly UpdateScript[], from: string, 
       return path
     }
     for (const u of outgoing.get(v) ?? []) {
-      if (!seen.has(u.to)) { seen.add(u.to); cameBy.set(u.to, u); queue.push(u.to) }
+      if (!seen.has(u.to)) {
+        seen.add(u.to)
+        cameBy.set(u.to, u)
+        queue.push(u.to)
+      }
     }
   }
   throw new PgcrewError('MIGRATE_NO_PATH', noPathMessage(updates, from, to, app), { details: { from, to } })
@@ -102,11 +107,7 @@ function noPathMessage(updates: readonly UpdateScript[], from: string, to: strin
   const backward = reachableFrom(to, (v) => updates.filter((u) => u.to === v).map((u) => u.from))
   const stuckAt = highestVersion([...forward].filter((v) => compareVersions(v, to) < 0)) ?? from
   const resumeAt = [...backward].filter((v) => compareVersions(v, stuckAt) > 0).sort(compareVersions)[0]
-  const start = forward.size === 1
-    ? `no update script starts at ${from}`
-    : `the update scripts lead from ${from} up to ${stuckAt}`
-  const rest = resumeAt === undefined || resumeAt === to
-    ? `nothing leads on from there to ${to}`
-    : `${to} is reached only from ${resumeAt}`
+  const start = forward.size === 1 ? `no update script starts at ${from}` : `the update scripts lead from ${from} up to ${stuckAt}`
+  const rest = resumeAt === undefined || resumeAt === to ? `nothing leads on from there to ${to}` : `${to} is reached only from ${resumeAt}`
   return `no upgrade path from ${from} to ${to}: ${start}, and ${rest}; add update_${app}_${stuckAt}_to_${resumeAt ?? to}.sql`
 }

@@ -50,11 +50,7 @@ export function tokenizeSql(sql: string, options: SplitOptions = {}): SqlToken[]
     i = end
   }
   const unterminated = (what: string, hint: string): never => {
-    throw new PgcrewError(
-      'SPLIT_UNTERMINATED',
-      `unterminated ${what} starting at ${where(options.file, line)}: ${hint}`,
-      { details: { file: options.file, line } },
-    )
+    throw new PgcrewError('SPLIT_UNTERMINATED', `unterminated ${what} starting at ${where(options.file, line)}: ${hint}`, { details: { file: options.file, line } })
   }
   // Finds the end of a quoted run; `backslash` is true for E'' strings, where \ escapes anything.
   const closeQuote = (from: number, quote: string, backslash: boolean): number => {
@@ -89,8 +85,14 @@ export function tokenizeSql(sql: string, options: SplitOptions = {}): SqlToken[]
       let depth = 0
       let k = i
       for (; k < sql.length; k++) {
-        if (sql[k] === '/' && sql[k + 1] === '*') { depth++; k++ }
-        else if (sql[k] === '*' && sql[k + 1] === '/') { depth--; k++; if (depth === 0) break }
+        if (sql[k] === '/' && sql[k + 1] === '*') {
+          depth++
+          k++
+        } else if (sql[k] === '*' && sql[k + 1] === '/') {
+          depth--
+          k++
+          if (depth === 0) break
+        }
       }
       if (depth !== 0) unterminated('/* comment', 'add the missing */ (comments nest in PostgreSQL, so every /* needs its own */)')
       push('comment', k + 1)
@@ -147,11 +149,9 @@ export function tokenizeSql(sql: string, options: SplitOptions = {}): SqlToken[]
       const command = /\\[A-Za-z!?.]*/y
       command.lastIndex = i
       const name = command.exec(sql)?.[0] ?? '\\'
-      throw new PgcrewError(
-        'SPLIT_PSQL_META',
-        `psql meta-command ${name} at ${where(options.file, line)} is not SQL: pgcrew sends each statement to the server itself, so remove it from the script`,
-        { details: { file: options.file, line } },
-      )
+      throw new PgcrewError('SPLIT_PSQL_META', `psql meta-command ${name} at ${where(options.file, line)} is not SQL: pgcrew sends each statement to the server itself, so remove it from the script`, {
+        details: { file: options.file, line },
+      })
     } else {
       push('other', i + 1)
     }

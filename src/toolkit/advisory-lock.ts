@@ -53,7 +53,8 @@ function normalizeKey(key: AdvisoryKey): Key {
 function compareKeys(x: Key, y: Key): number {
   if (x.kind !== y.kind) return x.kind === 'single' ? -1 : 1
   if (x.kind === 'single' && y.kind === 'single') return x.value < y.value ? -1 : x.value > y.value ? 1 : 0
-  const p = x as Extract<Key, { kind: 'pair' }>, q = y as Extract<Key, { kind: 'pair' }>
+  const p = x as Extract<Key, { kind: 'pair' }>,
+    q = y as Extract<Key, { kind: 'pair' }>
   return p.a - q.a || p.b - q.b
 }
 
@@ -135,7 +136,10 @@ export class AdvisoryLock implements AsyncDisposable {
     const client = held.client
     if (xact && client.getTransactionStatus?.() !== 'T') {
       await held.release()
-      throw new PgcrewError('ADVISORY_LOCK_NEEDS_TRANSACTION', "a transaction-scoped advisory lock must be taken inside a transaction (db.transaction(tx => advisoryLock(tx, keys, { scope: 'transaction' })))")
+      throw new PgcrewError(
+        'ADVISORY_LOCK_NEEDS_TRANSACTION',
+        "a transaction-scoped advisory lock must be taken inside a transaction (db.transaction(tx => advisoryLock(tx, keys, { scope: 'transaction' })))",
+      )
     }
     const lockFn = `pg_${this.#wait === false ? 'try_' : ''}advisory_${xact ? 'xact_' : ''}lock${this.shared ? '_shared' : ''}`
     const taken: Key[] = []
@@ -156,7 +160,10 @@ export class AdvisoryLock implements AsyncDisposable {
         return false
       }
     } catch (error) {
-      const unlocked = await this.#unlock(client, taken).then(() => true, () => false)
+      const unlocked = await this.#unlock(client, taken).then(
+        () => true,
+        () => false,
+      )
       if (!unlocked) {
         // Session locks survive ROLLBACK: a connection we could not unlock (its transaction is
         // aborted) must never be handed to anyone else while it still holds them.
@@ -187,7 +194,9 @@ export class AdvisoryLock implements AsyncDisposable {
     const held = this.#held!
     this.#held = undefined
     let broken = false
-    await this.#unlock(held.client, this.#keys).catch(() => { broken = true })
+    await this.#unlock(held.client, this.#keys).catch(() => {
+      broken = true
+    })
     await held.release(broken)
   }
 

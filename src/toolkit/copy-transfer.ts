@@ -8,9 +8,7 @@ import { qname } from './quote.ts'
 import { holdConnection, type ConnectionTarget, type HeldConnection } from './toolkit-target.ts'
 
 /** Where a transfer writes: a target (Database, transaction, client) and a table (name or parts). */
-export type CopyTransferTarget =
-  | readonly [target: ConnectionTarget, table: TableName]
-  | { readonly target: ConnectionTarget; readonly table: TableName; readonly columns?: readonly string[] }
+export type CopyTransferTarget = readonly [target: ConnectionTarget, table: TableName] | { readonly target: ConnectionTarget; readonly table: TableName; readonly columns?: readonly string[] }
 
 /** What happened at one target. A failed target stored nothing (COPY is all or nothing). */
 export interface CopyTransferResult {
@@ -63,7 +61,10 @@ export async function copyTransfer(source: ConnectionTarget, sourceQuery: string
       const sink: Sink = { table: name, held, stream, bytes: 0, error: undefined, settled: Promise.resolve() }
       sink.settled = new Promise<void>((resolve) => {
         stream.once('finish', () => resolve())
-        stream.once('error', (error) => { sink.error = mapDatabaseError(error); resolve() })
+        stream.once('error', (error) => {
+          sink.error = mapDatabaseError(error)
+          resolve()
+        })
       })
       sinks.push(sink)
     }
@@ -89,9 +90,9 @@ export async function copyTransfer(source: ConnectionTarget, sourceQuery: string
     })
     for (const sink of live()) sink.stream.end()
     await Promise.all(sinks.map((s) => s.settled))
-    return sinks.map((s) => Object.freeze(s.error === undefined
-      ? { table: s.table, ok: true, rows: s.stream.rowCount, bytes: s.bytes }
-      : { table: s.table, ok: false, rows: 0, bytes: s.bytes, error: s.error }))
+    return sinks.map((s) =>
+      Object.freeze(s.error === undefined ? { table: s.table, ok: true, rows: s.stream.rowCount, bytes: s.bytes } : { table: s.table, ok: false, rows: 0, bytes: s.bytes, error: s.error }),
+    )
   } catch (error) {
     // The source (or a connection) failed: no target may keep a partial copy.
     sourceBroken = !(error instanceof DatabaseError)

@@ -43,7 +43,10 @@ async function* encodeRows(rows: Iterable<readonly unknown[]> | AsyncIterable<re
   for await (const row of rows) {
     if (!Array.isArray(row)) throw new PgcrewError('INVALID_OPTION', 'copyFrom rows must be arrays of values in column order')
     batch += row.map(encodeField).join('\t') + '\n'
-    if (batch.length >= 65536) { yield batch; batch = '' }
+    if (batch.length >= 65536) {
+      yield batch
+      batch = ''
+    }
   }
   if (batch !== '') yield batch
 }
@@ -60,7 +63,12 @@ export async function giveBack(held: HeldConnection, error: unknown): Promise<vo
  *
  * @example await copyFrom(db, 'events', [[1, 'start'], [2, 'stop']], { columns: ['id', 'kind'] })
  */
-export async function copyFrom(target: ConnectionTarget, table: TableName, source: Readable | Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>, options: CopyFromOptions = {}): Promise<{ rows: number }> {
+export async function copyFrom(
+  target: ConnectionTarget,
+  table: TableName,
+  source: Readable | Iterable<readonly unknown[]> | AsyncIterable<readonly unknown[]>,
+  options: CopyFromOptions = {},
+): Promise<{ rows: number }> {
   const raw = source instanceof Readable
   if (!raw && options.format !== undefined && options.format !== 'text') {
     throw new PgcrewError('INVALID_OPTION', `rows given as arrays are sent as COPY text; pass a stream to send ${options.format} data`)

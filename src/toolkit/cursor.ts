@@ -83,7 +83,9 @@ export class Cursor<R extends pg.QueryResultRow = any> implements AsyncIterable<
     const cursor = this.#cursor
     if (cursor && !broken) {
       // pg-cursor's close() sends Close + Sync; it fails only when the connection already died.
-      await cursor.close().catch(() => { broken = true })
+      await cursor.close().catch(() => {
+        broken = true
+      })
     }
     await this.#held?.release(broken)
   }

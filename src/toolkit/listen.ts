@@ -40,7 +40,9 @@ export interface ListenOptions {
 const DEFAULTS = Object.freeze({ reconnectDelayMillis: 100, maxReconnectDelayMillis: 5000 })
 
 function defaultOnReconnect(info: ReconnectInfo): void {
-  process.emitWarning(`LISTEN connection was lost and is listening again after ${info.attempts + 1} attempt(s); notifications sent during the ${info.downMillis} ms it was down were lost`, { code: 'PGCREW_LISTEN_RECONNECTED' })
+  process.emitWarning(`LISTEN connection was lost and is listening again after ${info.attempts + 1} attempt(s); notifications sent during the ${info.downMillis} ms it was down were lost`, {
+    code: 'PGCREW_LISTEN_RECONNECTED',
+  })
 }
 
 function checkChannel(channel: string): string {
@@ -143,7 +145,10 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
     if (this.#closed) {
       // close() ran while this (re)connect was under way.
       detach()
-      await run(client, 'UNLISTEN *').then(() => held.release(), () => held.release(true))
+      await run(client, 'UNLISTEN *').then(
+        () => held.release(),
+        () => held.release(true),
+      )
       return
     }
     this.#held = held
@@ -154,7 +159,7 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
     const lostAt = Date.now()
     let delay = this.#opts.reconnectDelayMillis
     for (let attempts = 0; !this.#closed; attempts++) {
-      await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * delay / 2))
+      await new Promise((r) => setTimeout(r, delay / 2 + (Math.random() * delay) / 2))
       if (this.#closed) return
       try {
         await this.start()
@@ -223,7 +228,10 @@ export class Listener<T = Notification> implements AsyncIterable<T>, AsyncDispos
     if (!held) return
     this.#detach?.()
     let broken = options.discard === true
-    if (!broken) await run(held.client, 'UNLISTEN *').catch(() => { broken = true })
+    if (!broken)
+      await run(held.client, 'UNLISTEN *').catch(() => {
+        broken = true
+      })
     await held.release(broken)
   }
 

@@ -67,12 +67,17 @@ class DescribeStatement {
   #fields: Described['fields'] = []
   #parameterTypeIds: number[] = []
   #connection: WireConnection | undefined
-  readonly #onParams = (msg: { dataTypeIDs: number[] }): void => { this.#parameterTypeIds = msg.dataTypeIDs }
+  readonly #onParams = (msg: { dataTypeIDs: number[] }): void => {
+    this.#parameterTypeIds = msg.dataTypeIDs
+  }
 
   constructor(name: string, text: string) {
     this.name = name
     this.text = text
-    this.result = new Promise((resolve, reject) => { this.#resolve = resolve; this.#reject = reject })
+    this.result = new Promise((resolve, reject) => {
+      this.#resolve = resolve
+      this.#reject = reject
+    })
   }
 
   submit(connection: WireConnection): void {
@@ -108,7 +113,6 @@ class DescribeStatement {
   handleCopyData(): void {}
 }
 
-
 /** Asks the server to parse and describe `text` on this connection, without running it. */
 export async function describeStatement(client: pg.ClientBase, text: string, name = statementName(text)): Promise<Described> {
   const describe = new DescribeStatement(name, text)
@@ -123,16 +127,14 @@ export async function prepare<R extends pg.QueryResultRow = any>(target: Connect
     const described = await describeStatement(client, text, name)
     const oids = [...described.fields.map((f) => f.dataTypeID), ...described.parameterTypeIds]
     const mods = [...described.fields.map((f) => f.dataTypeModifier), ...described.parameterTypeIds.map(() => -1)]
-    const { rows } = await run<{ name: string }>(client,
-      'SELECT format_type(t.oid, t.mod) AS name FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS t(oid, mod, i) ORDER BY t.i', [oids, mods])
+    const { rows } = await run<{ name: string }>(client, 'SELECT format_type(t.oid, t.mod) AS name FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS t(oid, mod, i) ORDER BY t.i', [oids, mods])
     const typeName = (i: number): string => rows[i]?.name ?? 'unknown'
     const columns: ColumnInfo[] = described.fields.map((f, i) => Object.freeze({ column: f.name, oid: f.dataTypeID, name: typeName(i), tableOid: f.tableID }))
     const params: TypeInfo[] = described.parameterTypeIds.map((oid, i) => Object.freeze({ oid, name: typeName(described.fields.length + i) }))
     return { columnTypes: Object.freeze(columns), parameterTypes: Object.freeze(params) }
   })
 
-  const execute = (params: readonly unknown[] = [], on: ConnectionTarget = target): Promise<pg.QueryResult<R>> =>
-    onOneClient(on, (client) => run<R>(client, { name, text, values: [...params] }))
+  const execute = (params: readonly unknown[] = [], on: ConnectionTarget = target): Promise<pg.QueryResult<R>> => onOneClient(on, (client) => run<R>(client, { name, text, values: [...params] }))
 
   return Object.freeze({
     name,

@@ -77,7 +77,10 @@ export class SqlFragment {
     const values: unknown[] = []
     for (const piece of this.pieces) {
       if ('text' in piece) text += piece.text
-      else { values.push(piece.value); text += `$${offset + values.length}` }
+      else {
+        values.push(piece.value)
+        text += `$${offset + values.length}`
+      }
     }
     return { text, values }
   }

@@ -42,8 +42,11 @@ function checkName(name: string): string {
 
 async function getMany(client: pg.ClientBase, names: readonly string[], missingOk = false): Promise<Record<string, string>> {
   names.forEach(checkName)
-  const { rows } = await run<{ name: string; value: string }>(client,
-    'SELECT n.name, coalesce(current_setting(n.name, $2), \'\') AS value FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) ORDER BY n.i', [names, missingOk])
+  const { rows } = await run<{ name: string; value: string }>(
+    client,
+    "SELECT n.name, coalesce(current_setting(n.name, $2), '') AS value FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) ORDER BY n.i",
+    [names, missingOk],
+  )
   return Object.fromEntries(rows.map((r) => [r.name, r.value]))
 }
 
@@ -56,9 +59,11 @@ async function setMany(client: pg.ClientBase, values: Readonly<Record<string, Se
 }
 
 function needsConnection(what: string): never {
-  throw new PgcrewError('SETTINGS_NEED_CONNECTION',
+  throw new PgcrewError(
+    'SETTINGS_NEED_CONNECTION',
     `settings are per connection, so ${what} on a whole Database would change one random pooled connection; ` +
-      'use withSettings(db, values, fn), or settings(tx) inside db.transaction / db.withClient')
+      'use withSettings(db, values, fn), or settings(tx) inside db.transaction / db.withClient',
+  )
 }
 
 /**

@@ -69,7 +69,9 @@ export async function holdConnection(target: ConnectionTarget, options: WithClie
   }
   return new Promise<HeldConnection>((resolveHold, rejectHold) => {
     let finish!: (broken: boolean) => void
-    const parked = new Promise<boolean>((resolve) => { finish = resolve })
+    const parked = new Promise<boolean>((resolve) => {
+      finish = resolve
+    })
     let handed = false
     const done = (target as ClientSource).withClient(async (client) => {
       handed = true

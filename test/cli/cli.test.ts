@@ -64,7 +64,11 @@ describe('usage: --help, unknown commands and flags', () => {
 
   test('every command has --help on stdout with exit 0', async () => {
     for (const name of ['profiles', 'check', 'tmp']) {
-      for (const argv of [[name, '--help'], [name, '-h'], ['help', name]]) {
+      for (const argv of [
+        [name, '--help'],
+        [name, '-h'],
+        ['help', name],
+      ]) {
         const r = await pgcrew(argv)
         assert.equal(r.code, 0, argv.join(' '))
         assert.match(r.stdout, new RegExp(`^Usage: pgcrew ${name}`))
@@ -199,7 +203,10 @@ describe('pgcrew profiles', () => {
     const doc = JSON.parse(r.stdout) as { chosen: string; files: string[]; profiles: Array<Record<string, unknown>> }
     assert.equal(doc.chosen, 'utah')
     assert.deepEqual(doc.files, [file])
-    assert.deepEqual(doc.profiles.map((p) => p.name), ['utah', 'withpw', 'local'])
+    assert.deepEqual(
+      doc.profiles.map((p) => p.name),
+      ['utah', 'withpw', 'local'],
+    )
     assert.deepEqual(doc.profiles[1], { name: 'withpw', host: 'db.example.org', user: 'alice', password: '(set)', files: [file] })
   })
 
@@ -418,7 +425,7 @@ describe('pgcrew check', () => {
     assert.match(r.stderr, /^pgcrew: no admin role configured/)
   })
 
-  test('regression: the CLI says --as ROLE and --as admin where the library says becomeAdmin(\'ROLE\') and db.becomeAdmin()', async () => {
+  test("regression: the CLI says --as ROLE and --as admin where the library says becomeAdmin('ROLE') and db.becomeAdmin()", async () => {
     const r = await pgcrew(['check', '--url', urlFor(dbname, reader), '--as', 'admin'])
     assert.equal(r.code, 1)
     assert.equal(r.stderr, 'pgcrew: no admin role configured; add "admin = ROLE" to the profile, or name the role: --as ROLE\n')
@@ -441,7 +448,12 @@ describe('pgcrew check', () => {
 
   test('regression: a port out of range, a bad PGPORT and a bad profile port are explained, naming where each came from', async () => {
     const cases: Array<[string[], NodeJS.ProcessEnv, number, RegExp]> = [
-      [['check', '--url', 'postgres://u@127.0.0.1:99999/db'], cleanEnv(), 2, /^pgcrew check: invalid connection string postgres:\/\/u@127\.0\.0\.1:99999\/db: the port must be from 1 to 65535, not "99999"$/m],
+      [
+        ['check', '--url', 'postgres://u@127.0.0.1:99999/db'],
+        cleanEnv(),
+        2,
+        /^pgcrew check: invalid connection string postgres:\/\/u@127\.0\.0\.1:99999\/db: the port must be from 1 to 65535, not "99999"$/m,
+      ],
       [['check', '--url', 'pq://u@127.0.0.1:0/db'], cleanEnv(), 2, /the port must be from 1 to 65535, not "0"$/m],
       [['check', '--url', 'postgres://u:%ZZpw@127.0.0.1/db'], cleanEnv(), 2, /malformed percent-encoding/],
       [['check'], cleanEnv({ PGHOST: '127.0.0.1', PGPORT: 'abc' }), 1, /^pgcrew: PGPORT in the environment must be a whole number \(decimal digits only\), not "abc"; fix or unset it$/m],
@@ -488,7 +500,7 @@ describe('pgcrew run: which server', () => {
   })
 })
 
-describe('pgcrew run with nothing configured: pgcrew\'s own PostgreSQL, kept under the project', () => {
+describe("pgcrew run with nothing configured: pgcrew's own PostgreSQL, kept under the project", () => {
   const cli = new URL('../../src/cli.ts', import.meta.url).pathname
   const demo = new URL('../../examples/demo-pipeline.ts', import.meta.url).pathname
   const tsx = import.meta.resolve('tsx')
@@ -535,7 +547,10 @@ describe('pgcrew run with nothing configured: pgcrew\'s own PostgreSQL, kept und
       }
     })
     assert.equal(first.code, 1, first.stderr)
-    assert.match(first.stderr, /^pgcrew: nothing configured \(no profile, no PG\* variable\): using pgcrew's own PostgreSQL \(\w+ binaries\) at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/postgres, data in \.pgcrew\/data \(start clean with --fresh, or remove it: rm -rf \.pgcrew\/data\)$/m)
+    assert.match(
+      first.stderr,
+      /^pgcrew: nothing configured \(no profile, no PG\* variable\): using pgcrew's own PostgreSQL \(\w+ binaries\) at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/postgres, data in \.pgcrew\/data \(start clean with --fresh, or remove it: rm -rf \.pgcrew\/data\)$/m,
+    )
     assert.match(first.stdout, /^pipeline +demo-magnitudes \(cancelled: run again to resume; the data is kept in \.pgcrew\/data\)$/m)
     assert.match(first.stderr, /^pgcrew: stopped pgcrew's own PostgreSQL; its data stays in \.pgcrew\/data for the next run$/m)
     assert.equal(existsSync(join(dataDir, 'PG_VERSION')), true)
@@ -607,9 +622,7 @@ describe('pgcrew run: the connection budget', () => {
   test('a budget that cannot fit is refused with advice naming only flags pgcrew run has', async () => {
     const { env } = await runEnv()
     const help = (await pgcrew(['run', '--help'])).stdout
-    for (const [argv, advice] of [
-      [['--budget', '2'], /; not even one worker connection is left; raise --budget to at least 3$/],
-    ] as const) {
+    for (const [argv, advice] of [[['--budget', '2'], /; not even one worker connection is left; raise --budget to at least 3$/]] as const) {
       const r = await pgcrew(['run', counter, '--threads', '2', ...argv], env)
       assert.equal(r.code, 1, r.stdout)
       const line = r.stderr.trim()
@@ -636,8 +649,16 @@ describe('pgcrew tmp', () => {
     const running = pgcrew(['tmp'], cleanEnv(), controller.signal, out)
     await Promise.race([ready, running.then((r) => assert.fail(`tmp ended early: ${r.stderr}`))])
 
-    const exportLine = out.text().split('\n').find((l) => l.startsWith('export '))!
-    const vars = Object.fromEntries(exportLine.slice('export '.length).split(' ').map((kv) => kv.split('=') as [string, string]))
+    const exportLine = out
+      .text()
+      .split('\n')
+      .find((l) => l.startsWith('export '))!
+    const vars = Object.fromEntries(
+      exportLine
+        .slice('export '.length)
+        .split(' ')
+        .map((kv) => kv.split('=') as [string, string]),
+    )
     assert.deepEqual(Object.keys(vars), ['PGHOST', 'PGPORT', 'PGUSER', 'PGDATABASE', 'PGPASSFILE'])
     assert.equal(vars.PGDATABASE, 'postgres')
     assert.match(out.text(), /^# PostgreSQL \d+.* is running at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/postgres$/m)

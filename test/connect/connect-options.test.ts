@@ -45,7 +45,11 @@ describe('option values are checked at construction (no server needed)', () => {
     ['port: "5432"', { port: '5432' }, /^port must be a whole number from 1 to 65535, not the string "5432"$/],
     ['dbversion: "a b" (changeVersion refuses it)', { dbversion: 'a b' }, /^dbversion must be a string of letters, digits, _ \. and -, not the string "a b"$/],
     ['dbversion: 2', { dbversion: 2 }, /^dbversion must be .*, not the number 2$/],
-    ['sslmode: "verify-ful" (was treated as verify-full)', { sslmode: 'verify-ful' }, /^sslmode must be "disable", "allow", "prefer", "require", "verify-ca" or "verify-full", not the string "verify-ful" \(did you mean "verify-full"\?\)$/],
+    [
+      'sslmode: "verify-ful" (was treated as verify-full)',
+      { sslmode: 'verify-ful' },
+      /^sslmode must be "disable", "allow", "prefer", "require", "verify-ca" or "verify-full", not the string "verify-ful" \(did you mean "verify-full"\?\)$/,
+    ],
     ['sslmode: true', { sslmode: true }, /^sslmode must be .*, not the boolean true$/],
     ['pooling: "pool"', { pooling: 'pool' }, /^pooling must be "pooled" or "per-transaction", not the string "pool" \(did you mean "pooled"\?\)$/],
     ['statementTimeoutMillis: "100"', { statementTimeoutMillis: '100' }, /^statementTimeoutMillis must be a whole number from 0 to 2147483647, not the string "100"$/],
@@ -95,8 +99,24 @@ describe('option values are checked at construction (no server needed)', () => {
       { port: 1, max: 1, idleTimeoutMillis: 0, connectionTimeoutMillis: 0, maxLifetimeSeconds: 0, closeTimeoutMillis: 0, statementTimeoutMillis: 0 },
       { port: 65535, closeTimeoutMillis: 2_147_483_647, statementTimeoutMillis: 2_147_483_647, maxLifetimeSeconds: 2_147_483 },
       { readonly: false, prePing: true, pooling: 'per-transaction', dbversion: 'v1.2-3_x', sslmode: 'verify-ca' },
-      { onConnect: hook }, { onConnect: './hooks/x.ts' }, { onConnect: [] }, { onConnect: [hook, './hooks/x.ts'] },
-      { host: '', dbname: 'd', user: 'u', password: 'p', admin: 'a', applicationName: 'app', options: '-c x=1', searchPath: 's', profile: 'p', profilesFile: 'f', pgpassFile: 'f', connectionString: 'postgres://h/d' },
+      { onConnect: hook },
+      { onConnect: './hooks/x.ts' },
+      { onConnect: [] },
+      { onConnect: [hook, './hooks/x.ts'] },
+      {
+        host: '',
+        dbname: 'd',
+        user: 'u',
+        password: 'p',
+        admin: 'a',
+        applicationName: 'app',
+        options: '-c x=1',
+        searchPath: 's',
+        profile: 'p',
+        profilesFile: 'f',
+        pgpassFile: 'f',
+        connectionString: 'postgres://h/d',
+      },
       { onWarning: hook, env: { PGHOST: 'h', UNSET: undefined } },
     ]
     for (const options of ok) assert.doesNotThrow(() => new Database({ env: cleanEnv(), ...options } as never), JSON.stringify(options))
@@ -198,7 +218,10 @@ test('an unknown sslmode from a connection string, a profile or PGSSLMODE is ref
   const profilesFile = join(dir, 'profiles.ini')
   writeFileSync(profilesFile, `[typo]\nhost = ${host}\nport = ${port}\nsslmode = verify-ful\n`)
   const cases: Array<[Database, RegExp]> = [
-    [new Database({ connectionString: `postgres://${host}:${port}/postgres?sslmode=requier`, env: cleanEnv() }), /sslmode "requier" \(from the options or connection string\) is not one of .* \(did you mean "require"\?\)/],
+    [
+      new Database({ connectionString: `postgres://${host}:${port}/postgres?sslmode=requier`, env: cleanEnv() }),
+      /sslmode "requier" \(from the options or connection string\) is not one of .* \(did you mean "require"\?\)/,
+    ],
     [new Database({ profile: 'typo', profilesFile, env: cleanEnv() }), /sslmode "verify-ful" \(from profile "typo"\)/],
     [new Database({ host, port, env: cleanEnv({ PGSSLMODE: 'on' }) }), /sslmode "on" \(from PGSSLMODE\)/],
   ]
@@ -227,13 +250,16 @@ test('regression: PGPORT and PGCONNECT_TIMEOUT are read as psql reads them; PGPO
   }
   // What libpq accepts still connects: spaces around the digits; and an explicit port means
   // PGPORT is never read, as with psql -p.
-  for (const options of [{ env: cleanEnv({ PGHOST: host, PGUSER: user, PGDATABASE: dbname, PGPORT: ` ${port} `, PGCONNECT_TIMEOUT: '10 ' }) }, { port, env: cleanEnv({ PGHOST: host, PGUSER: user, PGDATABASE: dbname, PGPORT: 'abc' }) }]) {
+  for (const options of [
+    { env: cleanEnv({ PGHOST: host, PGUSER: user, PGDATABASE: dbname, PGPORT: ` ${port} `, PGCONNECT_TIMEOUT: '10 ' }) },
+    { port, env: cleanEnv({ PGHOST: host, PGUSER: user, PGDATABASE: dbname, PGPORT: 'abc' }) },
+  ]) {
     await using db = new Database({ pgpassFile, ...options })
     assert.equal((await db.query('SELECT current_database() AS db')).rows[0].db, dbname)
   }
 })
 
-test('one place renders a user\'s value into a message: cut to 80 characters, control characters escaped', () => {
+test("one place renders a user's value into a message: cut to 80 characters, control characters escaped", () => {
   const e = refused({ sslmode: '\u001b[2J' + 'y'.repeat(100_000) }, /not the string "\\u001b\[2Jy{76}…"/)
   assert.ok(e.message.length < 250 && !/[\u0000-\u001f]/.test(e.message), e.message)
 })

@@ -56,7 +56,7 @@ describe('parsing pq:// IRIs', () => {
     assert.ok(!inspect(p).includes('se:cret'))
   })
 
-  it('reads IPv6 hosts and py-postgresql\'s [unix:...] socket paths', () => {
+  it("reads IPv6 hosts and py-postgresql's [unix:...] socket paths", () => {
     assert.equal(parseConnectionString('pq://[::1]:5432/db').settings.host, '::1')
     assert.deepEqual(parseConnectionString('pq://me@[unix::tmp:.s.PGSQL.5433]/db').settings, { user: 'me', host: '/tmp', port: 5433, dbname: 'db' })
     assert.equal(parseConnectionString('pq://me@[unix::var:run:postgresql]/db').settings.host, '/var/run/postgresql')
@@ -194,7 +194,7 @@ describe('connection strings and failures on a real server', () => {
     return rows[0]!
   }
 
-  it('applies a pq:// IRI\'s settings, driver parameters and search_path on the server', async () => {
+  it("applies a pq:// IRI's settings, driver parameters and search_path on the server", async () => {
     const db = new Database({ connectionString: iri(), env: cleanEnv() })
     try {
       await db.connect()
@@ -234,7 +234,10 @@ describe('connection strings and failures on a real server', () => {
   })
 
   it('refuses an unknown option key with UNKNOWN_OPTION, suggesting the right one', () => {
-    assert.throws(() => new Database({ bogus: 1 } as never), (e: unknown) => e instanceof PgcrewError && e.code === 'UNKNOWN_OPTION' && /"bogus"/.test(e.message))
+    assert.throws(
+      () => new Database({ bogus: 1 } as never),
+      (e: unknown) => e instanceof PgcrewError && e.code === 'UNKNOWN_OPTION' && /"bogus"/.test(e.message),
+    )
     assert.throws(
       () => new Database({ Password: 'Zq9secret' } as never),
       (e: unknown) => e instanceof PgcrewError && e.code === 'UNKNOWN_OPTION' && /did you mean "password"/.test(e.message) && !e.message.includes('Zq9secret'),

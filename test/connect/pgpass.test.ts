@@ -161,7 +161,7 @@ describe('lookupPgpass matching', () => {
     assert.equal(npmPgpass.match({ ...target, database: 'app' }, { host: 'db.example.org', port: '05432', database: 'app', user: 'me' }), true)
   })
 
-  it('matches an empty host or libpq\'s default socket directory against localhost', () => {
+  it("matches an empty host or libpq's default socket directory against localhost", () => {
     assert.equal(DEFAULT_SOCKET_DIR, '/var/run/postgresql')
     assert.equal(find(['localhost:5432:app:me:pw'], { host: '' })?.password, 'pw')
     assert.equal(find(['localhost:5432:app:me:pw'], { host: '/var/run/postgresql' })?.password, 'pw')
@@ -183,7 +183,7 @@ describe('lookupPgpass matching', () => {
 })
 
 describe('the pgpass file itself', () => {
-  it('ignores a group- or world-readable file with exactly one warning, worded as libpq\'s', () => {
+  it("ignores a group- or world-readable file with exactly one warning, worded as libpq's", () => {
     const file = writePgpass(dir, ['*:*:*:*:pw'], 0o644)
     const warnings: string[] = []
     const warn = (m: string) => warnings.push(m)
@@ -218,20 +218,26 @@ describe('the pgpass file itself', () => {
 
   it('ignores a device such as /dev/null with libpq\'s "not a plain file" warning', () => {
     const warnings: string[] = []
-    assert.deepEqual(readPgpassFile('/dev/null', (m) => warnings.push(m)), [])
+    assert.deepEqual(
+      readPgpassFile('/dev/null', (m) => warnings.push(m)),
+      [],
+    )
     assert.match(warnings.join('\n'), /password file "\/dev\/null" is not a plain file/)
   })
 
   it('refuses a PGPASSFILE that is a directory with PGPASS_UNREADABLE (fails as root too)', () => {
     const d = join(dir, 'a-directory')
     mkdirSync(d)
-    assert.throws(() => lookupPgpass({ host: 'h', port: 1, database: 'd', user: 'u' }, { env: { PGPASSFILE: d } }), (e: unknown) => {
-      assert.ok(e instanceof PgcrewError)
-      assert.equal(e.code, 'PGPASS_UNREADABLE')
-      assert.ok(e.message.includes(d))
-      assert.match(e.message, /directory/)
-      return true
-    })
+    assert.throws(
+      () => lookupPgpass({ host: 'h', port: 1, database: 'd', user: 'u' }, { env: { PGPASSFILE: d } }),
+      (e: unknown) => {
+        assert.ok(e instanceof PgcrewError)
+        assert.equal(e.code, 'PGPASS_UNREADABLE')
+        assert.ok(e.message.includes(d))
+        assert.match(e.message, /directory/)
+        return true
+      },
+    )
   })
 })
 
@@ -281,7 +287,7 @@ describe('pgpass on a real connection', () => {
     }
   })
 
-  it('matches the server\'s own socket directory literally, never as localhost', async () => {
+  it("matches the server's own socket directory literally, never as localhost", async () => {
     assert.notEqual(socketDir, DEFAULT_SOCKET_DIR)
     assert.equal(await login([`${esc(socketDir)}:${port}:*:*:${esc(role.password)}`], { host: socketDir }), role.name)
     const e = await loginFails([`localhost:${port}:*:*:${esc(role.password)}`], { host: socketDir })
@@ -358,7 +364,7 @@ describe('password precedence: explicit option > PGPASSWORD > pgpass', () => {
 })
 
 describe('authentication failure with a pgpass password', () => {
-  it('names the role and the file (libpq\'s hint) and never shows the password', async () => {
+  it("names the role and the file (libpq's hint) and never shows the password", async () => {
     const wrong = 'wrong-' + role.password
     const file = writePgpass(dir, ['# first line is a comment', `*:*:*:*:${esc(wrong)}`])
     const e = await loginFails([], { file })

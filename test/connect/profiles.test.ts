@@ -44,11 +44,14 @@ describe('profile files', () => {
     assert.deepEqual(profileFiles({ HOME: '/home/ann', PGCREW_PROFILES: 'mine.ini' }, '/proj'), ['/proj/mine.ini'])
   })
 
-  it('merge per key with the later (user) file winning, and list the user file\'s profiles first', () => {
+  it("merge per key with the later (user) file winning, and list the user file's profiles first", () => {
     const project = ini('[a]\nhost = project-host\nport = 5001\n\n[b]\nhost = b-host\n')
     const user = ini('[c]\nhost = c-host\n\n[a]\nport = 5002\n')
     const set = loadProfiles({ files: [project, user], env: {} })
-    assert.deepEqual(set.profiles.map((p) => p.name), ['c', 'a', 'b'])
+    assert.deepEqual(
+      set.profiles.map((p) => p.name),
+      ['c', 'a', 'b'],
+    )
     const a = set.get('a')!
     assert.equal(a.host, 'project-host')
     assert.equal(a.port, 5002)
@@ -62,7 +65,10 @@ describe('profile files', () => {
     // Without it, the user file is read (its profiles first, before any project config/profiles.ini).
     assert.equal(loadProfiles({ env: { HOME: home } }).profiles[0]!.name, 'from_home')
     const only = ini('[only]\nhost = x\n')
-    assert.deepEqual(loadProfiles({ env: { HOME: home, PGCREW_PROFILES: only } }).profiles.map((p) => p.name), ['only'])
+    assert.deepEqual(
+      loadProfiles({ env: { HOME: home, PGCREW_PROFILES: only } }).profiles.map((p) => p.name),
+      ['only'],
+    )
   })
 
   it('refuse a PGCREW_PROFILES file that does not exist', () => {
@@ -119,10 +125,22 @@ describe('bad profile files', () => {
     }
   })
 
-  it('regression: read numbers as psql does, refusing 0x1538 and 5e3 (JavaScript\'s Number() read them as 5432 and 5000)', () => {
+  it("regression: read numbers as psql does, refusing 0x1538 and 5e3 (JavaScript's Number() read them as 5432 and 5000)", () => {
     // psql: invalid integer value "0x1538" for connection option "port"; the same for the timeouts.
-    for (const [key, value] of [['port', '0x1538'], ['port', '5e3'], ['port', '5432abc'], ['connect_timeout', '5e3'], ['connect_timeout', '0x10'], ['statement_timeout', '1e4'], ['statement_timeout', '0b11']]) {
-      expectError(() => loadProfiles({ files: [ini(`[a]\nhost = h\n${key} = ${value}\n`)], env: {} }), 'PROFILE_FILE_INVALID', new RegExp(`:3: ${key} in profile "a" must be a whole number \\(decimal digits only\\), not "${value}"`))
+    for (const [key, value] of [
+      ['port', '0x1538'],
+      ['port', '5e3'],
+      ['port', '5432abc'],
+      ['connect_timeout', '5e3'],
+      ['connect_timeout', '0x10'],
+      ['statement_timeout', '1e4'],
+      ['statement_timeout', '0b11'],
+    ]) {
+      expectError(
+        () => loadProfiles({ files: [ini(`[a]\nhost = h\n${key} = ${value}\n`)], env: {} }),
+        'PROFILE_FILE_INVALID',
+        new RegExp(`:3: ${key} in profile "a" must be a whole number \\(decimal digits only\\), not "${value}"`),
+      )
     }
     // What libpq's strtol accepts stays accepted: a sign, and the zero that means "no timeout".
     const p = loadProfiles({ files: [ini('[a]\nport = +6543\nconnect_timeout = 0\nstatement_timeout = 007\n')], env: {} }).get('a')!
@@ -171,7 +189,10 @@ describe('bad profile files', () => {
   it('keep the profile after a "[name] ; comment" header separate (ini 6 merged it into the one before)', () => {
     const file = ini('[utah]\nhost = operations.sdss.org\n\n[local] ; this machine\nhost = /var/run/postgresql\n')
     const set = loadProfiles({ files: [file], env: {} })
-    assert.deepEqual(set.profiles.map((p) => p.name), ['utah', 'local'])
+    assert.deepEqual(
+      set.profiles.map((p) => p.name),
+      ['utah', 'local'],
+    )
     assert.equal(set.get('utah')!.host, 'operations.sdss.org')
     assert.equal(set.get('local')!.host, '/var/run/postgresql')
   })
@@ -206,7 +227,7 @@ describe('choosing a profile', () => {
     set = loadProfiles({ files: [ini(text)], env: {} })
   })
 
-  it('takes PGCREW_HOSTNAME as this machine\'s FQDN', () => {
+  it("takes PGCREW_HOSTNAME as this machine's FQDN", () => {
     assert.equal(machineFqdn({ PGCREW_HOSTNAME: 'node7.example.org' }), 'node7.example.org')
   })
 
@@ -224,7 +245,7 @@ describe('choosing a profile', () => {
     expectError(() => chooseProfile(only, undefined, { PGCREW_HOSTNAME: 'utah.edu.evil.org' }), 'NO_PROFILE_MATCHES')
   })
 
-  it('prefers the user file\'s profiles when several domains match', () => {
+  it("prefers the user file's profiles when several domains match", () => {
     const project = ini('[proj]\ndomain = .*\\.example\\.edu\n')
     const user = ini('[mine]\ndomain = .*\\.example\\.edu\n')
     assert.equal(chooseProfile(loadProfiles({ files: [project, user], env: {} }), undefined, { PGCREW_HOSTNAME: 'a.example.edu' }).profile.name, 'mine')
@@ -326,7 +347,7 @@ describe('profiles on a real connection', () => {
     }
   })
 
-  it('reaches a profile whose host is this machine\'s FQDN through libpq\'s default host instead', async () => {
+  it("reaches a profile whose host is this machine's FQDN through libpq's default host instead", async () => {
     // The host name is unresolvable on purpose: only the switch to defaultHost() can connect.
     const fqdn = 'node1.cluster.example.edu'
     const pgpassFile = writePgpass(dir, [`localhost:${port}:${dbname}:${role.name}:${role.password}`])

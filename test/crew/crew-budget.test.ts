@@ -18,7 +18,7 @@ function urlAs(cluster: TempCluster, role: string, password: string, dbname: str
 }
 
 describe('connection budget', () => {
-  test('regression: sessions of another role count against a non-superuser\'s budget (they are hidden from it in pg_stat_activity)', async () => {
+  test("regression: sessions of another role count against a non-superuser's budget (they are hidden from it in pg_stat_activity)", async () => {
     // 20 slots − 3 for superusers = 17 for ordinary roles; another role holds 11 of them, leaving 6.
     await using cluster = await startTempCluster({ settings: { max_connections: 20, superuser_reserved_connections: 3 } })
     const su = new pg.Client({ connectionString: cluster.url })

@@ -115,7 +115,9 @@ describe('crew workers', () => {
     const crew = await db.crew({ worker: fixture('echo'), threads: 2 })
     await Promise.all([1, 2, 3, 4].map(() => crew.run({ op: 'sleep' })))
     await crew.close()
-    const left = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND (application_name LIKE 'pgcrew worker %' OR state LIKE 'idle in transaction%')", [dbname])
+    const left = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND (application_name LIKE 'pgcrew worker %' OR state LIKE 'idle in transaction%')", [
+      dbname,
+    ])
     assert.equal(left[0]!.n, 0)
   })
 })
@@ -152,7 +154,10 @@ describe('crew.map and timeouts', () => {
     // One at a time, 1.2 s each: the third starts about 2.4 s after it was handed over and ends at
     // about 3.6 s, past the 3 s limit if the clock had started at hand-over.
     const results = await Promise.allSettled([1, 2, 3].map(() => crew.run({ op: 'sql', sql: 'SELECT pg_sleep(1.2)' })))
-    assert.deepEqual(results.map((r) => (r.status === 'rejected' ? (r.reason as { code: string }).code : 'ok')), ['ok', 'ok', 'ok'])
+    assert.deepEqual(
+      results.map((r) => (r.status === 'rejected' ? (r.reason as { code: string }).code : 'ok')),
+      ['ok', 'ok', 'ok'],
+    )
     assert.equal(crew.crashes, 0)
   })
 
@@ -161,7 +166,8 @@ describe('crew.map and timeouts', () => {
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
     await using crew = await db.crew({ worker: fixture('echo'), threads: 1, perWorkerConnections: 2, taskTimeoutMillis: 10_000 })
     const both = Promise.all([1, 2].map(() => crew.run({ op: 'sql', sql: 'SELECT pg_sleep(1.5)' })))
-    const sleepers = async () => (await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'pgcrew worker%' AND state = 'active' AND query LIKE '%pg_sleep(1.5)%'"))[0]!.n
+    const sleepers = async () =>
+      (await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'pgcrew worker%' AND state = 'active' AND query LIKE '%pg_sleep(1.5)%'"))[0]!.n
     assert.ok(await eventually(async () => (await sleepers()) === 2), 'the two tasks did not run side by side')
     await both
   })
@@ -187,7 +193,10 @@ describe('crew.map and timeouts', () => {
     await using crew = await db.crew({ worker: fixture('echo'), threads: 1, perWorkerConnections: 2 })
     await crew.run({ op: 'whoami' })
     const outcomes = await Promise.allSettled([crew.run({ op: 'sleep' }), crew.run({ op: 'exit' })])
-    assert.deepEqual(outcomes.map((r) => (r.status === 'rejected' ? (r.reason as { code: string }).code : 'ok')), ['WORKER_CRASHED', 'WORKER_CRASHED'])
+    assert.deepEqual(
+      outcomes.map((r) => (r.status === 'rejected' ? (r.reason as { code: string }).code : 'ok')),
+      ['WORKER_CRASHED', 'WORKER_CRASHED'],
+    )
     assert.equal(crew.crashes, 1)
     await assert.rejects(db.crew({ worker: fixture('echo'), perWorkerConnections: 0 }), { code: 'INVALID_OPTION', message: /perWorkerConnections must be a whole number/ })
     // A thread that dies while close() waits for the work in flight is a crash too (regression).
@@ -240,20 +249,21 @@ describe('a clean close in the server log', () => {
 })
 
 describe('connection budget', () => {
-  for (const pooling of ['pooled', 'per-transaction'] as const) test(`8 threads against max_connections = 20 finish with zero "too many clients" (${pooling})`, async () => {
-    await using cluster = await startTempCluster({ settings: { max_connections: 20 } })
-    await using db = new Database({ connectionString: cluster.url, env: cleanEnv(), max: 2, pooling })
-    const pipeline = definePipeline({ ...counterPipeline, tasks: Array.from({ length: 400 }, (_, i) => ({ key: i + 1 })) })
-    await db.query('CREATE TABLE counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
-    await db.query('INSERT INTO counters SELECT g, 0 FROM generate_series(1, 400) g')
-    const summary = await runPipeline(db, pipeline, { threads: 8, perWorkerConnections: 3, retries: 0 })
-    assert.equal(summary.failed, 0, JSON.stringify(summary.failures))
-    assert.equal(summary.done, 400)
-    assert.ok(summary.connections <= 17, summary.budget)
-    assert.match(summary.budget, /max_connections 20/)
-    const rows = await counters(cluster.url)
-    assert.ok(rows.every((r) => r.n === 1))
-  })
+  for (const pooling of ['pooled', 'per-transaction'] as const)
+    test(`8 threads against max_connections = 20 finish with zero "too many clients" (${pooling})`, async () => {
+      await using cluster = await startTempCluster({ settings: { max_connections: 20 } })
+      await using db = new Database({ connectionString: cluster.url, env: cleanEnv(), max: 2, pooling })
+      const pipeline = definePipeline({ ...counterPipeline, tasks: Array.from({ length: 400 }, (_, i) => ({ key: i + 1 })) })
+      await db.query('CREATE TABLE counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
+      await db.query('INSERT INTO counters SELECT g, 0 FROM generate_series(1, 400) g')
+      const summary = await runPipeline(db, pipeline, { threads: 8, perWorkerConnections: 3, retries: 0 })
+      assert.equal(summary.failed, 0, JSON.stringify(summary.failures))
+      assert.equal(summary.done, 400)
+      assert.ok(summary.connections <= 17, summary.budget)
+      assert.match(summary.budget, /max_connections 20/)
+      const rows = await counters(cluster.url)
+      assert.ok(rows.every((r) => r.n === 1))
+    })
 
   test('a worker that finds no free connection slot at start waits a little and retries, instead of failing the crew for good', async () => {
     await using cluster = await startTempCluster({ settings: { max_connections: 6, superuser_reserved_connections: 0 } })

@@ -15,7 +15,6 @@ const sleeping = (app: string) =>
   eventually(async () => (await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE '%pg_sleep%'", [app]))[0]!.n > 0)
 
 describe('crews', () => {
-
   test('the realm registry does not grow with every query on a tracked pool', async () => {
     trackPgPools()
     const pool = new pg.Pool({ connectionString: (await freshDatabase('realm')).url, max: 1 })
@@ -243,7 +242,11 @@ describe('stuck servers, queued work and concurrent switches', () => {
       const busy = db.transaction(async (tx) => tx.query('SELECT pg_backend_pid() AS pid, pg_sleep(0.2)')).catch((e: Error) => e)
       let backends: number[] = []
       const both = await eventually(async () => {
-        backends = (await admin<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND (query LIKE 'LISTEN%' OR query LIKE '%pg_sleep%' OR query LIKE 'SELECT pg_backend_pid() AS pid')", [new URL(url).pathname.slice(1)])).map((r) => r.pid)
+        backends = (
+          await admin<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND (query LIKE 'LISTEN%' OR query LIKE '%pg_sleep%' OR query LIKE 'SELECT pg_backend_pid() AS pid')", [
+            new URL(url).pathname.slice(1),
+          ])
+        ).map((r) => r.pid)
         return backends.length >= 2
       })
       assert.ok(both, `expected the listener's and the transaction's backends, saw ${backends.length}`)
@@ -264,7 +267,11 @@ describe('stuck servers, queued work and concurrent switches', () => {
     const db = new Database({ connectionString: url, env: cleanEnv(), pooling: 'per-transaction', max: 1, applicationName: 'queued-test' })
     await db.connect()
     const first = db.transaction(async (tx) => tx.query('SELECT pg_sleep(0.3)'))
-    assert.ok(await eventually(async () => (await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'queued-test' AND query LIKE 'SELECT pg_sleep%'"))[0]!.n === 1))
+    assert.ok(
+      await eventually(
+        async () => (await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'queued-test' AND query LIKE 'SELECT pg_sleep%'"))[0]!.n === 1,
+      ),
+    )
     const queued = assert.rejects(db.query('SELECT 1'), { code: 'CLOSED' })
     await db.close()
     await first

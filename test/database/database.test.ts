@@ -120,11 +120,14 @@ test('regression: a connection string given to connectFromParameters uses its ow
 test('regression: COMMIT of a transaction whose error was swallowed always raises 25P02 (no status race)', async () => {
   await using db = open({ user: owner.name })
   for (let i = 0; i < 50; i++) {
-    await assert.rejects(db.transaction(async (tx) => tx.query('SELECT 1/0').catch(() => {})), { code: '25P02' })
+    await assert.rejects(
+      db.transaction(async (tx) => tx.query('SELECT 1/0').catch(() => {})),
+      { code: '25P02' },
+    )
   }
 })
 
-test('regression: a Database rebuilt from a snapshot keeps the master\'s target even when a profile file matches nothing here', async () => {
+test("regression: a Database rebuilt from a snapshot keeps the master's target even when a profile file matches nothing here", async () => {
   const { host, port } = server()
   const dir = scratchDir()
   const profilesFile = `${dir}/profiles.ini`
@@ -153,7 +156,10 @@ test('a loose pgpass file is reported through onWarning, once, and the connectio
   const warnings: string[] = []
   for (let i = 0; i < 2; i++) {
     await using db = new Database({ host, port, dbname, user: owner.name, pgpassFile: loose, env: cleanEnv(), onWarning: (m) => warnings.push(m) })
-    await assert.rejects(db.connect(), { code: 'AUTHENTICATION_FAILED', message: /no password was found: the password file ".*" was ignored because it has group or world access \(run chmod 600 ".*"\)/ })
+    await assert.rejects(db.connect(), {
+      code: 'AUTHENTICATION_FAILED',
+      message: /no password was found: the password file ".*" was ignored because it has group or world access \(run chmod 600 ".*"\)/,
+    })
   }
   assert.equal(warnings.length, 1)
   assert.match(warnings[0]!, /group or world access/)
@@ -194,7 +200,10 @@ describe('pooling modes', () => {
     await using db = open({ pooling: 'per-transaction', user: owner.name })
     await db.transaction(async (tx) => tx.query('SELECT 1'))
     assert.ok(await eventually(async () => (await backendsOf(owner.name)).length === 0), 'a backend stayed after the transaction')
-    await assert.rejects(db.transaction(async (tx) => tx.query('SELECT 1/0')), { code: '22012' })
+    await assert.rejects(
+      db.transaction(async (tx) => tx.query('SELECT 1/0')),
+      { code: '22012' },
+    )
     assert.ok(await eventually(async () => (await backendsOf(owner.name)).length === 0), 'a backend stayed after a failed transaction')
     assert.equal(db.connectionCount, 0)
   })
@@ -268,7 +277,10 @@ describe('transactions', () => {
       )
     })
     const { rows } = await db.query('SELECT id FROM items WHERE id IN (10, 11) ORDER BY id')
-    assert.deepEqual(rows.map((r) => r.id), [10])
+    assert.deepEqual(
+      rows.map((r) => r.id),
+      [10],
+    )
   })
 
   test('a savepoint whose function swallows an error is rolled back to, rejects with 25P02, and the outer work commits', async () => {
@@ -276,17 +288,24 @@ describe('transactions', () => {
     let rejection: unknown
     await db.transaction(async (tx) => {
       await tx.query("INSERT INTO items VALUES (12, 'outer-1')")
-      await tx.transaction(async (s) => {
-        await s.query("INSERT INTO items VALUES (13, 'inner')")
-        try { await s.query('select 1/0') } catch {}
-      }).catch((error) => (rejection = error))
+      await tx
+        .transaction(async (s) => {
+          await s.query("INSERT INTO items VALUES (13, 'inner')")
+          try {
+            await s.query('select 1/0')
+          } catch {}
+        })
+        .catch((error) => (rejection = error))
       await tx.query("INSERT INTO items VALUES (14, 'outer-2')")
     })
     assert.equal((rejection as Error).name, 'InFailedSqlTransaction')
     assert.equal((rejection as DatabaseError).code, '25P02')
     assert.match((rejection as Error).message, /savepoint rolled back: a statement inside it failed \(22012: division by zero\)/)
     const { rows } = await db.query('SELECT id FROM items WHERE id BETWEEN 12 AND 14 ORDER BY id')
-    assert.deepEqual(rows.map((r) => r.id), [12, 14])
+    assert.deepEqual(
+      rows.map((r) => r.id),
+      [12, 14],
+    )
   })
 
   test('a swallowed error the bookkeeping cannot see (sent on the raw client) still ends in ROLLBACK TO, not a poisoned transaction', async () => {
@@ -295,17 +314,25 @@ describe('transactions', () => {
     await db.transaction(async (tx) => {
       // Awaited on the raw client: known from the transaction status. Not awaited: RELEASE follows it and fails.
       for (const awaited of [true, false]) {
-        await tx.transaction(async (s) => {
-          await s.query("INSERT INTO items VALUES (15, 'inner')")
-          const failing = s.client.query('select 1/0').catch(() => {})
-          if (awaited) await failing
-        }).then(() => outcomes.push('released'), (error) => outcomes.push(`${error.name} ${error.code}`))
+        await tx
+          .transaction(async (s) => {
+            await s.query("INSERT INTO items VALUES (15, 'inner')")
+            const failing = s.client.query('select 1/0').catch(() => {})
+            if (awaited) await failing
+          })
+          .then(
+            () => outcomes.push('released'),
+            (error) => outcomes.push(`${error.name} ${error.code}`),
+          )
       }
       await tx.query("INSERT INTO items VALUES (16, 'outer')")
     })
     assert.deepEqual(outcomes, ['InFailedSqlTransaction 25P02', 'InFailedSqlTransaction 25P02'])
     const { rows } = await db.query('SELECT id FROM items WHERE id IN (15, 16) ORDER BY id')
-    assert.deepEqual(rows.map((r) => r.id), [16])
+    assert.deepEqual(
+      rows.map((r) => r.id),
+      [16],
+    )
   })
 
   test('a swallowed error in a savepoint inside a savepoint undoes only the inner one', async () => {
@@ -313,15 +340,21 @@ describe('transactions', () => {
     await db.transaction(async (tx) => {
       await tx.transaction(async (middle) => {
         await middle.query("INSERT INTO items VALUES (17, 'middle')")
-        await assert.rejects(middle.transaction(async (inner) => {
-          await inner.query("INSERT INTO items VALUES (18, 'inner')")
-          await inner.query('select 1/0').catch(() => {})
-        }), { code: '25P02' })
+        await assert.rejects(
+          middle.transaction(async (inner) => {
+            await inner.query("INSERT INTO items VALUES (18, 'inner')")
+            await inner.query('select 1/0').catch(() => {})
+          }),
+          { code: '25P02' },
+        )
         await middle.query("INSERT INTO items VALUES (19, 'middle-after')")
       })
     })
     const { rows } = await db.query('SELECT id FROM items WHERE id BETWEEN 17 AND 19 ORDER BY id')
-    assert.deepEqual(rows.map((r) => r.id), [17, 19])
+    assert.deepEqual(
+      rows.map((r) => r.id),
+      [17, 19],
+    )
   })
 
   test('commit after a swallowed error raises 25P02 instead of pretending', async () => {
@@ -340,8 +373,14 @@ describe('transactions', () => {
     await using db = open({ user: owner.name })
     const iso = await db.transaction(async (tx) => (await tx.query('SHOW transaction_isolation')).rows[0].transaction_isolation, { isolation: 'serializable', readOnly: true })
     assert.equal(iso, 'serializable')
-    await assert.rejects(db.transaction(async () => 1, { isolation: 'chaos; DROP TABLE items' as never }), { code: 'INVALID_OPTION' })
-    await assert.rejects(db.transaction(async (tx) => tx.transaction(async () => 1, { isolation: 'serializable' })), { code: 'INVALID_OPTION' })
+    await assert.rejects(
+      db.transaction(async () => 1, { isolation: 'chaos; DROP TABLE items' as never }),
+      { code: 'INVALID_OPTION' },
+    )
+    await assert.rejects(
+      db.transaction(async (tx) => tx.transaction(async () => 1, { isolation: 'serializable' })),
+      { code: 'INVALID_OPTION' },
+    )
   })
 })
 

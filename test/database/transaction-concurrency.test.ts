@@ -25,7 +25,7 @@ function beside(db: Database, inner: (sp: Transaction) => Promise<unknown>, outs
 }
 
 describe('transactions and async context', () => {
-  test('savepoints started together take turns, so a failing one undoes only its own work (regression: a sibling\'s insert vanished while it reported success)', async () => {
+  test("savepoints started together take turns, so a failing one undoes only its own work (regression: a sibling's insert vanished while it reported success)", async () => {
     const { url } = await freshDatabase('siblings')
     await using db = new Database({ connectionString: url, env: cleanEnv() })
     await db.query('CREATE TABLE t (name text)')
@@ -39,15 +39,20 @@ describe('transactions and async context', () => {
           await pause(50)
           return 'a'
         }),
-        tx.transaction(async (sp) => {
-          await pause(40)
-          await sp.query('SELECT 1/0')
-        }).catch((e: Error) => `b: ${e.message}`),
+        tx
+          .transaction(async (sp) => {
+            await pause(40)
+            await sp.query('SELECT 1/0')
+          })
+          .catch((e: Error) => `b: ${e.message}`),
         tx.query("INSERT INTO t VALUES ('outer')").then(() => 'outer'),
       ]),
     )
     assert.deepEqual(viaTx, ['a', 'b: division by zero', 'outer'])
-    assert.deepEqual((await db.query('SELECT name FROM t ORDER BY name')).rows.map((r) => r.name), ['a', 'outer'])
+    assert.deepEqual(
+      (await db.query('SELECT name FROM t ORDER BY name')).rows.map((r) => r.name),
+      ['a', 'outer'],
+    )
     // …and through db.transaction / db.query inside a transaction (the async context).
     await db.query('TRUNCATE t')
     const viaDb = await db.transaction(async () =>
@@ -59,14 +64,19 @@ describe('transactions and async context', () => {
           await pause(50)
           return 'c'
         }),
-        db.transaction(async () => {
-          await pause(40)
-          await db.query('SELECT 1/0')
-        }).catch((e: Error) => `d: ${e.message}`),
+        db
+          .transaction(async () => {
+            await pause(40)
+            await db.query('SELECT 1/0')
+          })
+          .catch((e: Error) => `d: ${e.message}`),
       ]),
     )
     assert.deepEqual(viaDb, ['c', 'd: division by zero'])
-    assert.deepEqual((await db.query('SELECT name FROM t ORDER BY name')).rows.map((r) => r.name), ['c', 'c2'])
+    assert.deepEqual(
+      (await db.query('SELECT name FROM t ORDER BY name')).rows.map((r) => r.name),
+      ['c', 'c2'],
+    )
   })
 
   test('calling the outer transaction from inside its own savepoint nests there (it cannot wait for itself)', async () => {
@@ -77,10 +87,12 @@ describe('transactions and async context', () => {
     await db.transaction(async (tx) => {
       const outcome = await tx
         .transaction(async (sp) => {
-          seen.push(await tx.transaction(async (inner) => {
-            await inner.query("INSERT INTO t VALUES ('nested')")
-            return `nested at depth ${inner.depth}`
-          }))
+          seen.push(
+            await tx.transaction(async (inner) => {
+              await inner.query("INSERT INTO t VALUES ('nested')")
+              return `nested at depth ${inner.depth}`
+            }),
+          )
           seen.push((await tx.query('SELECT 7 AS n')).rows[0].n + (await sp.query('SELECT 1 AS n')).rows[0].n)
           throw new Error('undo the savepoint')
         })
@@ -89,7 +101,10 @@ describe('transactions and async context', () => {
       await tx.query("INSERT INTO t VALUES ('kept')")
     })
     assert.deepEqual(seen, ['nested at depth 2', 8, 'undo the savepoint'])
-    assert.deepEqual((await db.query('SELECT name FROM t')).rows.map((r) => r.name), ['kept'])
+    assert.deepEqual(
+      (await db.query('SELECT name FROM t')).rows.map((r) => r.name),
+      ['kept'],
+    )
   })
 
   test('when a savepoint fails a Promise.all, no sibling statement runs on its own after the rollback (regression: item 2 was committed outside the rolled-back transaction)', async () => {
@@ -156,7 +171,10 @@ describe('transactions and async context', () => {
         })(),
       ])
     })
-    assert.deepEqual((await db.query('SELECT v FROM t')).rows.map((r) => r.v), ['outer'])
+    assert.deepEqual(
+      (await db.query('SELECT v FROM t')).rows.map((r) => r.v),
+      ['outer'],
+    )
   })
 
   test('COPY, db.withClient and prepared statements outside an open savepoint are noted like statements: nothing is lost silently', async () => {
@@ -169,7 +187,11 @@ describe('transactions and async context', () => {
       ['prepared', async (tx) => (await db.prepare("INSERT INTO t VALUES ('prepared')")).query([], tx)],
     ]
     for (const [name, use] of uses) {
-      await assert.rejects(beside(db, (s) => s.query('SELECT pg_sleep(0.05)'), use), { code: 'TRANSACTION_INTERLEAVED' }, name)
+      await assert.rejects(
+        beside(db, (s) => s.query('SELECT pg_sleep(0.05)'), use),
+        { code: 'TRANSACTION_INTERLEAVED' },
+        name,
+      )
     }
     assert.deepEqual((await db.query('SELECT v FROM t')).rows, [])
   })
@@ -214,7 +236,10 @@ describe('transactions and async context', () => {
       await tx.query("INSERT INTO t VALUES ('outer')")
       await sp.catch(() => {})
     })
-    assert.deepEqual((await db.query('SELECT v FROM t')).rows.map((r) => r.v), ['outer'])
+    assert.deepEqual(
+      (await db.query('SELECT v FROM t')).rows.map((r) => r.v),
+      ['outer'],
+    )
   })
 
   test('a query started inside a transaction but run after it ended does not join the next session on that connection', async () => {
@@ -235,7 +260,11 @@ describe('transactions and async context', () => {
       /roll back tx2/,
     )
     const { rows } = await db.query('SELECT note FROM t ORDER BY note')
-    assert.deepEqual(rows.map((r) => r.note), ['ghost'], 'the ghost insert was swallowed by another transaction')
+    assert.deepEqual(
+      rows.map((r) => r.note),
+      ['ghost'],
+      'the ghost insert was swallowed by another transaction',
+    )
   })
 
   test('using a Transaction object after it ended is a TRANSACTION_FINISHED error', async () => {

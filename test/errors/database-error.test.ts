@@ -40,9 +40,9 @@ async function failure(sql: string): Promise<unknown> {
 // Each statement is provoked on a real server; the class chosen is what a user's catch block sees.
 const cases: Array<[string, string, new (...a: never[]) => errors.DatabaseError, Function?]> = [
   ['23505', 'INSERT INTO parent VALUES (1)', errors.UniqueViolation, errors.IntegrityConstraintViolation],
-  ['23503', 'INSERT INTO child VALUES (2, 99, \'b\', 1, \'x\')', errors.ForeignKeyViolation, errors.IntegrityConstraintViolation],
-  ['23502', 'INSERT INTO child VALUES (3, 1, NULL, 1, \'x\')', errors.NotNullViolation],
-  ['23514', 'INSERT INTO child VALUES (4, 1, \'d\', 0, \'x\')', errors.CheckViolation],
+  ['23503', "INSERT INTO child VALUES (2, 99, 'b', 1, 'x')", errors.ForeignKeyViolation, errors.IntegrityConstraintViolation],
+  ['23502', "INSERT INTO child VALUES (3, 1, NULL, 1, 'x')", errors.NotNullViolation],
+  ['23514', "INSERT INTO child VALUES (4, 1, 'd', 0, 'x')", errors.CheckViolation],
   ['23P01', "INSERT INTO booking VALUES (1, '[3,8)')", errors.ExclusionViolation],
   ['22012', 'SELECT 1/0', errors.DivisionByZero, errors.DataException],
   ['22001', "INSERT INTO child VALUES (5, 1, 'e', 1, 'toolong')", errors.StringDataRightTruncation],
@@ -69,7 +69,10 @@ describe('mapDatabaseError on errors a real server raises', () => {
       // statements that change session state run on their own connection
       const fresh = new Database({ connectionString: url, env: cleanEnv(), pooling: 'per-transaction' })
       try {
-        const error = await fresh.query(sql).then(() => assert.fail('no error'), (e: unknown) => errors.mapDatabaseError(e))
+        const error = await fresh.query(sql).then(
+          () => assert.fail('no error'),
+          (e: unknown) => errors.mapDatabaseError(e),
+        )
         assert.ok(error instanceof Class, `got ${(error as Error).name}: ${(error as Error).message}`)
         assert.ok(error instanceof errors.DatabaseError && error instanceof PgcrewError)
         assert.equal(error.code, code)
@@ -105,7 +108,10 @@ describe('mapDatabaseError on errors a real server raises', () => {
     const inFailed = await db.withClient(async (client) => {
       await client.query('BEGIN')
       await client.query('SELECT 1/0').catch(() => {})
-      const e = await client.query('SELECT 1').then(() => undefined, (err: unknown) => errors.mapDatabaseError(err))
+      const e = await client.query('SELECT 1').then(
+        () => undefined,
+        (err: unknown) => errors.mapDatabaseError(err),
+      )
       await client.query('ROLLBACK')
       return e
     })
@@ -115,7 +121,10 @@ describe('mapDatabaseError on errors a real server raises', () => {
     try {
       const locked = await db.transaction(async (tx) => {
         await tx.query('SELECT * FROM parent WHERE id = 1 FOR UPDATE')
-        return other.query('SELECT * FROM parent WHERE id = 1 FOR UPDATE NOWAIT').then(() => undefined, (e: unknown) => errors.mapDatabaseError(e))
+        return other.query('SELECT * FROM parent WHERE id = 1 FOR UPDATE NOWAIT').then(
+          () => undefined,
+          (e: unknown) => errors.mapDatabaseError(e),
+        )
       })
       assert.ok(locked instanceof errors.LockNotAvailable && locked instanceof errors.ObjectNotInPrerequisiteState)
       assert.equal(locked.transient, true)
@@ -143,13 +152,18 @@ describe('mapDatabaseError on errors a real server raises', () => {
       assert.ok(errors.isTransientError(e))
     }
     const fresh = new Database({ connectionString: url, env: cleanEnv(), pooling: 'per-transaction' })
-    const error = await fresh.withClient(async (client) => {
-      const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid
-      const sleeping = client.query('SELECT pg_sleep(30)').then(() => undefined, (e: unknown) => errors.mapDatabaseError(e))
-      // Terminate only once the sleep is running, so the error lands on an active query.
-      await eventually(async () => (await admin("SELECT pg_terminate_backend($1) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'PgSleep'", [pid])).length === 1)
-      return sleeping
-    }).catch((e: unknown) => e)
+    const error = await fresh
+      .withClient(async (client) => {
+        const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid
+        const sleeping = client.query('SELECT pg_sleep(30)').then(
+          () => undefined,
+          (e: unknown) => errors.mapDatabaseError(e),
+        )
+        // Terminate only once the sleep is running, so the error lands on an active query.
+        await eventually(async () => (await admin("SELECT pg_terminate_backend($1) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'PgSleep'", [pid])).length === 1)
+        return sleeping
+      })
+      .catch((e: unknown) => e)
     await fresh.close()
     assert.ok(error instanceof errors.AdminShutdown, String(error))
     assert.ok(error instanceof errors.BackendTerminated)
@@ -192,7 +206,10 @@ describe('connection-level errors (retried for a time window, not a number of ti
     assert.ok(await eventually(async () => (await admin('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).length === 0))
     // The kill's FATAL message arrives while no query runs: pg marks the client unusable.
     await new Promise((r) => setTimeout(r, 100))
-    const error = await client.query('SELECT 1').then(() => undefined, (e: unknown) => e)
+    const error = await client.query('SELECT 1').then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     await client.end().catch(() => {})
     assert.ok(error instanceof Error)
     assert.equal((error as { code?: unknown }).code, undefined, 'pg sets no code on this error')
@@ -224,6 +241,9 @@ describe('connection-level errors (retried for a time window, not a number of ti
     const refused = new PgcrewError('CONNECTION_REFUSED', 'cannot connect', { cause: Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }) })
     const full = new PgcrewError('CONNECTION_FAILED', 'too many clients', { cause: server('53300') })
     const password = new PgcrewError('AUTHENTICATION_FAILED', 'bad password', { cause: server('28P01') })
-    assert.deepEqual([refused, full, password].map((e) => errors.isConnectionLost(e)), [true, true, false])
+    assert.deepEqual(
+      [refused, full, password].map((e) => errors.isConnectionLost(e)),
+      [true, true, false],
+    )
   })
 })

@@ -44,7 +44,14 @@ describe('several tasks per message', () => {
     const rows = await ledger(db, 'batchfail')
     assert.deepEqual([rows['3'], rows['10'], Object.values(rows).filter((s) => s === 'done').length], ['failed', 'failed', 10])
     // A rerun does the failed two again and nothing else.
-    const again = await runPipeline(db, batchPipeline('batchfail', range(12).map((key) => ({ key }))), { threads: 1, perWorkerConnections: 2, tasksPerMessage: 6 })
+    const again = await runPipeline(
+      db,
+      batchPipeline(
+        'batchfail',
+        range(12).map((key) => ({ key })),
+      ),
+      { threads: 1, perWorkerConnections: 2, tasksPerMessage: 6 },
+    )
     assert.deepEqual([again.done, again.skipped, again.failed], [2, 10, 0])
     assert.ok(Object.values(await counts(db)).every((n) => n === 1))
   })

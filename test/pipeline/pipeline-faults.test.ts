@@ -88,7 +88,8 @@ describe('killed connections', () => {
     const killing = (async () => {
       // Only the first attempt pauses long enough to be caught idle in its transaction.
       const found = await eventually(
-        async () => (await admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'pgcrew worker%' AND state = 'idle in transaction'", [dbname])).length > 0,
+        async () =>
+          (await admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'pgcrew worker%' AND state = 'idle in transaction'", [dbname])).length > 0,
         30_000,
       )
       assert.ok(found, 'the task was never seen idle in its transaction')
@@ -106,7 +107,11 @@ describe('killed connections', () => {
   test('every pgcrew backend (main thread and workers) killed again and again while a run goes on: each key done once, nothing failed', async (t) => {
     const { url, dbname } = await freshDatabase('faultkill')
     const n = 400
-    const def = faultPipeline('kills', range(n).map((key) => ({ key, pauseMillis: 15 })), range(n))
+    const def = faultPipeline(
+      'kills',
+      range(n).map((key) => ({ key, pauseMillis: 15 })),
+      range(n),
+    )
     let stop = false
     let rounds = 0
     let idleInTransaction = 0
@@ -146,21 +151,28 @@ describe('server restarts and outages', () => {
     const cluster = await startTempCluster()
     try {
       const n = 300
-      const def = faultPipeline('outage', range(n).map((key) => ({ key, pauseMillis: 10 })), range(n))
+      const def = faultPipeline(
+        'outage',
+        range(n).map((key) => ({ key, pauseMillis: 10 })),
+        range(n),
+      )
       const lines = collector()
       let faults: Promise<void> = Promise.resolve()
       let phase = 0
       let rounds = 0
-      const progress = watching((s) => {
-        if (phase === 0 && s.done >= 40) {
-          phase = 1
-          faults = faults.then(() => outage(cluster, 0)).then(() => void rounds++)
-        }
-        if (phase === 1 && s.done >= 150) {
-          phase = 2
-          faults = faults.then(() => outage(cluster, 4000)).then(() => void rounds++)
-        }
-      }, lineProgress(lines.stream, 250))
+      const progress = watching(
+        (s) => {
+          if (phase === 0 && s.done >= 40) {
+            phase = 1
+            faults = faults.then(() => outage(cluster, 0)).then(() => void rounds++)
+          }
+          if (phase === 1 && s.done >= 150) {
+            phase = 2
+            faults = faults.then(() => outage(cluster, 4000)).then(() => void rounds++)
+          }
+        },
+        lineProgress(lines.stream, 250),
+      )
       await using db = new Database({ connectionString: cluster.url, env: cleanEnv(), max: 2 })
       const summary = await runPipeline(db, def, { threads: 2, progress })
       await faults
@@ -180,7 +192,11 @@ describe('server restarts and outages', () => {
   test('an outage longer than the retry window fails the tasks it caught, their failure rows are written once the server is back, and a rerun completes', async (t) => {
     await using cluster = await startTempCluster()
     const n = 60
-    const def = faultPipeline('window', range(n).map((key) => ({ key, pauseMillis: 100 })), range(n))
+    const def = faultPipeline(
+      'window',
+      range(n).map((key) => ({ key, pauseMillis: 100 })),
+      range(n),
+    )
     const workersUp = async () => (await sql<{ n: number }>(cluster.url, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'pgcrew worker%'"))[0]!.n === 2
     let faults: Promise<void> | undefined
     const progress = watching((s) => {
@@ -307,7 +323,15 @@ describe('a full server', () => {
       await Promise.all(held.map((c) => c.end()))
     })()
     const n = 40
-    const summary = await runPipeline(db, faultPipeline('full', range(n).map((key) => ({ key })), range(n)), { threads: 2, connectionBudget: 4 })
+    const summary = await runPipeline(
+      db,
+      faultPipeline(
+        'full',
+        range(n).map((key) => ({ key })),
+        range(n),
+      ),
+      { threads: 2, connectionBudget: 4 },
+    )
     await release
     await db.close()
     assert.deepEqual([summary.done, summary.failed], [n, 0])
@@ -321,7 +345,11 @@ describe('worker threads that die', () => {
     const { url, dbname } = await freshDatabase('faultcrash')
     const n = 60
     const crash: Record<number, FaultTask['crash']> = { 5: 'throw-outside', 20: 'exit', 40: 'oom' }
-    const def = faultPipeline('crashes', range(n).map((key) => ({ key, crash: crash[key] })), range(n))
+    const def = faultPipeline(
+      'crashes',
+      range(n).map((key) => ({ key, crash: crash[key] })),
+      range(n),
+    )
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
     const summary = await runPipeline(db, def, { threads: 2, resourceLimits: { maxOldGenerationSizeMb: 48 } })
     await db.close()

@@ -70,11 +70,15 @@ describe('the ledger and the roles that run a pipeline', () => {
     await using db = as(nobody)
     await assert.rejects(runPipeline(db, pipeline('their_ledger'), { threads: 1 }), {
       code: 'LEDGER_NOT_WRITABLE',
-      message: new RegExp(`^the ledger table "their_ledger" cannot be created by role "${nobody.name}": it may not create tables there \\(permission denied for schema public\\)\\. .*have an admin create it once`),
+      message: new RegExp(
+        `^the ledger table "their_ledger" cannot be created by role "${nobody.name}": it may not create tables there \\(permission denied for schema public\\)\\. .*have an admin create it once`,
+      ),
     })
     await assert.rejects(runPipeline(db, pipeline('closed.ledger'), { threads: 1 }), {
       code: 'LEDGER_NOT_WRITABLE',
-      message: new RegExp(`^the ledger table "closed"\\."ledger" cannot be used by role "${nobody.name}": it has no USAGE on schema "closed" .*GRANT USAGE ON SCHEMA "closed" TO "${nobody.name}"; GRANT SELECT, INSERT, UPDATE ON "closed"\\."ledger"`),
+      message: new RegExp(
+        `^the ledger table "closed"\\."ledger" cannot be used by role "${nobody.name}": it has no USAGE on schema "closed" .*GRANT USAGE ON SCHEMA "closed" TO "${nobody.name}"; GRANT SELECT, INSERT, UPDATE ON "closed"\\."ledger"`,
+      ),
     })
     assert.equal((await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_class WHERE relname IN ('their_ledger', 'ledger')", [], dbname))[0]!.n, 0)
   })
@@ -83,10 +87,15 @@ describe('the ledger and the roles that run a pipeline', () => {
     await using db = as(writer)
     await db.becomeUser()
     assert.equal(db.readOnly, true)
-    for (const [ledger, verb] of [[undefined, 'written'], ['new_ledger', 'created']] as const) {
+    for (const [ledger, verb] of [
+      [undefined, 'written'],
+      ['new_ledger', 'created'],
+    ] as const) {
       await assert.rejects(runPipeline(db, pipeline(ledger), { threads: 1 }), {
         code: 'LEDGER_NOT_WRITABLE',
-        message: new RegExp(`cannot be ${verb} by role "${writer.name}": the session is read-only \\(becomeUser\\(\\), or readonly in the profile\\)\\. Ways out: run as a role that may write it \\(pgcrew run … --as admin`),
+        message: new RegExp(
+          `cannot be ${verb} by role "${writer.name}": the session is read-only \\(becomeUser\\(\\), or readonly in the profile\\)\\. Ways out: run as a role that may write it \\(pgcrew run … --as admin`,
+        ),
       })
     }
   })

@@ -26,7 +26,10 @@ describe('progress output', () => {
     progress.start(300)
     progress.stop(state({ unreachableMillisLeft: 5_000 }))
     // The last frame the terminal shows (frames are separated by carriage returns and cursor codes).
-    const frames = out.text().split(/\r|\x1b\[[0-9;?]*[A-Za-z]|\x1b[78]/).filter((f) => f.includes('/300'))
+    const frames = out
+      .text()
+      .split(/\r|\x1b\[[0-9;?]*[A-Za-z]|\x1b[78]/)
+      .filter((f) => f.includes('/300'))
     const last = frames.at(-1)!
     assert.match(last, /123\/300 .* skipped 3 \| server unreachable, retrying for 5 s more/)
     assert.doesNotMatch(last, /failed/)

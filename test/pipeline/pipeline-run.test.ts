@@ -49,7 +49,10 @@ describe('pipelines', () => {
   test('a worker crash mid-run is retried; every key is done exactly once', async () => {
     const { url } = await freshDatabase('pipecrash')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
-    const def = countersPipeline('crashy', Array.from({ length: 50 }, (_, i) => ({ key: i + 1, crash: i + 1 === 7 })))
+    const def = countersPipeline(
+      'crashy',
+      Array.from({ length: 50 }, (_, i) => ({ key: i + 1, crash: i + 1 === 7 })),
+    )
     const summary = await runPipeline(db, def, { threads: 2, retryDelayMillis: 5 })
     assert.equal(summary.done, 50)
     assert.equal(summary.failed, 0)
@@ -65,23 +68,36 @@ describe('pipelines', () => {
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
     // Each run starts new threads; thread ids keep counting up across runs, worker numbers do not.
     for (const run of ['first', 'second']) {
-      const def = countersPipeline(`numbers-${run}`, Array.from({ length: 20 }, (_, i) => ({ key: i + 1 })))
+      const def = countersPipeline(
+        `numbers-${run}`,
+        Array.from({ length: 20 }, (_, i) => ({ key: i + 1 })),
+      )
       const summary = await runPipeline(db, def, { threads: 2 })
       assert.equal(summary.done, 20)
       const keys = Object.keys(summary.perWorker)
       assert.ok(keys.length >= 1 && keys.every((k) => k === '1' || k === '2'), `${run} run: workers ${keys.join(', ')}`)
       const { rows } = await db.query<{ worker: number }>('SELECT DISTINCT worker FROM pgcrew_ledger WHERE pipeline = $1 ORDER BY worker', [def.name])
-      assert.deepEqual(rows.map((r) => String(r.worker)), [...keys].sort(), `${run} run: the ledger names the same workers`)
+      assert.deepEqual(
+        rows.map((r) => String(r.worker)),
+        [...keys].sort(),
+        `${run} run: the ledger names the same workers`,
+      )
     }
   })
 
   test('permanent failures are recorded with key, attempts and message; a rerun retries only them', async () => {
     const { url } = await freshDatabase('pipefail')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
-    const def = countersPipeline('failing', [-1, 1, 2, 3, 4, 5].map((key) => ({ key })))
+    const def = countersPipeline(
+      'failing',
+      [-1, 1, 2, 3, 4, 5].map((key) => ({ key })),
+    )
     const summary = await runPipeline(db, def, { threads: 2 })
     assert.equal(summary.failed, 1)
-    assert.deepEqual(summary.failures.map((f) => [f.key, f.attempts, f.message]), [['-1', 1, 'permanent failure for key -1']])
+    assert.deepEqual(
+      summary.failures.map((f) => [f.key, f.attempts, f.message]),
+      [['-1', 1, 'permanent failure for key -1']],
+    )
     const ledger = await db.query("SELECT key, status, attempts, error FROM pgcrew_ledger WHERE pipeline = 'failing' AND status = 'failed'")
     assert.deepEqual(ledger.rows, [{ key: '-1', status: 'failed', attempts: 1, error: 'permanent failure for key -1' }])
     const again = await runPipeline(db, def, { threads: 2 })
@@ -109,7 +125,11 @@ describe('pipelines', () => {
     assert.equal(summary.done, 3000 - partial)
     const rows = await counters(url)
     assert.equal(rows.length, 3000)
-    assert.deepEqual(rows.filter((r) => r.n !== 1), [], 'some key ran twice or never')
+    assert.deepEqual(
+      rows.filter((r) => r.n !== 1),
+      [],
+      'some key ran twice or never',
+    )
   })
 })
 
@@ -134,7 +154,7 @@ describe('pgcrew run', () => {
     assert.match(out.text(), /^tasks +200 seen, 200 done/m)
   })
 
-  test("Ctrl-C in a terminal (SIGINT to the whole process group) with the temporary server: the server outlives it, the summary is printed, nothing is recorded as failed", async () => {
+  test('Ctrl-C in a terminal (SIGINT to the whole process group) with the temporary server: the server outlives it, the summary is printed, nothing is recorded as failed', async () => {
     const cli = new URL('../../src/cli.ts', import.meta.url).pathname
     const pipeline = new URL('../fixtures/pipelines/counter.ts', import.meta.url).pathname
     // No PG* settings and no profile: `pgcrew run` starts its own temporary server. detached: its
@@ -172,7 +192,9 @@ describe('pgcrew run', () => {
     assert.match(out, /cancelled: run again to resume/)
     assert.doesNotMatch(err, /\n\s+at /, 'a stack trace was printed')
     assert.ok(!out.includes(password) && !err.includes(password))
-    const left = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND (application_name LIKE 'pgcrew worker %' OR state LIKE 'idle in transaction%')", [dbname])
+    const left = await admin<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND (application_name LIKE 'pgcrew worker %' OR state LIKE 'idle in transaction%')", [
+      dbname,
+    ])
     assert.equal(left[0]!.n, 0)
     const partial = await ledgerCount(dbname)
     assert.ok(partial < 3000)
@@ -181,6 +203,9 @@ describe('pgcrew run', () => {
     assert.equal(await new Promise((r) => second.once('exit', r)), 0)
     const rows = await counters(url)
     assert.equal(rows.length, 3000)
-    assert.deepEqual(rows.filter((r) => r.n !== 1), [])
+    assert.deepEqual(
+      rows.filter((r) => r.n !== 1),
+      [],
+    )
   })
 })

@@ -20,7 +20,11 @@ const unhandled: unknown[] = []
 process.on('unhandledRejection', (reason) => unhandled.push(reason))
 async function assertNoUnhandledRejection(): Promise<void> {
   await new Promise((r) => setTimeout(r, 50))
-  assert.deepEqual(unhandled.map((e) => String(e)), [], 'a promise rejection went unhandled')
+  assert.deepEqual(
+    unhandled.map((e) => String(e)),
+    [],
+    'a promise rejection went unhandled',
+  )
 }
 
 /** A pipeline over the regression worker: setup creates and fills the counters table for `keys`. */
@@ -58,10 +62,17 @@ describe('failure records', () => {
   test('a task failing with a NUL byte in its message is counted, reported and recorded (NUL stored as \\0)', async () => {
     const { url } = await freshDatabase('pipenul')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
-    const def = regressionPipeline('nul', range(6), range(6).map((key) => (key === 2 ? { key, fail: 'nul' as const } : { key })))
+    const def = regressionPipeline(
+      'nul',
+      range(6),
+      range(6).map((key) => (key === 2 ? { key, fail: 'nul' as const } : { key })),
+    )
     const summary = await runPipeline(db, def, { threads: 1, perWorkerConnections: 1 })
     assert.deepEqual([summary.done, summary.failed], [5, 1])
-    assert.deepEqual(summary.failures.map((f) => [f.key, f.attempts, f.message]), [['2', 1, 'bad input: \u0000 in a field']])
+    assert.deepEqual(
+      summary.failures.map((f) => [f.key, f.attempts, f.message]),
+      [['2', 1, 'bad input: \u0000 in a field']],
+    )
     const { rows } = await db.query("SELECT key, status, attempts, error FROM pgcrew_ledger WHERE status = 'failed'")
     assert.deepEqual(rows, [{ key: '2', status: 'failed', attempts: 1, error: 'bad input: \\0 in a field' }])
     const again = await runPipeline(db, def, { threads: 1 })
@@ -102,7 +113,11 @@ describe('Ctrl-C (an aborted signal)', () => {
   test('no task is handed out once the signal is aborted, even when a slot frees; the next run does the rest', async () => {
     const { url } = await freshDatabase('pipeabort')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
-    const def = regressionPipeline('abort', range(10), range(10).map((key) => ({ key })))
+    const def = regressionPipeline(
+      'abort',
+      range(10),
+      range(10).map((key) => ({ key })),
+    )
     // One thread, one connection: two tasks in flight at most (the first running, the second queued).
     const controller = new AbortController()
     const summary = await runPipeline(db, def, { threads: 1, perWorkerConnections: 1, signal: controller.signal, progress: abortWhenDone(controller, 1) })
@@ -119,7 +134,11 @@ describe('Ctrl-C (an aborted signal)', () => {
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
     const controller = new AbortController()
     // Key 2 is in flight when the run is aborted; then the server terminates its connection (57P01).
-    const first = regressionPipeline('lost', range(6), range(6).map((key) => (key === 2 ? { key, sleepMillis: 300, terminate: true } : { key })))
+    const first = regressionPipeline(
+      'lost',
+      range(6),
+      range(6).map((key) => (key === 2 ? { key, sleepMillis: 300, terminate: true } : { key })),
+    )
     const summary = await runPipeline(db, first, { threads: 1, perWorkerConnections: 1, retryDelayMillis: 5, signal: controller.signal, progress: abortWhenDone(controller, 1) })
     assert.equal(summary.cancelled, true)
     assert.deepEqual([summary.seen, summary.done, summary.failed], [6, 1, 0])
@@ -127,7 +146,11 @@ describe('Ctrl-C (an aborted signal)', () => {
     const ledger = await db.query('SELECT key, status FROM pgcrew_ledger ORDER BY key')
     assert.deepEqual(ledger.rows, [{ key: '1', status: 'done' }])
     // The next run (the connection no longer lost) does key 2 and the rest.
-    const second = regressionPipeline('lost', range(6), range(6).map((key) => ({ key })))
+    const second = regressionPipeline(
+      'lost',
+      range(6),
+      range(6).map((key) => ({ key })),
+    )
     const again = await runPipeline(db, second, { threads: 1 })
     assert.deepEqual([again.skipped, again.done, again.failed], [1, 5, 0])
     assert.deepEqual(await counts(db), { 1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1 })
@@ -174,7 +197,10 @@ describe('loading pipeline modules', () => {
   test('a module that exists but imports a missing module says it could not be loaded, and why', async () => {
     const dir = spaceDir()
     const file = join(dir, 'broken.ts')
-    writeFileSync(file, `import './missing-helper.ts'\nimport { definePipeline } from ${JSON.stringify(pipelineModule)}\nexport default definePipeline({ name: 'broken', worker: ${JSON.stringify(worker.href)}, tasks: [] })\n`)
+    writeFileSync(
+      file,
+      `import './missing-helper.ts'\nimport { definePipeline } from ${JSON.stringify(pipelineModule)}\nexport default definePipeline({ name: 'broken', worker: ${JSON.stringify(worker.href)}, tasks: [] })\n`,
+    )
     await assert.rejects(loadPipeline(file), { code: 'PIPELINE_LOAD_FAILED' })
     const run = await pgcrewRun(file)
     assertCleanFailure(run, /^pgcrew: cannot load pipeline module .*broken\.ts: .*missing-helper\.ts/)
@@ -225,9 +251,12 @@ describe('loading pipeline modules', () => {
     ]
     for (const [name, body, message] of cases) {
       const file = join(dir, `hook-${name}.ts`)
-      writeFileSync(file, `import { definePipeline } from ${JSON.stringify(pipelineModule)}
+      writeFileSync(
+        file,
+        `import { definePipeline } from ${JSON.stringify(pipelineModule)}
 export default definePipeline({ name: 'hook-${name}', worker: ${JSON.stringify(worker.href)}, ${body} } as any)
-`)
+`,
+      )
       assertCleanFailure(await pgcrewRun(file, dbname), message)
     }
   })

@@ -20,8 +20,7 @@ async function folderWith(t: { after: (fn: () => Promise<void>) => void }, files
   return dir
 }
 
-const chain = (...versions: string[]): UpdateScript[] =>
-  versions.slice(1).map((to, i) => ({ from: versions[i]!, to, file: `update_app_${versions[i]}_to_${to}.sql` }))
+const chain = (...versions: string[]): UpdateScript[] => versions.slice(1).map((to, i) => ({ from: versions[i]!, to, file: `update_app_${versions[i]}_to_${to}.sql` }))
 
 test('versions compare naturally: 0.9 < 0.10 < 0.10.1 < 0.11 < 1.0', () => {
   const shuffled = ['0.10.1', '1.0', '0.9', '0.11', '0.10', '0.2', '10.0', '2.0']
@@ -33,14 +32,19 @@ test('versions compare naturally: 0.9 < 0.10 < 0.10.1 < 0.11 < 1.0', () => {
 
 test('the upgrade path is the shortest chain, taking a direct script when one exists', () => {
   const updates = [...chain('0.1', '0.2', '0.3', '0.4', '0.5'), { from: '0.2', to: '0.4', file: 'update_app_0.2_to_0.4.sql' }]
-  assert.deepEqual(findUpgradePath(updates, '0.1', '0.5').map((u) => u.file), [
-    'update_app_0.1_to_0.2.sql',
-    'update_app_0.2_to_0.4.sql',
-    'update_app_0.4_to_0.5.sql',
-  ])
-  assert.deepEqual(findUpgradePath(updates, '0.3', '0.5').map((u) => `${u.from}>${u.to}`), ['0.3>0.4', '0.4>0.5'])
+  assert.deepEqual(
+    findUpgradePath(updates, '0.1', '0.5').map((u) => u.file),
+    ['update_app_0.1_to_0.2.sql', 'update_app_0.2_to_0.4.sql', 'update_app_0.4_to_0.5.sql'],
+  )
+  assert.deepEqual(
+    findUpgradePath(updates, '0.3', '0.5').map((u) => `${u.from}>${u.to}`),
+    ['0.3>0.4', '0.4>0.5'],
+  )
   assert.deepEqual(findUpgradePath(updates, '0.5', '0.5'), [])
-  assert.deepEqual(findUpgradePath(chain('0.8', '0.9', '0.10'), '0.8', '0.10').map((u) => u.to), ['0.9', '0.10'])
+  assert.deepEqual(
+    findUpgradePath(chain('0.8', '0.9', '0.10'), '0.8', '0.10').map((u) => u.to),
+    ['0.9', '0.10'],
+  )
 })
 
 test('a gap in the scripts is an error naming the missing step', () => {
@@ -73,7 +77,13 @@ test('a scripts folder yields the create script, the updates and the latest vers
   })
   const folder = await readScriptFolder(dir, 'shop')
   assert.equal(folder.create, 'create_shop.sql')
-  assert.deepEqual(folder.updates.map((u) => [u.from, u.to]), [['0.9', '0.10'], ['0.10', '0.10.1']])
+  assert.deepEqual(
+    folder.updates.map((u) => [u.from, u.to]),
+    [
+      ['0.9', '0.10'],
+      ['0.10', '0.10.1'],
+    ],
+  )
   assert.equal(folder.latest, '0.10.1')
 })
 
@@ -88,10 +98,7 @@ test('misnamed and backwards update scripts are errors, not silently skipped', a
 
 test('templates: {name} is a quoted identifier, {name!literal} a quoted literal, {{ }} braces', () => {
   const vars = { username: 'web', dbname: 'Shop DB', note: "it's" }
-  assert.equal(
-    renderTemplate('GRANT SELECT ON t TO {username}; COMMENT ON DATABASE {dbname} IS {note!literal}', vars),
-    `GRANT SELECT ON t TO "web"; COMMENT ON DATABASE "Shop DB" IS 'it''s'`,
-  )
+  assert.equal(renderTemplate('GRANT SELECT ON t TO {username}; COMMENT ON DATABASE {dbname} IS {note!literal}', vars), `GRANT SELECT ON t TO "web"; COMMENT ON DATABASE "Shop DB" IS 'it''s'`)
   assert.equal(renderTemplate('SELECT {{x}} AS {username!ident}', vars), 'SELECT {x} AS "web"')
 })
 
@@ -121,7 +128,7 @@ test('template mistakes are errors with file and line', () => {
   assert.throws(() => renderTemplate('SELECT {n}', { n: 5 }, at), { code: 'MIGRATE_TEMPLATE', message: /use \{n!literal\}/ })
 })
 
-test("format templates: braces count inside strings, identifiers, comments and $$ bodies too", () => {
+test('format templates: braces count inside strings, identifiers, comments and $$ bodies too', () => {
   const vars = { username: 'web' }
   const render = (sql: string) => renderTemplate(sql, vars, {}, 'format')
   assert.equal(render(`SELECT COALESCE(json_agg(d), '{{}}') FROM t`), `SELECT COALESCE(json_agg(d), '{}') FROM t`)
@@ -154,7 +161,10 @@ test('format templates: a value can never end the quote it sits in', () => {
 
 test('format templates: stray braces, unknown names and values in E strings are errors with file and line', () => {
   const at = { file: 'create_app.sql', line: 10 }
-  const render = (sql: string, vars = {}) => () => renderTemplate(sql, vars, at, 'format')
+  const render =
+    (sql: string, vars = {}) =>
+    () =>
+      renderTemplate(sql, vars, at, 'format')
   assert.throws(render(`SELECT 1,\n '{'`), { code: 'MIGRATE_TEMPLATE', message: /^create_app\.sql line 11: a lone \{ in a string; .* write \{\{ for a literal one$/ })
   assert.throws(render(`SELECT $$\n\n SELECT '}' $$`), { code: 'MIGRATE_TEMPLATE', message: /^create_app\.sql line 12: a lone \} in a string/ })
   assert.throws(render(`SELECT '{nosuch}'`, { username: 'web' }), { message: /^create_app\.sql line 10: no value for \{nosuch\} \(known: username\)/ })
@@ -165,7 +175,10 @@ test('format templates: stray braces, unknown names and values in E strings are 
 
 test('a leading BEGIN and a trailing COMMIT are dropped with a notice', () => {
   const script = prepareScript('-- psql style\nBEGIN;\nCREATE TABLE a (x int);\nCOMMIT;\n', 'update_app_1_to_2.sql', {})
-  assert.deepEqual(script.statements.map((s) => s.sql), ['CREATE TABLE a (x int)'])
+  assert.deepEqual(
+    script.statements.map((s) => s.sql),
+    ['CREATE TABLE a (x int)'],
+  )
   assert.deepEqual(script.problems, [])
   assert.equal(script.notices.length, 2)
   assert.match(script.notices[0]!, /^update_app_1_to_2\.sql line 2: dropped BEGIN/)
@@ -176,11 +189,14 @@ test('a leading BEGIN and a trailing COMMIT are dropped with a notice', () => {
 
 test('transaction control anywhere else is a problem reported with file and line', () => {
   const script = prepareScript('CREATE TABLE a (x int);\nCOMMIT;\nBEGIN;\nSAVEPOINT s;\nROLLBACK TO SAVEPOINT s;\nROLLBACK;\nCREATE TABLE b (x int);', 'f.sql', {})
-  assert.deepEqual(script.problems.map((p) => [p.code, p.line]), [
-    ['MIGRATE_TRANSACTION_CONTROL', 2],
-    ['MIGRATE_TRANSACTION_CONTROL', 3],
-    ['MIGRATE_TRANSACTION_CONTROL', 6],
-  ])
+  assert.deepEqual(
+    script.problems.map((p) => [p.code, p.line]),
+    [
+      ['MIGRATE_TRANSACTION_CONTROL', 2],
+      ['MIGRATE_TRANSACTION_CONTROL', 3],
+      ['MIGRATE_TRANSACTION_CONTROL', 6],
+    ],
+  )
 })
 
 test('statements PostgreSQL refuses inside a transaction are found before anything runs', () => {
@@ -195,16 +211,19 @@ test('statements PostgreSQL refuses inside a transaction are found before anythi
     'REINDEX TABLE CONCURRENTLY t',
     'REINDEX (CONCURRENTLY) TABLE t',
     'REINDEX DATABASE d',
-    'CREATE TABLESPACE s LOCATION \'/x\'',
+    "CREATE TABLESPACE s LOCATION '/x'",
     'DROP TABLESPACE s',
     'ALTER DATABASE "d" SET TABLESPACE s',
     'ALTER TABLE p DETACH PARTITION c CONCURRENTLY',
-    'CREATE SUBSCRIPTION s CONNECTION \'\' PUBLICATION p',
+    "CREATE SUBSCRIPTION s CONNECTION '' PUBLICATION p",
     'DISCARD ALL',
     'CLUSTER',
   ]
   const script = prepareScript(lines.join(';\n') + ';\nCREATE INDEX i3 ON t (x); REINDEX TABLE t; ALTER DATABASE d SET work_mem = 1;', 'update_app_1_to_2.sql', {})
-  assert.deepEqual(script.problems.map((p) => p.line), lines.map((_, i) => i + 1))
+  assert.deepEqual(
+    script.problems.map((p) => p.line),
+    lines.map((_, i) => i + 1),
+  )
   assert.ok(script.problems.every((p) => p.code === 'MIGRATE_NON_TRANSACTIONAL'))
   assert.match(script.problems[0]!.message, /^update_app_1_to_2\.sql line 1: CREATE INDEX CONCURRENTLY cannot run inside a transaction/)
   assert.equal(script.statements.length, 3)
@@ -231,10 +250,19 @@ test('--! no-transaction: such a script may hold CONCURRENTLY and VACUUM, but no
   assert.deepEqual([ok.transaction, ok.problems, ok.statements.map((s) => s.line)], [false, [], [2, 3]])
   assert.equal(prepareScript('CREATE TABLE t (x int);', 'update_app_1_to_2.sql', {}).transaction, true)
   const control = prepareScript('--! no-transaction\nBEGIN;\nVACUUM t;\nCOMMIT;\n', 'update_app_1_to_2.sql', {})
-  assert.deepEqual(control.problems.map((p) => [p.code, p.line]), [['MIGRATE_TRANSACTION_CONTROL', 2], ['MIGRATE_TRANSACTION_CONTROL', 4]])
+  assert.deepEqual(
+    control.problems.map((p) => [p.code, p.line]),
+    [
+      ['MIGRATE_TRANSACTION_CONTROL', 2],
+      ['MIGRATE_TRANSACTION_CONTROL', 4],
+    ],
+  )
   assert.match(control.problems[0]!.message, /^update_app_1_to_2\.sql line 2: BEGIN — under --! no-transaction each statement runs and commits on its own, so remove it$/)
   const typo = prepareScript('--! no-transactions\nVACUUM t;', 'update_app_1_to_2.sql', {})
-  assert.deepEqual(typo.problems.map((p) => p.code), ['MIGRATE_BAD_HEADER', 'MIGRATE_NON_TRANSACTIONAL'])
+  assert.deepEqual(
+    typo.problems.map((p) => p.code),
+    ['MIGRATE_BAD_HEADER', 'MIGRATE_NON_TRANSACTIONAL'],
+  )
   assert.match(typo.problems[0]!.message, /line 1: unknown header "--! no-transactions"; the one pgcrew knows is --! no-transaction/)
 })
 
@@ -255,11 +283,17 @@ test('a plan creates a missing schema at the latest version, upgrades an old one
   const create = await planMigration(folder, null, { variables: { username: 'web' } })
   assert.equal(create.action, 'create')
   assert.equal(create.to, '2')
-  assert.deepEqual(create.scripts.map((s) => [s.file, s.version]), [['create_app.sql', '2']])
+  assert.deepEqual(
+    create.scripts.map((s) => [s.file, s.version]),
+    [['create_app.sql', '2']],
+  )
   assert.equal(create.scripts[0]!.statements[1]!.sql, 'GRANT SELECT ON t TO "web"')
   const upgrade = await planMigration(folder, '1', { variables: {} })
   assert.equal(upgrade.action, 'upgrade')
-  assert.deepEqual(upgrade.scripts.map((s) => s.file), ['update_app_1_to_2.sql'])
+  assert.deepEqual(
+    upgrade.scripts.map((s) => s.file),
+    ['update_app_1_to_2.sql'],
+  )
   assert.equal((await planMigration(folder, '2', { variables: {} })).action, 'none')
 })
 

@@ -120,14 +120,24 @@ test('a fresh database is created at the current version', async () => {
 test('an old database is upgraded through 13 scripts (0.9 → 0.10 included) to the same schema as a fresh create', async () => {
   const upgraded = await shopAt01()
   const notices: string[] = []
-  const result = await run(upgraded, { onProgress: (e) => { if (e.type === 'notice') notices.push(e.message) } })
+  const result = await run(upgraded, {
+    onProgress: (e) => {
+      if (e.type === 'notice') notices.push(e.message)
+    },
+  })
   assert.equal(result.action, 'upgrade')
   assert.equal(result.from, '0.1')
   assert.equal(result.to, '1.0')
   assert.equal(result.scripts.length, 13)
   assert.deepEqual(result.scripts.slice(7, 10), ['update_shop_0.8_to_0.9.sql', 'update_shop_0.9_to_0.10.sql', 'update_shop_0.10_to_0.11.sql'])
-  assert.ok(notices.some((n) => n.startsWith('update_shop_0.12_to_0.13.sql line 1: dropped BEGIN')), notices.join('\n'))
-  assert.ok(notices.some((n) => n.startsWith('update_shop_0.3_to_0.4.sql line 2: dropped the trailing COMMIT')), notices.join('\n'))
+  assert.ok(
+    notices.some((n) => n.startsWith('update_shop_0.12_to_0.13.sql line 1: dropped BEGIN')),
+    notices.join('\n'),
+  )
+  assert.ok(
+    notices.some((n) => n.startsWith('update_shop_0.3_to_0.4.sql line 2: dropped the trailing COMMIT')),
+    notices.join('\n'),
+  )
 
   const fresh = await newDatabase()
   await run(fresh)
@@ -195,9 +205,7 @@ test('template values that try to inject SQL are quoted harmlessly', async () =>
   const note = `'); DROP TABLE canary; -- \\' $$`
   await run(dbname, { scripts: join(fixtures, 'evil'), app: 'evil', target: '1', user: evilUser, versionTable: undefined, variables: { table, note } })
   assert.deepEqual(await rows(dbname, `SELECT to_regclass('canary') IS NOT NULL AS canary`), [{ canary: true }])
-  assert.deepEqual(await rows(dbname, `SELECT note, obj_description(to_regclass(quote_ident($1)), 'pg_class') AS comment FROM ${quoteIdent(table)}`, [table]), [
-    { note, comment: note },
-  ])
+  assert.deepEqual(await rows(dbname, `SELECT note, obj_description(to_regclass(quote_ident($1)), 'pg_class') AS comment FROM ${quoteIdent(table)}`, [table]), [{ note, comment: note }])
   assert.deepEqual(await rows(dbname, `SELECT has_table_privilege($1, quote_ident($2), 'SELECT') AS ok`, [evilUser, table]), [{ ok: true }])
 })
 
@@ -243,16 +251,19 @@ test('a runner that waits longer than maxWaitMillis fails with a clear timeout a
 test('a new database is seeded in foreign-key order; an upgrade is not seeded', async () => {
   const dbname = await newDatabase()
   const seen: string[] = []
-  const result = await run(dbname, { seed: join(shop, 'seed.yaml'), onProgress: (e) => { if (e.type === 'seed') seen.push(e.table) } })
+  const result = await run(dbname, {
+    seed: join(shop, 'seed.yaml'),
+    onProgress: (e) => {
+      if (e.type === 'seed') seen.push(e.table)
+    },
+  })
   assert.deepEqual(result.seeded, { customers: 2, products: 2, orders: 1, order_lines: 2 })
   assert.deepEqual(seen.slice(0, 2).sort(), ['customers', 'products'])
   assert.deepEqual(await rows(dbname, 'SELECT id, full_name, email FROM customers ORDER BY id'), [
     { id: 1, full_name: 'Ada Lovelace', email: 'ada@example.org' },
     { id: 2, full_name: 'Grace Hopper', email: null },
   ])
-  assert.deepEqual(await rows(dbname, `SELECT status::text, order_total(id)::text AS total, placed_at = '2024-05-01 12:00Z' AS placed FROM orders`), [
-    { status: 'paid', total: '40.50', placed: true },
-  ])
+  assert.deepEqual(await rows(dbname, `SELECT status::text, order_total(id)::text AS total, placed_at = '2024-05-01 12:00Z' AS placed FROM orders`), [{ status: 'paid', total: '40.50', placed: true }])
   // Seeded explicit ids moved the sequences on, so the application's first insert does not collide.
   assert.deepEqual(await rows(dbname, `INSERT INTO products (name, price) VALUES ('Pot', 20) RETURNING id`), [{ id: 3 }])
 
@@ -303,7 +314,10 @@ test('roles: the connected role must be a superuser or the owner; the app role m
   const owner = await newRole()
   const stranger = await newRole()
   const dbname = await newDatabase(owner)
-  await assert.rejects(run(dbname, {}, stranger), { code: 'MIGRATE_ROLE', message: new RegExp(`connected as ${stranger}, but migrating needs a superuser or the owner of database ${dbname} \\(${owner}\\)`) })
+  await assert.rejects(run(dbname, {}, stranger), {
+    code: 'MIGRATE_ROLE',
+    message: new RegExp(`connected as ${stranger}, but migrating needs a superuser or the owner of database ${dbname} \\(${owner}\\)`),
+  })
   await assert.rejects(run(dbname, { adminMustBe: 'superuser' }, owner), { code: 'MIGRATE_ROLE', message: /needs a superuser;/ })
   await assert.rejects(run(dbname, { user: 'no_such_role' }), { code: 'MIGRATE_ROLE', message: /application role no_such_role does not exist/ })
   const superWeb = await newRole(uniqueName('superweb'), 'LOGIN SUPERUSER')
@@ -345,7 +359,13 @@ test('a gap in the scripts and a newer database are refused with the versions na
 /** Runs `pgcrew initdb` with already-parsed flags (as main() hands them over) and captures its output. */
 async function cli(values: Record<string, unknown>): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = { stdout: '', stderr: '' }
-  const sink = (key: 'stdout' | 'stderr') => new Writable({ write(chunk, _enc, done) { out[key] += String(chunk); done() } })
+  const sink = (key: 'stdout' | 'stderr') =>
+    new Writable({
+      write(chunk, _enc, done) {
+        out[key] += String(chunk)
+        done()
+      },
+    })
   const code = await initdb.run({ values, positionals: [] }, { stdout: sink('stdout'), stderr: sink('stderr'), env: cleanEnv(), isTTY: false })
   return { code, ...out }
 }
@@ -411,9 +431,18 @@ async function catalogOf(dbname: string): Promise<Record<string, unknown[]>> {
 test("templates: 'format' runs str.format scripts (piwheels' style): a fresh create and an upgraded 0.1 end with the same catalog", async () => {
   const fresh = await newDatabase()
   const notices: string[] = []
-  const created = await run(fresh, { ...wheelOptions, scripts: wheelhouse, onProgress: (e) => { if (e.type === 'notice') notices.push(e.message) } })
+  const created = await run(fresh, {
+    ...wheelOptions,
+    scripts: wheelhouse,
+    onProgress: (e) => {
+      if (e.type === 'notice') notices.push(e.message)
+    },
+  })
   assert.deepEqual([created.action, created.to], ['create', '0.3'])
-  assert.ok(notices.some((n) => /^create_wheelhouse\.sql line \d+: dropped the trailing COMMIT/.test(n)), notices.join('\n'))
+  assert.ok(
+    notices.some((n) => /^create_wheelhouse\.sql line \d+: dropped the trailing COMMIT/.test(n)),
+    notices.join('\n'),
+  )
 
   const old = await newDatabase()
   assert.equal((await run(old, { ...wheelOptions, scripts: wheelhouseV01, target: '0.1' })).action, 'create')
@@ -423,7 +452,8 @@ test("templates: 'format' runs str.format scripts (piwheels' style): a fresh cre
   assert.deepEqual(await catalogOf(old), catalog)
 
   // '{{}}' became '{}' inside strings and inside the $sql$ bodies; {username} inside a string is its name.
-  const column = (rel: string, name: string) => catalog.columns!.find((c) => (c as { relname: string; attname: string }).relname === rel && (c as { attname: string }).attname === name) as { default: string }
+  const column = (rel: string, name: string) =>
+    catalog.columns!.find((c) => (c as { relname: string; attname: string }).relname === rel && (c as { attname: string }).attname === name) as { default: string }
   assert.equal(column('projects', 'labels').default, `'{}'::text[]`)
   assert.equal(column('projects', 'metadata').default, `'{}'::jsonb`)
   assert.equal((catalog.relations!.find((r) => (r as { relname: string }).relname === 'downloads') as { comment: string }).comment, `written only by log_download(), which ${appUser} may call`)
@@ -467,7 +497,10 @@ async function chainAt1(): Promise<{ dbname: string; scripts: string }> {
   await run(dbname, { scripts: base, app: 'chain', target: '1', versionTable: undefined })
   const scripts = scratchDir()
   await writeFile(join(scripts, 'update_chain_1_to_2.sql'), `ALTER TABLE items ADD label text;\nINSERT INTO items SELECT g, 'c' || g, 'label ' || g FROM generate_series(1, 100) g;\n`)
-  await writeFile(join(scripts, 'update_chain_2_to_3.sql'), `--! no-transaction\n-- built without blocking writers\nCREATE INDEX CONCURRENTLY items_label ON items (label);\n${lockCheck}VACUUM (ANALYZE) items;\n`)
+  await writeFile(
+    join(scripts, 'update_chain_2_to_3.sql'),
+    `--! no-transaction\n-- built without blocking writers\nCREATE INDEX CONCURRENTLY items_label ON items (label);\n${lockCheck}VACUUM (ANALYZE) items;\n`,
+  )
   await writeFile(join(scripts, 'update_chain_3_to_4.sql'), `ALTER INDEX items_label RENAME TO items_label_idx;\n${lockCheck}`)
   return { dbname, scripts }
 }
@@ -479,24 +512,44 @@ test('--! no-transaction: the script runs outside the transaction, in order, und
   const opts = { scripts, app: 'chain', versionTable: undefined }
   const plan = await run(dbname, { ...opts, dryRun: true })
   assert.deepEqual(plan.noTransaction, ['update_chain_2_to_3.sql'])
-  assert.match(plan.sql, /-- then: COMMIT \(what ran so far stays done\)\n-- update_chain_2_to_3\.sql \(to 3\), OUTSIDE a transaction \(--! no-transaction\): each statement commits on its own\n-- line 3\nCREATE INDEX CONCURRENTLY/)
+  assert.match(
+    plan.sql,
+    /-- then: COMMIT \(what ran so far stays done\)\n-- update_chain_2_to_3\.sql \(to 3\), OUTSIDE a transaction \(--! no-transaction\): each statement commits on its own\n-- line 3\nCREATE INDEX CONCURRENTLY/,
+  )
   assert.match(plan.sql, /-- then: record version 3 in chain_version\.version \(a transaction of its own\), and BEGIN again\n\n-- update_chain_3_to_4\.sql/)
   const dry = await cli({ ...opts, url: urlFor(dbname), 'dry-run': true })
   assert.match(dry.stderr, /# upgrade chain: 1 → 4, 3 script\(s\), 7 statement\(s\); outside a transaction \(--! no-transaction\): update_chain_2_to_3\.sql/)
   assert.equal(await chainVersion(dbname), '1')
 
   const seen: string[] = []
-  const result = await run(dbname, { ...opts, onProgress: (e) => { if (e.type === 'statement') seen.push(`${e.file}:${e.line}`) } })
+  const result = await run(dbname, {
+    ...opts,
+    onProgress: (e) => {
+      if (e.type === 'statement') seen.push(`${e.file}:${e.line}`)
+    },
+  })
   assert.deepEqual([result.action, result.from, result.to, result.noTransaction], ['upgrade', '1', '4', ['update_chain_2_to_3.sql']])
-  assert.deepEqual(seen, ['update_chain_1_to_2.sql:1', 'update_chain_1_to_2.sql:2', 'update_chain_2_to_3.sql:3', 'update_chain_2_to_3.sql:4', 'update_chain_2_to_3.sql:9', 'update_chain_3_to_4.sql:1', 'update_chain_3_to_4.sql:2'])
-  assert.deepEqual(await rows(dbname, `SELECT indexrelid::regclass::text AS name, indisvalid FROM pg_index WHERE indrelid = 'items'::regclass AND NOT indisprimary`), [{ name: 'items_label_idx', indisvalid: true }])
+  assert.deepEqual(seen, [
+    'update_chain_1_to_2.sql:1',
+    'update_chain_1_to_2.sql:2',
+    'update_chain_2_to_3.sql:3',
+    'update_chain_2_to_3.sql:4',
+    'update_chain_2_to_3.sql:9',
+    'update_chain_3_to_4.sql:1',
+    'update_chain_3_to_4.sql:2',
+  ])
+  assert.deepEqual(await rows(dbname, `SELECT indexrelid::regclass::text AS name, indisvalid FROM pg_index WHERE indrelid = 'items'::regclass AND NOT indisprimary`), [
+    { name: 'items_label_idx', indisvalid: true },
+  ])
   assert.equal(await chainVersion(dbname), '4')
   // The session lock is given back when the migration ends, though its connection stays in the pool.
   const db = await connect(dbname)
   try {
     assert.equal((await migrate(db, opts)).action, 'none')
     assert.equal(db.connectionCount, 1)
-    assert.deepEqual(await rows(dbname, 'SELECT pg_try_advisory_lock($1::bigint) AS ok, pg_advisory_unlock($1::bigint) AS released', [migrationLockKey('chain').toString()]), [{ ok: true, released: true }])
+    assert.deepEqual(await rows(dbname, 'SELECT pg_try_advisory_lock($1::bigint) AS ok, pg_advisory_unlock($1::bigint) AS released', [migrationLockKey('chain').toString()]), [
+      { ok: true, released: true },
+    ])
   } finally {
     await db.close()
   }
@@ -514,10 +567,16 @@ test('--! no-transaction: a failure there leaves the last recorded version and n
   const opts = { scripts, app: 'chain', versionTable: undefined }
   const step = join(scripts, 'update_chain_2_to_3.sql')
   // piwheels-style scripts record their own version first; labels are not unique, so the unique index fails.
-  await writeFile(step, `--! no-transaction\nUPDATE chain_version SET version = '3';\nCREATE INDEX CONCURRENTLY items_code ON items (code);\nCREATE UNIQUE INDEX CONCURRENTLY items_label_key ON items ((left(label, 7)));\n`)
+  await writeFile(
+    step,
+    `--! no-transaction\nUPDATE chain_version SET version = '3';\nCREATE INDEX CONCURRENTLY items_code ON items (code);\nCREATE UNIQUE INDEX CONCURRENTLY items_label_key ON items ((left(label, 7)));\n`,
+  )
   await assert.rejects(run(dbname, opts), (error: Error & { code?: string; details?: Record<string, unknown> }) => {
     assert.equal(error.code, 'MIGRATE_FAILED')
-    assert.match(error.message, /^update_chain_2_to_3\.sql line 4: could not create unique index "items_label_key"; update_chain_2_to_3\.sql runs outside a transaction \(--! no-transaction\), so the 2 statements before this one stay done; it left the INVALID index items_label_key: DROP INDEX CONCURRENTLY it before running again; the script had set the version to 3; pgcrew put back 2; the database is at 2, which the steps before it reached and committed/)
+    assert.match(
+      error.message,
+      /^update_chain_2_to_3\.sql line 4: could not create unique index "items_label_key"; update_chain_2_to_3\.sql runs outside a transaction \(--! no-transaction\), so the 2 statements before this one stay done; it left the INVALID index items_label_key: DROP INDEX CONCURRENTLY it before running again; the script had set the version to 3; pgcrew put back 2; the database is at 2, which the steps before it reached and committed/,
+    )
     assert.deepEqual([error.details?.file, error.details?.line, error.details?.sqlstate], ['update_chain_2_to_3.sql', 4, '23505'])
     return true
   })
@@ -553,10 +612,13 @@ test('migrate inside db.transaction() is refused: it runs transactions of its ow
   const dbname = await newDatabase()
   const db = await connect(dbname)
   try {
-    await assert.rejects(db.transaction(() => migrate(db, { scripts: shop, app: 'shop', user: appUser, versionTable: 'configuration.version' })), {
-      code: 'MIGRATE_IN_TRANSACTION',
-      message: /migrate runs its own transactions .*; call it outside db\.transaction\(\)/,
-    })
+    await assert.rejects(
+      db.transaction(() => migrate(db, { scripts: shop, app: 'shop', user: appUser, versionTable: 'configuration.version' })),
+      {
+        code: 'MIGRATE_IN_TRANSACTION',
+        message: /migrate runs its own transactions .*; call it outside db\.transaction\(\)/,
+      },
+    )
   } finally {
     await db.close()
   }

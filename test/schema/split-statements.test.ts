@@ -21,9 +21,7 @@ test('drops empty statements and statements that are only comments', () => {
 })
 
 test('leading comments are dropped and the line points at the statement itself', () => {
-  assert.deepEqual(splitStatements('-- create the table\n/* really */\nCREATE TABLE t (x int);'), [
-    { sql: 'CREATE TABLE t (x int)', line: 3 },
-  ])
+  assert.deepEqual(splitStatements('-- create the table\n/* really */\nCREATE TABLE t (x int);'), [{ sql: 'CREATE TABLE t (x int)', line: 3 }])
 })
 
 test('-- comments keep their newline, so lines are never glued together (piwheels)', () => {
@@ -56,7 +54,7 @@ test("an E'' string continued on the next line stays an escape string", () => {
   assert.deepEqual(sqlOf("SELECT E'a'\n  'b\\'; c'; SELECT 2"), ["SELECT E'a'\n  'b\\'; c'", 'SELECT 2'])
 })
 
-test("U&'…' strings and U&\"…\" identifiers are plain quotes (backslash is not an escape there)", () => {
+test('U&\'…\' strings and U&"…" identifiers are plain quotes (backslash is not an escape there)', () => {
   assert.deepEqual(sqlOf("SELECT U&'d\\0061t\\+000061;' AS x; SELECT 2"), ["SELECT U&'d\\0061t\\+000061;' AS x", 'SELECT 2'])
   assert.deepEqual(sqlOf("SELECT u&'\\'; SELECT 2"), ["SELECT u&'\\'", 'SELECT 2'])
   assert.deepEqual(sqlOf('SELECT 1 AS U&"a;\\0062"; SELECT 2'), ['SELECT 1 AS U&"a;\\0062"', 'SELECT 2'])
@@ -74,7 +72,7 @@ test('$$ and $tag$ dollar quotes hide semicolons, quotes and other tags', () => 
     '  PERFORM $x$ ; $x$;',
     'END;',
     '$body$;',
-    'DO $$ BEGIN RAISE NOTICE \'%\', 1; END $$;',
+    "DO $$ BEGIN RAISE NOTICE '%', 1; END $$;",
     'SELECT $ÄÖ$;$ÄÖ$;',
   ].join('\n')
   const statements = splitStatements(fn)
@@ -88,15 +86,8 @@ test('$$ and $tag$ dollar quotes hide semicolons, quotes and other tags', () => 
 })
 
 test('$1 parameters are not dollar quotes (piwheels)', () => {
-  assert.deepEqual(sqlOf('PREPARE p(int, int) AS SELECT $1 + $2; EXECUTE p(1, 2); SELECT 3'), [
-    'PREPARE p(int, int) AS SELECT $1 + $2',
-    'EXECUTE p(1, 2)',
-    'SELECT 3',
-  ])
-  assert.deepEqual(sqlOf('CREATE FUNCTION g(int) RETURNS int LANGUAGE sql AS $$ SELECT $1 + 1; $$; SELECT 2'), [
-    'CREATE FUNCTION g(int) RETURNS int LANGUAGE sql AS $$ SELECT $1 + 1; $$',
-    'SELECT 2',
-  ])
+  assert.deepEqual(sqlOf('PREPARE p(int, int) AS SELECT $1 + $2; EXECUTE p(1, 2); SELECT 3'), ['PREPARE p(int, int) AS SELECT $1 + $2', 'EXECUTE p(1, 2)', 'SELECT 3'])
+  assert.deepEqual(sqlOf('CREATE FUNCTION g(int) RETURNS int LANGUAGE sql AS $$ SELECT $1 + 1; $$; SELECT 2'), ['CREATE FUNCTION g(int) RETURNS int LANGUAGE sql AS $$ SELECT $1 + 1; $$', 'SELECT 2'])
 })
 
 test('identifiers containing $ (a$b$c) are not dollar quotes', () => {

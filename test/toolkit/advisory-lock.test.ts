@@ -19,19 +19,27 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
       psql = new pg.Client({ connectionString: url })
       await psql.connect()
     })
-    after(async () => { await db.close(); await other.close(); await psql.end() })
+    after(async () => {
+      await db.close()
+      await other.close()
+      await psql.end()
+    })
 
     /** Sessions holding advisory key `key` (a small bigint) in this database, as pg_locks shows them. */
-    const holders = async (key: bigint): Promise<number> => (await psql.query(
-      "SELECT count(DISTINCT pid)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND classid = 0 AND objid = $1 AND objsubid = 1",
-      [String(key)],
-    )).rows[0].n
+    const holders = async (key: bigint): Promise<number> =>
+      (
+        await psql.query(
+          "SELECT count(DISTINCT pid)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND classid = 0 AND objid = $1 AND objsubid = 1",
+          [String(key)],
+        )
+      ).rows[0].n
 
-    const freeElsewhere = async (key: bigint): Promise<boolean> => other.withClient(async (c) => {
-      const ok = (await c.query('SELECT pg_try_advisory_lock($1::bigint) AS ok', [String(key)])).rows[0].ok
-      if (ok) await c.query('SELECT pg_advisory_unlock($1::bigint)', [String(key)])
-      return ok
-    })
+    const freeElsewhere = async (key: bigint): Promise<boolean> =>
+      other.withClient(async (c) => {
+        const ok = (await c.query('SELECT pg_try_advisory_lock($1::bigint) AS ok', [String(key)])).rows[0].ok
+        if (ok) await c.query('SELECT pg_advisory_unlock($1::bigint)', [String(key)])
+        return ok
+      })
 
     it('is reentrant: two acquires, one release → still held as seen from another session', async () => {
       const lock = await advisoryLock(db, 42n)
@@ -65,12 +73,15 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
     })
 
     it('withAdvisoryLock releases after a throw and nests without waiting on itself', async () => {
-      await assert.rejects(withAdvisoryLock(db, 'job', async () => {
-        assert.equal(await freeElsewhere(hashKey('job')), false)
-        await withAdvisoryLock(db, 'job', async () => {})
-        assert.equal(await freeElsewhere(hashKey('job')), false, 'the inner release did not unlock the outer')
-        throw new Error('job failed')
-      }), /job failed/)
+      await assert.rejects(
+        withAdvisoryLock(db, 'job', async () => {
+          assert.equal(await freeElsewhere(hashKey('job')), false)
+          await withAdvisoryLock(db, 'job', async () => {})
+          assert.equal(await freeElsewhere(hashKey('job')), false, 'the inner release did not unlock the outer')
+          throw new Error('job failed')
+        }),
+        /job failed/,
+      )
       assert.equal(await freeElsewhere(hashKey('job')), true)
     })
 
@@ -95,11 +106,14 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
 
     it('a session lock on a Transaction outlives a ROLLBACK and keeps its connection until released', async () => {
       let lock: AdvisoryLock | undefined
-      await assert.rejects(db.transaction(async (tx) => {
-        lock = await advisoryLock(tx, 302n)
-        await withAdvisoryLock(tx, 303n, async () => assert.equal(await holders(303n), 1))
-        throw new Error('the work failed')
-      }), /the work failed/)
+      await assert.rejects(
+        db.transaction(async (tx) => {
+          lock = await advisoryLock(tx, 302n)
+          await withAdvisoryLock(tx, 303n, async () => assert.equal(await holders(303n), 1))
+          throw new Error('the work failed')
+        }),
+        /the work failed/,
+      )
       assert.equal(await holders(303n), 0)
       assert.equal(await holders(302n), 1, 'session locks survive ROLLBACK')
       assert.equal(await advisoryLock(db, 302n, { wait: false }), null)
@@ -109,9 +123,14 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
     })
 
     it('transaction scope lasts until the transaction ends', async () => {
-      await withAdvisoryLock(db, 77n, async () => {
-        assert.equal(await freeElsewhere(77n), false)
-      }, { scope: 'transaction' })
+      await withAdvisoryLock(
+        db,
+        77n,
+        async () => {
+          assert.equal(await freeElsewhere(77n), false)
+        },
+        { scope: 'transaction' },
+      )
       assert.equal(await freeElsewhere(77n), true)
       await assert.rejects(advisoryLock(db, 78n, { scope: 'transaction' }), /inside a transaction/)
     })
@@ -119,7 +138,6 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
 }
 
 describe('stuck servers, queued work and concurrent switches', () => {
-
   test('a timed advisory lock that fails half-way inside a transaction leaves no session lock on a pooled connection', async () => {
     const { url, dbname } = await freshDatabase('halfway')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
@@ -139,7 +157,6 @@ describe('stuck servers, queued work and concurrent switches', () => {
 })
 
 describe('settings and locks inside a transaction', () => {
-
   test('two overlapping acquire() calls on one lock take one connection and one server lock', async () => {
     const { url, dbname } = await freshDatabase('overlap')
     const warnings: string[] = []

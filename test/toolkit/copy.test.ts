@@ -18,16 +18,28 @@ describe('COPY', () => {
     ;[src, good, strict] = [await open('copysrc'), await open('copygood'), await open('copystrict')]
     await src.query('CREATE TABLE "Events" (id int, kind text, at timestamptz, meta jsonb)')
     await good.query('CREATE TABLE events (id int, kind text, at timestamptz, meta jsonb)')
-    await strict.query('CREATE SCHEMA stage; CREATE TABLE stage.events (id int PRIMARY KEY, kind text CHECK (kind <> \'bad\'), at timestamptz, meta jsonb)')
+    await strict.query("CREATE SCHEMA stage; CREATE TABLE stage.events (id int PRIMARY KEY, kind text CHECK (kind <> 'bad'), at timestamptz, meta jsonb)")
   })
-  after(async () => { await src.close(); await good.close(); await strict.close() })
+  after(async () => {
+    await src.close()
+    await good.close()
+    await strict.close()
+  })
 
   it('copyFrom rows (with awkward values) and copyTo them back', async () => {
     const at = new Date('2024-01-02T03:04:05Z')
-    const rows = [[1, 'tab\there', at, { a: 1 }], [2, 'line\nbreak \\ back', null, null], [3, 'bad', at, { b: [1, 2] }]]
+    const rows = [
+      [1, 'tab\there', at, { a: 1 }],
+      [2, 'line\nbreak \\ back', null, null],
+      [3, 'bad', at, { b: [1, 2] }],
+    ]
     assert.deepEqual(await copyFrom(src, 'Events', rows), { rows: 3 })
     const back = (await src.query('SELECT id, kind, at, meta FROM "Events" ORDER BY id')).rows
-    assert.deepEqual(back, [{ id: 1, kind: 'tab\there', at, meta: { a: 1 } }, { id: 2, kind: 'line\nbreak \\ back', at: null, meta: null }, { id: 3, kind: 'bad', at, meta: { b: [1, 2] } }])
+    assert.deepEqual(back, [
+      { id: 1, kind: 'tab\there', at, meta: { a: 1 } },
+      { id: 2, kind: 'line\nbreak \\ back', at: null, meta: null },
+      { id: 3, kind: 'bad', at, meta: { b: [1, 2] } },
+    ])
     const csv = await text(copyTo(src, 'SELECT id, kind FROM "Events" ORDER BY id', { format: 'csv' }))
     assert.equal(csv, '1,tab\there\n2,"line\nbreak \\ back"\n3,bad\n')
     assert.deepEqual(await copyFrom(good, 'events', Readable.from(['10\tcsv\n']), { columns: ['id', 'kind'] }), { rows: 1 })
@@ -35,13 +47,29 @@ describe('COPY', () => {
   })
 
   it('a failing copyFrom is typed and stores nothing', async () => {
-    await assert.rejects(copyFrom(strict, ['stage', 'events'], [[1, 'a', null, null], [1, 'b', null, null]]), UniqueViolation)
+    await assert.rejects(
+      copyFrom(
+        strict,
+        ['stage', 'events'],
+        [
+          [1, 'a', null, null],
+          [1, 'b', null, null],
+        ],
+      ),
+      UniqueViolation,
+    )
     assert.equal((await strict.query('SELECT count(*)::int AS n FROM stage.events')).rows[0].n, 0)
   })
 
   it("'schema.table' names one table for copyFrom, copyTransfer and the ledger; a dot meant literally is written as parts", async () => {
     await strict.query('CREATE SCHEMA catalog; CREATE TABLE catalog.targets (id int, name text); CREATE TABLE public."catalog.targets" (id int, name text)')
-    assert.deepEqual(await copyFrom(strict, 'catalog.targets', [[1, 'a'], [2, 'b']]), { rows: 2 })
+    assert.deepEqual(
+      await copyFrom(strict, 'catalog.targets', [
+        [1, 'a'],
+        [2, 'b'],
+      ]),
+      { rows: 2 },
+    )
     assert.deepEqual(await strict.copyFrom('catalog.targets', [[3, 'c']]), { rows: 1 })
     const [moved] = await copyTransfer(strict, 'SELECT * FROM catalog.targets', [[strict, 'catalog.targets']])
     assert.deepEqual([moved?.table, moved?.ok, moved?.rows], ['"catalog"."targets"', true, 3])
@@ -63,7 +91,13 @@ describe('COPY', () => {
         return true
       })
     }
-    await assert.rejects(copyTransfer(src, 'SELECT 1', [[good, 'events'], [good, 'a..b']]), { code: 'INVALID_TABLE_NAME', message: /^copyTransfer target table "a\.\.b" has an empty part/ })
+    await assert.rejects(
+      copyTransfer(src, 'SELECT 1', [
+        [good, 'events'],
+        [good, 'a..b'],
+      ]),
+      { code: 'INVALID_TABLE_NAME', message: /^copyTransfer target table "a\.\.b" has an empty part/ },
+    )
     assert.equal((await good.query('SELECT count(*)::int AS n FROM events')).rows[0].n, 0, 'the first target started no COPY')
   })
 

@@ -20,8 +20,14 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
 
     it('reads with read(n) and reports the end', async () => {
       await using c = cursor<{ n: number }>(db, 'SELECT n FROM generate_series(1, $1::int) n', [5])
-      assert.deepEqual((await c.read(3)).map((r) => r.n), [1, 2, 3])
-      assert.deepEqual((await c.read(3)).map((r) => r.n), [4, 5])
+      assert.deepEqual(
+        (await c.read(3)).map((r) => r.n),
+        [1, 2, 3],
+      )
+      assert.deepEqual(
+        (await c.read(3)).map((r) => r.n),
+        [4, 5],
+      )
       assert.equal(c.done, true)
       assert.deepEqual(await c.read(3), [])
     })

@@ -14,7 +14,14 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
       assert.equal(await db.settings.get('DateStyle'), 'ISO, MDY')
       assert.equal(await db.withSettings({ work_mem: '77MB' }, async (c) => (await c.query('SHOW work_mem')).rows[0].work_mem), '77MB')
 
-      assert.deepEqual(await db.copyFrom('t', [[1, 'a'], [2, 'b'], [3, 'c']]), { rows: 3 })
+      assert.deepEqual(
+        await db.copyFrom('t', [
+          [1, 'a'],
+          [2, 'b'],
+          [3, 'c'],
+        ]),
+        { rows: 3 },
+      )
       const stmt = await db.prepare('SELECT id, name FROM t WHERE id = $1')
       assert.deepEqual(stmt.columnNames, ['id', 'name'])
       assert.equal((await stmt.rows([2]))[0].name, 'b')

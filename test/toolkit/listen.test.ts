@@ -65,7 +65,6 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
 }
 
 describe('stuck servers, queued work and concurrent switches', () => {
-
   test('a listener made with listen(db) ends when the Database is closed, instead of retrying forever', { timeout: 10_000 }, async () => {
     const { listen } = await import('../../src/toolkit/listen.ts')
     const { url } = await freshDatabase('listenclosed')
@@ -92,7 +91,10 @@ describe('listeners', () => {
     assert.equal(first?.payload, 'one')
     await l.close()
     const both = await Promise.all([a, b])
-    assert.deepEqual(both.map((x) => x?.payload), first === both[0] ? ['one', undefined] : [undefined, 'one'])
+    assert.deepEqual(
+      both.map((x) => x?.payload),
+      first === both[0] ? ['one', undefined] : [undefined, 'one'],
+    )
   })
 
   test('a listener on a raw pg client ends with LISTEN_CONNECTION_LOST when that connection dies, instead of going silent', async () => {

@@ -10,15 +10,29 @@ describe('prepared statements', () => {
   before(async () => {
     const { url } = await freshDatabase('prep')
     db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
-    await db.query("CREATE TABLE users (id int PRIMARY KEY, email varchar(40) NOT NULL, joined timestamptz DEFAULT now(), score numeric(6,2)); INSERT INTO users VALUES (1, 'a@x', now(), 1.5), (2, 'b@x', now(), 2)")
+    await db.query(
+      "CREATE TABLE users (id int PRIMARY KEY, email varchar(40) NOT NULL, joined timestamptz DEFAULT now(), score numeric(6,2)); INSERT INTO users VALUES (1, 'a@x', now(), 1.5), (2, 'b@x', now(), 2)",
+    )
   })
   after(() => db.close())
 
   it('reports column names and types, and parameter types, as the server sees them', async () => {
     const stmt = await prepare(db, 'SELECT id, email, joined, score, id * 2 AS double FROM users WHERE id = $1 AND email LIKE $2')
     assert.deepEqual(stmt.columnNames, ['id', 'email', 'joined', 'score', 'double'])
-    assert.deepEqual(stmt.columnTypes.map((c) => [c.oid, c.name]), [[23, 'integer'], [1043, 'character varying(40)'], [1184, 'timestamp with time zone'], [1700, 'numeric(6,2)'], [23, 'integer']])
-    assert.deepEqual(stmt.parameterTypes.map((p) => p.name), ['integer', 'text'])
+    assert.deepEqual(
+      stmt.columnTypes.map((c) => [c.oid, c.name]),
+      [
+        [23, 'integer'],
+        [1043, 'character varying(40)'],
+        [1184, 'timestamp with time zone'],
+        [1700, 'numeric(6,2)'],
+        [23, 'integer'],
+      ],
+    )
+    assert.deepEqual(
+      stmt.parameterTypes.map((p) => p.name),
+      ['integer', 'text'],
+    )
     const server = await db.withClient(async (client) => {
       await client.query({ name: stmt.name, text: stmt.text, values: [1, '%'] })
       return (await client.query('SELECT parameter_types::text[] AS p FROM pg_prepared_statements WHERE name = $1', [stmt.name])).rows[0].p
@@ -41,7 +55,9 @@ describe('prepared statements', () => {
     assert.equal(counts, 1)
     const insert = await prepare(db, 'INSERT INTO users (id, email) VALUES ($1, $2)')
     assert.deepEqual(insert.columnNames, [])
-    await db.transaction(async (tx) => { await insert.query([3, 'c@x'], tx) })
+    await db.transaction(async (tx) => {
+      await insert.query([3, 'c@x'], tx)
+    })
     assert.equal((await db.query('SELECT count(*)::int AS n FROM users')).rows[0].n, 3)
   })
 
@@ -54,7 +70,12 @@ describe('prepared statements', () => {
 describe('statements with parameters run as named prepared statements (prepareStatements)', () => {
   const ours = 'SELECT name, statement FROM pg_prepared_statements WHERE name LIKE $1 ORDER BY name'
   const named = async (db: Database): Promise<string[]> =>
-    db.transaction(async (tx) => (await tx.query<{ statement: string }>(ours, ['pgcrew_%'])).rows.map((r) => r.statement).filter((s) => s !== ours).sort())
+    db.transaction(async (tx) =>
+      (await tx.query<{ statement: string }>(ours, ['pgcrew_%'])).rows
+        .map((r) => r.statement)
+        .filter((s) => s !== ours)
+        .sort(),
+    )
 
   it('are parsed once per connection, and not at all with prepareStatements: false', async () => {
     const { url } = await freshDatabase('prepauto')
@@ -102,7 +123,10 @@ describe('statements with parameters run as named prepared statements (prepareSt
     // The cached plan's result type changed (0A000): resent under a fresh name, it sees the new column.
     assert.deepEqual((await db.query(select, [1])).rows, [{ id: 1, v: 'x' }])
     await db.query('ALTER TABLE t ADD COLUMN w int DEFAULT 7')
-    await assert.rejects(db.transaction((tx) => tx.query(select, [1])), { code: '0A000' })
+    await assert.rejects(
+      db.transaction((tx) => tx.query(select, [1])),
+      { code: '0A000' },
+    )
     assert.deepEqual((await db.transaction((tx) => tx.query(select, [1]))).rows, [{ id: 1, v: 'x', w: 7 }])
   })
 })

@@ -27,8 +27,12 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
       await db.transaction(async (tx) => {
         await settings(tx).set('work_mem', '8MB')
         await settings(tx).setMany({ statement_timeout: 1234, enable_seqscan: false, 'pgcrew.note': "it's" })
-        assert.deepEqual(await settings(tx).getMany(['work_mem', 'statement_timeout', 'enable_seqscan', 'pgcrew.note']),
-          { work_mem: '8MB', statement_timeout: '1234ms', enable_seqscan: 'off', 'pgcrew.note': "it's" })
+        assert.deepEqual(await settings(tx).getMany(['work_mem', 'statement_timeout', 'enable_seqscan', 'pgcrew.note']), {
+          work_mem: '8MB',
+          statement_timeout: '1234ms',
+          enable_seqscan: 'off',
+          'pgcrew.note': "it's",
+        })
         await settings(tx).reset('work_mem')
         assert.equal(await settings(tx).get('work_mem'), '4MB')
         await settings(tx).reset('statement_timeout')
@@ -37,13 +41,15 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
     })
 
     it('withSettings overrides for the scope and restores after a throw', async () => {
-      const seen = await withSettings(db, { work_mem: '64MB', search_path: 'pg_catalog' }, async (client) =>
-        (await client.query('SHOW work_mem')).rows[0].work_mem)
+      const seen = await withSettings(db, { work_mem: '64MB', search_path: 'pg_catalog' }, async (client) => (await client.query('SHOW work_mem')).rows[0].work_mem)
       assert.equal(seen, '64MB')
-      await assert.rejects(withSettings(db, { work_mem: '32MB' }, async (client) => {
-        assert.equal((await client.query('SHOW work_mem')).rows[0].work_mem, '32MB')
-        throw new Error('job failed')
-      }), /job failed/)
+      await assert.rejects(
+        withSettings(db, { work_mem: '32MB' }, async (client) => {
+          assert.equal((await client.query('SHOW work_mem')).rows[0].work_mem, '32MB')
+          throw new Error('job failed')
+        }),
+        /job failed/,
+      )
       // max: 1 — in pooled mode this is the very connection the scopes used.
       await db.withClient(async (client) => {
         assert.equal((await client.query('SHOW work_mem')).rows[0].work_mem, '4MB')
@@ -54,7 +60,7 @@ for (const pooling of ['pooled', 'per-transaction'] as const) {
 }
 
 describe('settings and locks inside a transaction', () => {
-  test("withSettings and a timed advisory lock inside a transaction leave no SET LOCAL value on the pooled connection", async () => {
+  test('withSettings and a timed advisory lock inside a transaction leave no SET LOCAL value on the pooled connection', async () => {
     const { url } = await freshDatabase('setlocal')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
     const before = (await db.query("SELECT current_setting('work_mem') AS w, current_setting('lock_timeout') AS l")).rows[0]
