@@ -91,7 +91,7 @@ export const command: Command = {
     const def = await loadPipeline(positionals[0]!)
 
     let cluster: TempCluster | undefined
-    let env = io.env
+    const env = io.env
     const fresh = values.fresh === true
     let keptIn: string | undefined
     if (configured(profile, env)) {

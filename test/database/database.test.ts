@@ -293,7 +293,9 @@ describe('transactions', () => {
           await s.query("INSERT INTO items VALUES (13, 'inner')")
           try {
             await s.query('select 1/0')
-          } catch {}
+          } catch {
+            // swallowed on purpose: the case under test
+          }
         })
         .catch((error) => (rejection = error))
       await tx.query("INSERT INTO items VALUES (14, 'outer-2')")
