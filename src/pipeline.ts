@@ -262,6 +262,9 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const limit = crew.budget.threads * Math.max(crew.budget.perWorker, tasksPerMessage) * 2
   const batcher = new TaskBatcher(crew, tasksPerMessage)
   const running = new Set<Promise<void>>()
+  // Woken when a task leaves `running`: one waiter, O(1) per task (a Promise.race over `running`
+  // would attach a reaction to every running task each time a slot is awaited).
+  let slotFreed: (() => void) | undefined
   let fatal: unknown
   function tick(): void {
     const now = Date.now()
@@ -347,7 +350,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         tick()
         continue
       }
-      while (running.size >= limit) await Promise.race(running)
+      while (running.size >= limit) await new Promise<void>((resolve) => (slotFreed = resolve))
       // Ctrl-C (or a fatal error) may have come while waiting for a free slot: hand out nothing more.
       if (fatal || options.signal?.aborted) return
       const p: Promise<void> = runOne(task, key)
@@ -355,7 +358,11 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
           // runOne handles task failures itself; anything else stops the run (never an unhandled rejection).
           fatal ??= error
         })
-        .finally(() => running.delete(p))
+        .finally(() => {
+          running.delete(p)
+          slotFreed?.()
+          slotFreed = undefined
+        })
       running.add(p)
     }
   }
