@@ -21,7 +21,14 @@ try {
   const rate =
     side === 'hand'
       ? await handLoop(pool, 'p', count, 1, rounds)
-      : await viaPipeline(db, 'p', count, 1, rounds, side === 'crew14' ? { threads: 1, perWorkerConnections: 4 } : { threads: 2, perWorkerConnections: 2 })
+      : await viaPipeline(
+          db,
+          'p',
+          count,
+          1,
+          rounds,
+          side === 'crew14' ? { threads: 1, perWorkerConnections: 4 } : { threads: 2, perWorkerConnections: 2, tasksPerMessage: process.env.BENCH_TPM ? Number(process.env.BENCH_TPM) : undefined },
+        )
   const cpu = process.cpuUsage(cpu0)
   console.log(
     `${side}: ${Math.round(rate)} tasks/s, client CPU ${((cpu.user + cpu.system) / count).toFixed(0)} µs/task (user ${(cpu.user / count).toFixed(0)}, sys ${(cpu.system / count).toFixed(0)}), ${((performance.now() - t) / 1000).toFixed(1)} s`,

@@ -116,9 +116,9 @@ export interface RunOptions {
   batchSize?: number
   /**
    * Tasks sent to a worker in one message (each still runs in its own transaction), so the thread
-   * hop is paid once for them. Default perWorkerConnections (one task per connection of a worker);
-   * more amortises further but keeps more tasks in flight (they finish after a Ctrl-C, and report
-   * progress together). 1 sends each task alone. With taskTimeoutMillis tasks always go one by one.
+   * hop is paid once for them. Default 4 × perWorkerConnections (four tasks per connection of a
+   * worker); more amortises further but keeps more tasks in flight (they finish after a Ctrl-C, and
+   * report progress together). 1 sends each task alone. With taskTimeoutMillis tasks always go one by one.
    */
   tasksPerMessage?: number
   taskTimeoutMillis?: number
@@ -255,11 +255,16 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const state: ProgressState = { done: 0, skipped: 0, failed: 0, retried: 0, seen: 0, total, elapsedMillis: 0 }
   const perWorker: Record<string, number> = {}
   const failures: RunSummary['failures'] = []
-  const tasksPerMessage = options.tasksPerMessage ?? crew.budget.perWorker
+  // Each message costs ~60 µs of main-thread CPU in piscina (run, postTask, postMessage) and as much in
+  // the worker to send its outcomes back: at one task per connection that was most of the crew's overhead.
+  const tasksPerMessage = options.tasksPerMessage ?? crew.budget.perWorker * 4
   // Two messages' worth per thread in flight: one runs while the other's outcomes travel back.
   const limit = crew.budget.threads * Math.max(crew.budget.perWorker, tasksPerMessage) * 2
   const batcher = new TaskBatcher(crew, tasksPerMessage)
   const running = new Set<Promise<void>>()
+  // Woken when a task leaves `running`: one waiter, O(1) per task (a Promise.race over `running`
+  // would attach a reaction to every running task each time a slot is awaited).
+  let slotFreed: (() => void) | undefined
   let fatal: unknown
   function tick(): void {
     const now = Date.now()
@@ -345,7 +350,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         tick()
         continue
       }
-      while (running.size >= limit) await Promise.race(running)
+      while (running.size >= limit) await new Promise<void>((resolve) => (slotFreed = resolve))
       // Ctrl-C (or a fatal error) may have come while waiting for a free slot: hand out nothing more.
       if (fatal || options.signal?.aborted) return
       const p: Promise<void> = runOne(task, key)
@@ -353,7 +358,11 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
           // runOne handles task failures itself; anything else stops the run (never an unhandled rejection).
           fatal ??= error
         })
-        .finally(() => running.delete(p))
+        .finally(() => {
+          running.delete(p)
+          slotFreed?.()
+          slotFreed = undefined
+        })
       running.add(p)
     }
   }

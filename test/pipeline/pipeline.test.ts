@@ -118,9 +118,9 @@ describe('Ctrl-C (an aborted signal)', () => {
       range(10),
       range(10).map((key) => ({ key })),
     )
-    // One thread, one connection: two tasks in flight at most (the first running, the second queued).
+    // One thread, one connection, one task per message: two tasks in flight at most (the first running, the second queued).
     const controller = new AbortController()
-    const summary = await runPipeline(db, def, { threads: 1, perWorkerConnections: 1, signal: controller.signal, progress: abortWhenDone(controller, 1) })
+    const summary = await runPipeline(db, def, { threads: 1, perWorkerConnections: 1, tasksPerMessage: 1, signal: controller.signal, progress: abortWhenDone(controller, 1) })
     assert.equal(summary.cancelled, true)
     assert.deepEqual([summary.done, summary.failed], [2, 0], 'a task was handed out after the abort')
     assert.deepEqual(await counts(db), { 1: 1, 2: 1, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0, 8: 0, 9: 0, 10: 0 })
@@ -139,7 +139,7 @@ describe('Ctrl-C (an aborted signal)', () => {
       range(6),
       range(6).map((key) => (key === 2 ? { key, sleepMillis: 300, terminate: true } : { key })),
     )
-    const summary = await runPipeline(db, first, { threads: 1, perWorkerConnections: 1, retryDelayMillis: 5, signal: controller.signal, progress: abortWhenDone(controller, 1) })
+    const summary = await runPipeline(db, first, { threads: 1, perWorkerConnections: 1, tasksPerMessage: 1, retryDelayMillis: 5, signal: controller.signal, progress: abortWhenDone(controller, 1) })
     assert.equal(summary.cancelled, true)
     assert.deepEqual([summary.seen, summary.done, summary.failed], [6, 1, 0])
     assert.deepEqual(summary.failures, [])
