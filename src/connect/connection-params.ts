@@ -28,7 +28,7 @@ export type ConnectionSettings = Partial<{ -readonly [K in keyof ConnectionParam
 /** The PG* variables that say where to connect: with any of them set, the environment is "configured". */
 export const PG_ENV_KEYS: readonly string[] = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSERVICE']
 
-/** libpq's sslmodes (here, not in options.ts, so connection params need nothing from the options layer above them). */
+/** libpq's sslmodes (here, not in connect-options.ts, so connection params need nothing from the options layer above them). */
 export const SSLMODES: readonly string[] = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
 
 /** libpq's default host: its socket directory when it exists, else localhost. */
