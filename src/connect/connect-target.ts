@@ -36,7 +36,9 @@ export function clientSpecFor(target: Target, ctx: { options: ResolvedOptions; p
   const socket = localSocketHost(target.profile, base.host, env)
   const host = socket ?? base.host
   const params: ConnectionParams = Object.freeze({ ...base, host, user, dbname, ...(socket === undefined ? {} : { socketFor: base.host }) })
-  const profileUser = target.profile?.user
+  // A profile that names a service takes the service's user as its own: becomeUser()'s role, and
+  // read-only sessions unless the profile says readonly = false.
+  const profileUser = target.profile?.user ?? (target.profile?.service !== undefined ? service?.settings.user : undefined)
   const asUser = role.kind === 'user' || (role.kind === 'default' && profileUser !== undefined && user === profileUser)
   const readOnly = options.readonly ?? (asUser && target.profile?.readonly !== false)
   const serverSettings = target.serverSettings

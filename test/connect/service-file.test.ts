@@ -6,6 +6,7 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs'
 import { delimiter, join } from 'node:path'
+import { inspect } from 'node:util'
 import { findPostgresBinaries } from '../../src/cluster/postgres-binaries.ts'
 import { Database } from '../../src/database/database.ts'
 import { admin, freshDatabase, freshRole, scratchDir, server, writePgpass } from '../helpers.ts'
@@ -285,4 +286,67 @@ describe('service files: psql and pgcrew agree on where a service goes', () => {
       }
     })
   }
+})
+
+describe('a profile that names a service, with pgcrew keys on top', () => {
+  let env: NodeJS.ProcessEnv
+  let profilesFile: string
+  let a: { name: string; password: string }
+  let b: { name: string; password: string }
+  let dbA: string
+  let dbB: string
+
+  before(async () => {
+    a = await freshRole('svcp_a')
+    b = await freshRole('svcp_b')
+    dbA = (await freshDatabase('svcp_dba')).dbname
+    dbB = (await freshDatabase('svcp_dbb')).dbname
+    const { host, port } = server()
+    const dir = scratchDir()
+    mkdirSync(join(dir, 'etc'))
+    writeFileSync(join(dir, '.pg_service.conf'), `[obs]\nhost=${host}\nport=${port}\nuser=${a.name}\ndbname=${dbA}\npassword=${a.password}\n`)
+    profilesFile = join(dir, 'profiles.ini')
+    writeFileSync(
+      profilesFile,
+      [`[analysis]`, `service = obs`, `admin = ${b.name}`, `pooling = per-transaction`, `[other_db]`, `service = obs`, `dbname = ${dbB}`, `readonly = false`, `[typo]`, `service = osb`].join('\n'),
+    )
+    env = { PATH: process.env.PATH, HOME: dir, PGSYSCONFDIR: join(dir, 'etc'), PGPASSFILE: writePgpass(dir, [`*:*:*:${b.name}:${b.password}`]) }
+  })
+
+  async function session(db: Database): Promise<string> {
+    const { rows } = await db.query<Record<string, string>>("select current_user, current_database(), current_setting('transaction_read_only')")
+    return Object.values(rows[0]!).join('|')
+  }
+
+  it("connects where the service says, as its user with read-only sessions, and becomeAdmin() goes to the profile's admin", async () => {
+    await using db = new Database({ profile: 'analysis', profilesFile, env })
+    await db.connect()
+    assert.equal(await session(db), `${a.name}|${dbA}|on`)
+    assert.equal(db.pooling, 'per-transaction')
+    assert.equal(db.connectionParams?.service, 'obs')
+    await db.becomeAdmin()
+    assert.equal(await session(db), `${b.name}|${dbA}|off`)
+    await db.becomeUser()
+    assert.equal(await session(db), `${a.name}|${dbA}|on`)
+  })
+
+  it("lets the profile's own keys win over the service's (as a connection string's do in libpq)", async () => {
+    await using db = new Database({ profile: 'other_db', profilesFile, env })
+    await db.connect()
+    assert.equal(await session(db), `${a.name}|${dbB}|off`)
+  })
+
+  it('says which profile named a service that no file has', async () => {
+    await using db = new Database({ profile: 'typo', profilesFile, env })
+    await assert.rejects(db.connect(), {
+      code: 'SERVICE_NOT_FOUND',
+      message: /^definition of service "osb" not found \(named by profile "typo"\); looked in .*\.pg_service\.conf, .*etc\/pg_service\.conf$/,
+    })
+  })
+
+  it('never shows the service file password', async () => {
+    await using db = new Database({ profile: 'analysis', profilesFile, env })
+    await db.connect()
+    for (const shown of [inspect(db), String(db), JSON.stringify(db.snapshot()), JSON.stringify(db.connectionParams)]) assert.ok(!shown.includes(a.password))
+  })
 })
