@@ -47,9 +47,9 @@ function sysconfdir(): string | undefined {
 
 /** The files libpq would look a service up in, for this environment. */
 export function serviceFiles(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): ServiceFiles {
-  // libpq takes PGSERVICEFILE as it is (relative to the current directory); an empty one is a file named "".
+  // libpq takes PGSERVICEFILE as it is (relative to the current directory); an empty one names no file.
   const userFromEnv = env.PGSERVICEFILE !== undefined
-  const user = userFromEnv ? resolve(cwd, env.PGSERVICEFILE!) : join(env.HOME || homedir(), '.pg_service.conf')
+  const user = userFromEnv ? (env.PGSERVICEFILE === '' ? '' : resolve(cwd, env.PGSERVICEFILE!)) : join(env.HOME || homedir(), '.pg_service.conf')
   const dir = env.PGSYSCONFDIR !== undefined ? env.PGSYSCONFDIR : sysconfdir()
   return Object.freeze({ user, userFromEnv, system: dir === undefined ? undefined : resolve(cwd, dir, 'pg_service.conf') })
 }
