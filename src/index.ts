@@ -8,6 +8,8 @@ export type { ConnectionParams, ConnectionSettings } from './connect/connection-
 export { parseConnectionString, maskConnectionString, type ParsedConnectionString } from './connect/connection-string.ts'
 export { loadProfiles, chooseProfile, machineFqdn, profileFiles, type Profile, type ProfileSet, type ProfileChoice } from './connect/profiles.ts'
 export { lookupPgpass, parsePgpassLine, pgpassFileName, type PgpassEntry, type PgpassMatch } from './connect/pgpass.ts'
+export { lookupService, listServices, serviceFiles, type ServiceEntry, type ServiceFiles, type ServiceSummary } from './connect/service-file.ts'
+export { isThisMachine } from './connect/local-socket.ts'
 export type { OnConnectHook } from './connect/connect-client.ts'
 export type { DatabaseSnapshot } from './database/database-snapshot.ts'
 

@@ -3,7 +3,7 @@ import { DBVERSION_PATTERN } from '../connect/connect-options.ts'
 import { showValue } from '../errors/show-value.ts'
 import { connectAs } from './cli-connect-as.ts'
 import { UsageError, expectPositionals, type Command } from './cli-command.ts'
-import { keyValues, printJson, println } from './cli-output.ts'
+import { keyValues, printJson, println, tildify } from './cli-output.ts'
 
 export const command: Command = {
   name: 'check',
@@ -52,6 +52,9 @@ export const command: Command = {
       role: db.role?.kind ?? 'default',
       host: params.host,
       port: params.port,
+      service: params.service ?? null,
+      serviceFile: params.serviceFile ?? null,
+      localSocketFor: params.socketFor ?? null,
       database: row.database,
       dbversion: db.dbversion ?? null,
       currentUser: row.current_user,
@@ -68,7 +71,14 @@ export const command: Command = {
       keyValues([
         ['server', `PostgreSQL ${report.serverVersion}`],
         ['profile', report.profile ?? (url ? '(none: --url)' : '(none: PG* environment and libpq defaults)')],
+        ['service', params.service === undefined ? undefined : `${params.service} (${tildify(params.serviceFile!, io.env)})`],
         ['host', `${report.host}:${report.port}`],
+        [
+          'via',
+          params.socketFor === undefined
+            ? undefined
+            : `${params.host.startsWith('/') ? 'the local socket' : "libpq's default host (no socket directory here)"}: the profile's host ${params.socketFor} is this machine (local_socket = false turns this off)`,
+        ],
         ['database', report.database],
         ['user', report.currentUser + (report.sessionUser !== report.currentUser ? ` (session user ${report.sessionUser})` : '') + (as ? ` (--as ${as})` : '')],
         ['read-only', report.readOnly ? 'yes (writes fail with SQLSTATE 25006)' : 'no'],

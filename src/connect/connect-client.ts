@@ -15,6 +15,8 @@ export interface ClientSpec {
   /** Explicit password, used only when connecting as `passwordUser`. */
   password?: string
   passwordUser?: string
+  /** Where `password` came from, for error hints (`profile "utah"`, `service "obs" in ~/.pg_service.conf`). */
+  passwordOrigin?: string
   pgpassFile?: string
   warn?: (message: string) => void
   env: NodeJS.ProcessEnv

@@ -10,10 +10,10 @@ export function describeTarget(params: ConnectionParams): string {
   return `${showText(params.user, 64)}@${host}:${params.port}/${showText(params.dbname, 64)}`
 }
 
-function passwordHint(source: PasswordSource): string {
+function passwordHint(source: PasswordSource, origin: string | undefined): string {
   switch (source.kind) {
     case 'option':
-      return 'the password came from the password option or connection string'
+      return `the password came from ${origin ?? 'the password option or connection string'}`
     case 'PGPASSWORD':
       return 'the password came from PGPASSWORD'
     case 'pgpass':
@@ -31,7 +31,8 @@ function passwordHint(source: PasswordSource): string {
 export function connectError(error: unknown, spec: ClientSpec, profile?: string): PgcrewError {
   if (error instanceof PgcrewError) return error
   const e = error as { code?: string; message?: string }
-  const target = describeTarget(spec.params) + (profile ? ` (profile ${showValue(profile)})` : '')
+  const from = [profile && `profile ${showValue(profile)}`, spec.params.service !== undefined && `service ${showValue(spec.params.service)} in ${spec.params.serviceFile}`].filter(Boolean)
+  const target = describeTarget(spec.params) + (from.length ? ` (${from.join(', ')})` : '')
   const details = { target: describeTarget(spec.params), profile, sqlstate: e.code }
   const message = String(e.message ?? error)
   if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') {
@@ -44,7 +45,10 @@ export function connectError(error: unknown, spec: ClientSpec, profile?: string)
   }
   if (e.code === '28P01' || /SASL|client password must be|password authentication/i.test(message)) {
     const { source } = findPassword(spec)
-    return new PgcrewError('AUTHENTICATION_FAILED', `password authentication failed for role ${showValue(spec.params.user, 64)} at ${target}; ${passwordHint(source)}`, { cause: error, details })
+    return new PgcrewError('AUTHENTICATION_FAILED', `password authentication failed for role ${showValue(spec.params.user, 64)} at ${target}; ${passwordHint(source, spec.passwordOrigin)}`, {
+      cause: error,
+      details,
+    })
   }
   if (e.code === '3D000') {
     return new PgcrewError('DATABASE_NOT_FOUND', `database ${showValue(spec.params.dbname, 64)} does not exist at ${target}; create it, or check dbname/dbversion`, { cause: error, details })

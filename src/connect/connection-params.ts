@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { DEFAULT_SOCKET_DIR } from './pgpass.ts'
 import type { Profile } from './profiles.ts'
+import { lookupService, type ServiceEntry } from './service-file.ts'
 import { closest } from '../errors/did-you-mean.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { parseIntegerSetting } from './integer-setting.ts'
@@ -20,10 +21,16 @@ export interface ConnectionParams {
   readonly options?: string
   readonly searchPath?: string
   readonly statementTimeoutMillis?: number
+  /** The pg_service.conf service the settings were filled from (`service=`, a profile's `service`, `PGSERVICE`). */
+  readonly service?: string
+  /** The file that service was read from. */
+  readonly serviceFile?: string
+  /** The local-socket rule applied: the profile's host, which is this machine, reached through `host` (a socket directory). */
+  readonly socketFor?: string
 }
 
 /** The connection settings a caller may pass explicitly (all optional). */
-export type ConnectionSettings = Partial<{ -readonly [K in keyof ConnectionParams]: ConnectionParams[K] }>
+export type ConnectionSettings = Partial<{ -readonly [K in Exclude<keyof ConnectionParams, 'serviceFile' | 'socketFor'>]: ConnectionParams[K] }>
 
 /** The PG* variables that say where to connect: with any of them set, the environment is "configured". */
 export const PG_ENV_KEYS: readonly string[] = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGSERVICE']
@@ -78,12 +85,30 @@ function envInteger(env: NodeJS.ProcessEnv, key: keyof typeof ENV_INTEGERS): num
 }
 
 /**
- * Resolve every setting in one place, libpq style: explicit > profile > PG* environment > defaults.
+ * The service whose entries fill what the explicit settings and the profile leave unset: named by
+ * `service=` in the connection string, else the profile's `service`, else `PGSERVICE` (libpq looks
+ * up even an empty PGSERVICE, and fails).
+ */
+export function findService(explicit: ConnectionSettings, profile: Profile | undefined, env: NodeJS.ProcessEnv): ServiceEntry | undefined {
+  if (explicit.service !== undefined) return lookupService(explicit.service, env, 'named by service= in the connection string')
+  if (profile?.service !== undefined) return lookupService(profile.service, env, `named by profile ${showValue(profile.name)}`)
+  if (env.PGSERVICE !== undefined) return lookupService(env.PGSERVICE, env, 'named by PGSERVICE')
+  return undefined
+}
+
+/**
+ * Resolve every setting in one place, libpq style: explicit > profile > the service (pg_service.conf)
+ * > PG* environment > defaults. psql agrees on each step (test/connect/service-file.test.ts).
  *
  * @example resolveConnectionParams({ dbname: 'test' }, profile)
  */
-export function resolveConnectionParams(explicit: ConnectionSettings, profile?: Profile, env: NodeJS.ProcessEnv = process.env): ConnectionParams {
-  const layers = [explicit, fromProfile(profile), fromEnv(env)]
+export function resolveConnectionParams(
+  explicit: ConnectionSettings,
+  profile?: Profile,
+  env: NodeJS.ProcessEnv = process.env,
+  service: ServiceEntry | undefined = findService(explicit, profile, env),
+): ConnectionParams {
+  const layers = [explicit, fromProfile(profile), service?.settings ?? {}, fromEnv(env)]
   const pick = <K extends keyof ConnectionSettings>(key: K): ConnectionSettings[K] => {
     for (const layer of layers) if (layer[key] !== undefined) return layer[key]
     return undefined
@@ -91,22 +116,25 @@ export function resolveConnectionParams(explicit: ConnectionSettings, profile?: 
   const sslmode = pick('sslmode')
   if (sslmode !== undefined && !SSLMODES.includes(sslmode)) {
     // libpq refuses an unknown sslmode; read as anything else, a typo would silently pick a mode.
-    const from = ['the options or connection string', `profile "${profile?.name}"`, 'PGSSLMODE'][layers.findIndex((l) => l.sslmode !== undefined)]
+    const from = ['the options or connection string', `profile "${profile?.name}"`, `service "${service?.name}" in ${service?.file}`, 'PGSSLMODE'][layers.findIndex((l) => l.sslmode !== undefined)]
     const guess = closest(sslmode.toLowerCase(), [...SSLMODES])
     throw new PgcrewError('INVALID_OPTION', `sslmode ${showValue(sslmode)} (from ${from}) is not one of ${SSLMODES.join(', ')}${guess ? ` (did you mean "${guess}"?)` : ''}`)
   }
-  const user = pick('user') ?? userInfo().username
+  // An empty host, user or dbname (`dbname=` in a service) is libpq's default, and hides the PG* variable.
+  const user = pick('user') || userInfo().username
   const params: ConnectionParams = {
-    host: pick('host') ?? defaultHost(),
+    host: pick('host') || defaultHost(),
     port: pick('port') ?? envInteger(env, 'port') ?? 5432,
     user,
-    dbname: pick('dbname') ?? user,
+    dbname: pick('dbname') || user,
     sslmode,
     applicationName: pick('applicationName'),
     connectTimeoutSeconds: pick('connectTimeoutSeconds') ?? envInteger(env, 'connectTimeoutSeconds'),
     options: pick('options'),
     searchPath: pick('searchPath'),
     statementTimeoutMillis: pick('statementTimeoutMillis'),
+    service: service?.name,
+    serviceFile: service?.file,
   }
   return Object.freeze(Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined))) as unknown as ConnectionParams
 }

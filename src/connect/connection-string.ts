@@ -2,6 +2,7 @@ import { parse as parsePgUri } from 'pg-connection-string'
 import type { ConnectionSettings } from './connection-params.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { parseIntegerSetting } from './integer-setting.ts'
+import { parseKeywordValueString } from './keyword-value-string.ts'
 import { showText, showValue } from '../errors/show-value.ts'
 
 /** A parsed connection string: settings, server settings (`-c` GUCs) and maybe a password. */
@@ -99,6 +100,7 @@ const DRIVER_PARAMS: Record<string, keyof ConnectionSettings> = {
   options: 'options',
   search_path: 'searchPath',
   statement_timeout: 'statementTimeoutMillis',
+  service: 'service',
 }
 
 /** A driver parameter: `[key]=value` in a pq:// IRI (`bracketed`), `key=value` in a postgres:// URI. */
@@ -186,16 +188,21 @@ function parsePqIri(uri: string): ParsedConnectionString {
 /** What pg-connection-string itself puts in its result (whatever the query held). */
 const PG_CONNECTION_STRING_KEYS = new Set(['host', 'port', 'database', 'user', 'password', 'ssl', 'client_encoding'])
 /** Query parameters a postgres:// URI may carry; anything else would be dropped silently, so it is refused. */
-const URI_PARAMS = new Set([...PG_CONNECTION_STRING_KEYS, 'dbname', 'sslmode', 'application_name', 'connect_timeout', 'options'])
+const URI_PARAMS = new Set([...PG_CONNECTION_STRING_KEYS, 'dbname', 'sslmode', 'application_name', 'connect_timeout', 'options', 'service'])
 
 /**
- * Parse a `postgres://`/`postgresql://` URI (via pg-connection-string) or a py-postgresql `pq://` IRI.
+ * Parse a `postgres://`/`postgresql://` URI (via pg-connection-string), a py-postgresql `pq://` IRI,
+ * or libpq's `key=value` string (`service=obs user=ann`).
  *
  * @example parseConnectionString('pq://me@db.example.org/app?work_mem=64MB#analysis,public')
  */
 export function parseConnectionString(uri: string): ParsedConnectionString {
   const pq = /^pq:\/\//i.test(uri)
-  if (!pq && !/^postgres(ql)?:\/\//i.test(uri)) throw bad(uri, 'it must start with postgres://, postgresql:// or pq://')
+  // libpq's rule (recognized_connection_string): a URI by its prefix, else key/value if it holds "=".
+  if (!pq && !/^postgres(ql)?:\/\//i.test(uri)) {
+    if (uri.includes('=') && !/^[a-z][a-z0-9+.-]*:\//i.test(uri)) return parseKeywordValueString(uri)
+    throw bad(uri, 'it must start with postgres://, postgresql:// or pq://, or be key=value pairs (service=name user=me)')
+  }
   checkPercentEncoding(uri)
   if (pq) return parsePqIri(uri)
   // The authority's port is checked before URL parsing, which would say only "Invalid URL".
@@ -224,7 +231,7 @@ export function parseConnectionString(uri: string): ParsedConnectionString {
   if (parsed.database) settings.dbname = parsed.database
   else if (typeof extra.dbname === 'string' && extra.dbname) settings.dbname = extra.dbname
   if (parsed.user) settings.user = parsed.user
-  for (const key of ['sslmode', 'application_name', 'connect_timeout', 'options']) {
+  for (const key of ['sslmode', 'application_name', 'connect_timeout', 'options', 'service']) {
     if (typeof extra[key] === 'string') setDriverParam(settings, key, extra[key] as string, uri, false)
   }
   // node-postgres users write ?ssl=true; that is libpq's sslmode=require.

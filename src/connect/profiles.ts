@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import { homedir, hostname } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import ini from 'ini'
 import { closest } from '../errors/did-you-mean.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
@@ -29,6 +29,12 @@ export interface Profile {
   readonly options?: string
   readonly search_path?: string
   readonly statement_timeout?: number
+  /** A pg_service.conf service whose entries fill what this profile leaves unset. */
+  readonly service?: string
+  /** The socket directory the local-socket rule uses when `host` is this machine (default: libpq's). */
+  readonly socket_dir?: string
+  /** false: reach `host` over TCP even when it is this machine. Default true. */
+  readonly local_socket?: boolean
   /** Non-enumerable: accepted only from a file with mode 0600. */
   readonly password?: string
   /** The files this profile's keys came from. */
@@ -52,6 +58,9 @@ const KEYS: Record<string, 'string' | 'int' | 'bool' | 'pooling'> = {
   options: 'string',
   search_path: 'string',
   statement_timeout: 'int',
+  service: 'string',
+  socket_dir: 'string',
+  local_socket: 'bool',
 }
 
 /**
@@ -75,6 +84,11 @@ const HABITS: Record<string, string> = {
   application: 'application_name',
   pool: 'pooling',
   read_only: 'readonly',
+  socket: 'socket_dir',
+  socketdir: 'socket_dir',
+  unix_socket_directories: 'socket_dir',
+  localsocket: 'local_socket',
+  pgservice: 'service',
 }
 
 /** The known key a mistyped one most likely means, for "did you mean". */
@@ -87,15 +101,32 @@ function suggestKey(key: string): string | undefined {
 /** Profiles in choice order (user file's sections first), with where they came from. */
 export interface ProfileSet {
   readonly profiles: readonly Profile[]
+  /** The files that were read. */
   readonly files: readonly string[]
+  /** Every file looked for, read or not (what `pgcrew profiles which` lists). */
+  readonly lookedIn: readonly string[]
   get(name: string): Profile | undefined
 }
 
-/** The profile files pgcrew reads, later wins per key: project, then user; `PGCREW_PROFILES` replaces both. */
+/**
+ * The project a command runs in, as ESLint and Prettier find their config: the nearest directory
+ * from `cwd` up that holds a package.json, else `cwd` itself.
+ */
+export function projectRoot(cwd = process.cwd()): string {
+  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir
+    if (dirname(dir) === dir) return resolve(cwd)
+  }
+}
+
+/**
+ * The profile files pgcrew reads, later wins per key: the project's `config/profiles.ini` (at the
+ * project root, so any subdirectory finds it), then the user's; `PGCREW_PROFILES` replaces both.
+ */
 export function profileFiles(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string[] {
   if (env.PGCREW_PROFILES) return [resolve(cwd, env.PGCREW_PROFILES)]
   const userDir = env.XDG_CONFIG_HOME || join(env.HOME || homedir(), '.config')
-  return [join(cwd, 'config', 'profiles.ini'), join(userDir, 'pgcrew', 'profiles.ini')]
+  return [join(projectRoot(cwd), 'config', 'profiles.ini'), join(userDir, 'pgcrew', 'profiles.ini')]
 }
 
 /** Expand `${VAR}` and `${VAR:-default}` from the environment; an unset `${VAR}` is an error. */
@@ -226,6 +257,14 @@ function readProfileFile(file: string, env: NodeJS.ProcessEnv): Map<string, Reco
 }
 
 function makeProfile(name: string, values: Record<string, unknown>, files: string[]): Profile {
+  const where = `profile ${showValue(name)} (${files.join(', ')})`
+  const socketDir = values.socket_dir as string | undefined
+  if (socketDir !== undefined && !socketDir.startsWith('/')) {
+    throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: socket_dir must be an absolute directory (like /var/run/postgresql), not ${showValue(socketDir)}`)
+  }
+  if (socketDir !== undefined && values.local_socket === false) {
+    throw new PgcrewError('PROFILE_FILE_INVALID', `${where}: socket_dir is never used with local_socket = false (the profile's host is then always reached over TCP); remove one of them`)
+  }
   const { password, ...rest } = values
   const profile = { name, ...rest, files: Object.freeze(files) }
   if (password !== undefined) Object.defineProperty(profile, 'password', { value: password, enumerable: false })
@@ -238,9 +277,9 @@ function makeProfile(name: string, values: Record<string, unknown>, files: strin
  *
  * @example loadProfiles().profiles.map((p) => p.name)
  */
-export function loadProfiles(options: { files?: string[]; env?: NodeJS.ProcessEnv } = {}): ProfileSet {
+export function loadProfiles(options: { files?: string[]; env?: NodeJS.ProcessEnv; cwd?: string } = {}): ProfileSet {
   const env = options.env ?? process.env
-  const files = options.files ?? profileFiles(env)
+  const files = options.files ?? profileFiles(env, options.cwd)
   const explicit = options.files !== undefined || Boolean(env.PGCREW_PROFILES)
   const merged = new Map<string, { values: Record<string, unknown>; files: string[] }>()
   const order: string[][] = []
@@ -260,7 +299,7 @@ export function loadProfiles(options: { files?: string[]; env?: NodeJS.ProcessEn
   }
   const names = [...new Set(order.reverse().flat())]
   const profiles = names.map((n) => makeProfile(n, merged.get(n)!.values, merged.get(n)!.files))
-  return Object.freeze({ profiles, files: files.filter((f) => existsSync(f)), get: (name: string) => profiles.find((p) => p.name === name) })
+  return Object.freeze({ profiles, files: files.filter((f) => existsSync(f)), lookedIn: Object.freeze([...files]), get: (name: string) => profiles.find((p) => p.name === name) })
 }
 
 /** This machine's fully qualified name: `PGCREW_HOSTNAME`, else `hostname -f`, else os.hostname(). */

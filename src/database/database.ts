@@ -408,7 +408,7 @@ export class Database implements AsyncDisposable {
   async becomeUser(user?: string): Promise<void> {
     await this.#switchTo((current) => {
       const t = this.#orInitial(current)
-      const name = user ?? t.profile?.user ?? this.#opts.user ?? resolveConnectionParams(t.settings, undefined, this.#opts.env).user
+      const name = user ?? t.profile?.user ?? this.#opts.user ?? resolveConnectionParams(t.settings, t.profile, this.#opts.env).user
       return { ...t, role: { kind: 'user', name } }
     })
   }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { before, describe, test } from 'node:test'
 import { main } from '../../src/cli/cli-main.ts'
@@ -243,6 +244,72 @@ describe('pgcrew profiles', () => {
     assert.equal(named.reason, 'named by PGCREW_PROFILE')
   })
 
+  test('list and show include the services of the service files, marked [service], the user file shadowing the system one', async () => {
+    const home = join(dir, 'svc-home')
+    const etc = join(dir, 'svc-etc')
+    mkdirSync(home, { recursive: true })
+    mkdirSync(etc, { recursive: true })
+    writeFileSync(join(home, '.pg_service.conf'), `# mine\n[obs]\nhost=obs.example.org\nport=5440\ndbname=obsdb\nuser=ann\npassword=${profilePassword}\n[broken]\nhost = x\n`)
+    writeFileSync(join(etc, 'pg_service.conf'), '[obs]\nhost=shadowed.example.org\n[site]\nhost=site.example.org\n')
+    const svcEnv = env({ HOME: home, PGSYSCONFDIR: etc })
+    const r = await pgcrew(['profiles'], svcEnv)
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /^\* utah +operations\.sdss\.org:5433 /m)
+    assert.match(r.stdout, /^ {2}obs \[service\] +obs\.example\.org:5440 +obsdb +ann +\(set\) +~\/\.pg_service\.conf$/m)
+    assert.match(r.stdout, new RegExp(`^ {2}site \\[service\\] +site\\.example\\.org +${etc}/pg_service\\.conf$`, 'm'))
+    assert.match(r.stdout, /^ {2}broken \[service\] +\(unusable: pgcrew profiles show NAME says why\)/m)
+    assert.doesNotMatch(r.stdout, /shadowed/)
+    assert.match(r.stdout, /\[service\]: from a libpq service file; use it with PGSERVICE=NAME/)
+
+    const doc = JSON.parse((await pgcrew(['profiles', '--json'], svcEnv)).stdout)
+    assert.deepEqual(doc.services[0], { name: 'obs', kind: 'service', host: 'obs.example.org', port: 5440, dbname: 'obsdb', user: 'ann', password: '(set)', file: join(home, '.pg_service.conf') })
+    assert.match(doc.services[1].problem, /syntax error in service file ".*", line 9: .*write host=value/)
+
+    const shown = await pgcrew(['profiles', 'show', 'obs'], svcEnv)
+    assert.equal(shown.stdout, 'name      obs\nkind      service\nhost      obs.example.org\nport      5440\ndbname    obsdb\nuser      ann\npassword  (set)\nfile      ~/.pg_service.conf\n')
+  })
+
+  test('which lists the profile files it read and the ones it looked for', async () => {
+    const r = await pgcrew(['profiles', 'which'], env())
+    assert.match(r.stdout, /^project +\(PGCREW_PROFILES names the only file\)$/m)
+    assert.match(r.stdout, new RegExp(`^files +${file} \\(read\\)$`, 'm'))
+    // HOME is a directory that does not exist: ~ still stands for it in the output.
+    const home = join(dir, 'which-home')
+    const cwdProject = join(process.cwd(), 'config', 'profiles.ini')
+    const json = JSON.parse((await pgcrew(['profiles', 'which', '--json'], cleanEnv({ HOME: home, PGCREW_HOSTNAME: 'x.utah.edu', PGCREW_PROFILE: 'nope' }))).stdout)
+    assert.equal(json.error.code, 'PROFILE_NOT_FOUND')
+    // Run from this repository: its config/ holds only the example, unless a developer copied it.
+    const text = await pgcrew(['profiles', 'which'], cleanEnv({ HOME: home, PGCREW_HOSTNAME: 'laptop.home' }))
+    assert.match(
+      text.stdout,
+      new RegExp(`^host +laptop\\.home \\(from PGCREW_HOSTNAME\\)\nproject +${process.cwd()}\nfiles +${cwdProject} \\((read|not found)\\)\n +~/\\.config/pgcrew/profiles\\.ini \\(not found\\)\n`),
+    )
+  })
+
+  test('regression: config/profiles.ini is found from a subdirectory of the project (it was read relative to the current directory)', async () => {
+    const project = join(dir, 'myproject')
+    const deep = join(project, 'pipelines', 'nightly')
+    mkdirSync(join(project, 'config'), { recursive: true })
+    mkdirSync(deep, { recursive: true })
+    writeFileSync(join(project, 'package.json'), '{ "name": "myproject", "private": true }\n')
+    writeFileSync(join(project, 'config', 'profiles.ini'), '[local]\nhost = /var/run/postgresql\ndbname = mine\n')
+    const cli = new URL('../../src/cli.ts', import.meta.url).pathname
+    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), cli, 'profiles', 'which'], {
+      cwd: deep,
+      env: cleanEnv({ PGCREW_HOSTNAME: 'laptop.home' }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    const code = await new Promise((resolve) => child.on('close', resolve))
+    assert.equal(code, 0, stderr)
+    assert.match(stdout, /^profile +local$/m)
+    assert.match(stdout, new RegExp(`^project +${project}$`, 'm'))
+    assert.match(stdout, new RegExp(`^files +${project}/config/profiles\\.ini \\(read\\)$`, 'm'))
+  })
+
   test('which on a host no profile claims (and no [local]) exits 1 with one line saying what to do', async () => {
     const only = join(dir, 'only-utah.ini')
     writeFileSync(only, '[utah]\nhost = operations.sdss.org\ndomain = .*\\.utah\\.edu\n')
@@ -304,6 +371,40 @@ describe('pgcrew check', () => {
     assert.match(r.stdout, new RegExp(`^user +${reader.name}$`, 'm'))
     assert.match(r.stdout, /^read-only +no$/m)
     assert.match(r.stdout, /^pooling +pooled$/m)
+  })
+
+  test('regression: PGSERVICE=name check connects where the service file says (PGSERVICE counted as configured, then was ignored)', async () => {
+    const { host, port } = server()
+    const home = join(dir, 'service-home')
+    mkdirSync(home, { recursive: true })
+    writeFileSync(join(home, '.pg_service.conf'), `[obs]\nhost=${host}\nport=${port}\ndbname=${dbname}\nuser=${reader.name}\n`)
+    const env = cleanEnv({ HOME: home, PGSYSCONFDIR: join(dir, 'no-etc'), PGSERVICE: 'obs', PGPASSFILE: pgpassFile })
+    const r = await pgcrew(['check'], env)
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /^service +obs \(~\/\.pg_service\.conf\)$/m)
+    assert.match(r.stdout, new RegExp(`^host +${host}:${port}$`, 'm'))
+    assert.match(r.stdout, new RegExp(`^user +${reader.name}$`, 'm'))
+    assert.match(r.stdout, new RegExp(`^database +${dbname}$`, 'm'))
+    const url = await pgcrew(['check', '--url', 'service=obs', '--json'], { ...env, PGSERVICE: 'nosuch' })
+    assert.equal(JSON.parse(url.stdout).service, 'obs')
+    const missing = await pgcrew(['check'], { ...env, PGSERVICE: 'obz' })
+    assert.equal(missing.code, 1)
+    assert.equal(missing.stderr, `pgcrew: definition of service "obz" not found (named by PGSERVICE); looked in ${home}/.pg_service.conf, ${join(dir, 'no-etc')}/pg_service.conf\n`)
+  })
+
+  test("check says when a profile's host is this machine and the local socket is used instead", async () => {
+    const { port } = server()
+    const [{ dirs }] = await admin<{ dirs: string }>("select current_setting('unix_socket_directories') as dirs")
+    const socket = dirs.split(',')[0]!.trim()
+    const file = join(dir, 'here.ini')
+    writeFileSync(file, `[here]\nhost = ${hostname()}\nport = ${port}\ndbname = ${dbname}\nuser = ${reader.name}\nsocket_dir = ${socket}\n`)
+    const pgpass = writePgpass(dir, [`${socket}:${port}:*:${reader.name}:${reader.password}`])
+    const r = await pgcrew(['check', '--profile', 'here'], cleanEnv({ PGCREW_PROFILES: file, PGPASSFILE: pgpass }))
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, new RegExp(`^host +${socket}:${port}$`, 'm'))
+    assert.match(r.stdout, new RegExp(`^via +the local socket: the profile's host ${hostname()} is this machine \\(local_socket = false turns this off\\)$`, 'm'))
+    const doc = JSON.parse((await pgcrew(['check', '--profile', 'here', '--json'], cleanEnv({ PGCREW_PROFILES: file, PGPASSFILE: pgpass }))).stdout)
+    assert.equal(doc.localSocketFor, hostname())
   })
 
   test('check --json is one JSON document with the same facts', async () => {

@@ -77,6 +77,33 @@ describe('parsing pq:// IRIs', () => {
   })
 })
 
+describe("parsing libpq's key/value strings", () => {
+  it('reads bare and quoted values, with backslash escapes, as psql does', () => {
+    const parsed = parseConnectionString("service=obs user='ann o\\'neil' dbname=db\\ b  port = 5433 password='se cret'")
+    assert.deepEqual(parsed.settings, { service: 'obs', user: "ann o'neil", dbname: 'db b', port: 5433 })
+    assert.equal(parsed.password, 'se cret')
+    assert.ok(!JSON.stringify(parsed).includes('se cret') && !inspect(parsed).includes('se cret'))
+  })
+
+  it('takes what follows "= " as the value, as libpq does: "dbname= user=bob" is the database "user=bob"', () => {
+    // psql "host=h dbname= user=bob" connects as the OS user to the database "user=bob".
+    assert.deepEqual(parseConnectionString('host=h dbname= user=bob').settings, { host: 'h', dbname: 'user=bob' })
+  })
+
+  it('names a service in a URI too: ?service= in postgres://, [service]= in pq://', () => {
+    assert.deepEqual(parseConnectionString('postgresql:///app?service=obs').settings, { dbname: 'app', service: 'obs' })
+    assert.deepEqual(parseConnectionString('pq:///app?[service]=obs').settings, { dbname: 'app', service: 'obs' })
+  })
+
+  it("refuses what psql refuses, in psql's words, never showing the password", () => {
+    assert.match(invalid('host=h password=Zq9secret user', 'Zq9secret').message, /missing "=" after "user" in connection info string/)
+    assert.match(invalid("host='h password=Zq9secret", 'Zq9secret').message, /unterminated quoted string in connection info string/)
+    assert.match(invalid('password=Zq9secret schema=x', 'Zq9secret').message, /invalid connection option "schema"/)
+    assert.match(invalid('password=Zq9secret sslcert=/x', 'Zq9secret').message, /libpq's "sslcert" is not supported by pgcrew/)
+    assert.match(invalid('password=Zq9secret port=54x', 'Zq9secret').message, /port must be a whole number/)
+  })
+})
+
 describe('bad connection strings', () => {
   it('name the problem and mask the password', () => {
     assert.match(invalid('mysql://me:Zq9secret@h/db', 'Zq9secret').message, /must start with postgres:\/\/, postgresql:\/\/ or pq:\/\//)

@@ -2,6 +2,7 @@
 import { describe, it, before } from 'node:test'
 import assert from 'node:assert/strict'
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
+import { hostname, networkInterfaces } from 'node:os'
 import { join } from 'node:path'
 import { inspect } from 'node:util'
 import { defaultHost } from '../../src/connect/connection-params.ts'
@@ -9,7 +10,8 @@ import { Database } from '../../src/database/database.ts'
 import { PgcrewError } from '../../src/errors/pgcrew-error.ts'
 import { DEFAULT_SOCKET_DIR } from '../../src/connect/pgpass.ts'
 import { chooseProfile, loadProfiles, machineFqdn, profileFiles } from '../../src/connect/profiles.ts'
-import { cleanEnv, freshDatabase, freshRole, scratchDir, server, writePgpass } from '../helpers.ts'
+import { isThisMachine } from '../../src/connect/local-socket.ts'
+import { admin, cleanEnv, freshDatabase, freshRole, scratchDir, server, writePgpass } from '../helpers.ts'
 
 let dir: string
 let n = 0
@@ -42,6 +44,14 @@ describe('profile files', () => {
   it('are the project file then the user file; PGCREW_PROFILES replaces both', () => {
     assert.deepEqual(profileFiles({ HOME: '/home/ann' }, '/proj'), ['/proj/config/profiles.ini', '/home/ann/.config/pgcrew/profiles.ini'])
     assert.deepEqual(profileFiles({ HOME: '/home/ann', PGCREW_PROFILES: 'mine.ini' }, '/proj'), ['/proj/mine.ini'])
+  })
+
+  it('are found at the project root (the nearest package.json up) from any subdirectory, as ESLint finds its config', () => {
+    const project = join(dir, 'proj')
+    mkdirSync(join(project, 'src', 'deep'), { recursive: true })
+    writeFileSync(join(project, 'package.json'), '{}')
+    assert.equal(profileFiles({ HOME: '/home/ann' }, join(project, 'src', 'deep'))[0], join(project, 'config', 'profiles.ini'))
+    assert.equal(profileFiles({ HOME: '/home/ann' }, project)[0], join(project, 'config', 'profiles.ini'))
   })
 
   it("merge per key with the later (user) file winning, and list the user file's profiles first", () => {
@@ -200,6 +210,39 @@ describe('bad profile files', () => {
   it('refuse a domain that is not a regular expression', () => {
     const set = loadProfiles({ files: [ini('[a]\ndomain = (unclosed\n')], env: {} })
     expectError(() => chooseProfile(set, undefined, { PGCREW_HOSTNAME: 'x.y' }), 'PROFILE_FILE_INVALID', /not a valid regular expression/)
+  })
+})
+
+describe('the local-socket rule: which hosts are this machine', () => {
+  const env = {}
+  it("counts this machine's host names (any case, short or with a trailing dot) and its own addresses", () => {
+    const name = hostname()
+    for (const h of [name, name.toUpperCase(), `${name}.`, name.split('.')[0]!]) assert.equal(isThisMachine(h, env), true, h)
+    const own = Object.values(networkInterfaces())
+      .flat()
+      .filter((a) => a && !a.internal)
+      .map((a) => a!.address)
+    for (const address of own) assert.equal(isThisMachine(address, env), true, address)
+  })
+
+  it('does not count loopback (asking for TCP on purpose, an SSH tunnel), other hosts, or socket directories', () => {
+    for (const h of ['localhost', '127.0.0.1', '127.0.1.1', '::1', '[::1]', '192.0.2.77', 'db.example.org', '/var/run/postgresql', '']) assert.equal(isThisMachine(h, env), false, h)
+  })
+
+  it('takes PGCREW_HOSTNAME as the only name of this machine when it is set', () => {
+    assert.equal(isThisMachine('node1.cluster.example.edu', { PGCREW_HOSTNAME: 'node1.cluster.example.edu' }), true)
+    assert.equal(isThisMachine('node1', { PGCREW_HOSTNAME: 'node1.cluster.example.edu' }), true)
+    assert.equal(isThisMachine(hostname(), { PGCREW_HOSTNAME: 'elsewhere.example.org' }), hostname().split('.')[0] === 'elsewhere')
+  })
+
+  it('refuses a relative socket_dir, and socket_dir with local_socket = false', () => {
+    expectError(() => loadProfiles({ files: [ini('[a]\nhost = h\nsocket_dir = run/pg\n')], env: {} }), 'PROFILE_FILE_INVALID', /socket_dir must be an absolute directory .*"run\/pg"/)
+    expectError(
+      () => loadProfiles({ files: [ini('[a]\nhost = h\nsocket_dir = /run/pg\nlocal_socket = false\n')], env: {} }),
+      'PROFILE_FILE_INVALID',
+      /socket_dir is never used with local_socket = false/,
+    )
+    expectError(() => loadProfiles({ files: [ini('[a]\nsocket = /run/pg\n')], env: {} }), 'PROFILE_FILE_INVALID', /unknown key "socket" .*did you mean "socket_dir"/)
   })
 })
 
@@ -369,6 +412,39 @@ describe('profiles on a real connection', () => {
     } finally {
       await db.close()
     }
+  })
+
+  it("reaches a profile whose host is this machine's name through its socket_dir, and says so in connectionParams", async () => {
+    const [{ dirs }] = await admin<{ dirs: string }>("select current_setting('unix_socket_directories') as dirs")
+    const socket = dirs.split(',')[0]!.trim()
+    // libpq's pgpass rule: a socket directory other than the default matches only itself.
+    const pgpassFile = writePgpass(dir, [`${socket}:${port}:${dbname}:${role.name}:${role.password}`])
+    const own = Object.values(networkInterfaces())
+      .flat()
+      .filter((a) => a && !a.internal)
+      .map((a) => a!.address)
+    // The name always; the machine's own addresses where it has any (a machine with no network has none).
+    for (const host of [hostname(), ...own.slice(0, 1)]) {
+      const file = ini(`[here]\nhost = ${host}\nport = ${port}\ndbname = ${dbname}\nuser = ${role.name}\nreadonly = false\nsocket_dir = ${socket}\n`)
+      await using db = new Database({ profile: 'here', profilesFile: file, env: cleanEnv(), pgpassFile })
+      await db.connect()
+      assert.equal(db.connectionParams?.host, socket, host)
+      assert.equal(db.connectionParams?.socketFor, host)
+      const { rows } = await db.query<{ via: string }>("select case when inet_server_addr() is null then 'socket' else 'tcp' end as via")
+      assert.equal(rows[0]!.via, 'socket', host)
+    }
+  })
+
+  it('keeps TCP to the named host with local_socket = false', async () => {
+    const file = ini(`[here]\nhost = ${hostname()}\nport = ${port}\ndbname = ${dbname}\nuser = ${role.name}\nlocal_socket = false\nconnect_timeout = 5\n`)
+    await using db = new Database({ profile: 'here', profilesFile: file, env: cleanEnv(), pgpassFile: writePgpass(dir, [`*:*:*:${role.name}:${role.password}`]) })
+    // The test server listens on 127.0.0.1 only: what the host name resolves to may or may not reach it.
+    const target = await db.connect().then(
+      () => `${db.connectionParams!.host} ${db.connectionParams!.socketFor ?? ''}`,
+      (e: PgcrewError) => String(e.details.target),
+    )
+    assert.match(target, new RegExp(`^(${role.name}@)?${hostname()}\\b`))
+    assert.doesNotMatch(target, /socket/)
   })
 
   it('regression: a Database whose profile name came from PGCREW_PROFILE says so when no such profile exists', async () => {
