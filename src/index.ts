@@ -52,6 +52,7 @@ export type { Reading, AddReadingOptions, LatestOptions } from './store/store-re
 export type { StoreEvent, LogEventOptions, EventsOptions } from './store/store-events.ts'
 export type { SessionInfo, SessionMessage } from './store/store-sessions.ts'
 export type { TimeInput } from './store/store-values.ts'
+export type { FixtureData, LoadFixturesOptions } from './store/store-fixtures.ts'
 
 // A real PostgreSQL for tests and demos
 export { startTempCluster, type TempCluster, type TempClusterOptions } from './cluster/temp-cluster.ts'

@@ -14,6 +14,7 @@ import { clearEvents, handleEvent, listEvents, logEvent, type EventsOptions, typ
 import { deleteSession, flushSessions, listSessions, queueMessage, sessionMessages, startSession, stopSession, type SessionInfo, type SessionMessage } from './store-sessions.ts'
 import { checkId } from './store-values.ts'
 import { openEmbeddedDatabase } from './store-embedded.ts'
+import { loadFixtures, type FixtureData, type LoadFixturesOptions } from './store-fixtures.ts'
 
 /** Options of {@link openStore}; every field is optional. Defaults: {@link STORE_DEFAULTS}. */
 export interface StoreOptions {
@@ -121,6 +122,15 @@ export class Store implements AsyncDisposable {
   /** Run `fn` in one transaction: every store call inside it joins it. */
   transaction<T>(fn: (store: this) => Promise<T>): Promise<T> {
     return this.db.transaction(() => fn(this))
+  }
+
+  /**
+   * Load rows from a YAML or JSON file (table → rows) in one transaction, in foreign-key order
+   * whatever the file's order; resolves to the rows inserted per table.
+   */
+  loadFixtures(source: string | FixtureData, options: LoadFixturesOptions = {}): Promise<Record<string, number>> {
+    this.#open()
+    return loadFixtures(this.db, source, options)
   }
 
   // Config
