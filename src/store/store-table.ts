@@ -65,56 +65,68 @@ export class StoreTable<Row extends Record<string, unknown> = Record<string, unk
   }
 
   /**
-   * Insert rows in one transaction; resolves to them as stored, in input order. Small batches go as
-   * multi-row INSERTs, large ones (`copyThreshold` rows and up, same columns in every row, a one-column
-   * primary key) through COPY, then are read back by key.
+   * Insert rows in one transaction; resolves to them as stored, in input order (with `{ returning:
+   * false }`: to how many, without reading them back). Small batches go as multi-row INSERTs, large
+   * ones (`copyThreshold` rows and up, the same columns in every row) through COPY; rows to return
+   * are then read back by their one-column primary key.
    */
-  async addMany(rows: readonly Partial<Row>[]): Promise<Row[]> {
-    if (!Array.isArray(rows)) throw new PgcrewError('INVALID_OPTION', `${this.name}.addMany() takes an array of rows`)
-    if (rows.length === 0) return []
-    const info = await this.#info()
+  addMany(rows: readonly Partial<Row>[], options?: { returning?: true }): Promise<Row[]>
+  addMany(rows: readonly Partial<Row>[], options: { returning: false }): Promise<number>
+  async addMany(rows: readonly Partial<Row>[], options: { returning?: boolean } = {}): Promise<Row[] | number> {
     const what = `${this.name}.addMany()`
+    if (!Array.isArray(rows)) throw new PgcrewError('INVALID_OPTION', `${what} takes an array of rows`)
+    const returning = options.returning ?? true
+    if (rows.length === 0) return returning ? [] : 0
+    const info = await this.#info()
     try {
       return await this.#db.transaction(async () => {
         if (rows.length >= this.#copyThreshold) {
-          const copied = await this.#copyMany(info, rows, what)
-          if (copied) return copied
+          const copied = await this.#copyMany(info, rows, what, returning)
+          if (copied !== undefined) return copied
         }
         const columns = Math.max(1, new Set(rows.flatMap((r) => entriesOf(r, what).map(([k]) => k))).size)
         const perStatement = Math.max(1, Math.min(this.#copyThreshold, Math.floor(MAX_PARAMETERS / columns)))
         const out: Row[] = []
+        let count = 0
         for (let i = 0; i < rows.length; i += perStatement) {
           const values: unknown[] = []
           const text = insertSql(info, rows.slice(i, i + perStatement), values, what)
-          out.push(...(await this.#db.query<Row>(text, values)).rows)
+          const result = await this.#db.query<Row>(returning ? text : text.replace(/ RETURNING \*$/, ''), values)
+          if (returning) out.push(...result.rows)
+          count += result.rowCount ?? 0
         }
-        return out
+        return returning ? out : count
       })
     } catch (error) {
       throw valueError(info, what, error)
     }
   }
 
-  /** COPY the rows and read them back in input order; undefined when the rows do not suit COPY. */
-  async #copyMany(info: TableInfo, rows: readonly Partial<Row>[], what: string): Promise<Row[] | undefined> {
-    if (info.primaryKey.length !== 1) return undefined
-    const pk = info.byName.get(info.primaryKey[0]!)!
+  /** COPY the rows (and read them back in input order); undefined when the rows do not suit COPY. */
+  async #copyMany(info: TableInfo, rows: readonly Partial<Row>[], what: string, returning: boolean): Promise<Row[] | number | undefined> {
     const keys = entriesOf(rows[0], what).map(([k]) => k)
-    const same = JSON.stringify(keys)
-    if (!rows.every((r) => JSON.stringify(entriesOf(r, what).map(([k]) => k)) === same)) return undefined
-    const givesKey = keys.includes(pk.name)
-    if (!givesKey && !pk.sequence) return undefined
+    if (!sameColumns(rows, keys)) return undefined
     checkColumns(info, keys, what)
     refuseGenerated(info, keys, what)
     const columns = keys.map((k) => info.byName.get(k)!)
+    const encode = (r: Partial<Row>) => columns.map((c) => encodeValue(info, c, r[c.name], what))
+    if (!returning) {
+      if (keys.length === 0) return undefined
+      return (await copyFrom(this.#db, info.parts, rows.map(encode), { columns: keys })).rows
+    }
+    if (info.primaryKey.length !== 1) return undefined
+    const pk = info.byName.get(info.primaryKey[0]!)!
+    const givesKey = keys.includes(pk.name)
+    if (!givesKey && !pk.sequence) return undefined
     let ids: string[] = []
     if (!givesKey) {
-      // Ids taken from the sequence up front, so each row's key is known and they can be read back.
-      const { rows: got } = await this.#db.query<{ id: string }>('SELECT nextval($1::regclass)::text AS id FROM generate_series(1, $2) ORDER BY 1', [pk.sequence, rows.length])
-      ids = got.map((r) => r.id)
+      // Ids taken from the sequence up front (as one array: one row to parse), so each row's key is
+      // known and the rows can be read back.
+      const { rows: got } = await this.#db.query<{ ids: string[] }>('SELECT array_agg(nextval($1::regclass) ORDER BY g) AS ids FROM generate_series(1, $2) AS g', [pk.sequence, rows.length])
+      ids = got[0]!.ids
     }
     const data = rows.map((r, i) => {
-      const line = columns.map((c) => encodeValue(info, c, r[c.name], what))
+      const line = encode(r)
       if (!givesKey) line.push(ids[i])
       return line
     })
@@ -266,6 +278,22 @@ export class StoreTable<Row extends Record<string, unknown> = Record<string, unk
     }
     return undefined
   }
+}
+
+/** Every row names exactly `keys` (undefined counts as not named): checked without allocating per row, as it runs for every row of a large batch. */
+function sameColumns(rows: readonly object[], keys: readonly string[]): boolean {
+  const wanted = new Set(keys)
+  for (const row of rows) {
+    if (typeof row !== 'object' || row === null || Array.isArray(row)) return false
+    let named = 0
+    for (const k in row) {
+      if (!Object.hasOwn(row, k) || (row as Record<string, unknown>)[k] === undefined) continue
+      if (!wanted.has(k)) return false
+      named++
+    }
+    if (named !== wanted.size) return false
+  }
+  return true
 }
 
 function refuseGenerated(info: TableInfo, names: readonly string[], what: string): void {

@@ -137,7 +137,11 @@ describe('store.table()', () => {
       const items = s.table<Item>('items')
       await items.clear()
       const input = Array.from({ length: 120 }, (_, i) => ({ name: `${label}-${(i * 7919) % 120}`, qty: i, tags: [`t${i}`], info: { i, list: [i] } }))
-      const rows = await items.addMany(input)
+      const texts: string[] = []
+      const query = db.query.bind(db)
+      db.query = ((text: string, values?: unknown[]) => (texts.push(text), query(text, values))) as typeof db.query
+      const rows = await items.addMany(input).finally(() => (db.query = query))
+      assert.equal(texts.filter((t) => t.startsWith('INSERT')).length, label === 'insert' ? 1 : 0, `${label}: ${texts.join('; ')}`)
       assert.deepEqual(
         rows.map((r) => r.name),
         input.map((r) => r.name),
@@ -148,6 +152,12 @@ describe('store.table()', () => {
       assert.ok(rows.every((r) => r.created instanceof Date && typeof r.id === 'number'))
       assert.equal(new Set(rows.map((r) => r.id)).size, 120)
       assert.equal(await items.count(), 120)
+      await items.clear()
+      assert.equal(await items.addMany(input, { returning: false }), 120, `${label}: { returning: false } resolves to the count`)
+      assert.deepEqual(
+        (await items.all({ orderBy: 'id' })).map((r) => r.name),
+        input.map((r) => r.name),
+      )
     }
     // Rows with different columns: each leaves out what it does not name (its DEFAULT, not NULL).
     const mixed = await store.table<Item>('items').addMany([{ name: 'm1' }, { name: 'm2', qty: 1 }, { name: 'm3', created: new Date('2020-01-01T00:00:00Z') }])
