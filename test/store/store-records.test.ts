@@ -3,6 +3,7 @@ import { describe, test } from 'node:test'
 import { Database } from '../../src/database/database.ts'
 import { openStore } from '../../src/store/store.ts'
 import { admin, cleanEnv, freshDatabase } from '../helpers.ts'
+import { closedGate } from './store-gate.ts'
 
 async function fresh(prefix: string, pooling?: 'per-transaction') {
   const { url, dbname } = await freshDatabase(prefix)
@@ -213,13 +214,16 @@ describe('sessions', () => {
   }
 
   test('8 worker threads queueing into one session at once lose nothing and keep each thread its order', async () => {
-    const { db } = await fresh('storequeue')
+    const { db, dbname } = await fresh('storequeue')
     await using _db = db
     const store = await openStore(db)
     const session = await store.startSession()
     await using crew = await db.crew({ worker: new URL('../fixtures/workers/store.ts', import.meta.url), threads: 8 })
     const perThread = 150
-    await Promise.all(Array.from({ length: 8 }, (_, t) => crew.run({ op: 'queue', schema: 'pgcrew', session, name: `t${t}`, count: perThread })))
+    const gate = await closedGate(dbname)
+    const runs = Array.from({ length: 8 }, (_, t) => crew.run<{ workerId: number }>({ op: 'queue', schema: 'pgcrew', session, name: `t${t}`, count: perThread, gate: gate.key }))
+    await gate.openWhen(8)
+    assert.equal(new Set((await Promise.all(runs)).map((r) => r.workerId)).size, 8, 'each task ran in a thread of its own')
     const messages = (await store.messages(session)).map((m) => m.message as { thread: string; i: number })
     assert.equal(messages.length, 8 * perThread)
     for (let t = 0; t < 8; t++) {
@@ -230,8 +234,9 @@ describe('sessions', () => {
         `thread t${t}'s messages in its order`,
       )
     }
-    const threadsSeen = new Set(messages.slice(0, 8 * 20).map((m) => m.thread))
-    assert.ok(threadsSeen.size > 1, 'the threads queued at the same time (interleaved)')
+    // Eight blocks one after another would switch threads 7 times: more means they queued at once.
+    const switches = messages.filter((m, i) => i > 0 && m.thread !== messages[i - 1]!.thread).length
+    assert.ok(switches > 7, `the threads queued at the same time (${switches} switches between threads)`)
     assert.equal((await store.sessions())[0]!.count, 8 * perThread)
   })
 })

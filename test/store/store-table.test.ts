@@ -3,6 +3,7 @@ import { describe, test } from 'node:test'
 import { Database } from '../../src/database/database.ts'
 import { openStore } from '../../src/store/store.ts'
 import { admin, cleanEnv, freshDatabase } from '../helpers.ts'
+import { closedGate } from './store-gate.ts'
 
 type Item = { id: number; name: string; qty: number | null; tags: string[] | null; info: unknown; created: Date }
 
@@ -175,9 +176,13 @@ describe('store.table()', () => {
     const { db, store, dbname } = await setup('storegoc')
     await using _db = db
     await using crew = await db.crew({ worker: new URL('../fixtures/workers/store.ts', import.meta.url), threads: 4 })
-    const results = await Promise.all(Array.from({ length: 16 }, () => crew.run<{ id: number; workerId: number }>({ op: 'getOrCreate', schema: 'pgcrew', table: 'items', name: 'shared' })))
+    // One task per thread waits at the gate; when all 4 wait, they and the 12 queued behind them race.
+    const gate = await closedGate(dbname)
+    const runs = Array.from({ length: 16 }, () => crew.run<{ id: number; workerId: number }>({ op: 'getOrCreate', schema: 'pgcrew', table: 'items', name: 'shared', gate: gate.key }))
+    await gate.openWhen(4)
+    const results = await Promise.all(runs)
     assert.equal(new Set(results.map((r) => r.id)).size, 1, `ids: ${results.map((r) => r.id).join(', ')}`)
-    assert.ok(new Set(results.map((r) => r.workerId)).size > 1, 'the callers ran in more than one thread')
+    assert.equal(new Set(results.map((r) => r.workerId)).size, 4, 'the callers ran in all 4 threads')
     const rows = await admin<{ n: number }>("SELECT count(*)::int AS n FROM items WHERE name = 'shared'", [], dbname)
     assert.equal(rows[0]!.n, 1)
     const again = await store.getOrCreate<Item>('items', { name: 'shared' }, { qty: 9 })
