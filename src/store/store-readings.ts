@@ -30,6 +30,8 @@ export interface LatestOptions {
   since?: TimeInput
   /** Readings per series. Default 50. */
   limit?: number
+  /** Only readings of this session. */
+  session?: number
 }
 
 export const READINGS_DEFAULTS = Object.freeze({ limit: 50 })
@@ -69,12 +71,13 @@ export async function latestReadings(db: Database, n: StoreNames, options: Lates
   const series = options.series === undefined ? undefined : typeof options.series === 'string' ? [options.series] : options.series
   if (series && (!Array.isArray(series) || !series.every((s) => typeof s === 'string'))) throw new PgcrewError('INVALID_OPTION', 'latest() series takes a series name or a list of them')
   const since = checkTime(options.since, 'latest() since')
-  const names = series ? `unnest($1::text[]) AS s (series)` : `(SELECT DISTINCT series FROM ${n.readings} WHERE $1::text[] IS NULL) AS s`
+  const session = options.session === undefined ? null : checkId(options.session, 'latest() session')
+  const names = series ? `unnest($1::text[]) AS s (series)` : `(SELECT DISTINCT series FROM ${n.readings} WHERE $1::text[] IS NULL AND ($4::bigint IS NULL OR session_id = $4)) AS s`
   const { rows } = await db.query(
     `SELECT r.* FROM ${names} CROSS JOIN LATERAL (
-       SELECT ${COLUMNS} FROM ${n.readings} x WHERE x.series = s.series AND ($2::timestamptz IS NULL OR x.at >= $2) ORDER BY x.at DESC, x.id DESC LIMIT $3
+       SELECT ${COLUMNS} FROM ${n.readings} x WHERE x.series = s.series AND ($2::timestamptz IS NULL OR x.at >= $2) AND ($4::bigint IS NULL OR x.session_id = $4) ORDER BY x.at DESC, x.id DESC LIMIT $3
      ) r ORDER BY r.series, r.at DESC, r.id DESC`,
-    [series ? [...series] : null, since ?? null, limit],
+    [series ? [...series] : null, since ?? null, limit, session],
   )
   return rows.map(toReading)
 }

@@ -112,6 +112,11 @@ describe('readings', () => {
     const r = await store.addReading('temp', 21.5, { session })
     assert.equal(r.sessionId, session)
     assert.ok(r.at instanceof Date)
+    assert.deepEqual(
+      (await store.latest({ session })).map((x) => [x.series, x.value]),
+      [['temp', 21.5]],
+      "a session's readings only",
+    )
     await assert.rejects(store.addReading('temp', Number.NaN), { code: 'STORE_INVALID_VALUE' })
     await assert.rejects(store.addReading('temp', 'warm' as never), { code: 'STORE_INVALID_VALUE', message: /a reading is a finite number, not "warm"/ })
     await assert.rejects(store.latest({ limit: 0 }), { code: 'INVALID_OPTION' })
