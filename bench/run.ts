@@ -7,7 +7,8 @@
 // child's from /proc/self/stat cutime) and of the bench's own PostgreSQL (its postmaster's children).
 // npm run bench compiles pgcrew first (bench/tsconfig.json) and runs the JavaScript, as users do.
 // Short runs while developing: BENCH_ONLY=pipeline,heavy,statements,bulk,memory BENCH_REPS BENCH_TASKS
-// BENCH_HEAVY_TASKS BENCH_MS BENCH_COPY_ROWS BENCH_MEMORY_TASKS.
+// BENCH_HEAVY_TASKS BENCH_MS BENCH_COPY_ROWS BENCH_MEMORY_TASKS. BENCH_ONLY=store (not in the default
+// set) measures the record store's addMany against copyFrom, BENCH_STORE_ROWS rows (100,000).
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os'
@@ -22,6 +23,7 @@ import { measureMemory, memoryChild, type MemoryResult } from './memory.ts'
 import { findPgbench, handLoop, pgbenchScript, viaPgbench, viaPipeline } from './pipeline-sides.ts'
 import { closeSides, openSides, statementRate, type Client, type StatementKind } from './statements.ts'
 import { HEAVY_ROUNDS, LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
+import { openBenchStores, storeRows, viaAddMany, viaAddManyCount, viaCopyRows } from './store.ts'
 
 const env = (name: string, fallback: number): number => Number(process.env[name] ?? fallback)
 const REPS = env('BENCH_REPS', 3)
@@ -30,6 +32,7 @@ const HEAVY_TASKS = env('BENCH_HEAVY_TASKS', 3_000)
 const STATEMENT_MS = env('BENCH_MS', 1500)
 const COPY_ROWS = env('BENCH_COPY_ROWS', 1_000_000)
 const MEMORY_TASKS = env('BENCH_MEMORY_TASKS', 2_000_000)
+const STORE_ROWS = env('BENCH_STORE_ROWS', 100_000)
 const MEMORY_FRESH = Math.min(env('BENCH_MEMORY_FRESH', 20_000), MEMORY_TASKS)
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'pipeline,heavy,statements,bulk,memory').split(','))
 const CORES = availableParallelism()
@@ -196,6 +199,34 @@ async function main(): Promise<void> {
         }
       } finally {
         await copyDb.close()
+      }
+      say()
+    }
+
+    if (ONLY.has('store')) {
+      const stores = await openBenchStores(db)
+      const rows = storeRows(STORE_ROWS)
+      // Warm-up: plans, the catalog read, the JIT.
+      await viaAddMany(stores.chosen, storeRows(2000))
+      await viaCopyRows(db, storeRows(2000))
+      const s = await interleave(
+        [
+          { name: 'copyFrom (rows as arrays)', run: () => viaCopyRows(db, rows) },
+          { name: 'store addMany, { returning: false }', run: () => viaAddManyCount(stores.chosen, rows) },
+          { name: 'store addMany', run: () => viaAddMany(stores.chosen, rows) },
+          { name: 'store addMany, INSERTs only', run: () => viaAddMany(stores.inserts, rows) },
+        ],
+        postmaster,
+      )
+      say(`## Record store: addMany of ${STORE_ROWS.toLocaleString('en-US')} rows (name, value; id and a default filled in by the server)`)
+      say()
+      say('| side | rows/s median (min–max) | vs copyFrom | returns the stored rows |')
+      say('|---|---:|---:|---|')
+      for (const [name, samples] of s) {
+        const rates = samples.map((x) => x.rate)
+        say(
+          `| ${name} | ${f0(median(rates))} (${range(rates, 0)}) | ${name.startsWith('copyFrom') ? '1' : ratio(s, 'copyFrom (rows as arrays)', name)} | ${name.startsWith('copyFrom') || name.includes('returning') ? 'no (a count)' : 'yes, in input order'} |`,
+        )
       }
       say()
     }

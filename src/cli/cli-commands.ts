@@ -13,4 +13,5 @@ export const commands: Record<string, () => Promise<{ command: Command }>> = {
   initdb: () => import('./initdb-command.ts'),
   run: () => import('./run-command.ts'),
   tmp: () => import('./tmp-command.ts'),
+  store: () => import('./store-command.ts'),
 }
