@@ -42,6 +42,17 @@ export { splitStatements, type SqlStatement } from './schema/split-statements.ts
 export { compareVersions } from './schema/migrate-versions.ts'
 export type { TemplateDialect, TemplateVariables } from './schema/migrate-template.ts'
 
+// The record store
+export { openStore, Store, STORE_DEFAULTS, type StoreOptions, type StoreSession, type Where } from './store/store.ts'
+export { StoreTable, type FindOptions } from './store/store-table.ts'
+export type { StoreColumn } from './store/store-catalog.ts'
+export { SEVERITIES, type Severity } from './store/store-schema.ts'
+export type { ConfigEntry, SetConfigOptions } from './store/store-config.ts'
+export type { Reading, AddReadingOptions, LatestOptions } from './store/store-readings.ts'
+export type { StoreEvent, LogEventOptions, EventsOptions } from './store/store-events.ts'
+export type { SessionInfo, SessionMessage } from './store/store-sessions.ts'
+export type { TimeInput } from './store/store-values.ts'
+
 // A real PostgreSQL for tests and demos
 export { startTempCluster, type TempCluster, type TempClusterOptions } from './cluster/temp-cluster.ts'
 export { startEmbeddedDefault, embeddedDataDir, projectRoot } from './cluster/embedded-default.ts'

@@ -1,25 +1,12 @@
 import { Database } from '../database/database.ts'
 import { shownPath, startEmbeddedDefault } from '../cluster/embedded-default.ts'
 import { loadPipeline, runPipeline, type RunSummary } from '../pipeline/pipeline.ts'
-import { loadProfiles } from '../connect/profiles.ts'
+import { isConfigured } from '../connect/nothing-configured.ts'
 import { barProgress, lineProgress, silentProgress } from '../pipeline/pipeline-progress.ts'
 import type { TempCluster } from '../cluster/temp-cluster.ts'
 import { UsageError, type CliIO, type Command } from './cli-command.ts'
 import { connectAs } from './cli-connect-as.ts'
 import { keyValues, printJson, println } from './cli-output.ts'
-
-/**
- * Is anything at all configured: --profile, PGCREW_PROFILE, any libpq PG* variable (PGSERVICE
- * included), or a profile in any profiles file? Only with none of them does the run get the
- * embedded server. Profiles that exist but do not claim this host are the same NO_PROFILE_MATCHES
- * as `pgcrew check` (raised when the Database connects): a batch job on a compute node whose name
- * no profile matches must stop, not put its work into a server of its own.
- */
-function configured(profile: string | undefined, env: NodeJS.ProcessEnv): boolean {
-  if (profile || env.PGCREW_PROFILE) return true
-  if (Object.keys(env).some((k) => k.startsWith('PG') && !k.startsWith('PGCREW_') && env[k])) return true
-  return loadProfiles({ env }).profiles.length > 0
-}
 
 /** A flag's whole number, written plainly (no 1e3, 0x10 or padding) and within [min, max]. */
 function int(value: unknown, flag: string, min: number, max = 100_000): number | undefined {
@@ -101,7 +88,7 @@ export const command: Command = {
     const env = io.env
     const fresh = values.fresh === true
     let keptIn: string | undefined
-    if (configured(profile, env)) {
+    if (isConfigured(profile, env)) {
       if (fresh) throw new UsageError("--fresh starts pgcrew's own PostgreSQL clean; this run is configured (a profile or PG* variables) and uses that server")
     } else {
       cluster = await startEmbeddedDefault({ fresh })

@@ -24,6 +24,7 @@ import { chooseProfile, loadProfiles, type Profile, type ProfileSet } from '../c
 import { trackInRealm, untrackInRealm } from './database-realm.ts'
 import { clientSpecFor, type RoleChoice, type Target } from '../connect/connect-target.ts'
 import type { Crew, CrewOptions } from '../crew/crew.ts'
+import type { Store, StoreOptions } from '../store/store.ts'
 import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapshot } from './database-snapshot.ts'
 import { beginStatement, Transaction, type TransactionOptions, type TransactionScope } from './transaction.ts'
 import type { WithClientOptions } from '../toolkit/toolkit-target.ts'
@@ -159,6 +160,13 @@ export class Database implements AsyncDisposable {
     // (and a process that never starts a crew never loads piscina).
     const { Crew } = await import('../crew/crew.ts')
     return Crew.create(this, options)
+  }
+
+  /** Open the record store on this Database (`openStore(db, options)`); its tables are created when missing. */
+  async store(options: StoreOptions = {}): Promise<Store> {
+    // Loaded on first use, like the crew: the store builds on Database.
+    const { openStore } = await import('../store/store.ts')
+    return openStore(this, options)
   }
 
   /** How many idle connections the server killed under us (each cost one reconnect, nothing else). */

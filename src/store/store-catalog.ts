@@ -1,0 +1,194 @@
+// What the store knows of a table: its columns and primary key, read from the catalog once per
+// Store and table, and the checks every statement built from them goes through (unknown columns,
+// values that cannot be sent). Every value travels as a parameter; names only ever quoted.
+import { closest } from '../errors/did-you-mean.ts'
+import { PgcrewError } from '../errors/pgcrew-error.ts'
+import { qname } from '../toolkit/quote.ts'
+import { tableParts } from '../toolkit/table-name.ts'
+import type { Database } from '../database/database.ts'
+
+/** A column of a store table, as the catalog describes it. */
+export interface StoreColumn {
+  readonly name: string
+  /** `format_type` of the column: `integer`, `character varying(20)`, `jsonb`, `text[]`… */
+  readonly type: string
+  readonly isArray: boolean
+  readonly isJson: boolean
+  /** GENERATED ALWAYS AS IDENTITY: an explicit value needs OVERRIDING SYSTEM VALUE. */
+  readonly identityAlways: boolean
+  /** GENERATED ALWAYS AS (…) STORED: never written. */
+  readonly generated: boolean
+  /** The serial or identity sequence behind the column, if any. */
+  readonly sequence: string | null
+}
+
+export interface TableInfo {
+  /** The name as the caller gave it (for messages). */
+  readonly name: string
+  /** The table quoted for SQL, schema included: `"public"."items"`. */
+  readonly sql: string
+  /** Schema and table, unquoted (for COPY). */
+  readonly parts: readonly [string, string]
+  readonly columns: readonly StoreColumn[]
+  readonly byName: ReadonlyMap<string, StoreColumn>
+  readonly primaryKey: readonly string[]
+}
+
+/** Read a table's columns and primary key; an unknown table is STORE_UNKNOWN_TABLE, naming the tables there are. */
+export async function readTableInfo(db: Database, name: string): Promise<TableInfo> {
+  const parts = tableParts(name, 'store.table() name')
+  const { rows: found } = await db.query<{ oid: string; sql: string; schema: string; table: string }>(
+    `SELECT c.oid::text AS oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS sql, n.nspname AS schema, c.relname AS table
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`,
+    [qname(...parts)],
+  )
+  if (found.length === 0) throw await unknownTable(db, name)
+  const { oid, sql, schema, table } = found[0]!
+  const { rows } = await db.query<{ name: string; type: string; is_array: boolean; is_json: boolean; identity: string; generated: string; pk: boolean; seq: string | null }>(
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typcategory = 'A' AS is_array,
+            a.atttypid IN ('json'::regtype, 'jsonb'::regtype) AS is_json, a.attidentity AS identity, a.attgenerated AS generated,
+            coalesce(a.attnum = ANY (i.indkey), false) AS pk, pg_get_serial_sequence($2, a.attname) AS seq
+       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+       LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+      WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
+    [oid, sql],
+  )
+  const columns = rows.map((r): StoreColumn =>
+    Object.freeze({ name: r.name, type: r.type, isArray: r.is_array, isJson: r.is_json, identityAlways: r.identity === 'a', generated: r.generated === 's', sequence: r.seq }),
+  )
+  return Object.freeze({ name, sql, parts: [schema, table] as const, columns, byName: new Map(columns.map((c) => [c.name, c])), primaryKey: rows.filter((r) => r.pk).map((r) => r.name) })
+}
+
+async function unknownTable(db: Database, name: string): Promise<PgcrewError> {
+  const { rows } = await db.query<{ name: string }>(
+    `SELECT CASE WHEN pg_table_is_visible(c.oid) THEN '' ELSE quote_ident(n.nspname) || '.' END || quote_ident(c.relname) AS name
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1 LIMIT 200`,
+  )
+  const tables = rows.map((r) => r.name)
+  const guess = closest(name, tables)
+  return new PgcrewError(
+    'STORE_UNKNOWN_TABLE',
+    `store.table(${JSON.stringify(name)}): no such table${guess ? ` (did you mean "${guess}"?)` : ''}; ${tables.length ? `tables here: ${tables.join(', ')}` : 'this database has no tables yet'} — create it first (migrate), or name its schema ("schema.table")`,
+    { details: { table: name, tables } },
+  )
+}
+
+/** Every name must be a column of the table, else STORE_UNKNOWN_COLUMN naming them and the table's columns. */
+export function checkColumns(info: TableInfo, names: Iterable<string>, where: string): void {
+  const unknown = [...names].filter((n) => !info.byName.has(n))
+  if (unknown.length === 0) return
+  const all = info.columns.map((c) => c.name)
+  const guesses = unknown.map((u) => closest(u, all)).filter((g): g is string => g !== undefined)
+  throw new PgcrewError(
+    'STORE_UNKNOWN_COLUMN',
+    `${where}: ${info.name} has no column${unknown.length > 1 ? 's' : ''} ${unknown.map((u) => `"${u}"`).join(', ')}${guesses.length ? ` (did you mean ${guesses.map((g) => `"${g}"`).join(', ')}?)` : ''}; its columns: ${all.join(', ')}`,
+    { details: { table: info.name, unknown, columns: all } },
+  )
+}
+
+/** A value as a query parameter for `column`: JSON columns get JSON text (so arrays stay JSON arrays). */
+export function encodeValue(info: TableInfo, column: StoreColumn, value: unknown, where: string): unknown {
+  if (typeof value === 'function' || typeof value === 'symbol') {
+    throw invalidValue(info, column, `${where}: ${info.name}.${column.name} cannot store a ${typeof value}`)
+  }
+  if (!column.isJson || value === null) return value
+  try {
+    const text = JSON.stringify(value)
+    if (text === undefined) throw new TypeError(`${typeof value} has no JSON form`)
+    return text
+  } catch (error) {
+    throw invalidValue(info, column, `${where}: ${info.name}.${column.name} (${column.type}) needs a value with a JSON form: ${(error as Error).message}`, error)
+  }
+}
+
+export function invalidValue(info: TableInfo, column: StoreColumn | undefined, message: string, cause?: unknown): PgcrewError {
+  return new PgcrewError('STORE_INVALID_VALUE', message, { cause, details: { table: info.name, ...(column ? { column: column.name, type: column.type } : {}) } })
+}
+
+/** The defined entries of a row or where object, checked to be a plain object. */
+export function entriesOf(value: unknown, where: string): Array<[string, unknown]> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new PgcrewError('INVALID_OPTION', `${where} takes an object of column → value, not ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`)
+  }
+  return Object.entries(value).filter(([, v]) => v !== undefined)
+}
+
+/**
+ * ` WHERE …` for a where object (empty for none): `null` is IS NULL, an array is IN (`= ANY`), except
+ * for array and JSON columns, where an array is the value itself. Parameters are appended to `values`.
+ */
+export function whereSql(info: TableInfo, where: object | undefined, values: unknown[], what: string): string {
+  if (where === undefined) return ''
+  entriesOf(where, what)
+  const entries = Object.entries(where)
+  if (entries.some(([, v]) => v === undefined)) refuseUndefined(info, where, what)
+  checkColumns(
+    info,
+    entries.map(([k]) => k),
+    what,
+  )
+  const terms = entries.map(([name, value]) => {
+    const column = info.byName.get(name)!
+    const ident = qname(name)
+    if (value === null) return `${ident} IS NULL`
+    if (Array.isArray(value) && !column.isArray && !column.isJson) {
+      values.push(value.filter((v) => v !== null).map((v) => encodeValue(info, column, v, what)))
+      const any = `${ident} = ANY ($${values.length})`
+      return value.includes(null) ? `(${any} OR ${ident} IS NULL)` : any
+    }
+    values.push(encodeValue(info, column, value, what))
+    return `${ident} = $${values.length}`
+  })
+  return terms.length ? ` WHERE ${terms.join(' AND ')}` : ''
+}
+
+function refuseUndefined(info: TableInfo, where: object, what: string): never {
+  const names = Object.entries(where)
+    .filter(([, v]) => v === undefined)
+    .map(([k]) => k)
+  throw invalidValue(
+    info,
+    info.byName.get(names[0]!),
+    `${what}: ${names.map((n) => `"${n}"`).join(', ')} ${names.length > 1 ? 'are' : 'is'} undefined; use null to match NULL, or leave the column out`,
+  )
+}
+
+/** ` ORDER BY …` from `'col'`, `'col desc'`, `'-col'` or a list of them, checked against the columns. */
+export function orderBySql(info: TableInfo, orderBy: string | readonly string[] | undefined, what: string): string {
+  if (orderBy === undefined) return ''
+  const items = typeof orderBy === 'string' ? [orderBy] : orderBy
+  const terms = items.map((item) => {
+    const m = typeof item === 'string' ? /^(-)?\s*(.+?)(?:\s+(asc|desc))?$/i.exec(item.trim()) : null
+    if (!m) throw new PgcrewError('INVALID_OPTION', `${what}: orderBy takes column names ("name", "name desc" or "-name"), not ${JSON.stringify(item)}`)
+    checkColumns(info, [m[2]!], `${what} orderBy`)
+    return `${qname(m[2]!)}${m[1] || m[3]?.toLowerCase() === 'desc' ? ' DESC' : ''}`
+  })
+  return terms.length ? ` ORDER BY ${terms.join(', ')}` : ''
+}
+
+/** A whole number ≥ 0 for limit/offset, or undefined. */
+export function wholeNumber(value: unknown, name: string, what: string): number | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw new PgcrewError('INVALID_OPTION', `${what}: ${name} takes a whole number ≥ 0, not ${JSON.stringify(value)}`)
+  return value
+}
+
+/**
+ * JSON text for a jsonb value (config values, messages, event data); STORE_INVALID_VALUE for what JSON
+ * cannot hold faithfully (undefined, a function, a BigInt, NaN or Infinity, which JSON.stringify
+ * would quietly turn into null, or a cycle).
+ */
+export function toJson(value: unknown, what: string): string {
+  let text: string | undefined
+  try {
+    text = JSON.stringify(value, (_key, v: unknown) => {
+      if (typeof v === 'number' && !Number.isFinite(v)) throw new TypeError(`${v} has no JSON form`)
+      return v
+    })
+  } catch (error) {
+    throw new PgcrewError('STORE_INVALID_VALUE', `${what}: the value cannot be stored as JSON: ${(error as Error).message}`, { cause: error })
+  }
+  if (text === undefined) throw new PgcrewError('STORE_INVALID_VALUE', `${what}: ${typeof value} cannot be stored as JSON; give a string, number, boolean, null, array or object`)
+  return text
+}
