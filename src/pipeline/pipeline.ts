@@ -11,6 +11,7 @@ import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } fro
 import { silentProgress, type ProgressReporter, type ProgressState } from './pipeline-progress.ts'
 import { RETRY_DEFAULTS, RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions } from '../database/connection-retry.ts'
 import { TaskBatcher } from './task-batcher.ts'
+import type { HistoryOptions } from '../history/run-recorder.ts'
 
 /** A task: any structured-cloneable object with a stable `key`. */
 export type PipelineTask = { key: string | number } & Record<string, unknown>
@@ -133,8 +134,13 @@ export interface RunOptions {
    * through a million tasks); running ones finish, and the summary's `stopReason` says why.
    */
   maxFailures?: number
-  /** Told when the run starts and ends, with a live view of its counters (the run history uses it). */
+  /** Told when the run starts and ends, with a live view of its counters. Default: the run history. */
   observer?: RunObserver
+  /**
+   * Record the run in the record store (schema `pgcrew` of this database): its facts, status,
+   * samples and failures, for `pgcrew status | runs | report`. false: record nothing. Default true.
+   */
+  history?: boolean | HistoryOptions
 }
 
 /** The run's counters as they are now, for an observer that samples them. */
@@ -146,10 +152,13 @@ export interface LiveRun extends Readonly<ProgressState> {
   readonly connectionsInUse: number
 }
 
+/** What an observer's `started` may answer: the run's id in the history, or why it is not recorded. */
+export type RunObserved = void | { runId?: number; note?: string }
+
 /** What runPipeline tells an observer (every hook optional; a hook that throws does not stop the run). */
 export interface RunObserver {
   /** After the crew is up: its size, and a getter of the live counters. */
-  started?(run: { pipeline: string; threads: number; connections: number; budget: BudgetNumbers; live: () => LiveRun }): void | Promise<void>
+  started?(run: { pipeline: string; threads: number; connections: number; budget: BudgetNumbers; live: () => LiveRun }): RunObserved | Promise<RunObserved>
   /** A task failed for good. */
   failed?(failure: RunSummary['failures'][number] & { workerId: number }): void
   /** The run ended (`summary`) or threw (`error`). */
@@ -180,6 +189,10 @@ export interface RunSummary {
   failures: { key: string; attempts: number; code?: string; message: string }[]
   /** Why the run stopped before its task source ran out, other than a cancel: `maxFailures` was reached. */
   stopReason?: string
+  /** The run's id in the run history (`pgcrew runs show ID`), when it is recorded. */
+  runId?: number
+  /** Why the run history was not recorded (a role that may not create the store's tables…), when it was not. */
+  history?: string
 }
 
 const MODULE_EXTENSIONS = new Set(['.ts', '.mts', '.cts', '.tsx', '.js', '.mjs', '.cjs', '.jsx'])
@@ -294,7 +307,13 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   // Set when maxFailures is reached: nothing more is handed out, like after a Ctrl-C.
   let stopReason: string | undefined
   const stopping = (): boolean => Boolean(fatal || stopReason || options.signal?.aborted)
-  const observer = options.observer
+  // The run history lives above the pipeline (it builds on the store); loaded on first use, like db.crew().
+  const observer =
+    options.observer ??
+    (options.history === false
+      ? undefined
+      : (await import('../history/run-recorder.ts')).runHistory(db, { pipeline: def.name, ledger, total }, typeof options.history === 'object' ? options.history : {}))
+  let observed = undefined as RunObserved
   // An observer (the run history) must never break the run it watches.
   const observe = async (what: string, fn: () => unknown): Promise<void> => {
     try {
@@ -433,7 +452,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
       failedPerWorker: { ...failedPerWorker },
       connectionsInUse: db.connectionCount + Math.min(running.size, workerConnections),
     })
-    await observe('started', () => observer.started!({ pipeline: def.name, threads: crew.budget.threads, connections: crew.budget.total, budget: budgetNumbers(crew.budget), live }))
+    await observe('started', async () => (observed = await observer.started!({ pipeline: def.name, threads: crew.budget.threads, connections: crew.budget.total, budget: budgetNumbers(crew.budget), live })))
   }
   progress.start(total)
   showing = true
@@ -489,6 +508,8 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     perWorker,
     failures,
     ...(stopReason ? { stopReason } : {}),
+    ...(observed?.runId !== undefined ? { runId: observed.runId } : {}),
+    ...(observed?.note !== undefined ? { history: observed.note } : {}),
   }
   if (observer?.finished) await observe('finished', () => observer.finished!({ summary }))
   return summary
