@@ -16,7 +16,7 @@ function int(value: unknown, flag: string, min: number, max = 100_000): number |
   return n
 }
 
-function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): void {
+export function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): void {
   const workers = Object.entries(s.perWorker)
     .map(([id, n]) => `#${id}: ${n}`)
     .join(', ')

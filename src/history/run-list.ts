@@ -109,3 +109,9 @@ async function recordCrash(db: Database, schema: string, id: number): Promise<vo
 export async function getRun(db: Database, id: number, options: { schema?: string } = {}): Promise<RunRecord | undefined> {
   return (await listRuns(db, { ...options, id }))[0]
 }
+
+/** A run as `--json` prints it: its facts and summary, without the raw messages (the lock key is no figure). */
+export function runForJson(run: RunRecord): Omit<RunRecord, 'started' | 'ended'> & { ledger: string | null; summary: RunEnded['summary'] } {
+  const { started, ended, ...facts } = run
+  return { ...facts, ledger: started?.ledger ?? null, summary: ended?.summary ?? null }
+}

@@ -541,7 +541,7 @@ describe("pgcrew run with nothing configured: pgcrew's own PostgreSQL, kept unde
 
     let interrupted = false
     const first = await start(project, [], (text, child) => {
-      if (!interrupted && /^progress: \d+\/300 done=[1-9]/m.test(text)) {
+      if (!interrupted && /^\S+Z progress: \d+\/300 done=[1-9]/m.test(text)) {
         interrupted = true
         child.kill('SIGINT')
       }
