@@ -17,5 +17,6 @@ export const commands: Record<string, () => Promise<{ command: Command }>> = {
   retry: () => import('./retry-command.ts'),
   reset: () => import('./reset-command.ts'),
   runs: () => import('./runs-command.ts'),
+  report: () => import('./report-command.ts'),
   tmp: () => import('./tmp-command.ts'),
 }

@@ -40,7 +40,7 @@ export function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefine
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--fresh] [--json]
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--report FILE] [--fresh] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
@@ -57,6 +57,7 @@ export const command: Command = {
                      retried, in seconds, by tasks and by the run itself (default 60)
   --max-failures N   stop handing out tasks once N have failed for good (running ones finish);
                      the summary and the run history say why the run stopped
+  --report FILE      write the run's report to FILE when it ends (as pgcrew report RUN --html FILE)
   --fresh            with pgcrew's own PostgreSQL: remove .pgcrew/data first and start clean
   --json             print a machine-readable summary (no progress output)`,
   options: {
@@ -70,6 +71,7 @@ export const command: Command = {
     fresh: { type: 'boolean' },
     'retry-window': { type: 'string' },
     'max-failures': { type: 'string' },
+    report: { type: 'string' },
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
@@ -113,6 +115,11 @@ export const command: Command = {
       const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
       const retryWindowMillis = retryWindowSeconds === undefined ? undefined : retryWindowSeconds * 1000
       const summary = await runPipeline(db, def, { threads, perWorkerConnections, connectionBudget, retries, retryWindowMillis, maxFailures, progress, signal: io.signal })
+      const report = values.report as string | undefined
+      if (report && summary.runId !== undefined) {
+        await (await import('../history/run-report.ts')).writeReport(db, summary.runId, report)
+        if (!json) println(io.stderr, `pgcrew: wrote the report of run ${summary.runId} to ${report}`)
+      } else if (report) println(io.stderr, `pgcrew: no report written: ${summary.history ?? 'the run was not recorded'}`)
       if (json) printJson(io, cluster ? { ...summary, server: { embedded: true, dataDir: cluster.dataDir } } : summary)
       else printSummary(io, summary, keptIn)
       return summary.cancelled || summary.failed > 0 || summary.stopReason ? 1 : 0
