@@ -26,7 +26,10 @@ try {
   await db.connect()
   await ensureLedger(db, 'pgcrew_ledger')
   let t = Date.now()
-  for (const [pipeline, n] of [['big', ROWS], ['other', Math.round(ROWS / 10)]] as const) {
+  for (const [pipeline, n] of [
+    ['big', ROWS],
+    ['other', Math.round(ROWS / 10)],
+  ] as const) {
     await db.query(
       `INSERT INTO pgcrew_ledger (pipeline, key, status, attempts, worker, host, error_code, error)
        SELECT $1, g::text, CASE WHEN g % 10000 = 0 THEN 'failed' ELSE 'done' END, 1, g % 8 + 1, 'bench',

@@ -452,7 +452,10 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
       failedPerWorker: { ...failedPerWorker },
       connectionsInUse: db.connectionCount + Math.min(running.size, workerConnections),
     })
-    await observe('started', async () => (observed = await observer.started!({ pipeline: def.name, threads: crew.budget.threads, connections: crew.budget.total, budget: budgetNumbers(crew.budget), live })))
+    await observe(
+      'started',
+      async () => (observed = await observer.started!({ pipeline: def.name, threads: crew.budget.threads, connections: crew.budget.total, budget: budgetNumbers(crew.budget), live })),
+    )
   }
   progress.start(total)
   showing = true
