@@ -109,7 +109,7 @@ describe('pipelines', () => {
     const { url, dbname } = await freshDatabase('pipekill')
     const { run } = counterRunner(dbname, ['--json'])
     const first = run()
-    assert.ok(await eventually(async () => (await ledgerCount(dbname)) > 200, 30_000), 'the first run never got going')
+    assert.ok(await eventually(async () => (await ledgerCount(dbname)) > 200, 120_000), 'the first run never got going')
     first.kill('SIGKILL')
     await new Promise((r) => first.once('exit', r))
     const partial = await ledgerCount(dbname)
