@@ -12,6 +12,7 @@ const layers = {
   schema: ['errors', 'connect', 'toolkit', 'database'],
   cluster: ['errors'],
   store: ['errors', 'connect', 'toolkit', 'database', 'schema', 'cluster'],
+  history: ['errors', 'connect', 'toolkit', 'database', 'crew', 'pipeline', 'store', 'schema', 'cluster'],
 }
 
 /** The imports that cross a layer on purpose; the rules after the layer rules keep them narrow. */
@@ -20,6 +21,8 @@ const allowed = {
   database: ['^src/crew/crew\\.ts$', '^src/store/store\\.ts$'],
   // A pipeline task's writes and its done mark commit in one transaction inside the worker.
   crew: ['^src/pipeline/pipeline-ledger\\.ts$'],
+  // runPipeline records its run: it names the history's types and loads run-recorder.ts on first use (await import).
+  pipeline: ['^src/history/run-recorder\\.ts$'],
 }
 
 const topLevel = '^src/[^/]+$'
@@ -57,6 +60,13 @@ module.exports = {
       comment: 'src/database/ may name store types and load src/store/store.ts with await import() (db.store()), never import it up front',
       from: { path: '^src/database/' },
       to: { path: '^src/store/', dependencyTypesNot: ['type-only', 'dynamic-import'] },
+    },
+    {
+      name: 'pipeline-reaches-history-only-lazily',
+      severity: 'error',
+      comment: 'src/pipeline/ may name run-history types and load src/history/run-recorder.ts with await import() (the run history), never import it up front',
+      from: { path: '^src/pipeline/' },
+      to: { path: '^src/history/', dependencyTypesNot: ['type-only', 'dynamic-import'] },
     },
     {
       name: 'crew-reaches-ledger-only-from-runtime',

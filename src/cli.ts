@@ -17,6 +17,7 @@ for (const name of ['SIGINT', 'SIGTERM'] as const) {
 const code = await main(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
+  stdin: process.stdin,
   env: process.env,
   isTTY: process.stdout.isTTY === true,
   signal: controller.signal,

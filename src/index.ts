@@ -34,6 +34,7 @@ export { Crew, type CrewOptions } from './crew/crew.ts'
 export { defineWorker, initProcess, type WorkerContext, type TaskContext, type TaskHandler, type WorkerDefinition } from './crew/define-worker.ts'
 export { TaskError } from './crew/crew-protocol.ts'
 export { definePipeline, runPipeline, loadPipeline, type PipelineDefinition, type PipelineTask, type RunOptions, type RunSummary } from './pipeline/pipeline.ts'
+export type { RunObserver, RunObserved, LiveRun } from './pipeline/pipeline.ts'
 export type { BudgetPlan, BudgetNumbers } from './crew/crew-budget.ts'
 export { DEFAULT_LEDGER } from './pipeline/pipeline-ledger.ts'
 export { barProgress, lineProgress, silentProgress, type ProgressReporter, type ProgressState } from './pipeline/pipeline-progress.ts'
@@ -55,6 +56,15 @@ export type { StoreEvent, LogEventOptions, EventsOptions } from './store/store-e
 export type { SessionInfo, SessionMessage } from './store/store-sessions.ts'
 export type { TimeInput } from './store/store-values.ts'
 export type { FixtureData, LoadFixturesOptions } from './store/store-fixtures.ts'
+
+// Run history: what a pipeline did (pgcrew status | failures | retry | reset | runs | report)
+export { HISTORY_DEFAULTS, type HistoryOptions } from './history/run-recorder.ts'
+export { listRuns, getRun, runForJson, type ListRunsOptions } from './history/run-list.ts'
+export type { RunRecord, RunStatus } from './history/run-record.ts'
+export { pipelineStatus, type PipelineStatus, type RunningRun } from './history/pipeline-status.ts'
+export { ledgerCounts, ledgerFailures, type LedgerCounts, type LedgerFailureRow } from './history/ledger-queries.ts'
+export { retryFailed } from './history/retry-failed.ts'
+export { reportData, renderReport, writeReport, type ReportData } from './history/run-report.ts'
 
 // A real PostgreSQL for tests and demos
 export { startTempCluster, type TempCluster, type TempClusterOptions } from './cluster/temp-cluster.ts'

@@ -10,6 +10,8 @@ export type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig['options']>
 export interface CliIO {
   stdout: NodeJS.WritableStream
   stderr: NodeJS.WritableStream
+  /** Where a command asks for confirmation (`pgcrew reset`); only a terminal is asked. */
+  stdin?: NodeJS.ReadableStream
   env: NodeJS.ProcessEnv
   /** Whether stdout is a terminal (progress bars, colour). */
   isTTY: boolean

@@ -12,6 +12,12 @@ export const commands: Record<string, () => Promise<{ command: Command }>> = {
   check: () => import('./check-command.ts'),
   initdb: () => import('./initdb-command.ts'),
   run: () => import('./run-command.ts'),
+  status: () => import('./status-command.ts'),
+  failures: () => import('./failures-command.ts'),
+  retry: () => import('./retry-command.ts'),
+  reset: () => import('./reset-command.ts'),
+  runs: () => import('./runs-command.ts'),
+  report: () => import('./report-command.ts'),
   tmp: () => import('./tmp-command.ts'),
   store: () => import('./store-command.ts'),
 }

@@ -16,7 +16,7 @@ function int(value: unknown, flag: string, min: number, max = 100_000): number |
   return n
 }
 
-function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): void {
+export function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): void {
   const workers = Object.entries(s.perWorker)
     .map(([id, n]) => `#${id}: ${n}`)
     .join(', ')
@@ -24,20 +24,23 @@ function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): voi
     io.stdout,
     keyValues([
       ['pipeline', s.pipeline + (s.cancelled ? ` (cancelled: run again to resume${keptIn ? `; the data is kept in ${keptIn}` : ''})` : '')],
+      ['stopped', s.stopReason],
       ['tasks', `${s.seen} seen, ${s.done} done, ${s.skipped} skipped (already done), ${s.failed} failed, ${s.retried} retried`],
       ['time', `${(s.durationMillis / 1000).toFixed(1)} s, ${s.tasksPerSecond} tasks/s`],
       ['threads', `${s.threads}, ${s.connections} connections at most`],
-      ['budget', s.budget],
+      ['budget', s.budgetExplanation],
       ['per worker', workers || '-'],
     ]),
   )
   for (const f of s.failures) println(io.stdout, `failed: ${f.key} after ${f.attempts} attempt(s): ${f.code ? `[${f.code}] ` : ''}${f.message}`)
+  const more = s.failed - s.failures.length
+  if (more > 0) println(io.stdout, `… and ${more} more failure${more === 1 ? '' : 's'} (pgcrew failures ${s.pipeline} lists them all)`)
 }
 
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--fresh] [--json]
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--report FILE] [--fresh] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
@@ -52,6 +55,9 @@ export const command: Command = {
   --retries N        retries of a task after a transient error such as a deadlock (default 3)
   --retry-window S   how long a lost connection (server restarting, unreachable or full) is
                      retried, in seconds, by tasks and by the run itself (default 60)
+  --max-failures N   stop handing out tasks once N have failed for good (running ones finish);
+                     the summary and the run history say why the run stopped
+  --report FILE      write the run's report to FILE when it ends (as pgcrew report RUN --html FILE)
   --fresh            with pgcrew's own PostgreSQL: remove .pgcrew/data first and start clean
   --json             print a machine-readable summary (no progress output)`,
   options: {
@@ -64,6 +70,8 @@ export const command: Command = {
     retries: { type: 'string' },
     fresh: { type: 'boolean' },
     'retry-window': { type: 'string' },
+    'max-failures': { type: 'string' },
+    report: { type: 'string' },
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
@@ -72,6 +80,7 @@ export const command: Command = {
     const connectionBudget = int(values.budget, '--budget', 2)
     const retries = int(values.retries, '--retries', 0, 1000)
     const retryWindowSeconds = int(values['retry-window'], '--retry-window', 0, 86_400)
+    const maxFailures = int(values['max-failures'], '--max-failures', 1, 1_000_000_000)
     const profile = values.profile as string | undefined
     const as = values.as as string | undefined
     const json = values.json === true
@@ -105,10 +114,15 @@ export const command: Command = {
       const stderrIsTTY = (io.stderr as { isTTY?: boolean }).isTTY === true
       const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
       const retryWindowMillis = retryWindowSeconds === undefined ? undefined : retryWindowSeconds * 1000
-      const summary = await runPipeline(db, def, { threads, perWorkerConnections, connectionBudget, retries, retryWindowMillis, progress, signal: io.signal })
+      const summary = await runPipeline(db, def, { threads, perWorkerConnections, connectionBudget, retries, retryWindowMillis, maxFailures, progress, signal: io.signal })
+      const report = values.report as string | undefined
+      if (report && summary.runId !== undefined) {
+        await (await import('../history/run-report.ts')).writeReport(db, summary.runId, report)
+        if (!json) println(io.stderr, `pgcrew: wrote the report of run ${summary.runId} to ${report}`)
+      } else if (report) println(io.stderr, `pgcrew: no report written: ${summary.history ?? 'the run was not recorded'}`)
       if (json) printJson(io, cluster ? { ...summary, server: { embedded: true, dataDir: cluster.dataDir } } : summary)
       else printSummary(io, summary, keptIn)
-      return summary.cancelled || summary.failed > 0 ? 1 : 0
+      return summary.cancelled || summary.failed > 0 || summary.stopReason ? 1 : 0
     } finally {
       await cluster?.stop()
       if (cluster && !json) println(io.stderr, `pgcrew: stopped pgcrew's own PostgreSQL; its data stays in ${keptIn} for the next run`)

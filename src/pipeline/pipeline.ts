@@ -11,6 +11,7 @@ import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } fro
 import { silentProgress, type ProgressReporter, type ProgressState } from './pipeline-progress.ts'
 import { RETRY_DEFAULTS, RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions } from '../database/connection-retry.ts'
 import { TaskBatcher } from './task-batcher.ts'
+import type { HistoryOptions } from '../history/run-recorder.ts'
 
 /** A task: any structured-cloneable object with a stable `key`. */
 export type PipelineTask = { key: string | number } & Record<string, unknown>
@@ -128,6 +129,40 @@ export interface RunOptions {
   progress?: ProgressReporter
   /** Abort to stop handing out tasks; running ones finish or roll back. */
   signal?: AbortSignal
+  /**
+   * Stop handing out tasks once this many have failed for good (a wrong table name should not grind
+   * through a million tasks); running ones finish, and the summary's `stopReason` says why.
+   */
+  maxFailures?: number
+  /** Told when the run starts and ends, with a live view of its counters. Default: the run history. */
+  observer?: RunObserver
+  /**
+   * Record the run in the record store (schema `pgcrew` of this database): its facts, status,
+   * samples and failures, for `pgcrew status | runs | report`. false: record nothing. Default true.
+   */
+  history?: boolean | HistoryOptions
+}
+
+/** The run's counters as they are now, for an observer that samples them. */
+export interface LiveRun extends Readonly<ProgressState> {
+  /** Tasks done, and failed for good, by worker number. */
+  readonly perWorker: Readonly<Record<string, number>>
+  readonly failedPerWorker: Readonly<Record<string, number>>
+  /** Connections busy now: the main pool's open ones plus the worker connections running a task. */
+  readonly connectionsInUse: number
+}
+
+/** What an observer's `started` may answer: the run's id in the history, or why it is not recorded. */
+export type RunObserved = void | { runId?: number; note?: string }
+
+/** What runPipeline tells an observer (every hook optional; a hook that throws does not stop the run). */
+export interface RunObserver {
+  /** After the crew is up: its size, and a getter of the live counters. */
+  started?(run: { pipeline: string; threads: number; connections: number; budget: BudgetNumbers; live: () => LiveRun }): RunObserved | Promise<RunObserved>
+  /** A task failed for good. */
+  failed?(failure: RunSummary['failures'][number] & { workerId: number }): void
+  /** The run ended (`summary`) or threw (`error`). */
+  finished?(end: { summary?: RunSummary; error?: unknown }): void | Promise<void>
 }
 
 /** What a run did. */
@@ -143,12 +178,21 @@ export interface RunSummary {
   tasksPerSecond: number
   threads: number
   connections: number
-  budget: string
+  /** The connection budget's ceiling (a number, as every figure of the summary). */
+  budget: number
+  /** How the budget was reached, for people: "budget 97 = max_connections 100 − reserved 3 …; wanted … — fits". */
+  budgetExplanation: string
   /** The budget's numbers (main pool, threads, per-worker connections, total). */
   budgetPlan: BudgetNumbers
   perWorker: Record<string, number>
-  /** The first 20 permanent failures. */
+  /** The first 20 permanent failures (`failed` counts them all). */
   failures: { key: string; attempts: number; code?: string; message: string }[]
+  /** Why the run stopped before its task source ran out, other than a cancel: `maxFailures` was reached. */
+  stopReason?: string
+  /** The run's id in the run history (`pgcrew runs show ID`), when it is recorded. */
+  runId?: number
+  /** Why the run history was not recorded (a role that may not create the store's tables…), when it was not. */
+  history?: string
 }
 
 const MODULE_EXTENSIONS = new Set(['.ts', '.mts', '.cts', '.tsx', '.js', '.mjs', '.cjs', '.jsx'])
@@ -239,6 +283,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const problem = pipelineProblem(def)
   if (problem) throw new PgcrewError('PIPELINE_INVALID', `runPipeline: ${problem}`, { details: { problem } })
   if (options.tasksPerMessage !== undefined) requireWhole('tasksPerMessage', options.tasksPerMessage, 1)
+  if (options.maxFailures !== undefined) requireWhole('maxFailures', options.maxFailures, 1)
   if (!db.connected) await db.connect()
   await userCode(def, 'setup(db)', async () => def.setup?.(db))
   await patiently(() => ensureLedger(db, ledger))
@@ -257,7 +302,26 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   })
   const state: ProgressState = { done: 0, skipped: 0, failed: 0, retried: 0, seen: 0, total, elapsedMillis: 0 }
   const perWorker: Record<string, number> = {}
+  const failedPerWorker: Record<string, number> = {}
   const failures: RunSummary['failures'] = []
+  // Set when maxFailures is reached: nothing more is handed out, like after a Ctrl-C.
+  let stopReason: string | undefined
+  const stopping = (): boolean => Boolean(fatal || stopReason || options.signal?.aborted)
+  // The run history lives above the pipeline (it builds on the store); loaded on first use, like db.crew().
+  const observer =
+    options.observer ??
+    (options.history === false
+      ? undefined
+      : (await import('../history/run-recorder.ts')).runHistory(db, { pipeline: def.name, ledger, total }, typeof options.history === 'object' ? options.history : {}))
+  let observed = undefined as RunObserved
+  // An observer (the run history) must never break the run it watches.
+  const observe = async (what: string, fn: () => unknown): Promise<void> => {
+    try {
+      await fn()
+    } catch (error) {
+      process.emitWarning(`pgcrew: the run observer's ${what} failed: ${describeError(error)}`)
+    }
+  }
   // Each message costs ~60 µs of main-thread CPU in piscina (run, postTask, postMessage) and as much in
   // the worker to send its outcomes back: at one task per connection that was most of the crew's overhead.
   const tasksPerMessage = options.tasksPerMessage ?? crew.budget.perWorker * 4
@@ -315,8 +379,13 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         continue
       }
       state.failed++
+      failedPerWorker[out.workerId] = (failedPerWorker[out.workerId] ?? 0) + 1
+      if (options.maxFailures !== undefined && state.failed >= options.maxFailures && !stopReason) {
+        stopReason = `stopped early: ${state.failed} tasks failed, the most allowed (maxFailures ${options.maxFailures}); the last: ${out.error.code ? `[${out.error.code}] ` : ''}${out.error.message}`
+      }
       const failure: RunSummary['failures'][number] = { key, attempts: attempt, code: out.error.code, message: out.error.message }
       if (failures.length < 20) failures.push(failure)
+      if (observer?.failed) void observe('failed', () => observer.failed!({ ...failure, workerId: out.workerId }))
       try {
         // A failure row is written even when the server comes back only later (within a window).
         const workerId = out.workerId > 0 ? out.workerId : undefined
@@ -347,7 +416,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
       throw error
     }
     for (const task of batch) {
-      if (fatal || options.signal?.aborted) return
+      if (stopping()) return
       const key = String(task.key)
       if (done.has(key) || (def.isComplete && (await userCode(def, 'isComplete(task)', async () => def.isComplete!(task as T, db))))) {
         state.skipped++
@@ -355,8 +424,8 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         continue
       }
       while (running.size >= limit) await new Promise<void>((resolve) => (slotFreed = resolve))
-      // Ctrl-C (or a fatal error) may have come while waiting for a free slot: hand out nothing more.
-      if (fatal || options.signal?.aborted) return
+      // Ctrl-C (or a fatal error, or too many failures) may have come while waiting for a free slot: hand out nothing more.
+      if (stopping()) return
       const p: Promise<void> = runOne(task, key)
         .catch((error: unknown) => {
           // runOne handles task failures itself; anything else stops the run (never an unhandled rejection).
@@ -374,12 +443,27 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   // Listening also tells the CLI that this command stops gracefully on Ctrl-C (it exits at once otherwise).
   const onAbort = (): void => tick()
   options.signal?.addEventListener('abort', onAbort, { once: true })
+  if (observer?.started) {
+    const workerConnections = crew.budget.threads * crew.budget.perWorker
+    const live = (): LiveRun => ({
+      ...state,
+      elapsedMillis: Date.now() - started,
+      perWorker: { ...perWorker },
+      failedPerWorker: { ...failedPerWorker },
+      connectionsInUse: db.connectionCount + Math.min(running.size, workerConnections),
+    })
+    await observe(
+      'started',
+      async () => (observed = await observer.started!({ pipeline: def.name, threads: crew.budget.threads, connections: crew.budget.total, budget: budgetNumbers(crew.budget), live })),
+    )
+  }
   progress.start(total)
   showing = true
+  let thrown: { error: unknown } | undefined
   try {
     let batch: PipelineTask[] = []
     for await (const task of source as AsyncIterable<PipelineTask>) {
-      if (fatal || options.signal?.aborted) break
+      if (stopping()) break
       if (task === null || typeof task !== 'object' || (typeof task.key !== 'string' && typeof task.key !== 'number')) {
         throw new PgcrewError('INVALID_TASK', `pipeline ${def.name}: every task needs a string or number "key"; got ${JSON.stringify(task)?.slice(0, 80)}`)
       }
@@ -392,6 +476,9 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     }
     await flush(batch)
     await Promise.allSettled([...running])
+  } catch (error) {
+    thrown = { error }
+    throw error
   } finally {
     options.signal?.removeEventListener('abort', onAbort)
     await Promise.allSettled([...running])
@@ -399,10 +486,14 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     state.elapsedMillis = Date.now() - started
     progress.stop(state)
     await crew.close()
+    if (observer?.finished && thrown) await observe('finished', () => observer.finished!({ error: thrown!.error }))
   }
-  if (fatal) throw fatal
+  if (fatal) {
+    if (observer?.finished) await observe('finished', () => observer.finished!({ error: fatal }))
+    throw fatal
+  }
   const durationMillis = Date.now() - started
-  return {
+  const summary: RunSummary = {
     pipeline: def.name,
     seen: state.seen,
     done: state.done,
@@ -414,9 +505,15 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     tasksPerSecond: Math.round((state.done * 1000) / Math.max(1, durationMillis)),
     threads: crew.budget.threads,
     connections: crew.budget.total,
-    budget: crew.budget.explanation,
+    budget: crew.budget.budget,
+    budgetExplanation: crew.budget.explanation,
     budgetPlan: budgetNumbers(crew.budget),
     perWorker,
     failures,
+    ...(stopReason ? { stopReason } : {}),
+    ...(observed?.runId !== undefined ? { runId: observed.runId } : {}),
+    ...(observed?.note !== undefined ? { history: observed.note } : {}),
   }
+  if (observer?.finished) await observe('finished', () => observer.finished!({ summary }))
+  return summary
 }

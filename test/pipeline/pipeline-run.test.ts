@@ -109,7 +109,7 @@ describe('pipelines', () => {
     const { url, dbname } = await freshDatabase('pipekill')
     const { run } = counterRunner(dbname, ['--json'])
     const first = run()
-    assert.ok(await eventually(async () => (await ledgerCount(dbname)) > 200, 30_000), 'the first run never got going')
+    assert.ok(await eventually(async () => (await ledgerCount(dbname)) > 200, 120_000), 'the first run never got going')
     first.kill('SIGKILL')
     await new Promise((r) => first.once('exit', r))
     const partial = await ledgerCount(dbname)
@@ -149,8 +149,8 @@ describe('pgcrew run', () => {
     const env = { ...cleanEnv(), PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname, PGCREW_FIXTURE_N: '200' }
     const code = await main(['run', new URL('../fixtures/pipelines/counter.ts', import.meta.url).pathname, '--threads', '2'], { stdout: out.stream, stderr: err.stream, env, isTTY: false })
     assert.equal(code, 0, err.text())
-    assert.match(err.text(), /\d+% \| \d+\/200 \| \d+ tasks\/s \| ETA/)
-    assert.doesNotMatch(err.text(), /^progress: /m)
+    assert.match(err.text(), /\d+% \d+\/200 \| [\d.]+\/s \| ETA/)
+    assert.doesNotMatch(err.text(), /progress: /)
     assert.match(out.text(), /^tasks +200 seen, 200 done/m)
   })
 
@@ -207,5 +207,25 @@ describe('pgcrew run', () => {
       rows.filter((r) => r.n !== 1),
       [],
     )
+  })
+
+  test('maxFailures ends a run that keeps failing (a wrong table name) early, and the summary says why', async () => {
+    const { url } = await freshDatabase('pipemaxfail')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const def = definePipeline({
+      name: 'wrongtable',
+      worker: fixture('history'),
+      setup: async (d) => void (await d.query('CREATE TABLE IF NOT EXISTS history_out (key int PRIMARY KEY)')),
+      tasks: Array.from({ length: 5000 }, (_, i) => ({ key: i + 1, fail: true })),
+    })
+    const summary = await runPipeline(db, def, { threads: 2, maxFailures: 5 })
+    assert.equal(summary.done, 0)
+    // Running tasks finish after the fifth failure, but nothing more is handed out.
+    assert.ok(summary.failed >= 5 && summary.failed < 200, `${summary.failed} failed`)
+    assert.equal(summary.cancelled, false)
+    assert.match(summary.stopReason ?? '', /^stopped early: 5 tasks failed, the most allowed \(maxFailures 5\); the last: \[42P01\] relation "no_such_table" does not exist$/)
+    const ledger = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pgcrew_ledger WHERE status = 'failed'")
+    assert.equal(ledger.rows[0]!.n, summary.failed)
+    await assert.rejects(runPipeline(db, def, { maxFailures: 0 }), { code: 'INVALID_OPTION' })
   })
 })

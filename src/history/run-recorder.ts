@@ -1,0 +1,129 @@
+// Records a run in the record store while it goes on: the run's session and its start facts, a
+// session-level advisory lock held for the whole run on a connection of the main pool (so it is inside
+// the connection budget, and PostgreSQL itself frees it when the process dies: that is how the next
+// `pgcrew status` tells a crashed run from a running one), the samples, failure and incident events,
+// and the end. Nothing here may break the run: a store that cannot be written is a note in the summary.
+import { hostname } from 'node:os'
+import type { Database } from '../database/database.ts'
+import type { AdvisoryLock } from '../toolkit/advisory-lock.ts'
+import type { RunObserver } from '../pipeline/pipeline.ts'
+import { openStore, type Store } from '../store/store.ts'
+import { hashKey } from '../toolkit/advisory-lock.ts'
+import { qname } from '../toolkit/quote.ts'
+import { newLockKey, runSessionName, statusOf, type RunEnded, type RunStarted } from './run-record.ts'
+import { RunSampler } from './run-samples.ts'
+
+/** Options of the run history; every field is optional. Defaults: {@link HISTORY_DEFAULTS}. */
+export interface HistoryOptions {
+  /** Schema of the record store the runs go into. Default `pgcrew`. */
+  schema?: string
+  /** How often the run is sampled at first. Default 1000 (once a second). */
+  sampleMillis?: number
+  /** Most samples kept per run: past it every other one goes and the interval doubles. Default 3600. */
+  maxSamples?: number
+  /** Most failure events per run (the ledger keeps every failure; the events show when they came). Default 1000. */
+  failureEvents?: number
+}
+
+export const HISTORY_DEFAULTS = Object.freeze({ schema: 'pgcrew', sampleMillis: 1000, maxSamples: 3600, failureEvents: 1000 })
+
+/** The index a run's samples are read by (the store's own index is by series and time, across sessions). */
+async function ensureHistoryIndex(store: Store): Promise<void> {
+  await store.db.transaction(async (tx) => {
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [hashKey(`pgcrew.history:${store.schema}`).toString()])
+    await tx.query(`CREATE INDEX IF NOT EXISTS readings_session_at ON ${qname(store.schema, 'readings')} (session_id, at)`)
+  })
+}
+
+/** The observer that records one run of `pipeline` (runPipeline creates it unless `history: false`). */
+export function runHistory(db: Database, run: { pipeline: string; ledger: string; total: number | undefined }, options: HistoryOptions = {}): RunObserver & { readonly runId?: number } {
+  const o = { ...HISTORY_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) }
+  let store: Store | undefined
+  let lock: AdvisoryLock | null = null
+  let sampler: RunSampler | undefined
+  let session: number | undefined
+  let failureEvents = 0
+  let events: Promise<unknown> = Promise.resolve()
+  const event = (description: string, severity: 'info' | 'warning' | 'error', data: unknown): void => {
+    if (!store || session === undefined) return
+    const s = store
+    const id = session
+    events = events.then(() => s.logEvent(description, { severity, data, session: id }).catch(() => {}))
+  }
+
+  const observer: RunObserver & { runId?: number } = {
+    async started({ threads, connections, budget, live }) {
+      try {
+        store = await openStore(db, { schema: o.schema })
+        await ensureHistoryIndex(store)
+        const key = newLockKey()
+        // Taken before the session exists: a session whose lock is free is a run whose process is gone.
+        lock = await db.advisoryLock(key)
+        session = await store.startSession({ name: runSessionName(key, run.pipeline) })
+        const who = (await db.query<{ role: string; database: string }>('SELECT current_user AS role, current_database() AS database')).rows[0]!
+        const started: RunStarted = {
+          kind: 'started',
+          pipeline: run.pipeline,
+          ledger: run.ledger,
+          host: hostname(),
+          pid: process.pid,
+          role: who.role,
+          database: who.database,
+          threads,
+          connections,
+          budget,
+          total: run.total ?? null,
+          lockKey: key.toString(),
+        }
+        await store.session(session).queue(started)
+        observer.runId = session
+        sampler = new RunSampler(store, session, live, { intervalMillis: o.sampleMillis, maxSamples: o.maxSamples })
+        sampler.onReachability = (unreachable, l) =>
+          event(unreachable ? 'server unreachable: tasks wait and retry' : 'server reachable again', unreachable ? 'warning' : 'info', {
+            kind: unreachable ? 'unreachable' : 'reachable',
+            done: l.done,
+            retried: l.retried,
+          })
+        sampler.start()
+        return { runId: session }
+      } catch (error) {
+        await lock?.release().catch(() => {})
+        lock = null
+        session = undefined
+        observer.runId = undefined
+        return { note: `the run history is not recorded: ${error instanceof Error ? error.message : String(error)}` }
+      }
+    },
+    failed(failure) {
+      if (failureEvents++ >= o.failureEvents) return
+      event(`task ${failure.key} failed after ${failure.attempts} attempt(s): ${failure.code ? `[${failure.code}] ` : ''}${failure.message}`, 'error', {
+        kind: 'failure',
+        key: failure.key,
+        attempts: failure.attempts,
+        code: failure.code ?? null,
+        worker: failure.workerId,
+      })
+    },
+    async finished({ summary, error }) {
+      if (!store || session === undefined) return
+      try {
+        await sampler?.stop()
+        if (summary?.stopReason) event(summary.stopReason, 'error', { kind: 'stopped' })
+        if (failureEvents > o.failureEvents) event(`${failureEvents - o.failureEvents} more failures are not logged as events (the ledger has them all)`, 'warning', { kind: 'failures-not-logged' })
+        await events
+        const ended: RunEnded = {
+          kind: 'ended',
+          status: summary ? statusOf(summary) : 'failed',
+          summary: summary ?? null,
+          reason: summary?.stopReason ?? (error ? (error instanceof Error ? error.message : String(error)) : null),
+        }
+        await store.session(session).queue(ended)
+        await store.stopSession(session)
+      } finally {
+        // Released only after the end is written: a free lock with no end means the process died.
+        await lock?.release().catch(() => {})
+      }
+    },
+  }
+  return observer
+}

@@ -1,0 +1,155 @@
+// Every run records itself in the record store: its facts, its end, its samples and failures; a
+// run whose process was killed shows as crashed, told by its lock, which died with the process.
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { describe, test } from 'node:test'
+import { Database } from '../../src/database/database.ts'
+import { definePipeline, runPipeline } from '../../src/pipeline/pipeline.ts'
+import { getRun, listRuns } from '../../src/history/run-list.ts'
+import { admin, cleanEnv, eventually, freshDatabase, freshRole, server } from '../helpers.ts'
+
+const worker = new URL('../fixtures/workers/history.ts', import.meta.url)
+
+function historyPipeline(name: string, tasks: Array<{ key: number; fail?: boolean; sleepMillis?: number }>) {
+  return definePipeline({
+    name,
+    worker,
+    setup: async (d) => void (await d.query('CREATE TABLE IF NOT EXISTS history_out (key int PRIMARY KEY)')),
+    tasks,
+  })
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1)
+
+describe('run history', () => {
+  test('a run records its facts, its end and its summary; runs lists it as completed', async () => {
+    const { url, dbname } = await freshDatabase('histrun')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const summary = await runPipeline(
+      db,
+      historyPipeline(
+        'facts',
+        range(40).map((key) => ({ key })),
+      ),
+      { threads: 2 },
+    )
+    assert.equal(summary.done, 40)
+    assert.equal(typeof summary.runId, 'number')
+    assert.equal(summary.history, undefined)
+    const runs = await listRuns(db)
+    assert.equal(runs.length, 1)
+    const run = runs[0]!
+    assert.equal(run.id, summary.runId)
+    assert.deepEqual(
+      { pipeline: run.pipeline, status: run.status, pid: run.pid, role: run.role, database: run.database, threads: run.threads, done: run.done, failed: run.failed },
+      { pipeline: 'facts', status: 'completed', pid: process.pid, role: server().user, database: dbname, threads: 2, done: 40, failed: 0 },
+    )
+    assert.equal(run.connections, summary.connections)
+    assert.ok(run.host && run.endedAt && run.endedAt >= run.startedAt)
+    assert.deepEqual(run.ended?.summary, JSON.parse(JSON.stringify(summary)))
+    // The last sample has every task; the samples are readings of the run's session.
+    const last = await db.query<{ value: number }>("SELECT value FROM pgcrew.readings WHERE session_id = $1 AND series = 'run.done' ORDER BY at DESC LIMIT 1", [run.id])
+    assert.equal(last.rows[0]!.value, 40)
+    // Its lock went with the end: nothing of the run holds a connection any more.
+    const locks = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'")
+    assert.equal(locks.rows[0]!.n, 0)
+  })
+
+  test('failures are events of the run, and a run stopped by maxFailures is failed with the reason', async () => {
+    const { url } = await freshDatabase('histfail')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const summary = await runPipeline(
+      db,
+      historyPipeline(
+        'wrong',
+        range(2000).map((key) => ({ key, fail: true })),
+      ),
+      { threads: 2, maxFailures: 3 },
+    )
+    const run = (await getRun(db, summary.runId!))!
+    assert.equal(run.status, 'failed')
+    assert.match(run.reason ?? '', /^stopped early: 3 tasks failed, the most allowed \(maxFailures 3\)/)
+    const events = await db.query<{ severity: string; description: string; data: { kind: string; code?: string } }>(
+      'SELECT severity, description, data FROM pgcrew.events WHERE session_id = $1 ORDER BY id',
+      [run.id],
+    )
+    const failures = events.rows.filter((e) => e.data.kind === 'failure')
+    assert.equal(failures.length, summary.failed)
+    assert.ok(failures.every((e) => e.severity === 'error' && e.data.code === '42P01'))
+    assert.match(failures[0]!.description, /^task \d+ failed after 1 attempt\(s\): \[42P01\] relation "no_such_table" does not exist$/)
+    assert.ok(events.rows.some((e) => e.data.kind === 'stopped'))
+  })
+
+  test('samples of a long run are thinned: at most maxSamples per series, spread over the whole run', async () => {
+    const { url } = await freshDatabase('histthin')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const started = Date.now()
+    const summary = await runPipeline(
+      db,
+      historyPipeline(
+        'thin',
+        range(60).map((key) => ({ key, sleepMillis: 40 })),
+      ),
+      { threads: 2, history: { sampleMillis: 20, maxSamples: 12 } },
+    )
+    const took = Date.now() - started
+    const { rows } = await db.query<{ n: number; first: Date; last: Date; max: number }>(
+      "SELECT count(*)::int AS n, min(at) AS first, max(at) AS last, max(value) AS max FROM pgcrew.readings WHERE session_id = $1 AND series = 'run.done'",
+      [summary.runId],
+    )
+    const r = rows[0]!
+    // 60 tasks of 40 ms on 2 threads: over a second, 50+ samples at 20 ms without thinning.
+    assert.ok(took > 1000, `the run took ${took} ms`)
+    assert.ok(r.n <= 12 && r.n >= 5, `${r.n} samples kept`)
+    assert.equal(r.max, 60)
+    assert.ok(r.last.getTime() - r.first.getTime() > took / 2, 'the samples kept span the run')
+  })
+
+  test('a role that may not create the store records no history, and the run goes on and says so', async () => {
+    const { dbname } = await freshDatabase('histro')
+    const role = await freshRole('histro')
+    await admin(`GRANT CREATE ON SCHEMA public TO "${role.name}"`, [], dbname)
+    await admin(`REVOKE CREATE ON DATABASE "${dbname}" FROM PUBLIC`, [], dbname)
+    const { host, port } = server()
+    await using db = new Database({ connectionString: `postgres://${role.name}:${role.password}@${host}:${port}/${dbname}`, env: cleanEnv(), max: 2 })
+    const summary = await runPipeline(
+      db,
+      historyPipeline(
+        'nohist',
+        range(5).map((key) => ({ key })),
+      ),
+      { threads: 1 },
+    )
+    assert.equal(summary.done, 5)
+    assert.equal(summary.runId, undefined)
+    assert.match(summary.history ?? '', /^the run history is not recorded: .*permission denied/)
+  })
+
+  test('a run whose process is SIGKILLed shows as crashed, told by its lock (not by time), and is recorded so', async () => {
+    const { dbname, url } = await freshDatabase('histkill')
+    const { host, port, user, password } = server()
+    const env = { ...cleanEnv(), PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname, HISTORY_N: '100000', HISTORY_SLEEP_MS: '20' }
+    const cli = new URL('../../src/cli.ts', import.meta.url).pathname
+    const pipeline = new URL('../fixtures/pipelines/history.ts', import.meta.url).pathname
+    const child = spawn(process.execPath, ['--import', 'tsx', cli, 'run', pipeline, '--threads', '1'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+    const exited = new Promise((resolve) => child.on('exit', resolve))
+    try {
+      await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+      // Running: it has a session and holds its lock.
+      assert.ok(await eventually(async () => (await listRuns(db).catch(() => []))[0]?.status === 'running', 60_000), 'the run never showed as running')
+      const running = (await listRuns(db))[0]!
+      assert.equal(running.pid, child.pid)
+      child.kill('SIGKILL')
+      await exited
+      // The server notices the dead connection (and frees its lock) when the socket closes.
+      assert.ok(await eventually(async () => (await listRuns(db))[0]?.status === 'crashed', 30_000), 'the killed run is not shown as crashed')
+      const crashed = (await getRun(db, running.id))!
+      assert.equal(crashed.status, 'crashed')
+      assert.ok(crashed.endedAt, 'the crash was recorded: the session is stopped')
+      assert.equal(crashed.ended?.status, 'crashed')
+    } finally {
+      child.kill('SIGKILL')
+      await exited
+    }
+  })
+})
