@@ -6,6 +6,7 @@ import { ensureLedger } from '../src/pipeline/pipeline-ledger.ts'
 import { startTempCluster } from '../src/cluster/temp-cluster.ts'
 import { handLoop, viaPipeline } from './pipeline-sides.ts'
 import { LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
+import { sampleThreads } from './threads.ts'
 
 const side = process.argv[2] ?? 'crew22'
 const count = Number(process.env.BENCH_TASKS ?? 5000)
@@ -16,7 +17,11 @@ const db = new Database({ connectionString: cluster.url, max: 1 })
 try {
   for (const sql of TABLES_SQL) await pool.query(sql)
   await ensureLedger(db, 'pgcrew_ledger')
+  // CLOCK_MONOTONIC seconds, for `perf record -k CLOCK_MONOTONIC` … `perf report --time START,END`.
+  const mono = (): string => (Number(process.hrtime.bigint()) / 1e9).toFixed(6)
+  const monoStart = mono()
   const cpu0 = process.cpuUsage()
+  const threads = sampleThreads()
   const t = performance.now()
   const rate =
     side === 'hand'
@@ -30,9 +35,13 @@ try {
           side === 'crew14' ? { threads: 1, perWorkerConnections: 4 } : { threads: 2, perWorkerConnections: 2, tasksPerMessage: process.env.BENCH_TPM ? Number(process.env.BENCH_TPM) : undefined },
         )
   const cpu = process.cpuUsage(cpu0)
+  const monoEnd = mono()
+  const perThread = [...threads()].filter(([, s]) => s > 0).sort((a, b) => b[1] - a[1])
   console.log(
     `${side}: ${Math.round(rate)} tasks/s, client CPU ${((cpu.user + cpu.system) / count).toFixed(0)} µs/task (user ${(cpu.user / count).toFixed(0)}, sys ${(cpu.system / count).toFixed(0)}), ${((performance.now() - t) / 1000).toFixed(1)} s`,
   )
+  console.log(`  run window (CLOCK_MONOTONIC): ${monoStart},${monoEnd}`)
+  console.log(`  by thread (µs/task): ${perThread.map(([name, s]) => `${name} ${((s * 1e6) / count).toFixed(0)}`).join(', ')}`)
 } finally {
   await db.close()
   await pool.end()

@@ -73,6 +73,21 @@ function ratio(samples: Map<string, Sample[]>, a: string, b: string): string {
   return `${median(rs).toFixed(2)}× (${range(rs, 2)})`
 }
 
+/** Per-rep ratios b/a of rates. */
+const ratios = (samples: Map<string, Sample[]>, a: string, b: string): number[] => samples.get(b)!.map((s, i) => s.rate / samples.get(a)![i]!.rate)
+
+/** One of issue #11's targets with what this run measured, for the table at the end. */
+interface TargetRow {
+  target: string
+  /** The median, and what it is compared against the goal by. */
+  value: number
+  detail: string
+  goal: number
+  /** 'min': value ≥ goal; 'max': value ≤ goal. */
+  kind: 'min' | 'max'
+  unit: string
+}
+
 /** Client CPU per unit in µs: median over reps. */
 const perUnit = (samples: Sample[], which: 'client' | 'postgres'): number => median(samples.map((s) => (s.cpu ? (s.cpu[which] / (s.rate * s.cpu.seconds)) * 1e6 : NaN)))
 
@@ -83,6 +98,11 @@ async function main(): Promise<void> {
   const say = (line = ''): void => {
     lines.push(line)
     console.log(line)
+  }
+  const targets: TargetRow[] = []
+  const aim = (target: string, xs: number[], goal: number, kind: 'min' | 'max' = 'min', digits = 2): void => {
+    const m = median(xs)
+    targets.push({ target, value: m, detail: `${m.toFixed(digits)}× (${xs.length > 1 ? range(xs, digits) : 'one run'})`, goal, kind, unit: '×' })
   }
   // Durable settings, as a real server has them (the test clusters turn fsync off).
   const cluster: TempCluster = await startTempCluster({ settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', shared_buffers: '256MB', max_connections: 100 } })
@@ -114,7 +134,7 @@ async function main(): Promise<void> {
     )
     say()
 
-    const pipelineSection = async (title: string, count: number, rounds: number, withPgbench: boolean): Promise<void> => {
+    const pipelineSection = async (title: string, count: number, rounds: number, withPgbench: boolean, heavy = false): Promise<void> => {
       const sides: Array<{ name: string; run: (rep: number) => Promise<number>; child?: boolean }> = [
         { name: 'hand loop', run: (rep) => handLoop(pool, `hand-${rounds}-${rep}`, count, 100 + rep, rounds) },
         { name: 'pgcrew 2×2', run: (rep) => viaPipeline(db, `crew22-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 2, perWorkerConnections: 2 }) },
@@ -147,12 +167,32 @@ async function main(): Promise<void> {
           `the whole machine was ${median(machine).toFixed(2)} of ${CORES} cores busy during the hand loop (other load included).`,
       )
       say()
+      const what = heavy ? 'CPU-heavy' : 'light'
+      const cpuOf = (name: string): number[] =>
+        s.get(name)!.map((x, i) => {
+          const loop = s.get('hand loop')![i]!
+          return x.cpu && loop.cpu ? x.cpu.client / (x.rate * x.cpu.seconds) / (loop.cpu.client / (loop.rate * loop.cpu.seconds)) : NaN
+        })
+      if (heavy) {
+        aim(`pipeline ${what}, pgcrew 2×2 vs hand loop`, ratios(s, 'hand loop', 'pgcrew 2×2'), 1.4)
+        const ofCeiling = s.get('pgcrew 2×2')!.map((x, i) => {
+          const loop = s.get('hand loop')![i]!
+          return loop.cpu ? x.rate / loop.rate / (CORES / ((loop.cpu.client + loop.cpu.postgres) / loop.cpu.seconds)) : NaN
+        })
+        aim(`pipeline ${what}, pgcrew 2×2 vs hand loop, as a share of the ceiling`, ofCeiling, 0.9)
+      } else {
+        for (const side of ['pgcrew 2×2', 'pgcrew 1×4']) {
+          aim(`pipeline ${what}, ${side} vs hand loop`, ratios(s, 'hand loop', side), 1.2)
+          if (s.has('pgbench')) aim(`pipeline ${what}, ${side} vs pgbench`, ratios(s, 'pgbench', side), 0.6)
+        }
+      }
+      for (const side of ['pgcrew 2×2', 'pgcrew 1×4']) aim(`pipeline ${what}, ${side} client CPU per task vs hand loop`, cpuOf(side), 1.1, 'max')
     }
 
     if (ONLY.has('pipeline'))
       await pipelineSection(`Pipeline, light task (${TASKS.toLocaleString('en-US')} tasks; read, ${LIGHT_ROUNDS} sha256 rounds, insert, update; ledger claim first)`, TASKS, LIGHT_ROUNDS, true)
     if (ONLY.has('heavy'))
-      await pipelineSection(`Pipeline, CPU-heavy task (${HEAVY_TASKS.toLocaleString('en-US')} tasks; ${HEAVY_ROUNDS} sha256 rounds ≈ 2 ms of JavaScript each)`, HEAVY_TASKS, HEAVY_ROUNDS, false)
+      await pipelineSection(`Pipeline, CPU-heavy task (${HEAVY_TASKS.toLocaleString('en-US')} tasks; ${HEAVY_ROUNDS} sha256 rounds ≈ 2 ms of JavaScript each)`, HEAVY_TASKS, HEAVY_ROUNDS, false, true)
 
     if (ONLY.has('statements')) {
       say(`## Statement level (${STATEMENT_MS} ms per measurement, one async loop per connection)`)
@@ -170,6 +210,8 @@ async function main(): Promise<void> {
               postmaster,
             )
             const m = (n: string): string => f0(median(s.get(n)!.map((x) => x.rate)))
+            if (kind === 'point read') aim(`statement, point read at ${connections} connections, pgcrew vs postgres.js`, ratios(s, 'postgres.js', 'pgcrew'), 1.0)
+            else aim(`statement, ${kind} at ${connections} connections, pgcrew vs pg.Pool`, ratios(s, 'pg.Pool', 'pgcrew'), 0.97)
             say(`| ${kind} | ${connections} | ${m('pgcrew')} | ${m('pg.Pool')} | ${m('postgres.js')} | ${ratio(s, 'pg.Pool', 'pgcrew')} | ${ratio(s, 'postgres.js', 'pgcrew')} |`)
           }
         } finally {
@@ -191,6 +233,7 @@ async function main(): Promise<void> {
         const sides = [{ name: 'copyFrom', run: () => viaCopyFrom(copyDb, file, COPY_ROWS) }]
         if (psql) sides.push({ name: 'psql \\copy', run: () => viaPsql(psql, url, file, COPY_ROWS, copyDb) })
         const s = await interleave(sides, postmaster)
+        if (psql) aim(`bulk, copyFrom of ${COPY_ROWS.toLocaleString('en-US')} rows vs psql \\copy`, ratios(s, 'psql \\copy', 'copyFrom'), 1.0)
         say('| side | rows/s median (min–max) | vs psql \\copy |')
         say('|---|---:|---:|')
         for (const [name, samples] of s) {
@@ -233,12 +276,32 @@ async function main(): Promise<void> {
 
     if (ONLY.has('memory')) {
       const r: MemoryResult = await measureMemory(db, url.href, `memory-${MEMORY_TASKS}`, MEMORY_TASKS, MEMORY_FRESH, import.meta.url)
+      targets.push({
+        target: `memory, main process peak RSS of a ${r.tasks.toLocaleString('en-US')}-task pipeline`,
+        value: r.peakRssMb,
+        detail: `${r.peakRssMb.toFixed(0)} MB`,
+        goal: 300,
+        kind: 'max',
+        unit: ' MB',
+      })
       say(`## Memory`)
       say()
       say(
         `A ${r.tasks.toLocaleString('en-US')}-task pipeline fed from an async generator (${(r.tasks - MEMORY_FRESH).toLocaleString('en-US')} keys already done in the ledger, ${MEMORY_FRESH.toLocaleString('en-US')} run by 2 threads × 2 connections): ` +
           `main process peak RSS ${r.peakRssMb.toFixed(0)} MB (VmHWM; target < 300 MB); ${r.done.toLocaleString('en-US')} done, ${r.skipped.toLocaleString('en-US')} skipped in ${r.seconds.toFixed(1)} s.`,
       )
+      say()
+    }
+
+    if (targets.length) {
+      say(`## Targets (issue #11)`)
+      say()
+      say('| target | measured median (min–max of the repetitions) | goal | met |')
+      say('|---|---:|---:|:---:|')
+      for (const t of targets) {
+        const met = Number.isFinite(t.value) ? ((t.kind === 'min' ? t.value >= t.goal : t.value <= t.goal) ? 'yes' : 'no') : 'n/a'
+        say(`| ${t.target} | ${t.detail} | ${t.kind === 'min' ? '≥' : '≤'} ${t.goal}${t.unit} | ${met} |`)
+      }
       say()
     }
 

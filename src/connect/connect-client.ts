@@ -103,12 +103,26 @@ export class PgcrewClient extends pg.Client {
       this.#names.set(text, name)
     }
     const autocommit = this.getTransactionStatus() === 'I'
-    return super.query({ name, text, values }).catch((error: unknown) => {
+    return this.#send(name, text, values).catch((error: unknown) => {
       if (!STALE_STATEMENT.has((error as { code?: string }).code ?? '')) throw error
       this.#names.set(text, `${statementName(text)}_${++this.#generation}`)
       if (!autocommit || retried) throw error
       return this.#named(text, values, true)
     })
+  }
+
+  /**
+   * A named statement as pg would run `query({ name, text, values })`, but built from the text: given
+   * a config object, pg's Query copies it with getOwnPropertyDescriptors (~1.7 µs, on every statement).
+   */
+  #send(name: string, text: string, values: unknown[]): Promise<pg.QueryResult> {
+    const query = new pg.Query(text, values) as pg.Query & { name?: string; callback?: (error: Error | null, result: pg.QueryResult) => void }
+    query.name = name
+    const result = new Promise<pg.QueryResult>((resolve, reject) => {
+      query.callback = (error, res) => (error ? reject(error) : resolve(res))
+    })
+    super.query(query as never)
+    return result
   }
 
   override connect(): Promise<pg.Client>

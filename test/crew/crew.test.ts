@@ -49,6 +49,14 @@ describe('crew workers', () => {
     await assert.rejects(other.crew({ worker: fixture('echo'), threads: 1 }), { code: 'INVALID_OPTION', message: /cannot travel to worker threads; pass it as a module path/ })
   })
 
+  test('a worker module sees the globals a thread has, as the main thread does (pgcrew lends pg a navigator only while it loads)', async () => {
+    const { url } = await freshDatabase('crewglobals')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using crew = await db.crew({ worker: fixture('echo'), threads: 1 })
+    const here = { navigator: 'navigator' in globalThis, typeofNavigator: typeof (globalThis as { navigator?: unknown }).navigator }
+    assert.deepEqual(await crew.run({ op: 'globals' }), here)
+  })
+
   test("workers use the master's role (becomeUser: writes refused) and dbversion", async () => {
     const { dbname } = await freshDatabase('crewrole')
     const base = dbname
