@@ -12,5 +12,6 @@ export const commands: Record<string, () => Promise<{ command: Command }>> = {
   check: () => import('./check-command.ts'),
   initdb: () => import('./initdb-command.ts'),
   run: () => import('./run-command.ts'),
+  work: () => import('./work-command.ts'),
   tmp: () => import('./tmp-command.ts'),
 }

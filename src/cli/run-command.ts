@@ -15,14 +15,14 @@ import { keyValues, printJson, println } from './cli-output.ts'
  * as `pgcrew check` (raised when the Database connects): a batch job on a compute node whose name
  * no profile matches must stop, not put its work into a server of its own.
  */
-function configured(profile: string | undefined, env: NodeJS.ProcessEnv): boolean {
+export function configured(profile: string | undefined, env: NodeJS.ProcessEnv): boolean {
   if (profile || env.PGCREW_PROFILE) return true
   if (Object.keys(env).some((k) => k.startsWith('PG') && !k.startsWith('PGCREW_') && env[k])) return true
   return loadProfiles({ env }).profiles.length > 0
 }
 
 /** A flag's whole number, written plainly (no 1e3, 0x10 or padding) and within [min, max]. */
-function int(value: unknown, flag: string, min: number, max = 100_000): number | undefined {
+export function int(value: unknown, flag: string, min: number, max = 100_000): number | undefined {
   if (value === undefined) return undefined
   const n = /^\d+$/.test(String(value)) ? Number(value) : NaN
   if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${flag} takes a whole number from ${min} to ${max}, not "${value}"`)
@@ -50,7 +50,7 @@ function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): voi
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--fresh] [--json]
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--fresh] [--distributed [--tasks-per-job N]] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
@@ -66,6 +66,10 @@ export const command: Command = {
   --retry-window S   how long a lost connection (server restarting, unreachable or full) is
                      retried, in seconds, by tasks and by the run itself (default 60)
   --fresh            with pgcrew's own PostgreSQL: remove .pgcrew/data first and start clean
+  --distributed      enqueue the tasks the ledger does not show done as jobs (graphile-worker, in the
+                     server's graphile_worker schema), then work on them; \`pgcrew work PIPELINE\`
+                     on other machines joins in. Tasks must survive a JSON round trip
+  --tasks-per-job N  with --distributed: tasks in one job (default 20)
   --json             print a machine-readable summary (no progress output)`,
   options: {
     threads: { type: 'string' },
@@ -77,6 +81,8 @@ export const command: Command = {
     retries: { type: 'string' },
     fresh: { type: 'boolean' },
     'retry-window': { type: 'string' },
+    distributed: { type: 'boolean' },
+    'tasks-per-job': { type: 'string' },
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
@@ -88,6 +94,13 @@ export const command: Command = {
     const profile = values.profile as string | undefined
     const as = values.as as string | undefined
     const json = values.json === true
+    if (values.distributed) {
+      if (values['per-transaction'] || values.fresh) throw new UsageError(`--distributed does not take --${values.fresh ? 'fresh' : 'per-transaction'}`)
+      // Loaded on use, as commands are: a local run never loads the job engine.
+      const { runMachine } = await import('./work-command.ts')
+      return runMachine(values, positionals[0]!, io, true)
+    }
+    if (values['tasks-per-job'] !== undefined) throw new UsageError('--tasks-per-job goes with --distributed')
     const def = await loadPipeline(positionals[0]!)
 
     let cluster: TempCluster | undefined

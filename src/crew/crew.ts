@@ -37,6 +37,11 @@ export interface CrewOptions {
    * starting up (57P03) or cannot be reached. Default 60 000 (RETRY_DEFAULTS.windowMillis).
    */
   retryWindowMillis?: number
+  /**
+   * The start of each worker session's `application_name`: `<applicationName> worker <n>`. Default
+   * 'pgcrew'. A machine of a distributed run puts its tag here, so the others can count its sessions.
+   */
+  applicationName?: string
 }
 
 /** A task under taskTimeoutMillis: its timer runs from the worker's 'started' message. */
@@ -149,6 +154,7 @@ export class Crew implements AsyncDisposable {
       workerModule: moduleUrl(options.worker),
       perWorkerConnections: budget.perWorker,
       retryWindowMillis: options.retryWindowMillis,
+      applicationName: options.applicationName,
       channel: channelName,
       workerNumbers,
     }
