@@ -16,6 +16,8 @@ export interface CrewWorkerData {
   channel: string
   /** Shared by the crew's threads: each takes the next worker number (1, 2, …) from slot 0. */
   workerNumbers: Int32Array
+  /** This machine's name (PGCREW_HOSTNAME, else `hostname -f`), found once by the crew: the ledger's `host`. */
+  host: string
 }
 
 /** One unit of work sent to a worker. */

@@ -127,7 +127,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope | Batc
       }
       // Claim the key first (markDone's statement, sent with the BEGIN in one round trip): a concurrent
       // or repeated attempt waits on this row, then sees it done.
-      const claim = claimStatement(envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId)
+      const claim = claimStatement(envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId, data.host)
       const outcome = await r.db[TRANSACTION_FROM](claim, async (tx, claimed) => {
         if (claimed.rowCount !== 1) return { skipped: true, value: undefined }
         return { skipped: false, value: await r.handler(envelope.task, { db: r.db, workerId, tx, attempt: envelope.attempt }) }

@@ -10,6 +10,7 @@ import { TaskError, type BatchEnvelope, type CrewMessage, type CrewWorkerData, t
 import type { Database } from '../database/database.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { requireWhole } from '../connect/connect-options.ts'
+import { machineFqdn } from '../connect/profiles.ts'
 
 /** Options of `db.crew()`; every field but `worker` is optional. */
 export interface CrewOptions {
@@ -157,6 +158,7 @@ export class Crew implements AsyncDisposable {
       applicationName: options.applicationName,
       channel: channelName,
       workerNumbers,
+      host: machineFqdn(),
     }
     const pool = new Piscina({
       filename: crewWorkerFile(),

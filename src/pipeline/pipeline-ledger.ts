@@ -16,11 +16,19 @@ export function ledgerName(name: string): string {
 /** What the ledger needs: a rerun reads done keys, markDone/recordFailure upsert (ON CONFLICT DO UPDATE … WHERE reads the row). */
 const LEDGER_PRIVILEGES = ['SELECT', 'INSERT', 'UPDATE'] as const
 
+/**
+ * Columns added after the first release, with their types: an older ledger gains them in place
+ * (ALTER TABLE … ADD COLUMN IF NOT EXISTS) the first time a newer pgcrew uses it.
+ */
+const LATER_COLUMNS = { host: 'text', error_code: 'text' } as const
+
 interface LedgerAccess {
   role: string
   readOnly: boolean
   exists: boolean
   missing: string[]
+  /** LATER_COLUMNS this ledger does not have yet. */
+  old: string[]
 }
 
 /**
@@ -45,6 +53,7 @@ export async function ensureLedger(db: Database, table: string): Promise<void> {
   if (access.exists) {
     if (access.readOnly) throw await notWritable(db, t, parts, 'write', 'the session is read-only (becomeUser(), or readonly in the profile)')
     if (access.missing.length > 0) throw await notWritable(db, t, parts, 'write', `it lacks ${access.missing.join(', ')} on it`)
+    if (access.old.length > 0) await upgradeLedger(db, t, access.old)
     return
   }
   try {
@@ -56,6 +65,8 @@ export async function ensureLedger(db: Database, table: string): Promise<void> {
         status      text        NOT NULL CHECK (status IN ('done', 'failed')),
         attempts    integer     NOT NULL DEFAULT 1,
         worker      integer,
+        host        text,
+        error_code  text,
         error       text,
         finished_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (pipeline, key))`)
@@ -70,14 +81,42 @@ export async function ensureLedger(db: Database, table: string): Promise<void> {
 }
 
 async function ledgerAccess(db: Database, t: string): Promise<LedgerAccess> {
-  const { rows } = await db.query<{ role: string; read_only: boolean; exists: boolean; has: boolean[] }>(
+  const { rows } = await db.query<{ role: string; read_only: boolean; exists: boolean; has: boolean[]; old: string[] }>(
     `SELECT current_user AS role, current_setting('transaction_read_only') = 'on' AS read_only, r IS NOT NULL AS exists,
-            ARRAY(SELECT r IS NOT NULL AND has_table_privilege(r, p) FROM unnest($2::text[]) WITH ORDINALITY AS u(p, i) ORDER BY i) AS has
+            ARRAY(SELECT r IS NOT NULL AND has_table_privilege(r, p) FROM unnest($2::text[]) WITH ORDINALITY AS u(p, i) ORDER BY i) AS has,
+            ARRAY(SELECT c FROM unnest($3::text[]) AS c WHERE r IS NOT NULL
+                     AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = r AND a.attname = c AND NOT a.attisdropped)) AS old
        FROM to_regclass($1) AS r`,
-    [t, LEDGER_PRIVILEGES],
+    [t, LEDGER_PRIVILEGES, Object.keys(LATER_COLUMNS)],
   )
   const row = rows[0]!
-  return { role: row.role, readOnly: row.read_only, exists: row.exists, missing: LEDGER_PRIVILEGES.filter((_, i) => !row.has[i]) }
+  return { role: row.role, readOnly: row.read_only, exists: row.exists, missing: LEDGER_PRIVILEGES.filter((_, i) => !row.has[i]), old: row.old }
+}
+
+/**
+ * Bring an older ledger up to date in place: its rows stay, the new columns start NULL. Racing
+ * upgraders are serialised by the ledger's advisory lock (IF NOT EXISTS makes the second a no-op).
+ * Only the table's owner may alter it: anyone else is told what to ask the owner to run.
+ */
+async function upgradeLedger(db: Database, t: string, old: readonly string[]): Promise<void> {
+  const alter = `ALTER TABLE ${t} ${old.map((c) => `ADD COLUMN IF NOT EXISTS ${quoteIdent(c)} ${LATER_COLUMNS[c as keyof typeof LATER_COLUMNS]}`).join(', ')}`
+  try {
+    await db.transaction(async (tx) => {
+      await tx.query("SELECT pg_advisory_xact_lock(hashtext('pgcrew.ledger'))")
+      await tx.query(alter)
+    })
+  } catch (error) {
+    if (error instanceof DatabaseError && error.code === '42501') {
+      const role = (await db.query<{ role: string }>('SELECT current_user AS role')).rows[0]!.role
+      throw new PgcrewError(
+        'LEDGER_NEEDS_UPGRADE',
+        `the ledger table ${t} was made by an older pgcrew and lacks the column${old.length > 1 ? 's' : ''} ${old.join(', ')}; role ${quoteIdent(role)} may not add ${old.length > 1 ? 'them' : 'it'} (${error.message}). ` +
+          `Have its owner run once: ${alter}, or run the pipeline once as its owner (pgcrew run … --as admin)`,
+        { cause: error, details: { table: t, role, columns: [...old] } },
+      )
+    }
+    throw error
+  }
 }
 
 /** The error for a ledger this session cannot use: which table, which role, and what to do. */
@@ -99,19 +138,24 @@ async function notWritable(db: Database, t: string, parts: readonly string[], ve
  * Mark a key done inside the task's own transaction. Returns false when it was already done (the
  * caller must then do nothing): this is what makes a rerun, or a duplicate, do nothing twice.
  */
-export async function markDone(tx: Transaction, table: string, pipeline: string, key: string, attempt: number, workerId: number): Promise<boolean> {
-  const { text, values } = claimStatement(table, pipeline, key, attempt, workerId)
+export async function markDone(tx: Transaction, table: string, pipeline: string, key: string, attempt: number, workerId: number, host: string): Promise<boolean> {
+  const { text, values } = claimStatement(table, pipeline, key, attempt, workerId, host)
   const { rowCount } = await tx.query(text, values)
   return rowCount === 1
 }
 
-/** The statement markDone runs: it affects one row when the key was claimed, none when it was already done. */
-export function claimStatement(table: string, pipeline: string, key: string, attempt: number, workerId: number): { text: string; values: unknown[] } {
+/**
+ * The statement markDone runs: it affects one row when the key was claimed, none when it was already
+ * done. `attempts` adds up over runs: a key that failed twice in one run and succeeds at its first
+ * attempt in the next shows 3. Its text depends only on the table, so it is prepared once per connection.
+ */
+export function claimStatement(table: string, pipeline: string, key: string, attempt: number, workerId: number, host: string): { text: string; values: unknown[] } {
   return {
-    text: `INSERT INTO ${ledgerName(table)} AS l (pipeline, key, status, attempts, worker) VALUES ($1, $2, 'done', $3, $4)
-     ON CONFLICT (pipeline, key) DO UPDATE SET status = 'done', attempts = EXCLUDED.attempts, worker = EXCLUDED.worker, error = NULL, finished_at = now()
+    text: `INSERT INTO ${ledgerName(table)} AS l (pipeline, key, status, attempts, worker, host) VALUES ($1, $2, 'done', $3, $4, $5)
+     ON CONFLICT (pipeline, key) DO UPDATE SET status = 'done', attempts = l.attempts + EXCLUDED.attempts, worker = EXCLUDED.worker, host = EXCLUDED.host,
+       error_code = NULL, error = NULL, finished_at = now()
      WHERE l.status <> 'done'`,
-    values: [pipeline, key, attempt, workerId],
+    values: [pipeline, key, attempt, workerId, host],
   }
 }
 
@@ -125,14 +169,29 @@ function ledgerMessage(message: string): string {
   return m
 }
 
+/** A permanent failure as the ledger keeps it: which attempt of this run gave up, where, and why. */
+export interface LedgerFailure {
+  pipeline: string
+  key: string
+  /** Attempts this run made; the ledger adds them to those of earlier runs. */
+  attempts: number
+  /** The worker that ran the last attempt, when one did (a task that never reached a worker has none). */
+  workerId?: number
+  host: string
+  /** The error's code: a SQLSTATE, a PgcrewError code, or a JavaScript error's name. */
+  code?: string
+  message: string
+}
+
 /** Record a permanent failure (outside any task transaction: the task's own writes rolled back). */
-export async function recordFailure(db: Database, table: string, pipeline: string, key: string, attempts: number, message: string): Promise<void> {
+export async function recordFailure(db: Database, table: string, failure: LedgerFailure): Promise<void> {
   const t = ledgerName(table)
   await db.query(
-    `INSERT INTO ${t} AS l (pipeline, key, status, attempts, error) VALUES ($1, $2, 'failed', $3, $4)
-     ON CONFLICT (pipeline, key) DO UPDATE SET status = 'failed', attempts = EXCLUDED.attempts, error = EXCLUDED.error, finished_at = now()
+    `INSERT INTO ${t} AS l (pipeline, key, status, attempts, worker, host, error_code, error) VALUES ($1, $2, 'failed', $3, $4, $5, $6, $7)
+     ON CONFLICT (pipeline, key) DO UPDATE SET status = 'failed', attempts = l.attempts + EXCLUDED.attempts, worker = EXCLUDED.worker, host = EXCLUDED.host,
+       error_code = EXCLUDED.error_code, error = EXCLUDED.error, finished_at = now()
      WHERE l.status <> 'done'`,
-    [pipeline, key, attempts, ledgerMessage(message)],
+    [failure.pipeline, failure.key, failure.attempts, failure.workerId ?? null, failure.host, failure.code ?? null, ledgerMessage(failure.message)],
   )
 }
 

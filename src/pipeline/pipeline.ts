@@ -6,6 +6,7 @@ import type { Crew, CrewOptions } from '../crew/crew.ts'
 import type { Database } from '../database/database.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { describeValue, requireWhole } from '../connect/connect-options.ts'
+import { machineFqdn } from '../connect/profiles.ts'
 import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } from './pipeline-ledger.ts'
 import { silentProgress, type ProgressReporter, type ProgressState } from './pipeline-progress.ts'
 import { RETRY_DEFAULTS, RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions } from '../database/connection-retry.ts'
@@ -207,6 +208,8 @@ export async function loadPipeline(spec: string): Promise<PipelineDefinition> {
  */
 export async function runPipeline<T extends PipelineTask>(db: Database, def: PipelineDefinition<T>, options: RunOptions = {}): Promise<RunSummary> {
   const ledger = def.ledger ?? DEFAULT_LEDGER
+  // The ledger's `host` of a failure row; the workers' done rows carry the same name (the crew's).
+  const host = machineFqdn()
   if (options.retryWindowMillis !== undefined) requireWhole('retryWindowMillis', options.retryWindowMillis, 0)
   const policy = {
     retries: options.retries ?? RETRY_DEFAULTS.retries,
@@ -316,7 +319,8 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
       if (failures.length < 20) failures.push(failure)
       try {
         // A failure row is written even when the server comes back only later (within a window).
-        await patiently(() => recordFailure(db, ledger, def.name, key, attempt, out.error.message))
+        const workerId = out.workerId > 0 ? out.workerId : undefined
+        await patiently(() => recordFailure(db, ledger, { pipeline: def.name, key, attempts: attempt, workerId, host, code: out.error.code ?? out.error.name, message: out.error.message }))
       } catch (error) {
         // The task still failed (and counts so); the run goes on. Only the ledger row is missing.
         failure.message += ` (the ledger write failed, so the ledger does not show this failure: ${describeError(error)})`

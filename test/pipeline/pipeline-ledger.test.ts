@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { before, describe, test } from 'node:test'
 import { Database } from '../../src/database/database.ts'
-import { ensureLedger } from '../../src/pipeline/pipeline-ledger.ts'
+import { ensureLedger, recordFailure } from '../../src/pipeline/pipeline-ledger.ts'
 import { definePipeline, runPipeline } from '../../src/pipeline/pipeline.ts'
 import { admin, cleanEnv, freshDatabase, freshRole, scratchDir, server, urlFor, writePgpass } from '../helpers.ts'
 
@@ -98,5 +98,53 @@ describe('the ledger and the roles that run a pipeline', () => {
         ),
       })
     }
+  })
+
+  test('every row says where it ran (host, worker), a failure keeps its error code, and attempts add up over runs', async () => {
+    await using db = new Database({ connectionString: urlFor(dbname), env: cleanEnv(), max: 2 })
+    const saved = process.env.PGCREW_HOSTNAME
+    process.env.PGCREW_HOSTNAME = 'node-a.example'
+    try {
+      // Key 5 failed twice in an earlier run; key -1 fails for good in every run.
+      await ensureLedger(db, 'where_ledger')
+      await recordFailure(db, 'where_ledger', { pipeline: 'where', key: '5', attempts: 2, workerId: 1, host: 'node-b.example', code: '40001', message: 'could not serialize' })
+      const def = definePipeline({ name: 'where', worker, ledger: 'where_ledger', tasks: [{ key: 4 }, { key: 5 }, { key: -1 }] })
+      for (let run = 1; run <= 2; run++) await runPipeline(db, def, { threads: 2, retries: 0 })
+      const { rows } = await db.query(`SELECT key, status, attempts, worker BETWEEN 1 AND 2 AS by_worker, host, error_code, error FROM where_ledger ORDER BY key`)
+      assert.deepEqual(rows, [
+        { key: '-1', status: 'failed', attempts: 2, by_worker: true, host: 'node-a.example', error_code: 'Error', error: 'permanent failure for key -1' },
+        { key: '4', status: 'done', attempts: 1, by_worker: true, host: 'node-a.example', error_code: null, error: null },
+        { key: '5', status: 'done', attempts: 3, by_worker: true, host: 'node-a.example', error_code: null, error: null },
+      ])
+    } finally {
+      if (saved === undefined) delete process.env.PGCREW_HOSTNAME
+      else process.env.PGCREW_HOSTNAME = saved
+    }
+  })
+
+  test('a ledger made by an older pgcrew gains host and error_code in place, rows kept; a role that may not alter it is told what to run', async () => {
+    const oldLedger = (name: string) => `CREATE TABLE ${name} (
+        pipeline text NOT NULL, key text NOT NULL, status text NOT NULL CHECK (status IN ('done', 'failed')), attempts integer NOT NULL DEFAULT 1,
+        worker integer, error text, finished_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, key));
+      INSERT INTO ${name} (pipeline, key, status) VALUES ('roles', '1', 'done')`
+    await admin(`${oldLedger('old_ledger')}; ${oldLedger('old_shared')}; GRANT SELECT, INSERT, UPDATE ON old_shared TO "${writer.name}"`, [], dbname)
+    await using owner = new Database({ connectionString: urlFor(dbname), env: cleanEnv(), max: 2 })
+    const summary = await runPipeline(owner, pipeline('old_ledger'), { threads: 1 })
+    assert.deepEqual([summary.skipped, summary.done], [1, 19])
+    const columns = await admin<{ c: string }>("SELECT attname AS c FROM pg_attribute WHERE attrelid = 'old_ledger'::regclass AND attnum > 0 ORDER BY attnum", [], dbname)
+    assert.deepEqual(
+      columns.map((r) => r.c),
+      ['pipeline', 'key', 'status', 'attempts', 'worker', 'error', 'finished_at', 'host', 'error_code'],
+    )
+    assert.equal((await admin<{ n: number }>("SELECT count(*)::int AS n FROM old_ledger WHERE host IS NOT NULL AND key <> '1'", [], dbname))[0]!.n, 19)
+
+    await using db = as(writer)
+    await assert.rejects(runPipeline(db, pipeline('old_shared'), { threads: 1 }), {
+      code: 'LEDGER_NEEDS_UPGRADE',
+      message: new RegExp(
+        `^the ledger table "old_shared" was made by an older pgcrew and lacks the columns host, error_code; role "${writer.name}" may not add them \\(must be owner of table old_shared\\)\\. ` +
+          `Have its owner run once: ALTER TABLE "old_shared" ADD COLUMN IF NOT EXISTS "host" text, ADD COLUMN IF NOT EXISTS "error_code" text, or run the pipeline once as its owner \\(pgcrew run … --as admin\\)$`,
+      ),
+    })
   })
 })

@@ -78,8 +78,8 @@ describe('COPY', () => {
     assert.deepEqual((await strict.query('SELECT id FROM public."catalog.targets"')).rows, [{ id: 9 }])
     // The ledger reads its option the same way: case kept, split at the dot.
     await ensureLedger(strict, 'catalog.Ledger')
-    await strict.transaction((tx) => markDone(tx, 'catalog.Ledger', 'names', 'k1', 1, 1))
-    assert.deepEqual(await copyFrom(strict, 'catalog.Ledger', [['names', 'k2', 'done', 1, 1, null, '2024-01-01T00:00:00Z']]), { rows: 1 })
+    await strict.transaction((tx) => markDone(tx, 'catalog.Ledger', 'names', 'k1', 1, 1, 'here'))
+    assert.deepEqual(await copyFrom(strict, 'catalog.Ledger', [['names', 'k2', 'done', 1, 1, null, null, null, '2024-01-01T00:00:00Z']]), { rows: 1 })
     assert.deepEqual((await strict.query('SELECT key FROM catalog."Ledger" ORDER BY key')).rows, [{ key: 'k1' }, { key: 'k2' }])
   })
 
