@@ -43,6 +43,8 @@ export interface CrewOptions {
    * 'pgcrew'. A machine of a distributed run puts its tag here, so the others can count its sessions.
    */
   applicationName?: string
+  /** The ledger's `host` for this crew's tasks. Default: this machine's FQDN (`PGCREW_HOSTNAME` wins). */
+  host?: string
 }
 
 /** A task under taskTimeoutMillis: its timer runs from the worker's 'started' message. */
@@ -158,7 +160,7 @@ export class Crew implements AsyncDisposable {
       applicationName: options.applicationName,
       channel: channelName,
       workerNumbers,
-      host: machineFqdn(),
+      host: options.host ?? machineFqdn(),
     }
     const pool = new Piscina({
       filename: crewWorkerFile(),

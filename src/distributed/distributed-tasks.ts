@@ -31,8 +31,8 @@ export interface JobContext {
   /** Aborted on Ctrl-C: a task rolled back now is not retried here (its job goes back to the queue). */
   signal?: AbortSignal
   mainRetry: ConnectionRetryOptions
-  /** Extra fields of every envelope (the ledger's host). */
-  envelope?: Record<string, unknown>
+  /** The ledger's `host` of this machine. */
+  host: string
   onChange: () => void
 }
 
@@ -41,7 +41,7 @@ export interface JobContext {
  * stopping (they rolled back): the caller fails the job then, and the engine gives it to another machine.
  */
 export async function runJobTasks(ctx: JobContext, tasks: ReadonlyArray<{ key: string | number }>): Promise<number> {
-  const envelopes: TaskEnvelope[] = tasks.map((task) => ({ mode: 'pipeline', task, attempt: 1, pipeline: ctx.pipeline, key: String(task.key), ledger: ctx.ledger, ...ctx.envelope }))
+  const envelopes: TaskEnvelope[] = tasks.map((task) => ({ mode: 'pipeline', task, attempt: 1, pipeline: ctx.pipeline, key: String(task.key), ledger: ctx.ledger }))
   const first = await ctx.crew.dispatchBatch(envelopes)
   const left = await Promise.all(first.map((outcome, i) => settle(ctx, envelopes[i]!, outcome)))
   ctx.counts.jobs++
@@ -81,10 +81,11 @@ async function settle(ctx: JobContext, envelope: TaskEnvelope, outcome: TaskOutc
       continue
     }
     counts.failed++
-    const failure = { key: envelope.mode === 'pipeline' ? envelope.key : '?', attempts: attempt, code: outcome.error.code, message: outcome.error.message }
+    const failure = { key: envelope.mode === 'pipeline' ? envelope.key : '?', attempts: attempt, code: outcome.error.code ?? outcome.error.name, message: outcome.error.message }
+    const workerId = outcome.workerId > 0 ? outcome.workerId : undefined
     if (counts.failures.length < 20) counts.failures.push(failure)
     try {
-      await withConnectionRetry(() => recordFailure(ctx.db, ctx.ledger, ctx.pipeline, failure.key, attempt, failure.message), ctx.mainRetry)
+      await withConnectionRetry(() => recordFailure(ctx.db, ctx.ledger, { pipeline: ctx.pipeline, key: failure.key, attempts: attempt, workerId, host: ctx.host, code: failure.code, message: failure.message }), ctx.mainRetry)
     } catch (error) {
       failure.message += ` (the ledger write failed, so the ledger does not show this failure: ${(error as Error).message})`
     }

@@ -131,6 +131,7 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
       resourceLimits: o.resourceLimits,
       retryWindowMillis: policy.windowMillis,
       applicationName: `pgcrew ${tag}`,
+      host,
     })
     // No job is fetched while this machine's liveness lock is missing (see Liveness.gate).
     const connect = engine.pool.connect.bind(engine.pool) as (callback?: unknown) => Promise<unknown> | undefined
@@ -144,7 +145,7 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
 
     const progress = (): void =>
       o.onProgress?.({ done: counts.done, skipped: counts.skipped, failed: counts.failed, retried: counts.retried, elapsedMillis: Date.now() - started, pipelineDone, jobsLeft } satisfies DistributedProgress)
-    const ctx: JobContext = { db, crew, pipeline: def.name, ledger, policy, counts, signal: o.signal, mainRetry: retry, envelope: { host }, onChange: () => {} }
+    const ctx: JobContext = { db, crew, pipeline: def.name, ledger, policy, counts, signal: o.signal, mainRetry: retry, host, onChange: () => {} }
     const handler: Task = async (payload) => {
       if (counts.fatal) throw counts.fatal
       const left = await runJobTasks(ctx, (payload as JobPayload).tasks)
