@@ -131,7 +131,8 @@ ${WORK_USAGE_FLAGS}
     follow: { type: 'boolean' },
   },
   async run({ values, positionals }, io) {
-    if (positionals.length !== 1) throw new UsageError(positionals.length ? `work takes one PIPELINE, got ${positionals.length}` : 'work needs a PIPELINE module (the one `pgcrew run PIPELINE --distributed` runs)')
+    if (positionals.length !== 1)
+      throw new UsageError(positionals.length ? `work takes one PIPELINE, got ${positionals.length}` : 'work needs a PIPELINE module (the one `pgcrew run PIPELINE --distributed` runs)')
     return runMachine(values, positionals[0]!, io, false)
   },
 }

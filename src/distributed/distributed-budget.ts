@@ -51,7 +51,10 @@ export async function machineBudget<T>(db: Database, req: MachineBudgetRequest, 
     let plan: BudgetPlan
     if (req.connectionBudget !== undefined) {
       if (!Number.isInteger(req.connectionBudget) || req.connectionBudget < main + 1) {
-        throw new PgcrewError('INVALID_OPTION', `connectionBudget must be a whole number ≥ ${main + 1} on a machine of a distributed run (main pool ${db.maxConnections} + engine ${req.engine} + one worker connection), not ${req.connectionBudget}`)
+        throw new PgcrewError(
+          'INVALID_OPTION',
+          `connectionBudget must be a whole number ≥ ${main + 1} on a machine of a distributed run (main pool ${db.maxConnections} + engine ${req.engine} + one worker connection), not ${req.connectionBudget}`,
+        )
       }
       plan = planBudget(request, req.connectionBudget, `budget ${req.connectionBudget} (explicit)`, 'explicit')
     } else {

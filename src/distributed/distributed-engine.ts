@@ -43,7 +43,8 @@ export function engineLogger(warn: (line: string) => void): Logger {
   return new Logger(() => (level: LogLevel, message: string) => {
     // Its pool-size advice counts a connection per job; with the local queue, a few serve them all.
     if (message.includes('smaller than concurrency')) return
-    if (level === 'error' || level === 'warning') warn(`engine ${level}: ${message}`)
+    const name = level as string
+    if (name === 'error' || name === 'warning') warn(`engine ${name}: ${message}`)
   })
 }
 

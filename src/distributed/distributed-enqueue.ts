@@ -88,7 +88,14 @@ export async function enqueueTasks(ctx: EnqueueContext): Promise<EnqueueSummary>
     const specs: AddJobsJobSpec[] = []
     for (let i = 0; i < todo.length; i += ctx.tasksPerJob) {
       const tasks = todo.slice(i, i + ctx.tasksPerJob)
-      specs.push({ identifier, payload: { tasks } satisfies JobPayload, jobKey: jobKey(ctx.def.name, tasks.map((t) => String(t.key))) })
+      specs.push({
+        identifier,
+        payload: { tasks } satisfies JobPayload,
+        jobKey: jobKey(
+          ctx.def.name,
+          tasks.map((t) => String(t.key)),
+        ),
+      })
     }
     if (specs.length) await withConnectionRetry(() => ctx.engine.utils.addJobs(specs), ctx.retry)
     summary.queued += todo.length

@@ -61,7 +61,9 @@ export const DISTRIBUTED_DEFAULTS = Object.freeze({
 })
 
 /** The options with every default filled in. */
-export type ResolvedDistributedOptions = Readonly<DistributedOptions & { [K in keyof typeof DISTRIBUTED_DEFAULTS]: (typeof DISTRIBUTED_DEFAULTS)[K] extends boolean ? boolean : (typeof DISTRIBUTED_DEFAULTS)[K] extends number ? number : string }>
+export type ResolvedDistributedOptions = Readonly<
+  DistributedOptions & { [K in keyof typeof DISTRIBUTED_DEFAULTS]: (typeof DISTRIBUTED_DEFAULTS)[K] extends boolean ? boolean : (typeof DISTRIBUTED_DEFAULTS)[K] extends number ? number : string }
+>
 
 /** Fill in the defaults once, checking the numbers. */
 export function resolveDistributed(options: DistributedOptions): ResolvedDistributedOptions {

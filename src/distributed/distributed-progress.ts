@@ -47,7 +47,9 @@ export function machineBar(stream: NodeJS.WritableStream, tasksPerJob: number): 
 export function machineLines(stream: NodeJS.WritableStream, everyMillis = 2000): MachineProgress {
   let last = 0
   const line = (s: DistributedProgress): void => {
-    stream.write(`progress: this machine done=${s.done} skipped=${s.skipped} failed=${s.failed} retried=${s.retried} rate=${rate(s)}/s | pipeline done=${s.pipelineDone} (ledger) jobs left=${s.jobsLeft}\n`)
+    stream.write(
+      `progress: this machine done=${s.done} skipped=${s.skipped} failed=${s.failed} retried=${s.retried} rate=${rate(s)}/s | pipeline done=${s.pipelineDone} (ledger) jobs left=${s.jobsLeft}\n`,
+    )
   }
   return {
     update: (s) => {

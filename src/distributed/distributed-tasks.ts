@@ -85,7 +85,10 @@ async function settle(ctx: JobContext, envelope: TaskEnvelope, outcome: TaskOutc
     const workerId = outcome.workerId > 0 ? outcome.workerId : undefined
     if (counts.failures.length < 20) counts.failures.push(failure)
     try {
-      await withConnectionRetry(() => recordFailure(ctx.db, ctx.ledger, { pipeline: ctx.pipeline, key: failure.key, attempts: attempt, workerId, host: ctx.host, code: failure.code, message: failure.message }), ctx.mainRetry)
+      await withConnectionRetry(
+        () => recordFailure(ctx.db, ctx.ledger, { pipeline: ctx.pipeline, key: failure.key, attempts: attempt, workerId, host: ctx.host, code: failure.code, message: failure.message }),
+        ctx.mainRetry,
+      )
     } catch (error) {
       failure.message += ` (the ledger write failed, so the ledger does not show this failure: ${(error as Error).message})`
     }

@@ -144,7 +144,15 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
     }
 
     const progress = (): void =>
-      o.onProgress?.({ done: counts.done, skipped: counts.skipped, failed: counts.failed, retried: counts.retried, elapsedMillis: Date.now() - started, pipelineDone, jobsLeft } satisfies DistributedProgress)
+      o.onProgress?.({
+        done: counts.done,
+        skipped: counts.skipped,
+        failed: counts.failed,
+        retried: counts.retried,
+        elapsedMillis: Date.now() - started,
+        pipelineDone,
+        jobsLeft,
+      } satisfies DistributedProgress)
     const ctx: JobContext = { db, crew, pipeline: def.name, ledger, policy, counts, signal: o.signal, mainRetry: retry, host, onChange: () => {} }
     const handler: Task = async (payload) => {
       if (counts.fatal) throw counts.fatal
@@ -246,7 +254,8 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
     const final = await db.query<{ done: number }>(`SELECT count(*)::int AS done FROM ${ledgerName(ledger)} WHERE pipeline = $1 AND status = 'done'`, [def.name]).catch(() => undefined)
     if (final) pipelineDone = final.rows[0]!.done
     progress()
-    if (counts.fatal) throw counts.fatal instanceof Error ? counts.fatal : new PgcrewError(String((counts.fatal as { code?: string }).code ?? 'TASK_FAILED'), String((counts.fatal as { message?: string }).message))
+    if (counts.fatal)
+      throw counts.fatal instanceof Error ? counts.fatal : new PgcrewError(String((counts.fatal as { code?: string }).code ?? 'TASK_FAILED'), String((counts.fatal as { message?: string }).message))
     const durationMillis = Date.now() - started
     return {
       pipeline: def.name,

@@ -43,4 +43,3 @@ function safeJson(value: unknown): unknown {
     return null
   }
 }
-

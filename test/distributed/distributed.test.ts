@@ -36,8 +36,8 @@ function machine(host: string, argv: string[], env: NodeJS.ProcessEnv): Machine 
       }),
     ),
   }
-  child.stdout!.on('data', (d: Buffer) => (m.stdout += d))
-  child.stderr!.on('data', (d: Buffer) => (m.stderr += d))
+  child.stdout!.on('data', (d: Buffer) => (m.stdout += String(d)))
+  child.stderr!.on('data', (d: Buffer) => (m.stderr += String(d)))
   return m
 }
 
@@ -102,7 +102,10 @@ describe('pgcrew work: several machines', () => {
     const counters = (await client.query('SELECT count(*)::int AS all, count(*) FILTER (WHERE n = 1)::int AS once FROM counters')).rows[0]
     assert.deepEqual(counters, { all: n, once: n })
     const hosts = await perHost()
-    assert.equal(Object.values(hosts).reduce((x, y) => x + y, 0), n)
+    assert.equal(
+      Object.values(hosts).reduce((x, y) => x + y, 0),
+      n,
+    )
     for (const h of ['a', 'b', 'c', 'd']) assert.ok((hosts[`${h}.test.local`] ?? 0) > 0, `machine ${h} did no work: ${JSON.stringify(hosts)}`)
     assert.equal((await client.query('SELECT count(*)::int AS n FROM graphile_worker.jobs')).rows[0].n, 0)
   })
