@@ -10,6 +10,7 @@ import { doneKeys } from '../pipeline/pipeline-ledger.ts'
 import type { PipelineDefinition, PipelineTask } from '../pipeline/pipeline.ts'
 import { taskIdentifier, type Engine, type JobPayload } from './distributed-engine.ts'
 import { jsonProblem } from './task-json.ts'
+import { hashKey } from '../toolkit/advisory-lock.ts'
 
 /** What an enqueue did. */
 export interface EnqueueSummary {
@@ -103,7 +104,12 @@ export async function enqueueTasks(ctx: EnqueueContext): Promise<EnqueueSummary>
     summary.durationMillis = Date.now() - started
     ctx.onBatch?.(summary)
   }
-  await ctx.db.withAdvisoryLock(enqueueLockName(ctx.def.name), async () => {
+  // Held on an engine connection, not the Database's (whose pool may be a single connection that
+  // the ledger queries below need).
+  const lock = await withConnectionRetry(() => ctx.engine.pool.connect(), ctx.retry)
+  const key = String(hashKey(enqueueLockName(ctx.def.name)))
+  try {
+    await lock.query('SELECT pg_advisory_lock($1::bigint)', [key])
     let batch: PipelineTask[] = []
     for await (const raw of ctx.source as AsyncIterable<unknown>) {
       if (ctx.signal?.aborted) break
@@ -115,7 +121,13 @@ export async function enqueueTasks(ctx: EnqueueContext): Promise<EnqueueSummary>
       }
     }
     if (!ctx.signal?.aborted) await flush(batch)
-  })
+    await lock.query('SELECT pg_advisory_unlock($1::bigint)', [key])
+    lock.release()
+  } catch (error) {
+    // The session ends with the connection, and the lock with it.
+    lock.release(true)
+    throw error
+  }
   summary.durationMillis = Date.now() - started
   return summary
 }

@@ -154,9 +154,11 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
         jobsLeft,
       } satisfies DistributedProgress)
     const ctx: JobContext = { db, crew, pipeline: def.name, ledger, policy, counts, signal: o.signal, mainRetry: retry, host, onChange: () => {} }
+    let checkSoon = (): void => {}
     const handler: Task = async (payload) => {
       if (counts.fatal) throw counts.fatal
       const left = await runJobTasks(ctx, (payload as JobPayload).tasks)
+      checkSoon()
       // Rolled back while stopping: failing the job puts it back in the queue for another machine.
       if (left > 0) throw new PgcrewError('CANCELLED', `${left} of the job's tasks rolled back as this machine stopped; another machine runs them`)
     }
@@ -218,6 +220,16 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
         }
       }
       sweeper = setInterval(() => void sweep(), o.sweepIntervalMillis)
+      // The end of the queue is seen soon after the last job, not a whole sweep interval later.
+      let soon: NodeJS.Timeout | undefined
+      checkSoon = () => {
+        if (enqueuing || soon) return
+        soon = setTimeout(() => {
+          soon = undefined
+          void sweep()
+        }, 200)
+        soon.unref()
+      }
       ticker = setInterval(progress, 1000)
       if (enqueue) {
         void enqueueTasks({
