@@ -9,6 +9,7 @@ const layers = {
   database: ['errors', 'connect', 'toolkit'],
   crew: ['errors', 'connect', 'toolkit', 'database'],
   pipeline: ['errors', 'connect', 'toolkit', 'database', 'crew'],
+  distributed: ['errors', 'connect', 'toolkit', 'database', 'crew', 'pipeline'],
   schema: ['errors', 'connect', 'toolkit', 'database'],
   cluster: ['errors'],
   store: ['errors', 'connect', 'toolkit', 'database', 'schema', 'cluster'],

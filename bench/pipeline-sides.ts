@@ -11,7 +11,7 @@ import { CLAIM_SQL, cpuWork, idStream, INSERT_SQL, READ_SQL, UPDATE_SQL, type Pi
 /** A bench worker next to this file: .js when compiled (npm run bench), .ts under tsx. */
 export const workerUrl = (name: string): URL => new URL(`./workers/${name}${extname(new URL(import.meta.url).pathname)}`, import.meta.url)
 
-function* tasks(count: number, seed: number, rounds: number): Generator<PipelineBenchTask> {
+export function* tasks(count: number, seed: number, rounds: number): Generator<PipelineBenchTask> {
   const next = idStream(seed)
   for (let key = 1; key <= count; key++) yield { key, id: next(), rounds }
 }

@@ -6,7 +6,7 @@
 // machine cancels out. CPU per task is user+sys of the client (process.cpuUsage covers every thread; a
 // child's from /proc/self/stat cutime) and of the bench's own PostgreSQL (its postmaster's children).
 // npm run bench compiles pgcrew first (bench/tsconfig.json) and runs the JavaScript, as users do.
-// Short runs while developing: BENCH_ONLY=pipeline,heavy,statements,bulk,memory BENCH_REPS BENCH_TASKS
+// Short runs while developing: BENCH_ONLY=pipeline,heavy,distributed,statements,bulk,memory BENCH_REPS BENCH_TASKS
 // BENCH_HEAVY_TASKS BENCH_MS BENCH_COPY_ROWS BENCH_MEMORY_TASKS. BENCH_ONLY=store (not in the default
 // set) measures the record store's addMany against copyFrom, BENCH_STORE_ROWS rows (100,000).
 import { randomBytes } from 'node:crypto'
@@ -20,6 +20,7 @@ import { startTempCluster, type TempCluster } from '../src/cluster/temp-cluster.
 import { findPsql, viaCopyFrom, viaPsql, writeCopyFile } from './bulk.ts'
 import { cpuUsed, findPostmaster, readCpu, type CpuUsed } from './cpu.ts'
 import { measureMemory, memoryChild, type MemoryResult } from './memory.ts'
+import { viaDistributed } from './distributed-side.ts'
 import { findPgbench, handLoop, pgbenchScript, viaPgbench, viaPipeline } from './pipeline-sides.ts'
 import { closeSides, openSides, statementRate, type Client, type StatementKind } from './statements.ts'
 import { HEAVY_ROUNDS, LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
@@ -34,7 +35,7 @@ const COPY_ROWS = env('BENCH_COPY_ROWS', 1_000_000)
 const MEMORY_TASKS = env('BENCH_MEMORY_TASKS', 2_000_000)
 const STORE_ROWS = env('BENCH_STORE_ROWS', 100_000)
 const MEMORY_FRESH = Math.min(env('BENCH_MEMORY_FRESH', 20_000), MEMORY_TASKS)
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'pipeline,heavy,statements,bulk,memory').split(','))
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'pipeline,heavy,distributed,statements,bulk,memory').split(','))
 const CORES = availableParallelism()
 
 interface Sample {
@@ -193,6 +194,28 @@ async function main(): Promise<void> {
       await pipelineSection(`Pipeline, light task (${TASKS.toLocaleString('en-US')} tasks; read, ${LIGHT_ROUNDS} sha256 rounds, insert, update; ledger claim first)`, TASKS, LIGHT_ROUNDS, true)
     if (ONLY.has('heavy'))
       await pipelineSection(`Pipeline, CPU-heavy task (${HEAVY_TASKS.toLocaleString('en-US')} tasks; ${HEAVY_ROUNDS} sha256 rounds ≈ 2 ms of JavaScript each)`, HEAVY_TASKS, HEAVY_ROUNDS, false, true)
+
+    if (ONLY.has('distributed')) {
+      // One machine: a local run against --distributed of the same pipeline (the queue's cost per task).
+      const options = { threads: 2, perWorkerConnections: 2 }
+      await viaDistributed(db, 'warm-distributed', Math.min(500, TASKS), 7, LIGHT_ROUNDS, options)
+      const s = await interleave(
+        [
+          { name: 'pgcrew run 2×2', run: (rep) => viaPipeline(db, `local-${rep}`, TASKS, 300 + rep, LIGHT_ROUNDS, options) },
+          { name: 'pgcrew run --distributed 2×2', run: (rep) => viaDistributed(db, `distributed-${rep}`, TASKS, 300 + rep, LIGHT_ROUNDS, options) },
+        ],
+        postmaster,
+      )
+      say(`## One machine, local against --distributed (${TASKS.toLocaleString('en-US')} light tasks, 20 per job; load ${loadavg()[0]!.toFixed(1)} at the end)`)
+      say()
+      say('| side | tasks/s median (min–max) | vs local | client CPU µs/task |')
+      say('|---|---:|---:|---:|')
+      for (const [name, samples] of s) {
+        const rates = samples.map((x) => x.rate)
+        say(`| ${name} | ${f0(median(rates))} (${range(rates, 0)}) | ${name === 'pgcrew run 2×2' ? '1' : ratio(s, 'pgcrew run 2×2', name)} | ${f0(perUnit(samples, 'client'))} |`)
+      }
+      say()
+    }
 
     if (ONLY.has('statements')) {
       say(`## Statement level (${STATEMENT_MS} ms per measurement, one async loop per connection)`)

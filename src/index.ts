@@ -12,6 +12,7 @@ export { lookupService, listServices, serviceFiles, type ServiceEntry, type Serv
 export { isThisMachine } from './connect/local-socket.ts'
 export type { OnConnectHook } from './connect/connect-client.ts'
 export type { DatabaseSnapshot } from './database/database-snapshot.ts'
+export type { PgPoolOptions } from './database/database-pg-pool.ts'
 
 // Transactions and errors
 export { Transaction, type TransactionOptions } from './database/transaction.ts'
@@ -38,6 +39,11 @@ export type { RunObserver, RunObserved, LiveRun } from './pipeline/pipeline.ts'
 export type { BudgetPlan, BudgetNumbers } from './crew/crew-budget.ts'
 export { DEFAULT_LEDGER } from './pipeline/pipeline-ledger.ts'
 export { barProgress, lineProgress, silentProgress, type ProgressReporter, type ProgressState } from './pipeline/pipeline-progress.ts'
+
+// Several machines (graphile-worker 0.17; tasks travel as JSON)
+export { runDistributed, workPipeline, type WorkSummary } from './distributed/distributed-work.ts'
+export { DISTRIBUTED_DEFAULTS, type DistributedOptions, type DistributedEvent, type DistributedProgress } from './distributed/distributed-options.ts'
+export type { EnqueueSummary } from './distributed/distributed-enqueue.ts'
 
 // Schema lifecycle
 export { migrate, migrationLockKey, MIGRATE_DEFAULTS, type MigrateOptions, type MigrateResult, type MigrateEvent } from './schema/migrate.ts'

@@ -18,6 +18,7 @@ export const commands: Record<string, () => Promise<{ command: Command }>> = {
   reset: () => import('./reset-command.ts'),
   runs: () => import('./runs-command.ts'),
   report: () => import('./report-command.ts'),
+  work: () => import('./work-command.ts'),
   tmp: () => import('./tmp-command.ts'),
   store: () => import('./store-command.ts'),
 }

@@ -9,7 +9,7 @@ import { connectAs } from './cli-connect-as.ts'
 import { keyValues, printJson, println } from './cli-output.ts'
 
 /** A flag's whole number, written plainly (no 1e3, 0x10 or padding) and within [min, max]. */
-function int(value: unknown, flag: string, min: number, max = 100_000): number | undefined {
+export function int(value: unknown, flag: string, min: number, max = 100_000): number | undefined {
   if (value === undefined) return undefined
   const n = /^\d+$/.test(String(value)) ? Number(value) : NaN
   if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${flag} takes a whole number from ${min} to ${max}, not "${value}"`)
@@ -40,7 +40,7 @@ export function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefine
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--report FILE] [--fresh] [--json]
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--report FILE] [--fresh] [--distributed [--tasks-per-job N]] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
@@ -59,6 +59,10 @@ export const command: Command = {
                      the summary and the run history say why the run stopped
   --report FILE      write the run's report to FILE when it ends (as pgcrew report RUN --html FILE)
   --fresh            with pgcrew's own PostgreSQL: remove .pgcrew/data first and start clean
+  --distributed      enqueue the tasks the ledger does not show done as jobs (graphile-worker, in the
+                     server's graphile_worker schema), then work on them; \`pgcrew work PIPELINE\`
+                     on other machines joins in. Tasks must survive a JSON round trip
+  --tasks-per-job N  with --distributed: tasks in one job (default 20)
   --json             print a machine-readable summary (no progress output)`,
   options: {
     threads: { type: 'string' },
@@ -72,6 +76,8 @@ export const command: Command = {
     'retry-window': { type: 'string' },
     'max-failures': { type: 'string' },
     report: { type: 'string' },
+    distributed: { type: 'boolean' },
+    'tasks-per-job': { type: 'string' },
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
@@ -84,6 +90,14 @@ export const command: Command = {
     const profile = values.profile as string | undefined
     const as = values.as as string | undefined
     const json = values.json === true
+    if (values.distributed) {
+      const other = (['per-transaction', 'fresh', 'max-failures', 'report'] as const).find((flag) => values[flag] !== undefined && values[flag] !== false)
+      if (other) throw new UsageError(`--distributed does not take --${other}`)
+      // Loaded on use, as commands are: a local run never loads the job engine.
+      const { runMachine } = await import('./work-command.ts')
+      return runMachine(values, positionals[0]!, io, true)
+    }
+    if (values['tasks-per-job'] !== undefined) throw new UsageError('--tasks-per-job goes with --distributed')
     const def = await loadPipeline(positionals[0]!)
 
     let cluster: TempCluster | undefined

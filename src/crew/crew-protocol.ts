@@ -10,6 +10,8 @@ export interface CrewWorkerData {
   perWorkerConnections: number
   /** How long a worker's start waits for a server that is full, starting or unreachable. */
   retryWindowMillis?: number
+  /** Sessions are named `<applicationName> worker <n>` (default 'pgcrew'). */
+  applicationName?: string
   /** BroadcastChannel name for close/ready messages. */
   channel: string
   /** Shared by the crew's threads: each takes the next worker number (1, 2, …) from slot 0. */

@@ -89,7 +89,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope | Batc
     }
     // Whatever this realm holds now was inherited or made at import time: it is not ours to share.
     await discardRealmConnections()
-    const db = Database.fromSnapshot(data.snapshot, { max: data.perWorkerConnections, applicationName: `pgcrew worker ${workerId}` })
+    const db = Database.fromSnapshot(data.snapshot, { max: data.perWorkerConnections, applicationName: `${data.applicationName ?? 'pgcrew'} worker ${workerId}` })
     db.onConnect(stopQueriesOfDeadClients)
     await connectPatiently(db, abort.signal, data.retryWindowMillis)
     const handler = await definition.init({ db, workerId, signal: abort.signal })

@@ -38,6 +38,13 @@ export interface CrewOptions {
    * starting up (57P03) or cannot be reached. Default 60 000 (RETRY_DEFAULTS.windowMillis).
    */
   retryWindowMillis?: number
+  /**
+   * The start of each worker session's `application_name`: `<applicationName> worker <n>`. Default
+   * 'pgcrew'. A machine of a distributed run puts its tag here, so the others can count its sessions.
+   */
+  applicationName?: string
+  /** The ledger's `host` for this crew's tasks. Default: this machine's FQDN (`PGCREW_HOSTNAME` wins). */
+  host?: string
 }
 
 /** A task under taskTimeoutMillis: its timer runs from the worker's 'started' message. */
@@ -150,9 +157,10 @@ export class Crew implements AsyncDisposable {
       workerModule: moduleUrl(options.worker),
       perWorkerConnections: budget.perWorker,
       retryWindowMillis: options.retryWindowMillis,
+      applicationName: options.applicationName,
       channel: channelName,
       workerNumbers,
-      host: machineFqdn(),
+      host: options.host ?? machineFqdn(),
     }
     const pool = new Piscina({
       filename: crewWorkerFile(),

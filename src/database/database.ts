@@ -16,6 +16,7 @@ import { parseConnectionString } from '../connect/connection-string.ts'
 import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from '../errors/database-error.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { createExecutor, type Executor, type Lease } from './database-executor.ts'
+import { pgPoolFor, type PgPoolOptions } from './database-pg-pool.ts'
 import { loadHookModule, type HookRef } from './on-connect-hooks.ts'
 import { DBVERSION_PATTERN, describeValue, resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from '../connect/connect-options.ts'
 import { showValue } from '../errors/show-value.ts'
@@ -152,6 +153,17 @@ export class Database implements AsyncDisposable {
   /** The most connections this Database's own pool may open (counted in a crew's budget). */
   get maxConnections(): number {
     return this.#opts.max
+  }
+
+  /**
+   * A separate `pg.Pool` on this Database's current server and role (same password lookup and
+   * onConnect hooks), for a library that wants a pool of its own, such as a job engine. Its
+   * connections are not this Database's: count them in a budget yourself, and `end()` it.
+   *
+   * @example const pool = await db.pgPool({ max: 3, applicationName: 'my engine' })
+   */
+  async pgPool(options: PgPoolOptions): Promise<pg.Pool> {
+    return pgPoolFor((await this.#executorNow()).spec, options)
   }
 
   /** Start a crew of worker threads that reconnect from this Database's snapshot. */
