@@ -1,11 +1,13 @@
 import { Database } from '../database/database.ts'
 import { shownPath, startEmbeddedDefault } from '../cluster/embedded-default.ts'
 import { loadPipeline, runPipeline, type RunSummary } from '../pipeline/pipeline.ts'
+import { planPipeline, type PipelinePlan } from '../pipeline/pipeline-plan.ts'
 import { loadProfiles } from '../connect/profiles.ts'
 import { barProgress, lineProgress, silentProgress } from '../pipeline/pipeline-progress.ts'
 import type { TempCluster } from '../cluster/temp-cluster.ts'
 import { UsageError, type CliIO, type Command } from './cli-command.ts'
 import { connectAs } from './cli-connect-as.ts'
+import { CONNECTION_FLAGS, connectionFlagHelp, connectionFlags } from './cli-connection-flags.ts'
 import { keyValues, printJson, println } from './cli-output.ts'
 
 /**
@@ -15,8 +17,8 @@ import { keyValues, printJson, println } from './cli-output.ts'
  * as `pgcrew check` (raised when the Database connects): a batch job on a compute node whose name
  * no profile matches must stop, not put its work into a server of its own.
  */
-function configured(profile: string | undefined, env: NodeJS.ProcessEnv): boolean {
-  if (profile || env.PGCREW_PROFILE) return true
+function configured(profile: string | undefined, url: string | undefined, env: NodeJS.ProcessEnv): boolean {
+  if (profile || url || env.PGCREW_PROFILE) return true
   if (Object.keys(env).some((k) => k.startsWith('PG') && !k.startsWith('PGCREW_') && env[k])) return true
   return loadProfiles({ env }).profiles.length > 0
 }
@@ -47,17 +49,36 @@ function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): voi
   for (const f of s.failures) println(io.stdout, `failed: ${f.key} after ${f.attempts} attempt(s): ${f.code ? `[${f.code}] ` : ''}${f.message}`)
 }
 
+function printPlan(io: CliIO, plan: PipelinePlan, json: boolean): number {
+  if (json) printJson(io, plan)
+  else
+    println(
+      io.stdout,
+      keyValues([
+        ['pipeline', `${plan.pipeline} (dry run: nothing was run)`],
+        ['ledger', plan.ledger + (plan.ledgerExists ? '' : ' (not created yet)')],
+        ['tasks', `${plan.tasks}: ${plan.done} done, ${plan.failed} failed, ${plan.todo} still to do`],
+        ['a run', `would run ${plan.failed + plan.todo} (the failed ones again)`],
+      ]),
+    )
+  return 0
+}
+
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--fresh] [--json]
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--url URL] [--as admin|user|ROLE] [--dbversion V] [--limit N] [--dry-run] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--fresh] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
   --profile P        run against profile P. With nothing configured at all (no profile in any
                      profiles file, no PG* variable, no PGCREW_PROFILE), pgcrew starts its own
                      PostgreSQL, keeping its data in .pgcrew/data of the project for the next run
+${connectionFlagHelp('url', 21)}
   --as WHO           admin, user, or a role name
+${connectionFlagHelp('dbversion', 21)}
+  --limit N          a trial run: only the first N tasks of the source (done ones are skipped)
+  --dry-run          count the tasks done, failed and still to do; run none, write nothing
   --per-transaction  a fresh connection per task instead of a pool in each worker
   --per-worker N     tasks in flight per thread, each with its own connection (default 1)
   --budget N         at most N connections in all, main pool (2) included (default: what the
@@ -68,9 +89,10 @@ export const command: Command = {
   --fresh            with pgcrew's own PostgreSQL: remove .pgcrew/data first and start clean
   --json             print a machine-readable summary (no progress output)`,
   options: {
+    ...CONNECTION_FLAGS,
     threads: { type: 'string' },
-    profile: { type: 'string' },
-    as: { type: 'string' },
+    limit: { type: 'string' },
+    'dry-run': { type: 'boolean' },
     'per-transaction': { type: 'boolean' },
     'per-worker': { type: 'string' },
     budget: { type: 'string' },
@@ -85,8 +107,9 @@ export const command: Command = {
     const connectionBudget = int(values.budget, '--budget', 2)
     const retries = int(values.retries, '--retries', 0, 1000)
     const retryWindowSeconds = int(values['retry-window'], '--retry-window', 0, 86_400)
-    const profile = values.profile as string | undefined
-    const as = values.as as string | undefined
+    const limit = int(values.limit, '--limit', 0, Number.MAX_SAFE_INTEGER)
+    const dryRun = values['dry-run'] === true
+    const { profile, url, as, dbversion } = connectionFlags(values)
     const json = values.json === true
     const def = await loadPipeline(positionals[0]!)
 
@@ -94,7 +117,7 @@ export const command: Command = {
     const env = io.env
     const fresh = values.fresh === true
     let keptIn: string | undefined
-    if (configured(profile, env)) {
+    if (configured(profile, url, env)) {
       if (fresh) throw new UsageError("--fresh starts pgcrew's own PostgreSQL clean; this run is configured (a profile or PG* variables) and uses that server")
     } else {
       cluster = await startEmbeddedDefault({ fresh })
@@ -108,17 +131,19 @@ export const command: Command = {
     try {
       await using db = new Database({
         profile,
-        connectionString: cluster?.url,
+        connectionString: url ?? cluster?.url,
+        dbversion,
         pooling: values['per-transaction'] ? 'per-transaction' : undefined,
         max: 2,
         env,
       })
       await connectAs(db, as)
+      if (dryRun) return printPlan(io, await planPipeline(db, def, { limit }), json)
       // Progress goes to stderr, so it is stderr that decides bar or lines (`pgcrew run … | tee` still gets a bar).
       const stderrIsTTY = (io.stderr as { isTTY?: boolean }).isTTY === true
       const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
       const retryWindowMillis = retryWindowSeconds === undefined ? undefined : retryWindowSeconds * 1000
-      const summary = await runPipeline(db, def, { threads, perWorkerConnections, connectionBudget, retries, retryWindowMillis, progress, signal: io.signal })
+      const summary = await runPipeline(db, def, { threads, limit, perWorkerConnections, connectionBudget, retries, retryWindowMillis, progress, signal: io.signal })
       if (json) printJson(io, cluster ? { ...summary, server: { embedded: true, dataDir: cluster.dataDir } } : summary)
       else printSummary(io, summary, keptIn)
       return summary.cancelled || summary.failed > 0 ? 1 : 0

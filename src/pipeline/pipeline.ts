@@ -44,14 +44,14 @@ export function definePipeline<T extends PipelineTask>(def: Omit<PipelineDefinit
   return Object.freeze({ ...def, kind: 'pgcrew.pipeline' as const })
 }
 
-const isIterable = (value: unknown): boolean =>
+export const isIterable = (value: unknown): boolean =>
   value !== null && typeof value === 'object' && (typeof (value as Iterable<unknown>)[Symbol.iterator] === 'function' || typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function')
 
 const TASK_SOURCE = 'an array, an iterable or async iterable of { key } objects'
 const TASKS_SHAPE = `${TASK_SOURCE}, or a function (db) => one of those`
 
 /** What is wrong with a pipeline definition's shape (undefined when nothing is). */
-function pipelineProblem(def: unknown): string | undefined {
+export function pipelineProblem(def: unknown): string | undefined {
   if (def === null || typeof def !== 'object') return `a pipeline definition is an object { name, worker, tasks }, not ${describeValue(def)}`
   const d = def as Record<string, unknown>
   if (typeof d.name !== 'string' || d.name.trim() === '') {
@@ -88,7 +88,7 @@ function describeError(error: unknown): string {
  * Run a hook of the user's pipeline: an error it throws is the pipeline's failure, not a pgcrew bug,
  * so it is reported as one line naming the hook (a database error keeps its SQLSTATE as it is).
  */
-async function userCode<R>(def: { name: string }, hook: string, fn: () => Promise<R>): Promise<R> {
+export async function userCode<R>(def: { name: string }, hook: string, fn: () => Promise<R>): Promise<R> {
   try {
     return await fn()
   } catch (error) {
@@ -114,6 +114,8 @@ export interface RunOptions {
   retryDelayMillis?: number
   /** Keys checked against the ledger per query. Default 1000. */
   batchSize?: number
+  /** A trial run: take only the first N tasks of the source (done ones are skipped as always). */
+  limit?: number
   /**
    * Tasks sent to a worker in one message (each still runs in its own transaction), so the thread
    * hop is paid once for them. Default 4 × perWorkerConnections (four tasks per connection of a
@@ -236,12 +238,13 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const problem = pipelineProblem(def)
   if (problem) throw new PgcrewError('PIPELINE_INVALID', `runPipeline: ${problem}`, { details: { problem } })
   if (options.tasksPerMessage !== undefined) requireWhole('tasksPerMessage', options.tasksPerMessage, 1)
+  if (options.limit !== undefined) requireWhole('limit', options.limit, 0)
   if (!db.connected) await db.connect()
   await userCode(def, 'setup(db)', async () => def.setup?.(db))
   await patiently(() => ensureLedger(db, ledger))
   const source = typeof def.tasks === 'function' ? await userCode(def, 'tasks(db)', async () => (def.tasks as (db: Database) => unknown)(db)) : def.tasks
   if (!isIterable(source)) throw new PgcrewError('PIPELINE_INVALID', `pipeline "${def.name}": tasks(db) must give ${TASK_SOURCE}; it gave ${describeValue(source)}`)
-  const total = Array.isArray(source) ? source.length : undefined
+  const total = Array.isArray(source) ? Math.min(source.length, options.limit ?? Infinity) : undefined
   const crew: Crew = await db.crew({
     worker: def.worker,
     threads: options.threads,
@@ -375,7 +378,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   try {
     let batch: PipelineTask[] = []
     for await (const task of source as AsyncIterable<PipelineTask>) {
-      if (fatal || options.signal?.aborted) break
+      if (fatal || options.signal?.aborted || state.seen === options.limit) break
       if (task === null || typeof task !== 'object' || (typeof task.key !== 'string' && typeof task.key !== 'number')) {
         throw new PgcrewError('INVALID_TASK', `pipeline ${def.name}: every task needs a string or number "key"; got ${JSON.stringify(task)?.slice(0, 80)}`)
       }
@@ -385,6 +388,8 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         await flush(batch)
         batch = []
       }
+      // Not one task more is pulled from the source than the limit asks for.
+      if (state.seen === options.limit) break
     }
     await flush(batch)
     await Promise.allSettled([...running])
