@@ -10,6 +10,7 @@ import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } fro
 import { silentProgress, type ProgressReporter, type ProgressState } from './pipeline-progress.ts'
 import { RETRY_DEFAULTS, RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions } from '../database/connection-retry.ts'
 import { TaskBatcher } from './task-batcher.ts'
+import { isTypeScript, registerTypeScript } from '../crew/typescript-loader.ts'
 
 /** A task: any structured-cloneable object with a stable `key`. */
 export type PipelineTask = { key: string | number } & Record<string, unknown>
@@ -184,6 +185,11 @@ export async function loadPipeline(spec: string): Promise<PipelineDefinition> {
     throw new PgcrewError('PIPELINE_LOAD_FAILED', `${spec} is not a JavaScript or TypeScript module; give ${PIPELINE_SHAPE}`, { details: { file } })
   }
   let mod: { default?: unknown }
+  if (isTypeScript(file) && !(await registerTypeScript())) {
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', `${spec} is TypeScript but tsx, which pgcrew depends on, cannot be loaded; reinstall pgcrew (npm install) or give the built .js file`, {
+      details: { file },
+    })
+  }
   try {
     mod = (await import(spec.startsWith('file:') ? spec : pathToFileURL(file).href)) as typeof mod
   } catch (error) {
