@@ -58,7 +58,7 @@ function printPlan(io: CliIO, plan: PipelinePlan, json: boolean): number {
         ['pipeline', `${plan.pipeline} (dry run: nothing was run)`],
         ['ledger', plan.ledger + (plan.ledgerExists ? '' : ' (not created yet)')],
         ['tasks', `${plan.tasks}: ${plan.done} done, ${plan.failed} failed, ${plan.todo} still to do`],
-        ['a run', `would run ${plan.failed + plan.todo} (the failed ones again)`],
+        ['a run', `would run ${plan.failed + plan.todo}${plan.failed > 0 ? ` (the ${plan.failed} failed again)` : ''}`],
       ]),
     )
   return 0

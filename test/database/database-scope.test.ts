@@ -136,4 +136,18 @@ describe('db.scope', () => {
     assert.notEqual(await pid(db), pids[0])
     assert.ok(await eventually(async () => (await admin('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pids[0]])).length === 0), 'the scope left its connection open')
   })
+
+  test("a statement stray code sends after its scope ended goes to the pool, not to the scope's old connection", async () => {
+    const { url } = await freshDatabase('scopestray')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    let late: Promise<number> | undefined
+    const used = await db.scope(async () => {
+      late = new Promise((resolve) => setTimeout(resolve, 100)).then(() => pid(db))
+      // A transaction left open: the scope's connection is destroyed, not pooled, when the scope ends.
+      await db.query('BEGIN')
+      return pid(db)
+    })
+    const stray = await late!
+    assert.notEqual(stray, used)
+  })
 })
