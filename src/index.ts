@@ -36,6 +36,7 @@ export { defineWorker, initProcess, type WorkerContext, type TaskContext, type T
 export { TaskError } from './crew/crew-protocol.ts'
 export { definePipeline, runPipeline, loadPipeline, type PipelineDefinition, type PipelineTask, type RunOptions, type RunSummary } from './pipeline/pipeline.ts'
 export type { RunObserver, RunObserved, LiveRun } from './pipeline/pipeline.ts'
+export { planPipeline, type PipelinePlan, type PlanOptions } from './pipeline/pipeline-plan.ts'
 export type { BudgetPlan, BudgetNumbers } from './crew/crew-budget.ts'
 export { DEFAULT_LEDGER } from './pipeline/pipeline-ledger.ts'
 export { barProgress, lineProgress, silentProgress, type ProgressReporter, type ProgressState } from './pipeline/pipeline-progress.ts'

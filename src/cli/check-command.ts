@@ -1,8 +1,7 @@
 import { Database } from '../database/database.ts'
-import { DBVERSION_PATTERN } from '../connect/connect-options.ts'
-import { showValue } from '../errors/show-value.ts'
 import { connectAs } from './cli-connect-as.ts'
-import { UsageError, expectPositionals, type Command } from './cli-command.ts'
+import { expectPositionals, type Command } from './cli-command.ts'
+import { CONNECTION_FLAGS, connectionFlagHelp, connectionFlags } from './cli-connection-flags.ts'
 import { keyValues, printJson, println, tildify } from './cli-output.ts'
 
 export const command: Command = {
@@ -11,32 +10,13 @@ export const command: Command = {
   usage: `pgcrew check [--profile P] [--url URL] [--as admin|user|ROLE] [--dbversion V] [--json]
 
   --profile P      use profile P (default: PGCREW_PROFILE, else the one this host gets)
-  --url URL        connect to a postgres:// or pq:// string (overrides the profile's settings;
-                   its password is used but never shown)
-  --as WHO         admin: the profile's admin role; user: its user role (read-only sessions
-                   unless the profile says readonly = false); any other name: that role
-  --dbversion V    connect to <dbname>_<V>`,
-  options: {
-    profile: { type: 'string' },
-    url: { type: 'string' },
-    as: { type: 'string' },
-    dbversion: { type: 'string' },
-  },
+${connectionFlagHelp('url', 19)}
+${connectionFlagHelp('as', 19)}
+${connectionFlagHelp('dbversion', 19)}`,
+  options: { ...CONNECTION_FLAGS },
   async run({ values, positionals }, io) {
     expectPositionals(positionals, 0, 'check takes options only')
-    const profile = values.profile as string | undefined
-    const url = values.url as string | undefined
-    const as = values.as as string | undefined
-    const dbversion = values.dbversion as string | undefined
-    for (const [flag, v] of [
-      ['--profile', profile],
-      ['--url', url],
-      ['--as', as],
-      ['--dbversion', dbversion],
-    ] as const) {
-      if (v === '') throw new UsageError(`${flag} needs a non-empty value`)
-    }
-    if (dbversion !== undefined && !DBVERSION_PATTERN.test(dbversion)) throw new UsageError(`--dbversion ${showValue(dbversion)} may hold only letters, digits, _ . and -`)
+    const { profile, url, as, dbversion } = connectionFlags(values)
 
     // One connection: the role and version are chosen before connecting, not switched to after.
     await using db = new Database({ profile, connectionString: url, dbversion, env: io.env })

@@ -2,10 +2,12 @@ import { Database } from '../database/database.ts'
 import { shownPath, startEmbeddedDefault } from '../cluster/embedded-default.ts'
 import { loadPipeline, runPipeline, type RunSummary } from '../pipeline/pipeline.ts'
 import { isConfigured } from '../connect/nothing-configured.ts'
+import { planPipeline, type PipelinePlan } from '../pipeline/pipeline-plan.ts'
 import { barProgress, lineProgress, silentProgress } from '../pipeline/pipeline-progress.ts'
 import type { TempCluster } from '../cluster/temp-cluster.ts'
 import { UsageError, type CliIO, type Command } from './cli-command.ts'
 import { connectAs } from './cli-connect-as.ts'
+import { CONNECTION_FLAGS, connectionFlagHelp, connectionFlags } from './cli-connection-flags.ts'
 import { keyValues, printJson, println } from './cli-output.ts'
 
 /** A flag's whole number, written plainly (no 1e3, 0x10 or padding) and within [min, max]. */
@@ -37,17 +39,36 @@ export function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefine
   if (more > 0) println(io.stdout, `… and ${more} more failure${more === 1 ? '' : 's'} (pgcrew failures ${s.pipeline} lists them all)`)
 }
 
+function printPlan(io: CliIO, plan: PipelinePlan, json: boolean): number {
+  if (json) printJson(io, plan)
+  else
+    println(
+      io.stdout,
+      keyValues([
+        ['pipeline', `${plan.pipeline} (dry run: nothing was run)`],
+        ['ledger', plan.ledger + (plan.ledgerExists ? '' : ' (not created yet)')],
+        ['tasks', `${plan.tasks}: ${plan.done} done, ${plan.failed} failed, ${plan.todo} still to do`],
+        ['a run', `would run ${plan.failed + plan.todo}${plan.failed > 0 ? ` (the ${plan.failed} failed again)` : ''}`],
+      ]),
+    )
+  return 0
+}
+
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--as admin|user|ROLE] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--report FILE] [--fresh] [--distributed [--tasks-per-job N]] [--json]
+  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--url URL] [--as admin|user|ROLE] [--dbversion V] [--limit N] [--dry-run] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--report FILE] [--fresh] [--distributed [--tasks-per-job N]] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
   --profile P        run against profile P. With nothing configured at all (no profile in any
                      profiles file, no PG* variable, no PGCREW_PROFILE), pgcrew starts its own
                      PostgreSQL, keeping its data in .pgcrew/data of the project for the next run
+${connectionFlagHelp('url', 21)}
   --as WHO           admin, user, or a role name
+${connectionFlagHelp('dbversion', 21)}
+  --limit N          a trial run: only the first N tasks of the source (done ones are skipped)
+  --dry-run          count the tasks done, failed and still to do; run none, write nothing
   --per-transaction  a fresh connection per task instead of a pool in each worker
   --per-worker N     tasks in flight per thread, each with its own connection (default 1)
   --budget N         at most N connections in all, main pool (2) included (default: what the
@@ -65,9 +86,10 @@ export const command: Command = {
   --tasks-per-job N  with --distributed: tasks in one job (default 20)
   --json             print a machine-readable summary (no progress output)`,
   options: {
+    ...CONNECTION_FLAGS,
     threads: { type: 'string' },
-    profile: { type: 'string' },
-    as: { type: 'string' },
+    limit: { type: 'string' },
+    'dry-run': { type: 'boolean' },
     'per-transaction': { type: 'boolean' },
     'per-worker': { type: 'string' },
     budget: { type: 'string' },
@@ -87,8 +109,9 @@ export const command: Command = {
     const retries = int(values.retries, '--retries', 0, 1000)
     const retryWindowSeconds = int(values['retry-window'], '--retry-window', 0, 86_400)
     const maxFailures = int(values['max-failures'], '--max-failures', 1, 1_000_000_000)
-    const profile = values.profile as string | undefined
-    const as = values.as as string | undefined
+    const limit = int(values.limit, '--limit', 0, Number.MAX_SAFE_INTEGER)
+    const dryRun = values['dry-run'] === true
+    const { profile, url, as, dbversion } = connectionFlags(values)
     const json = values.json === true
     if (values.distributed) {
       const other = (['per-transaction', 'fresh', 'max-failures', 'report'] as const).find((flag) => values[flag] !== undefined && values[flag] !== false)
@@ -104,7 +127,7 @@ export const command: Command = {
     const env = io.env
     const fresh = values.fresh === true
     let keptIn: string | undefined
-    if (isConfigured(profile, env)) {
+    if (url !== undefined || isConfigured(profile, env)) {
       if (fresh) throw new UsageError("--fresh starts pgcrew's own PostgreSQL clean; this run is configured (a profile or PG* variables) and uses that server")
     } else {
       cluster = await startEmbeddedDefault({ fresh })
@@ -118,17 +141,19 @@ export const command: Command = {
     try {
       await using db = new Database({
         profile,
-        connectionString: cluster?.url,
+        connectionString: url ?? cluster?.url,
+        dbversion,
         pooling: values['per-transaction'] ? 'per-transaction' : undefined,
         max: 2,
         env,
       })
       await connectAs(db, as)
+      if (dryRun) return printPlan(io, await planPipeline(db, def, { limit }), json)
       // Progress goes to stderr, so it is stderr that decides bar or lines (`pgcrew run … | tee` still gets a bar).
       const stderrIsTTY = (io.stderr as { isTTY?: boolean }).isTTY === true
       const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
       const retryWindowMillis = retryWindowSeconds === undefined ? undefined : retryWindowSeconds * 1000
-      const summary = await runPipeline(db, def, { threads, perWorkerConnections, connectionBudget, retries, retryWindowMillis, maxFailures, progress, signal: io.signal })
+      const summary = await runPipeline(db, def, { threads, limit, perWorkerConnections, connectionBudget, retries, retryWindowMillis, maxFailures, progress, signal: io.signal })
       const report = values.report as string | undefined
       if (report && summary.runId !== undefined) {
         await (await import('../history/run-report.ts')).writeReport(db, summary.runId, report)

@@ -7,23 +7,15 @@ import { serializeError, type BatchEnvelope, type CrewMessage, type CrewWorkerDa
 import { discardRealmConnections, trackPgPools } from '../database/database-realm.ts'
 import { claimStatement } from '../pipeline/pipeline-ledger.ts'
 import { withConnectionRetry } from '../database/connection-retry.ts'
+import { isTypeScript, registerTypeScript } from './typescript-loader.ts'
 
 // Before the user's module is imported, so a pool it creates at import time is known and discarded.
 trackPgPools()
 
-/**
- * Import the user's worker module. Node 20 does not carry `--import tsx` loader hooks into worker
- * threads, so a TypeScript worker gets tsx registered here first (a failed import would be cached).
- */
+/** Import the user's worker module, a TypeScript one with tsx registered first (a failed import would be cached). */
 async function importWorkerModule(url: string): Promise<unknown> {
-  if (/\.[mc]?ts$/.test(url)) {
-    let api: { register: () => unknown }
-    try {
-      api = (await import('tsx/esm/api')) as typeof api
-    } catch {
-      throw new PgcrewError('WORKER_INVALID', `${url} is TypeScript but tsx is not installed; run \`npm install -D tsx\` or point the crew at the built .js file`)
-    }
-    api.register()
+  if (isTypeScript(url) && !(await registerTypeScript())) {
+    throw new PgcrewError('WORKER_INVALID', `${url} is TypeScript but tsx, which pgcrew depends on, cannot be loaded; reinstall pgcrew (npm install) or point the crew at the built .js file`)
   }
   return import(url)
 }

@@ -8,6 +8,8 @@ import { clientConfig, connectClient, PgcrewClient, type ClientSpec } from '../c
 export interface Lease {
   readonly client: pg.ClientBase
   release(destroy?: boolean): Promise<void>
+  /** Told when the transaction run on this lease has ended (its release may come later, after the last pin). */
+  ended?(): void
 }
 
 /** Hands out connections: from a pg-pool, or a fresh one per unit of work. */

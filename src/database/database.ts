@@ -30,6 +30,7 @@ import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapsho
 import { beginStatement, Transaction, type TransactionOptions, type TransactionScope } from './transaction.ts'
 import type { WithClientOptions } from '../toolkit/toolkit-target.ts'
 import { beginWith, type FirstResult } from './begin-with.ts'
+import { activeScope, runScope, type Scope } from './scope.ts'
 
 /**
  * Internal (not in the public barrel): a transaction whose BEGIN and first statement go out in one
@@ -65,6 +66,7 @@ export class Database implements AsyncDisposable {
   #closed = false
   readonly #hooks: HookRef[] = []
   readonly #context = new AsyncLocalStorage<Transaction>()
+  readonly #scopes = new AsyncLocalStorage<Scope>()
   #idleErrors = 0
   readonly #listeners = new Set<Listener<Notification>>()
   readonly #retiring = new Set<Promise<void>>()
@@ -491,7 +493,10 @@ export class Database implements AsyncDisposable {
    * A connection from the current executor. Work still waiting on a pool that a switch (become*,
    * changeVersion, setPooling…) retired moves on to the new pool; only close() fails it with CLOSED.
    */
-  async #lease(): Promise<Lease> {
+  async #lease(forTransaction = false): Promise<Lease> {
+    // Inside db.scope(fn): the scope's own connection.
+    const scope = this.#scopes.getStore()
+    if (scope?.open) return scope.lease(forTransaction)
     for (;;) {
       // Once connected, skip a round through the microtask queue: this runs for every statement.
       const executor = this.#executor && !this.#closed ? this.#executor : await this.#executorNow()
@@ -502,6 +507,29 @@ export class Database implements AsyncDisposable {
         if (!retired) throw error
       }
     }
+  }
+
+  /**
+   * Run `fn` with one connection pinned for all its work, without a transaction: every `query`,
+   * `transaction` and toolkit call in its async context uses it, so session state (SET, temp tables,
+   * session advisory locks) is seen throughout. Nested scopes and a scope inside a transaction reuse
+   * the connection they run on; transactions in a scope run one at a time. At the end the session is
+   * reset (DISCARD ALL, then the onConnect hooks) before the connection goes back to the pool, or
+   * destroyed when it cannot be (work still running on it, a transaction left open, a broken socket).
+   * Per-transaction mode gives the scope a connection of its own.
+   *
+   * @example await db.scope(async () => { await db.query('CREATE TEMP TABLE t (x int)'); await db.copyFrom('t', rows); await db.query('…') })
+   */
+  async scope<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#activeTransaction() || activeScope(this.#scopes)) return fn()
+    return runScope(
+      this.#scopes,
+      async () => {
+        const lease = await this.#lease()
+        return { lease, spec: this.#executor!.spec, pooling: this.#executor!.pooling }
+      },
+      fn,
+    )
   }
 
   /** Borrow one physical connection for `fn` (session state: advisory locks, LISTEN, COPY…). */
@@ -582,7 +610,7 @@ export class Database implements AsyncDisposable {
   }
 
   async #once<T>(begin: string, fn: (tx: Transaction, first?: FirstResult) => Promise<T>, first?: { text: string; values: unknown[] }): Promise<T> {
-    const lease = await this.#lease()
+    const lease = await this.#lease(true)
     const client = lease.client
     let destroy = false
     let tx: Transaction | undefined
@@ -621,6 +649,7 @@ export class Database implements AsyncDisposable {
       // A session advisory lock taken in the transaction outlives it: the connection stays with the lock.
       if (tx) await tx.giveBack((broken) => lease.release(destroy || broken))
       else await lease.release(destroy)
+      lease.ended?.()
     }
   }
 

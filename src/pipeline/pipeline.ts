@@ -12,6 +12,7 @@ import { silentProgress, type ProgressReporter, type ProgressState } from './pip
 import { RETRY_DEFAULTS, RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions } from '../database/connection-retry.ts'
 import { TaskBatcher } from './task-batcher.ts'
 import type { HistoryOptions } from '../history/run-recorder.ts'
+import { isTypeScript, registerTypeScript } from '../crew/typescript-loader.ts'
 
 /** A task: any structured-cloneable object with a stable `key`. */
 export type PipelineTask = { key: string | number } & Record<string, unknown>
@@ -46,14 +47,14 @@ export function definePipeline<T extends PipelineTask>(def: Omit<PipelineDefinit
   return Object.freeze({ ...def, kind: 'pgcrew.pipeline' as const })
 }
 
-const isIterable = (value: unknown): boolean =>
+export const isIterable = (value: unknown): boolean =>
   value !== null && typeof value === 'object' && (typeof (value as Iterable<unknown>)[Symbol.iterator] === 'function' || typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function')
 
 const TASK_SOURCE = 'an array, an iterable or async iterable of { key } objects'
 const TASKS_SHAPE = `${TASK_SOURCE}, or a function (db) => one of those`
 
 /** What is wrong with a pipeline definition's shape (undefined when nothing is). */
-function pipelineProblem(def: unknown): string | undefined {
+export function pipelineProblem(def: unknown): string | undefined {
   if (def === null || typeof def !== 'object') return `a pipeline definition is an object { name, worker, tasks }, not ${describeValue(def)}`
   const d = def as Record<string, unknown>
   if (typeof d.name !== 'string' || d.name.trim() === '') {
@@ -90,7 +91,7 @@ function describeError(error: unknown): string {
  * Run a hook of the user's pipeline: an error it throws is the pipeline's failure, not a pgcrew bug,
  * so it is reported as one line naming the hook (a database error keeps its SQLSTATE as it is).
  */
-async function userCode<R>(def: { name: string }, hook: string, fn: () => Promise<R>): Promise<R> {
+export async function userCode<R>(def: { name: string }, hook: string, fn: () => Promise<R>): Promise<R> {
   try {
     return await fn()
   } catch (error) {
@@ -116,6 +117,8 @@ export interface RunOptions {
   retryDelayMillis?: number
   /** Keys checked against the ledger per query. Default 1000. */
   batchSize?: number
+  /** A trial run: take only the first N tasks of the source (done ones are skipped as always). */
+  limit?: number
   /**
    * Tasks sent to a worker in one message (each still runs in its own transaction), so the thread
    * hop is paid once for them. Default 4 × perWorkerConnections (four tasks per connection of a
@@ -227,6 +230,11 @@ export async function loadPipeline(spec: string): Promise<PipelineDefinition> {
     throw new PgcrewError('PIPELINE_LOAD_FAILED', `${spec} is not a JavaScript or TypeScript module; give ${PIPELINE_SHAPE}`, { details: { file } })
   }
   let mod: { default?: unknown }
+  if (isTypeScript(file) && !(await registerTypeScript())) {
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', `${spec} is TypeScript but tsx, which pgcrew depends on, cannot be loaded; reinstall pgcrew (npm install) or give the built .js file`, {
+      details: { file },
+    })
+  }
   try {
     mod = (await import(spec.startsWith('file:') ? spec : pathToFileURL(file).href)) as typeof mod
   } catch (error) {
@@ -284,12 +292,13 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   if (problem) throw new PgcrewError('PIPELINE_INVALID', `runPipeline: ${problem}`, { details: { problem } })
   if (options.tasksPerMessage !== undefined) requireWhole('tasksPerMessage', options.tasksPerMessage, 1)
   if (options.maxFailures !== undefined) requireWhole('maxFailures', options.maxFailures, 1)
+  if (options.limit !== undefined) requireWhole('limit', options.limit, 0)
   if (!db.connected) await db.connect()
   await userCode(def, 'setup(db)', async () => def.setup?.(db))
   await patiently(() => ensureLedger(db, ledger))
   const source = typeof def.tasks === 'function' ? await userCode(def, 'tasks(db)', async () => (def.tasks as (db: Database) => unknown)(db)) : def.tasks
   if (!isIterable(source)) throw new PgcrewError('PIPELINE_INVALID', `pipeline "${def.name}": tasks(db) must give ${TASK_SOURCE}; it gave ${describeValue(source)}`)
-  const total = Array.isArray(source) ? source.length : undefined
+  const total = Array.isArray(source) ? Math.min(source.length, options.limit ?? Infinity) : undefined
   const crew: Crew = await db.crew({
     worker: def.worker,
     threads: options.threads,
@@ -463,7 +472,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   try {
     let batch: PipelineTask[] = []
     for await (const task of source as AsyncIterable<PipelineTask>) {
-      if (stopping()) break
+      if (stopping() || state.seen === options.limit) break
       if (task === null || typeof task !== 'object' || (typeof task.key !== 'string' && typeof task.key !== 'number')) {
         throw new PgcrewError('INVALID_TASK', `pipeline ${def.name}: every task needs a string or number "key"; got ${JSON.stringify(task)?.slice(0, 80)}`)
       }
@@ -473,6 +482,8 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         await flush(batch)
         batch = []
       }
+      // Not one task more is pulled from the source than the limit asks for.
+      if (state.seen === options.limit) break
     }
     await flush(batch)
     await Promise.allSettled([...running])

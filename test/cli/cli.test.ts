@@ -601,6 +601,65 @@ describe('pgcrew run: which server', () => {
   })
 })
 
+describe('pgcrew run: --url, --dbversion, --limit and --dry-run', () => {
+  const trial = new URL('../fixtures/pipelines/trial.ts', import.meta.url).pathname
+  const urlOf = async (prefix: string): Promise<{ dbname: string; url: string }> => {
+    const db = await freshDatabase(prefix)
+    secrets.add(server().password)
+    return db
+  }
+  const table = async (dbname: string, name: string): Promise<boolean> => (await admin<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [name], dbname))[0]!.t !== null
+
+  test('--url runs against that server with nothing else configured (no embedded server); --dbversion picks <dbname>_<V>', async () => {
+    const { dbname, url } = await urlOf('runurl')
+    const r = await pgcrew(['run', trial, '--url', url, '--threads', '1', '--json'], cleanEnv({ PGCREW_PROFILES: join(scratchDir(), 'none.ini') }))
+    assert.equal(r.code, 1, r.stderr) // key -1 fails on purpose
+    assert.deepEqual([JSON.parse(r.stdout).done, JSON.parse(r.stdout).failed, JSON.parse(r.stdout).server], [20, 1, undefined])
+    assert.equal(r.stderr, '')
+    assert.deepEqual(await admin('SELECT count(*)::int AS c FROM counters WHERE n = 1', [], dbname), [{ c: 20 }])
+
+    await admin(`CREATE DATABASE "${dbname}_v2"`)
+    atEnd(() => admin(`DROP DATABASE IF EXISTS "${dbname}_v2" WITH (FORCE)`))
+    const v2 = await pgcrew(['run', trial, '--url', url, '--dbversion', 'v2', '--threads', '1', '--limit', '3', '--json'], cleanEnv({ PGCREW_PROFILES: join(scratchDir(), 'none.ini') }))
+    assert.equal(JSON.parse(v2.stdout).done, 2, v2.stderr)
+    assert.deepEqual(await admin('SELECT key FROM counters WHERE n = 1 ORDER BY key', [], `${dbname}_v2`), [{ key: 1 }, { key: 2 }])
+    const bad = await pgcrew(['run', trial, '--url', url, '--dbversion', 'v2; drop'])
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /^pgcrew run: --dbversion "v2; drop" may hold only letters, digits, _ \. and -$/m)
+  })
+
+  test('--limit N runs only the first N tasks; --dry-run then counts done, failed and still to do, running none and writing nothing', async () => {
+    const { dbname, url } = await urlOf('runlimit')
+    const dry0 = await pgcrew(['run', trial, '--url', url, '--dry-run', '--json'])
+    assert.equal(dry0.code, 0, dry0.stderr)
+    assert.deepEqual(JSON.parse(dry0.stdout), { pipeline: 'trial', ledger: '"pgcrew_ledger"', ledgerExists: false, tasks: 21, done: 0, failed: 0, todo: 21 })
+    assert.equal(await table(dbname, 'pgcrew_ledger'), false, 'a dry run created the ledger')
+    assert.equal(await table(dbname, 'counters'), false, "a dry run ran the pipeline's setup")
+
+    const trialRun = await pgcrew(['run', trial, '--url', url, '--threads', '1', '--limit', '5', '--json'])
+    const summary = JSON.parse(trialRun.stdout)
+    assert.deepEqual([summary.seen, summary.done, summary.failed], [5, 4, 1])
+    assert.deepEqual(
+      await admin('SELECT key FROM counters WHERE n = 1 ORDER BY key', [], dbname),
+      [1, 2, 3, 4].map((key) => ({ key })),
+    )
+    assert.deepEqual(await admin('SELECT count(*)::int AS c FROM counters WHERE n = 0', [], dbname), [{ c: 16 }])
+
+    const dry = await pgcrew(['run', trial, '--url', url, '--dry-run'])
+    assert.equal(dry.code, 0, dry.stderr)
+    assert.match(dry.stdout, /^pipeline +trial \(dry run: nothing was run\)$/m)
+    assert.match(dry.stdout, /^tasks +21: 4 done, 1 failed, 16 still to do$/m)
+    assert.match(dry.stdout, /^a run +would run 17 \(the 1 failed again\)$/m)
+    const limited = JSON.parse((await pgcrew(['run', trial, '--url', url, '--dry-run', '--limit', '8', '--json'])).stdout)
+    assert.deepEqual([limited.tasks, limited.done, limited.failed, limited.todo], [8, 4, 1, 3])
+    assert.deepEqual(await admin('SELECT count(*)::int AS c FROM counters WHERE n > 0', [], dbname), [{ c: 4 }], 'a dry run ran tasks')
+
+    const bad = await pgcrew(['run', trial, '--url', url, '--limit', 'five'])
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /^pgcrew run: --limit takes a whole number from 0 to \d+, not "five"$/m)
+  })
+})
+
 describe("pgcrew run with nothing configured: pgcrew's own PostgreSQL, kept under the project", () => {
   const cli = new URL('../../src/cli.ts', import.meta.url).pathname
   const demo = new URL('../../examples/demo-pipeline.ts', import.meta.url).pathname

@@ -100,9 +100,9 @@ describe('option values are checked at construction (no server needed)', () => {
       { port: 65535, closeTimeoutMillis: 2_147_483_647, statementTimeoutMillis: 2_147_483_647, maxLifetimeSeconds: 2_147_483 },
       { readonly: false, prePing: true, pooling: 'per-transaction', dbversion: 'v1.2-3_x', sslmode: 'verify-ca' },
       { onConnect: hook },
-      { onConnect: './hooks/x.ts' },
+      { onConnect: './test/fixtures/hooks/statement-timeout.ts' },
       { onConnect: [] },
-      { onConnect: [hook, './hooks/x.ts'] },
+      { onConnect: [hook, './test/fixtures/hooks/statement-timeout.ts'] },
       {
         host: '',
         dbname: 'd',

@@ -57,6 +57,22 @@ describe('crew workers', () => {
     assert.deepEqual(await crew.run({ op: 'globals' }), here)
   })
 
+  test('a task may run in a db.scope of its own: one backend for all its statements, and nothing of its session reaches the next task', async () => {
+    const { url } = await freshDatabase('crewscope')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    // One thread, one connection in it: every task borrows the backend the one before used.
+    await using crew = await db.crew({ worker: fixture('scoped'), threads: 1, perWorkerConnections: 1 })
+    const defaultWorkMem = (await db.query('SHOW work_mem')).rows[0].work_mem
+    const results = []
+    for (let n = 1; n <= 4; n++) results.push(await crew.run<{ found: { temp: string | null; work_mem: string }; pids: number[]; rows: { n: number; work_mem: string } }>({ n }))
+    for (const [i, r] of results.entries()) {
+      assert.deepEqual(r.found, { temp: null, work_mem: defaultWorkMem }, `task ${i + 1} found an earlier task's session state`)
+      assert.deepEqual(r.rows, { n: 3, work_mem: `${1001 + i}kB` })
+      assert.equal(new Set(r.pids).size, 1, `task ${i + 1} ran on backends ${r.pids}`)
+    }
+    assert.equal(new Set(results.map((r) => r.pids[0])).size, 1, 'the scope destroyed its connection instead of resetting it')
+  })
+
   test("workers use the master's role (becomeUser: writes refused) and dbversion", async () => {
     const { dbname } = await freshDatabase('crewrole')
     const base = dbname

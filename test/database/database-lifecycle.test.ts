@@ -7,6 +7,7 @@ import { runInNewContext } from 'node:vm'
 import { describe, test } from 'node:test'
 import pg from 'pg'
 import { Database } from '../../src/database/database.ts'
+import type { PgcrewError } from '../../src/errors/pgcrew-error.ts'
 import { realmSize, trackPgPools } from '../../src/database/database-realm.ts'
 import { admin, cleanEnv, eventually, freshDatabase, freshRole, scratchDir, server, urlFor } from '../helpers.ts'
 
@@ -306,6 +307,20 @@ describe('stuck servers, queued work and concurrent switches', () => {
 })
 
 describe('failing onConnect hooks', () => {
+  test('a missing onConnect module fails when the Database is made (HOOK_NOT_FOUND naming the file and the directory), not at the first query', async () => {
+    const { url } = await freshDatabase('hookmissing')
+    const made = (): Database => new Database({ connectionString: url, env: cleanEnv(), onConnect: './no-such-dir/set-timeout.ts' })
+    assert.throws(made, (error: PgcrewError) => {
+      assert.equal(error.code, 'HOOK_NOT_FOUND')
+      assert.ok(error.message.includes(join(process.cwd(), 'no-such-dir/set-timeout.ts')), error.message)
+      assert.ok(error.message.includes(`resolved against the current directory ${process.cwd()}`), error.message)
+      return true
+    })
+    const db = new Database({ connectionString: url, env: cleanEnv() })
+    assert.throws(() => db.onConnect('/nonexistent/hook.js'), { code: 'HOOK_NOT_FOUND', message: /\/nonexistent\/hook\.js does not exist/ })
+    await db.close()
+  })
+
   test('per-transaction mode: a connection whose onConnect hook throws is closed, not left open on the server', async () => {
     const { url } = await freshDatabase('hookleak')
     const app = `hookleak-${process.pid}`
