@@ -96,7 +96,8 @@ describe('pgcrew work: several machines', () => {
     assert.match(c.stderr, /interrupted: returning fetched jobs/)
     assert.equal(ea!.code, 0, a.stderr)
     assert.equal(ed!.code, 0, d.stderr)
-    assert.match(a.stderr + d.stderr, new RegExp(`freed \\d+ job\\(s\\) of ${deadPool}`))
+    // Whichever live machine's sweeper got there first freed them: c too, while it was stopping.
+    assert.match([a, c, d].map((m) => m.stderr + m.stdout).join(''), new RegExp(`freed \\d+ job\\(s\\) of ${deadPool}`))
     assert.match(a.stdout, /enqueued +5000 tasks in 500 jobs/)
 
     const counters = (await client.query('SELECT count(*)::int AS all, count(*) FILTER (WHERE n = 1)::int AS once FROM counters')).rows[0]
