@@ -3,7 +3,7 @@
 // the connection budget, and PostgreSQL itself frees it when the process dies: that is how the next
 // `pgcrew status` tells a crashed run from a running one), the samples, failure and incident events,
 // and the end. Nothing here may break the run: a store that cannot be written is a note in the summary.
-import { hostname } from 'node:os'
+import { machineFqdn } from '../connect/profiles.ts'
 import type { Database } from '../database/database.ts'
 import type { AdvisoryLock } from '../toolkit/advisory-lock.ts'
 import type { RunObserver } from '../pipeline/pipeline.ts'
@@ -59,13 +59,14 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
         const key = newLockKey()
         // Taken before the session exists: a session whose lock is free is a run whose process is gone.
         lock = await db.advisoryLock(key)
-        session = await store.startSession({ name: runSessionName(key, run.pipeline) })
         const who = (await db.query<{ role: string; database: string }>('SELECT current_user AS role, current_database() AS database')).rows[0]!
+        // The facts follow the session at once: until they land, a reader sees the run with no host or pid yet.
+        session = await store.startSession({ name: runSessionName(key, run.pipeline) })
         const started: RunStarted = {
           kind: 'started',
           pipeline: run.pipeline,
           ledger: run.ledger,
-          host: hostname(),
+          host: machineFqdn(),
           pid: process.pid,
           role: who.role,
           database: who.database,

@@ -136,7 +136,14 @@ describe('run history', () => {
     try {
       await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
       // Running: it has a session and holds its lock.
-      assert.ok(await eventually(async () => (await listRuns(db).catch(() => []))[0]?.status === 'running', 60_000), 'the run never showed as running')
+      // Running: its session is there with its facts (they follow the session by one statement).
+      assert.ok(
+        await eventually(async () => {
+          const run = (await listRuns(db).catch(() => []))[0]
+          return run?.status === 'running' && run.pid !== null
+        }, 60_000),
+        'the run never showed as running',
+      )
       const running = (await listRuns(db))[0]!
       assert.equal(running.pid, child.pid)
       child.kill('SIGKILL')
