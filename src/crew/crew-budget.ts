@@ -8,9 +8,11 @@ export interface BudgetNumbers {
   source: 'explicit' | 'server'
   /** The main thread's pool size. */
   main: number
+  /** Connections held beside the main pool for the whole run (the run history's liveness connection). */
+  beside: number
   threads: number
   perWorker: number
-  /** main + threads × perWorker after any clamping. */
+  /** main + beside + threads × perWorker after any clamping. */
   total: number
   clamped: boolean
 }
@@ -25,6 +27,8 @@ export interface BudgetRequest {
   threads: number
   perWorker: number
   main: number
+  /** Connections held beside the main pool (default 0). */
+  beside?: number
   connectionBudget?: number
   onOverBudget: 'clamp' | 'refuse'
 }
@@ -53,9 +57,9 @@ export async function serverBudget(db: Database): Promise<{ budget: number; text
   return { budget, text: `budget ${budget} = max_connections ${r.max} − reserved ${r.su + r.reserved} − held by other sessions ${others}` }
 }
 
-/** "2 (main) + 4 threads × 1 = 6": the whole sum, main pool included. */
-function sum(main: number, threads: number, perWorker: number): string {
-  return `${main} (main) + ${threads} ${threads === 1 ? 'thread' : 'threads'} × ${perWorker} = ${main + threads * perWorker}`
+/** "2 (main) + 1 (run history) + 4 threads × 1 = 7": the whole sum, main pool included. */
+function sum(main: number, beside: number, threads: number, perWorker: number): string {
+  return `${main} (main) + ${beside ? `${beside} (run history) + ` : ''}${threads} ${threads === 1 ? 'thread' : 'threads'} × ${perWorker} = ${main + beside + threads * perWorker}`
 }
 
 /** What to change, naming `pgcrew run`'s flags (the library options are named alike). */
@@ -66,28 +70,30 @@ function advice(source: 'explicit' | 'server', noneLeft: boolean, main: number):
 
 /** Fit threads × perWorker + main inside the budget: clamp perWorker first, then threads, or refuse. */
 export function planBudget(req: BudgetRequest, budget: number, budgetText: string, source: 'explicit' | 'server'): BudgetPlan {
-  const wanted = req.main + req.threads * req.perWorker
-  const head = `${budgetText}; wanted ${sum(req.main, req.threads, req.perWorker)}`
+  const beside = req.beside ?? 0
+  const fixed = req.main + beside
+  const wanted = fixed + req.threads * req.perWorker
+  const head = `${budgetText}; wanted ${sum(req.main, beside, req.threads, req.perWorker)}`
   if (wanted <= budget) {
-    return { budget, source, main: req.main, threads: req.threads, perWorker: req.perWorker, total: wanted, clamped: false, explanation: `${head} — fits` }
+    return { budget, source, main: req.main, beside, threads: req.threads, perWorker: req.perWorker, total: wanted, clamped: false, explanation: `${head} — fits` }
   }
-  const available = budget - req.main
+  const available = budget - fixed
   if (req.onOverBudget === 'refuse' || available < 1) {
     const noneLeft = available < 1
-    throw new PgcrewError('BUDGET_EXCEEDED', `${head} — over budget${noneLeft ? '; not even one worker connection is left' : ''}; ${advice(source, noneLeft, req.main)}`, {
+    throw new PgcrewError('BUDGET_EXCEEDED', `${head} — over budget${noneLeft ? '; not even one worker connection is left' : ''}; ${advice(source, noneLeft, fixed)}`, {
       details: { budget, wanted },
     })
   }
   const perWorker = Math.max(1, Math.min(req.perWorker, Math.floor(available / req.threads)))
   const threads = Math.min(req.threads, Math.floor(available / perWorker))
-  const total = req.main + threads * perWorker
-  return { budget, source, main: req.main, threads, perWorker, total, clamped: true, explanation: `${head} — clamped to ${sum(req.main, threads, perWorker)}` }
+  const total = fixed + threads * perWorker
+  return { budget, source, main: req.main, beside, threads, perWorker, total, clamped: true, explanation: `${head} — clamped to ${sum(req.main, beside, threads, perWorker)}` }
 }
 
 /** The plan without its sentence: what `--json` and programs read. */
 export function budgetNumbers(plan: BudgetPlan): BudgetNumbers {
-  const { budget, source, main, threads, perWorker, total, clamped } = plan
-  return { budget, source, main, threads, perWorker, total, clamped }
+  const { budget, source, main, beside, threads, perWorker, total, clamped } = plan
+  return { budget, source, main, beside, threads, perWorker, total, clamped }
 }
 
 /** Compute the plan for a crew of this Database. */

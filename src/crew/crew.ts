@@ -22,6 +22,8 @@ export interface CrewOptions {
   perWorkerConnections?: number
   /** Ceiling on main + threads × perWorker; default from the server's max_connections. */
   connectionBudget?: number
+  /** Connections the caller holds beside the main pool while the crew runs (runPipeline's run history: 1), counted in the budget. Default 0. */
+  besideConnections?: number
   /** What to do when over budget. Default 'clamp'. */
   onOverBudget?: 'clamp' | 'refuse'
   /** Abort (and fail) a task running longer than this. Default: no limit. */
@@ -146,6 +148,7 @@ export class Crew implements AsyncDisposable {
       threads,
       perWorker,
       main: db.maxConnections,
+      beside: options.besideConnections ?? 0,
       connectionBudget: options.connectionBudget,
       onOverBudget: options.onOverBudget ?? DEFAULTS.onOverBudget,
     })

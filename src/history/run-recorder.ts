@@ -1,16 +1,17 @@
 // Records a run in the record store while it goes on: the run's session and its start facts, a
-// session-level advisory lock held for the whole run on a connection of the main pool (so it is inside
-// the connection budget, and PostgreSQL itself frees it when the process dies: that is how the next
+// session-level advisory lock held for the whole run on a connection of its own (counted in the crew's
+// connection budget; PostgreSQL itself frees it when the process dies: that is how the next
 // `pgcrew status` tells a crashed run from a running one), the samples, failure and incident events,
 // and the end. Nothing here may break the run: a store that cannot be written is a note in the summary.
 import { machineFqdn } from '../connect/profiles.ts'
 import type { Database } from '../database/database.ts'
-import type { AdvisoryLock } from '../toolkit/advisory-lock.ts'
 import type { RunObserver } from '../pipeline/pipeline.ts'
 import { openStore, type Store } from '../store/store.ts'
 import { hashKey } from '../toolkit/advisory-lock.ts'
 import { qname } from '../toolkit/quote.ts'
 import { newLockKey, runSessionName, statusOf, type RunEnded, type RunStarted } from './run-record.ts'
+import { RunLiveness } from './run-liveness.ts'
+export { HISTORY_CONNECTIONS } from './run-liveness.ts'
 import { RunSampler } from './run-samples.ts'
 
 /** Options of the run history; every field is optional. Defaults: {@link HISTORY_DEFAULTS}. */
@@ -39,7 +40,7 @@ async function ensureHistoryIndex(store: Store): Promise<void> {
 export function runHistory(db: Database, run: { pipeline: string; ledger: string; total: number | undefined }, options: HistoryOptions = {}): RunObserver & { readonly runId?: number } {
   const o = { ...HISTORY_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) }
   let store: Store | undefined
-  let lock: AdvisoryLock | null = null
+  let lock: RunLiveness | undefined
   let sampler: RunSampler | undefined
   let session: number | undefined
   let failureEvents = 0
@@ -58,7 +59,7 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
         await ensureHistoryIndex(store)
         const key = newLockKey()
         // Taken before the session exists: a session whose lock is free is a run whose process is gone.
-        lock = await db.advisoryLock(key)
+        lock = await RunLiveness.hold(db, key)
         const who = (await db.query<{ role: string; database: string }>('SELECT current_user AS role, current_database() AS database')).rows[0]!
         // The facts follow the session at once: until they land, a reader sees the run with no host or pid yet.
         session = await store.startSession({ name: runSessionName(key, run.pipeline) })
@@ -88,8 +89,8 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
         sampler.start()
         return { runId: session }
       } catch (error) {
-        await lock?.release().catch(() => {})
-        lock = null
+        await lock?.close()
+        lock = undefined
         session = undefined
         observer.runId = undefined
         return { note: `the run history is not recorded: ${error instanceof Error ? error.message : String(error)}` }
@@ -122,7 +123,7 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
         await store.stopSession(session)
       } finally {
         // Released only after the end is written: a free lock with no end means the process died.
-        await lock?.release().catch(() => {})
+        await lock?.close()
       }
     },
   }

@@ -299,11 +299,15 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   const source = typeof def.tasks === 'function' ? await userCode(def, 'tasks(db)', async () => (def.tasks as (db: Database) => unknown)(db)) : def.tasks
   if (!isIterable(source)) throw new PgcrewError('PIPELINE_INVALID', `pipeline "${def.name}": tasks(db) must give ${TASK_SOURCE}; it gave ${describeValue(source)}`)
   const total = Array.isArray(source) ? Math.min(source.length, options.limit ?? Infinity) : undefined
+  // The run history lives above the pipeline (it builds on the store); loaded on first use, like db.crew().
+  const recorder = options.observer || options.history === false ? undefined : await import('../history/run-recorder.ts')
   const crew: Crew = await db.crew({
     worker: def.worker,
     threads: options.threads,
     perWorkerConnections: options.perWorkerConnections,
     connectionBudget: options.connectionBudget,
+    // The history's liveness lock has a connection of its own for the whole run.
+    besideConnections: recorder?.HISTORY_CONNECTIONS ?? 0,
     onOverBudget: options.onOverBudget,
     taskTimeoutMillis: options.taskTimeoutMillis,
     resourceLimits: options.resourceLimits,
@@ -316,12 +320,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   // Set when maxFailures is reached: nothing more is handed out, like after a Ctrl-C.
   let stopReason: string | undefined
   const stopping = (): boolean => Boolean(fatal || stopReason || options.signal?.aborted)
-  // The run history lives above the pipeline (it builds on the store); loaded on first use, like db.crew().
-  const observer =
-    options.observer ??
-    (options.history === false
-      ? undefined
-      : (await import('../history/run-recorder.ts')).runHistory(db, { pipeline: def.name, ledger, total }, typeof options.history === 'object' ? options.history : {}))
+  const observer = options.observer ?? (recorder ? recorder.runHistory(db, { pipeline: def.name, ledger, total }, typeof options.history === 'object' ? options.history : {}) : undefined)
   let observed = undefined as RunObserved
   // An observer (the run history) must never break the run it watches.
   const observe = async (what: string, fn: () => unknown): Promise<void> => {
@@ -459,7 +458,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
       elapsedMillis: Date.now() - started,
       perWorker: { ...perWorker },
       failedPerWorker: { ...failedPerWorker },
-      connectionsInUse: db.connectionCount + Math.min(running.size, workerConnections),
+      connectionsInUse: db.connectionCount + (recorder?.HISTORY_CONNECTIONS ?? 0) + Math.min(running.size, workerConnections),
     })
     await observe(
       'started',

@@ -752,22 +752,22 @@ describe('pgcrew run: the connection budget', () => {
     return { dbname, env: cleanEnv({ PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname }) }
   }
 
-  test('regression: --budget 3 shows the whole sum, main pool included ("clamped to 1 threads × 1 = 3" left out the 2)', async () => {
+  test('regression: --budget 4 shows the whole sum, main pool and run history included ("clamped to 1 threads × 1 = 3" left out the 2)', async () => {
     const { env } = await runEnv()
-    const r = await pgcrew(['run', counter, '--threads', '2', '--budget', '3'], env)
+    const r = await pgcrew(['run', counter, '--threads', '2', '--budget', '4'], env)
     assert.equal(r.code, 0, r.stderr)
-    assert.match(r.stdout, /^budget +budget 3 \(explicit\); wanted 2 \(main\) \+ 2 threads × 1 = 4 — clamped to 2 \(main\) \+ 1 thread × 1 = 3$/m)
-    assert.match(r.stdout, /^threads +1, 3 connections at most$/m)
+    assert.match(r.stdout, /^budget +budget 4 \(explicit\); wanted 2 \(main\) \+ 1 \(run history\) \+ 2 threads × 1 = 5 — clamped to 2 \(main\) \+ 1 \(run history\) \+ 1 thread × 1 = 4$/m)
+    assert.match(r.stdout, /^threads +1, 4 connections at most$/m)
   })
 
   test('--json carries the budget as numbers too', async () => {
     const { env } = await runEnv()
-    const r = await pgcrew(['run', counter, '--threads', '2', '--budget', '3', '--json'], env)
+    const r = await pgcrew(['run', counter, '--threads', '2', '--budget', '4', '--json'], env)
     assert.equal(r.code, 0, r.stderr)
     const summary = JSON.parse(r.stdout)
-    assert.deepEqual(summary.budgetPlan, { budget: 3, source: 'explicit', main: 2, threads: 1, perWorker: 1, total: 3, clamped: true })
-    assert.equal(summary.budget, 3)
-    assert.match(summary.budgetExplanation, /clamped to 2 \(main\) \+ 1 thread × 1 = 3$/)
+    assert.deepEqual(summary.budgetPlan, { budget: 4, source: 'explicit', main: 2, beside: 1, threads: 1, perWorker: 1, total: 4, clamped: true })
+    assert.equal(summary.budget, 4)
+    assert.match(summary.budgetExplanation, /clamped to 2 \(main\) \+ 1 \(run history\) \+ 1 thread × 1 = 4$/)
   })
 
   test('--per-worker N runs N tasks at once in each thread, inside the budget', async () => {
@@ -775,7 +775,7 @@ describe('pgcrew run: the connection budget', () => {
     const r = await pgcrew(['run', counter, '--threads', '2', '--per-worker', '3', '--json'], env)
     assert.equal(r.code, 0, r.stderr)
     const summary = JSON.parse(r.stdout)
-    assert.deepEqual([summary.budgetPlan.threads, summary.budgetPlan.perWorker, summary.budgetPlan.total, summary.done, summary.failed], [2, 3, 8, 200, 0])
+    assert.deepEqual([summary.budgetPlan.threads, summary.budgetPlan.perWorker, summary.budgetPlan.total, summary.done, summary.failed], [2, 3, 9, 200, 0])
     assert.deepEqual(await admin('SELECT n, count(*)::int AS c FROM counters GROUP BY n', [], dbname), [{ n: 1, c: 200 }])
     const bad = await pgcrew(['run', counter, '--per-worker', '0'], env)
     assert.equal(bad.code, 2)
@@ -785,11 +785,11 @@ describe('pgcrew run: the connection budget', () => {
   test('a budget that cannot fit is refused with advice naming only flags pgcrew run has', async () => {
     const { env } = await runEnv()
     const help = (await pgcrew(['run', '--help'])).stdout
-    for (const [argv, advice] of [[['--budget', '2'], /; not even one worker connection is left; raise --budget to at least 3$/]] as const) {
+    for (const [argv, advice] of [[['--budget', '3'], /; not even one worker connection is left; raise --budget to at least 4$/]] as const) {
       const r = await pgcrew(['run', counter, '--threads', '2', ...argv], env)
       assert.equal(r.code, 1, r.stdout)
       const line = r.stderr.trim()
-      assert.match(line, /^pgcrew: budget 2 \(explicit\); wanted 2 \(main\) \+ 2 threads × \d = \d — over budget/)
+      assert.match(line, /^pgcrew: budget 3 \(explicit\); wanted 2 \(main\) \+ 1 \(run history\) \+ 2 threads × \d = \d — over budget/)
       assert.match(line, advice)
       for (const flag of line.match(/--[a-z-]+/g) ?? []) assert.match(help, new RegExp(`^  ${flag} `, 'm'), `the advice names ${flag}, which pgcrew run does not have`)
       noStack(r.stderr)

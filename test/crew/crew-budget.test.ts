@@ -37,12 +37,15 @@ describe('connection budget', () => {
       await using db = new Database({ connectionString: urlAs(cluster, 'runner', 'runner-pw', 'work'), env: cleanEnv(), max: 2 })
       const summary = await runPipeline(db, counterPipeline, { threads: 8, retries: 0 })
       // Before the fix the plan saw 0 other sessions and asked for 2 + 8 × 1 = 10; workers got 53300.
-      assert.match(summary.budgetExplanation, /− held by other sessions (\d+); wanted 2 \(main\) \+ 8 threads × 1 = 10 — clamped to 2 \(main\) \+ \d threads × 1 = \d$/)
+      assert.match(
+        summary.budgetExplanation,
+        /− held by other sessions (\d+); wanted 2 \(main\) \+ 1 \(run history\) \+ 8 threads × 1 = 11 — clamped to 2 \(main\) \+ 1 \(run history\) \+ \d threads × 1 = \d$/,
+      )
       assert.ok(Number(/held by other sessions (\d+)/.exec(summary.budgetExplanation)![1]) >= 11, summary.budgetExplanation)
       assert.equal(summary.budgetPlan.clamped, true)
       assert.equal(summary.budgetPlan.main, 2)
       assert.ok(summary.budgetPlan.total <= 6, summary.budgetExplanation)
-      assert.equal(summary.budgetPlan.total, summary.budgetPlan.main + summary.budgetPlan.threads * summary.budgetPlan.perWorker)
+      assert.equal(summary.budgetPlan.total, summary.budgetPlan.main + summary.budgetPlan.beside + summary.budgetPlan.threads * summary.budgetPlan.perWorker)
       assert.deepEqual({ failed: summary.failed, done: summary.done, failures: summary.failures }, { failed: 0, done: 200, failures: [] })
       const counts = await db.query<{ n: number; c: number }>('SELECT n, count(*)::int AS c FROM counters GROUP BY n')
       assert.deepEqual(counts.rows, [{ n: 1, c: 200 }])

@@ -55,6 +55,53 @@ describe('run history', () => {
     assert.equal(locks.rows[0]!.n, 0)
   })
 
+  test('with a main pool of one connection the run is recorded at once: its lock has a connection of its own, counted in the budget', async () => {
+    const { url } = await freshDatabase('histmax1')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    const started = Date.now()
+    const summary = await runPipeline(
+      db,
+      historyPipeline(
+        'max1',
+        range(20).map((key) => ({ key })),
+      ),
+      { threads: 1 },
+    )
+    // The lock once took the pool's only connection: every query behind it waited 30 s, then the history was given up.
+    assert.equal(summary.history, undefined)
+    assert.equal(summary.done, 20)
+    assert.ok(Date.now() - started < 20_000, `the run took ${Date.now() - started} ms`)
+    assert.equal((await getRun(db, summary.runId!))?.status, 'completed')
+    assert.deepEqual({ main: summary.budgetPlan.main, beside: summary.budgetPlan.beside, total: summary.budgetPlan.total }, { main: 1, beside: 1, total: 3 })
+    assert.match(summary.budgetExplanation, /1 \(main\) \+ 1 \(run history\) \+ 1 thread × 1 = 3/)
+  })
+
+  test('a run whose liveness connection is killed takes its lock again and is not shown as crashed', async () => {
+    const { url } = await freshDatabase('histrelock')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await using watcher = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    const run = runPipeline(
+      db,
+      historyPipeline(
+        'relock',
+        range(60).map((key) => ({ key, sleepMillis: 50 })),
+      ),
+      { threads: 1 },
+    )
+    assert.ok(await eventually(async () => (await listRuns(watcher).catch(() => []))[0]?.status === 'running', 30_000), 'the run never showed as running')
+    const { rows } = await watcher.query<{ n: number }>("SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = 'pgcrew run history'")
+    assert.equal(rows[0]!.n, 1)
+    // Taken again on a new session: the run is running, not crashed, while it goes on.
+    assert.ok(
+      await eventually(async () => (await watcher.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pgcrew run history'")).rows[0]!.n === 1, 10_000),
+      'no new liveness session',
+    )
+    assert.equal((await listRuns(watcher))[0]?.status, 'running')
+    const summary = await run
+    assert.equal(summary.done, 60)
+    assert.equal((await getRun(watcher, summary.runId!))?.status, 'completed')
+  })
+
   test('failures are events of the run, and a run stopped by maxFailures is failed with the reason', async () => {
     const { url } = await freshDatabase('histfail')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
