@@ -51,9 +51,16 @@ export async function handLoop(pool: pg.Pool, name: string, count: number, seed:
  * pgcrew's runPipeline over the same tasks. Timed from progress.start (the crew's threads exist then;
  * their init — import, connect — is inside the time, as a user pays it) to the summary.
  */
-export async function viaPipeline(db: Database, name: string, count: number, seed: number, rounds: number, options: RunOptions): Promise<number> {
+export async function viaPipeline(db: Database, name: string, count: number, seed: number, rounds: number, options: RunOptions, mark?: () => void): Promise<number> {
   let start = 0
-  const progress: ProgressReporter = { start: () => void (start = performance.now()), update: () => {}, stop: () => {} }
+  const progress: ProgressReporter = {
+    start: () => {
+      start = performance.now()
+      mark?.()
+    },
+    update: () => {},
+    stop: () => {},
+  }
   const def = definePipeline({ name, worker: workerUrl('pipeline-task'), tasks: () => tasks(count, seed, rounds) })
   const summary = await runPipeline(db, def, { ...options, progress })
   const seconds = (performance.now() - start) / 1000

@@ -51,17 +51,25 @@ const median = (xs: number[]): number => {
 const range = (xs: number[], digits: number): string => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`
 const f0 = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a')
 
+/** A side of a measurement; `mark()` restarts the CPU window where the side starts its own clock (the pipeline at its first task). */
+type Side = { name: string; run: (rep: number, mark: () => void) => Promise<number>; child?: boolean }
+
 /** Runs sides in turn, REPS times, alternating the order; collects a sample per side per rep. */
-async function interleave(sides: Array<{ name: string; run: (rep: number) => Promise<number>; child?: boolean }>, postmaster: number | undefined): Promise<Map<string, Sample[]>> {
+async function interleave(sides: Side[], postmaster: number | undefined): Promise<Map<string, Sample[]>> {
   const out = new Map<string, Sample[]>(sides.map((s) => [s.name, []]))
   for (let rep = 0; rep < REPS; rep++) {
     for (const side of rep % 2 ? [...sides].reverse() : sides) {
-      const before = readCpu(postmaster)
-      const t = performance.now()
-      const rate = await side.run(rep)
+      // The CPU window must be the rate's window: CPU per task is CPU / (rate × seconds).
+      let before = readCpu(postmaster)
+      let t = performance.now()
+      const mark = (): void => {
+        before = readCpu(postmaster)
+        t = performance.now()
+      }
+      const rate = await side.run(rep, mark)
       const cpu = cpuUsed(before, readCpu(postmaster), (performance.now() - t) / 1000, side.child)
       out.get(side.name)!.push({ rate, cpu })
-      process.stderr.write(`  rep ${rep + 1}/${REPS} ${side.name}: ${f0(rate)}/s\n`)
+      process.stderr.write(`  rep ${rep + 1}/${REPS} ${side.name}: ${f0(rate)}/s${cpu ? `, client CPU ${f0((cpu.client / (rate * cpu.seconds)) * 1e6)} µs/task` : ''}\n`)
     }
   }
   return out
@@ -136,10 +144,10 @@ async function main(): Promise<void> {
     say()
 
     const pipelineSection = async (title: string, count: number, rounds: number, withPgbench: boolean, heavy = false): Promise<void> => {
-      const sides: Array<{ name: string; run: (rep: number) => Promise<number>; child?: boolean }> = [
+      const sides: Side[] = [
         { name: 'hand loop', run: (rep) => handLoop(pool, `hand-${rounds}-${rep}`, count, 100 + rep, rounds) },
-        { name: 'pgcrew 2×2', run: (rep) => viaPipeline(db, `crew22-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 2, perWorkerConnections: 2 }) },
-        { name: 'pgcrew 1×4', run: (rep) => viaPipeline(db, `crew14-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 1, perWorkerConnections: 4 }) },
+        { name: 'pgcrew 2×2', run: (rep, mark) => viaPipeline(db, `crew22-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 2, perWorkerConnections: 2 }, mark) },
+        { name: 'pgcrew 1×4', run: (rep, mark) => viaPipeline(db, `crew14-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 1, perWorkerConnections: 4 }, mark) },
       ]
       if (withPgbench && pgbench) sides.push({ name: 'pgbench', child: true, run: (rep) => viaPgbench(pgbench, url, pgbenchScript(dir, `pgbench_${rounds}_${rep}`), count) })
       // Warm-up: threads, plans, caches.
@@ -201,7 +209,7 @@ async function main(): Promise<void> {
       await viaDistributed(db, 'warm-distributed', Math.min(500, TASKS), 7, LIGHT_ROUNDS, options)
       const s = await interleave(
         [
-          { name: 'pgcrew run 2×2', run: (rep) => viaPipeline(db, `local-${rep}`, TASKS, 300 + rep, LIGHT_ROUNDS, options) },
+          { name: 'pgcrew run 2×2', run: (rep, mark) => viaPipeline(db, `local-${rep}`, TASKS, 300 + rep, LIGHT_ROUNDS, options, mark) },
           { name: 'pgcrew run --distributed 2×2', run: (rep) => viaDistributed(db, `distributed-${rep}`, TASKS, 300 + rep, LIGHT_ROUNDS, options) },
         ],
         postmaster,
