@@ -11,7 +11,7 @@ const layers = {
   pipeline: ['errors', 'connect', 'toolkit', 'database', 'crew'],
   distributed: ['errors', 'connect', 'toolkit', 'database', 'crew', 'pipeline'],
   schema: ['errors', 'connect', 'toolkit', 'database'],
-  cluster: ['errors'],
+  cluster: ['errors', 'connect'],
   store: ['errors', 'connect', 'toolkit', 'database', 'schema', 'cluster'],
   history: ['errors', 'connect', 'toolkit', 'database', 'crew', 'pipeline', 'store', 'schema', 'cluster'],
 }

@@ -6,7 +6,7 @@ export type { RoleChoice } from './connect/connect-target.ts'
 export { DEFAULTS as DATABASE_DEFAULTS, type DatabaseOptions, type Pooling } from './connect/connect-options.ts'
 export type { ConnectionParams, ConnectionSettings } from './connect/connection-params.ts'
 export { parseConnectionString, maskConnectionString, type ParsedConnectionString } from './connect/connection-string.ts'
-export { loadProfiles, chooseProfile, machineFqdn, profileFiles, type Profile, type ProfileSet, type ProfileChoice } from './connect/profiles.ts'
+export { loadProfiles, chooseProfile, machineFqdn, profileFiles, projectRoot, type Profile, type ProfileSet, type ProfileChoice } from './connect/profiles.ts'
 export { lookupPgpass, parsePgpassLine, pgpassFileName, type PgpassEntry, type PgpassMatch } from './connect/pgpass.ts'
 export { lookupService, listServices, serviceFiles, type ServiceEntry, type ServiceFiles, type ServiceSummary } from './connect/service-file.ts'
 export { isThisMachine } from './connect/local-socket.ts'
@@ -75,5 +75,5 @@ export { reportData, renderReport, writeReport, type ReportData } from './histor
 
 // A real PostgreSQL for tests and demos
 export { startTempCluster, type TempCluster, type TempClusterOptions } from './cluster/temp-cluster.ts'
-export { startEmbeddedDefault, embeddedDataDir, projectRoot } from './cluster/embedded-default.ts'
+export { startEmbeddedDefault, embeddedDataDir } from './cluster/embedded-default.ts'
 export { findPostgresBinaries, type PostgresBinaries } from './cluster/postgres-binaries.ts'

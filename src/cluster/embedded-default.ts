@@ -1,16 +1,8 @@
 // The server `pgcrew run` uses when nothing at all is configured: PostgreSQL started by pgcrew, its
 // data kept under the project so that a second run resumes (and skips what the first one did).
-import { existsSync } from 'node:fs'
-import { dirname, join, relative, resolve } from 'node:path'
+import { join, relative } from 'node:path'
+import { projectRoot } from '../connect/profiles.ts'
 import { startTempCluster, type TempCluster, type TempClusterOptions } from './temp-cluster.ts'
-
-/** The project a command runs in: the nearest directory from `cwd` up with a package.json, else `cwd`. */
-export function projectRoot(cwd = process.cwd()): string {
-  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json'))) return dir
-    if (dirname(dir) === dir) return resolve(cwd)
-  }
-}
 
 /** Where the embedded default keeps its data: `.pgcrew/data` in the project (git-ignored). */
 export function embeddedDataDir(cwd = process.cwd()): string {

@@ -74,10 +74,27 @@ export function barProgress(stream: NodeJS.WritableStream): ProgressReporter {
     rate.observe(processed(s), s.elapsedMillis)
     return barLine(s, rate.perSecond, s.total === undefined ? undefined : rate.etaSeconds(s.total - s.done - s.skipped - s.failed))
   }
+  // The run ticks on every task; the bar is drawn 8 times a second, so its line is made no more often
+  // (the last state of a burst is drawn a moment later, so a quiet spell never shows a stale count).
+  let due = 0
+  let trailing: NodeJS.Timeout | undefined
+  let latest: ProgressState | undefined
+  const draw = (s: ProgressState): void => {
+    due = s.elapsedMillis + 125
+    bar.update(0, payload(s))
+  }
   return {
     start: (total) => bar.start(1, 0, payload({ done: 0, skipped: 0, failed: 0, retried: 0, seen: 0, total, elapsedMillis: 0 })),
-    update: (s) => bar.update(0, payload(s)),
+    update: (s) => {
+      if (s.elapsedMillis >= due) return draw(s)
+      latest = s
+      trailing ??= setTimeout(() => {
+        trailing = undefined
+        if (latest) draw(latest)
+      }, 125).unref()
+    },
     stop: (s) => {
+      clearTimeout(trailing)
       bar.update(0, payload(s))
       bar.stop()
     },
