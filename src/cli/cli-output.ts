@@ -54,5 +54,7 @@ const CLI_WORDS: ReadonlyArray<readonly [RegExp, string]> = [
 
 /** A library message in the CLI's words: `--as admin` where the library says `db.becomeAdmin()`. */
 export function inCliWords(message: string): string {
-  return CLI_WORDS.reduce((text, [api, cli]) => text.replace(api, cli), message)
+  const words = CLI_WORDS.reduce((text, [api, cli]) => text.replace(api, cli), message)
+  // "(pgcrew run … --as admin, or db.becomeAdmin())" names both ways; in the CLI they are one.
+  return words.replace(/pgcrew run … (--as \w+), or \1\b/g, '$1')
 }

@@ -743,6 +743,29 @@ describe("pgcrew run with nothing configured: pgcrew's own PostgreSQL, kept unde
   })
 })
 
+describe('pgcrew run: a ledger the role may not write', () => {
+  const trial = new URL('../fixtures/pipelines/trial.ts', import.meta.url).pathname
+  test('LEDGER_NOT_WRITABLE in the CLI\'s words: --as admin named once (it read "--as admin, or --as admin"), no stack', async () => {
+    const { dbname, url } = await freshDatabase('clinowrite')
+    const role = await freshRole('clinowrite')
+    secrets.add(server().password)
+    secrets.add(role.password)
+    const env = cleanEnv({ PGCREW_PROFILES: join(scratchDir(), 'none.ini') })
+    const first = await pgcrew(['run', trial, '--url', url, '--limit', '1', '--json'], env)
+    assert.equal(JSON.parse(first.stdout).seen, 1, first.stderr)
+    await admin(`GRANT CREATE ON SCHEMA public TO "${role.name}"; GRANT ALL ON counters TO "${role.name}"`, [], dbname)
+    const { host, port } = server()
+    const r = await pgcrew(['run', trial, '--url', `postgres://${role.name}:${role.password}@${host}:${port}/${dbname}`, '--threads', '1'], env)
+    assert.equal(r.code, 1, r.stdout)
+    assert.match(
+      r.stderr,
+      /^pgcrew: the ledger table "pgcrew_ledger" cannot be written by role "[^"]+": it lacks SELECT, INSERT, UPDATE on it\. Ways out: run as a role that may write it \(--as admin\); /m,
+    )
+    assert.equal(r.stderr.match(/--as admin/g)?.length, 1, r.stderr)
+    noStack(r.stderr)
+  })
+})
+
 describe('pgcrew run: the connection budget', () => {
   const counter = new URL('../fixtures/pipelines/counter.ts', import.meta.url).pathname
   const runEnv = async (): Promise<{ env: NodeJS.ProcessEnv; dbname: string }> => {
