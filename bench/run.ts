@@ -18,6 +18,7 @@ import { Database } from '../src/database/database.ts'
 import { ensureLedger } from '../src/pipeline/pipeline-ledger.ts'
 import { startTempCluster, type TempCluster } from '../src/cluster/temp-cluster.ts'
 import { findPsql, viaCopyFrom, viaPsql, writeCopyFile } from './bulk.ts'
+import { measureCores } from './cores.ts'
 import { cpuUsed, findPostmaster, readCpu, type CpuUsed } from './cpu.ts'
 import { measureMemory, memoryChild, type MemoryResult } from './memory.ts'
 import { viaDistributed } from './distributed-side.ts'
@@ -176,6 +177,15 @@ async function main(): Promise<void> {
           `the whole machine was ${median(machine).toFixed(2)} of ${CORES} cores busy during the hand loop (other load included).`,
       )
       say()
+      if (heavy) {
+        // The ceiling assumes a core is as fast while the other one is busy: measure that (no database).
+        const cores = await measureCores()
+        if (cores)
+          say(
+            `Two cores at once: the task's JavaScript alone (no database) takes ${cores.alone.toFixed(2)} ms of CPU per task in one worker thread, ${cores.together.toFixed(2)} ms in each of two running at once (${(cores.together / cores.alone).toFixed(2)}×).`,
+          )
+        say()
+      }
       const what = heavy ? 'CPU-heavy' : 'light'
       const cpuOf = (name: string): number[] =>
         s.get(name)!.map((x, i) => {
