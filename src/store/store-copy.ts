@@ -10,6 +10,7 @@ import { mapDatabaseError } from '../errors/database-error.ts'
 import { qname } from '../toolkit/quote.ts'
 import { copyFrom } from '../toolkit/copy.ts'
 import type { Database } from '../database/database.ts'
+import { copyRowsOut } from './store-copy-read.ts'
 import { encodeValue, type StoreColumn, type TableInfo } from './store-catalog.ts'
 
 // node-postgres' own serialisation of a parameter (Date, arrays as '{…}', objects as JSON, Buffers):
@@ -17,6 +18,8 @@ import { encodeValue, type StoreColumn, type TableInfo } from './store-catalog.t
 const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue(value: unknown): unknown }
 
 const CHUNK = 65_536
+// Beyond this many runs of ids (other sessions taking ids in between), the read back takes them as parameters.
+const MAX_RANGES = 100
 const NEEDS_ESCAPE = /[\\\n\r\t]/
 const ESCAPES = /[\\\n\r\t]/g
 const escapeChar = (c: string): string => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t')
@@ -72,11 +75,17 @@ export async function copyRowsReturning<Row>(db: Database, info: TableInfo, colu
   const ids = await takeIds(db, pk.sequence!, rows.length)
   await copyFrom(db, info.parts, Readable.from(copyText(info, columns, rows, what, ids.at)), { columns: [...names, pk.name] })
   // Row i got the i-th smallest id, so the key's order is the input order; the ranges are ours alone
-  // (every id in them came from our nextval, and the primary key admits each once).
-  return readBack<Row>(db, `SELECT t.* FROM unnest($1::bigint[], $2::bigint[]) AS r(lo, hi) JOIN ${info.sql} AS t ON t.${qname(pk.name)} BETWEEN r.lo AND r.hi ORDER BY t.${qname(pk.name)}`, [
-    ids.ranges.map((r) => r[0]),
-    ids.ranges.map((r) => r[1]),
-  ])
+  // (every id in them came from our nextval, and the primary key admits each once). They are whole
+  // numbers the server wrote, so they can stand in COPY's query, which takes no parameters.
+  const key = `t.${qname(pk.name)}`
+  if (ids.ranges.length > MAX_RANGES) {
+    return readBack<Row>(db, `SELECT t.* FROM unnest($1::bigint[], $2::bigint[]) AS r(lo, hi) JOIN ${info.sql} AS t ON ${key} BETWEEN r.lo AND r.hi ORDER BY ${key}`, [
+      ids.ranges.map((r) => r[0]),
+      ids.ranges.map((r) => r[1]),
+    ])
+  }
+  const within = ids.ranges.map(([lo, hi]) => (lo === hi ? `${key} = ${lo}` : `${key} BETWEEN ${lo} AND ${hi}`)).join(' OR ')
+  return db.withClient((client) => copyRowsOut<Row>(client, `SELECT t.* FROM ${info.sql} AS t WHERE ${within} ORDER BY ${key}`, readTypes))
 }
 
 interface Ids {
@@ -86,36 +95,32 @@ interface Ids {
   at(i: number): string
 }
 
-/** `count` ids from `sequence`, in one statement that answers with runs of consecutive ids (one row when no other session took ids meanwhile). */
+/**
+ * `count` ids from `sequence` in one statement. It answers with the lowest and highest: one range
+ * when no other session took ids meanwhile (the common case); only otherwise with the list.
+ */
 async function takeIds(db: Database, sequence: string, count: number): Promise<Ids> {
-  const { rows } = await db.query<{ lo: string; hi: string }>(
-    `SELECT min(id)::text AS lo, max(id)::text AS hi
-       FROM (SELECT id, id - row_number() OVER (ORDER BY id) AS run FROM (SELECT nextval($1::regclass) AS id FROM generate_series(1, $2::int)) AS s) AS r
-      GROUP BY run ORDER BY min(id)`,
+  const { rows } = await db.query<{ lo: string; hi: string; list: string | null }>(
+    `WITH s AS MATERIALIZED (SELECT nextval($1::regclass) AS id FROM generate_series(1, $2::int)),
+          m AS (SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM s)
+     SELECT m.lo::text AS lo, m.hi::text AS hi, l.list FROM m LEFT JOIN LATERAL (SELECT string_agg(id::text, ',' ORDER BY id) AS list FROM s WHERE m.hi - m.lo + 1 <> m.n) AS l ON true`,
     [sequence, count],
   )
-  const ranges = rows.map((r) => [r.lo, r.hi] as const)
-  const starts: number[] = []
-  const firsts: bigint[] = []
-  let n = 0
-  for (const [lo, hi] of ranges) {
-    starts.push(n)
-    firsts.push(BigInt(lo))
-    n += Number(BigInt(hi) - BigInt(lo)) + 1
+  const { lo, hi, list } = rows[0]!
+  if (list === null && Number.isSafeInteger(Number(hi))) {
+    const first = Number(lo)
+    return { ranges: [[lo, hi]], at: (i) => String(first + i) }
   }
-  if (ranges.length === 1 && Number.isSafeInteger(Number(ranges[0]![1]))) {
-    const lo = Number(ranges[0]![0])
-    return { ranges, at: (i) => String(lo + i) }
+  const ids = list === null ? [] : list.split(',')
+  if (list === null) for (let id = BigInt(lo); id <= BigInt(hi); id++) ids.push(String(id))
+  // Runs of consecutive ids, for the read back (a few when other sessions took ids in between).
+  const ranges: Array<[string, string]> = []
+  for (const id of ids) {
+    const run = ranges[ranges.length - 1]
+    if (run && BigInt(id) === BigInt(run[1]) + 1n) run[1] = id
+    else ranges.push([id, id])
   }
-  let run = 0
-  return {
-    ranges,
-    at(i) {
-      // Called with i rising: the run only ever moves forward.
-      while (run + 1 < starts.length && starts[run + 1]! <= i) run++
-      return String(firsts[run]! + BigInt(i - starts[run]!))
-    },
-  }
+  return { ranges, at: (i) => ids[i]! }
 }
 
 const DATE_TYPES = new Set([1082, 1114, 1184])
