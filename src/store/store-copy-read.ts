@@ -39,42 +39,50 @@ function parseLines(text: string, names: readonly string[], parsers: readonly Pa
   }
 }
 
-/**
- * `COPY (select) TO STDOUT` on `client`, each line parsed into a row object as node-postgres builds
- * them; `select` takes no parameters. The columns' names and types come from the server's
- * description of `select` (a run that returns no row), as a query's result would carry them.
- */
-export async function copyRowsOut<Row>(client: pg.ClientBase, select: string, types: TypeParsers): Promise<Row[]> {
+/** The columns of a result: their names and node-postgres' parser for each. */
+export interface RowShape {
+  readonly names: readonly string[]
+  readonly parsers: readonly Parser[]
+  /** Every column null: each row starts as a copy of it (node-postgres builds its rows so). */
+  readonly empty: Readonly<Record<string, unknown>>
+}
+
+/** The shape of `select`'s result, from the server's description of a run that returns no row. */
+export async function describeRows(client: pg.ClientBase, select: string, types: TypeParsers): Promise<RowShape> {
   const { fields } = await client.query(`SELECT * FROM (${select}) AS q LIMIT 0`)
-  const names = fields.map((f) => f.name)
-  const parsers = fields.map((f) => types.getTypeParser(f.dataTypeID, 'text'))
   const empty: Record<string, unknown> = {}
-  for (const name of names) empty[name] = null
-  const out: Row[] = []
-  let rest: Buffer | undefined
-  // A parser that throws must not end the loop early: the rest of the COPY would be left unread on
-  // the connection. The data is drained, then the error thrown.
-  let failed: { error: unknown } | undefined
+  for (const f of fields) empty[f.name] = null
+  return { names: fields.map((f) => f.name), parsers: fields.map((f) => types.getTypeParser(f.dataTypeID, 'text')), empty }
+}
+
+/**
+ * `COPY (select) TO STDOUT` on `client`, its data kept as it came (`select` takes no parameters).
+ * Parsing comes later (parseRows), so nothing can stop the COPY half-read.
+ */
+export async function copyOut(client: pg.ClientBase, select: string): Promise<Buffer[]> {
+  const data: Buffer[] = []
   try {
-    for await (const data of client.query(copyToStream(`COPY (${select}) TO STDOUT`)) as AsyncIterable<Buffer>) {
-      if (failed) continue
-      // A newline byte never occurs inside a UTF-8 character, so text up to the last one decodes whole.
-      const chunk = rest ? Buffer.concat([rest, data]) : data
-      const end = chunk.lastIndexOf(10)
-      if (end < 0) {
-        rest = chunk
-        continue
-      }
-      rest = end + 1 < chunk.length ? chunk.subarray(end + 1) : undefined
-      try {
-        parseLines(chunk.toString('utf8', 0, end + 1), names, parsers, empty, out)
-      } catch (error) {
-        failed = { error }
-      }
-    }
+    for await (const chunk of client.query(copyToStream(`COPY (${select}) TO STDOUT`)) as AsyncIterable<Buffer>) data.push(chunk)
   } catch (error) {
     throw mapDatabaseError(error)
   }
-  if (failed) throw failed.error
-  return out
+  return data
+}
+
+const PIECE = 65_536
+
+/**
+ * COPY text into row objects appended to `out`, ~64 KB at a time with a turn of the event loop in
+ * between: a COPY into the server running meanwhile keeps being fed.
+ */
+export async function parseRows(data: readonly Buffer[], shape: RowShape, out: unknown[]): Promise<void> {
+  const all = data.length === 1 ? data[0]! : Buffer.concat(data)
+  for (let at = 0; at < all.length;) {
+    // A newline byte never occurs inside a UTF-8 character: up to one, the text decodes whole.
+    const end = at + PIECE >= all.length ? all.length - 1 : all.lastIndexOf(10, at + PIECE)
+    const stop = end < at ? all.indexOf(10, at) : end
+    parseLines(all.toString('utf8', at, stop + 1), shape.names, shape.parsers, shape.empty, out)
+    at = stop + 1
+    if (at < all.length) await new Promise((resolve) => setImmediate(resolve))
+  }
 }

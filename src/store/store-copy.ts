@@ -10,7 +10,7 @@ import { mapDatabaseError } from '../errors/database-error.ts'
 import { qname } from '../toolkit/quote.ts'
 import { copyFrom } from '../toolkit/copy.ts'
 import type { Database } from '../database/database.ts'
-import { copyRowsOut } from './store-copy-read.ts'
+import { copyOut, describeRows, parseRows } from './store-copy-read.ts'
 import { encodeValue, type StoreColumn, type TableInfo } from './store-catalog.ts'
 
 // node-postgres' own serialisation of a parameter (Date, arrays as '{…}', objects as JSON, Buffers):
@@ -18,8 +18,10 @@ import { encodeValue, type StoreColumn, type TableInfo } from './store-catalog.t
 const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue(value: unknown): unknown }
 
 const CHUNK = 65_536
-// Beyond this many runs of ids (other sessions taking ids in between), the read back takes them as parameters.
-const MAX_RANGES = 100
+// Rows per slice of a COPY with rows to return (see copyRowsReturning); a slice's ids stand in its read back's query.
+const SLICE = 10_000
+// Beyond this many runs of ids in a slice (a sequence that skips, other sessions taking ids meanwhile), its read back names them in an array.
+const MAX_RUNS = 20
 const NEEDS_ESCAPE = /[\\\n\r\t]/
 const ESCAPES = /[\\\n\r\t]/g
 const escapeChar = (c: string): string => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t')
@@ -39,11 +41,19 @@ function fieldText(info: TableInfo, column: StoreColumn, value: unknown, what: s
   return NEEDS_ESCAPE.test(text) ? text.replace(ESCAPES, escapeChar) : text
 }
 
-/** COPY text of `rows`' `columns` (then `key(i)` as a last field, when given), one Buffer per ~64 KB. */
-function* copyText(info: TableInfo, columns: readonly StoreColumn[], rows: readonly Record<string, unknown>[], what: string, key?: (i: number) => string): Generator<Buffer> {
+/** COPY text of `rows`' `columns` (then `key(i)` as a last field, when given), one Buffer per ~64 KB; rows `from` to `to` only, when given. */
+function* copyText(
+  info: TableInfo,
+  columns: readonly StoreColumn[],
+  rows: readonly Record<string, unknown>[],
+  what: string,
+  key?: (i: number) => string,
+  from = 0,
+  to = rows.length,
+): Generator<Buffer> {
   const last = columns.length - 1
   let chunk = ''
-  for (let i = 0; i < rows.length; i++) {
+  for (let i = from; i < to; i++) {
     const row = rows[i]!
     for (let c = 0; c <= last; c++) chunk += fieldText(info, columns[c]!, row[columns[c]!.name], what) + (c < last || key ? '\t' : '')
     chunk += key ? key(i) + '\n' : '\n'
@@ -73,26 +83,52 @@ export async function copyRowsReturning<Row>(db: Database, info: TableInfo, colu
     return readBack<Row>(db, `SELECT t.* FROM unnest($1::${pk.type}[]) WITH ORDINALITY AS k(key, ord) JOIN ${info.sql} AS t ON t.${qname(pk.name)} = k.key ORDER BY k.ord`, [keys])
   }
   const ids = await takeIds(db, pk.sequence!, rows.length)
-  await copyFrom(db, info.parts, Readable.from(copyText(info, columns, rows, what, ids.at)), { columns: [...names, pk.name] })
-  // Row i got the i-th smallest id, so the key's order is the input order; the ranges are ours alone
-  // (every id in them came from our nextval, and the primary key admits each once). They are whole
-  // numbers the server wrote, so they can stand in COPY's query, which takes no parameters.
   const key = `t.${qname(pk.name)}`
-  if (ids.ranges.length > MAX_RANGES) {
-    return readBack<Row>(db, `SELECT t.* FROM unnest($1::bigint[], $2::bigint[]) AS r(lo, hi) JOIN ${info.sql} AS t ON ${key} BETWEEN r.lo AND r.hi ORDER BY ${key}`, [
-      ids.ranges.map((r) => r[0]),
-      ids.ranges.map((r) => r[1]),
-    ])
+  const copied = [...names, pk.name]
+  // Slices, so that the client parses one slice's rows while the server stores the next (the two
+  // sides work at once instead of in turn). Row i got the i-th smallest id, so within a slice the
+  // key's order is the input order; its ids are ours alone (each came from our nextval, and the
+  // primary key admits each once). They are whole numbers the server wrote, so they can stand in
+  // COPY's query, which takes no parameters.
+  const selectSlice = (from: number, to: number): string => {
+    const runs = ids.ranges(from, to)
+    const within =
+      runs.length > MAX_RUNS ? `${key} = ANY ('{${ids.list(from, to).join(',')}}'::bigint[])` : runs.map(([lo, hi]) => (lo === hi ? `${key} = ${lo}` : `${key} BETWEEN ${lo} AND ${hi}`)).join(' OR ')
+    return `SELECT t.* FROM ${info.sql} AS t WHERE ${within} ORDER BY ${key}`
   }
-  const within = ids.ranges.map(([lo, hi]) => (lo === hi ? `${key} = ${lo}` : `${key} BETWEEN ${lo} AND ${hi}`)).join(' OR ')
-  return db.withClient((client) => copyRowsOut<Row>(client, `SELECT t.* FROM ${info.sql} AS t WHERE ${within} ORDER BY ${key}`, readTypes))
+  const out: Row[] = []
+  await db.withClient(async (client) => {
+    const shape = await describeRows(client, `SELECT * FROM ${info.sql}`, readTypes)
+    let pending: Promise<Buffer[]> | undefined
+    for (let from = 0; from < rows.length; from += SLICE) {
+      const to = Math.min(rows.length, from + SLICE)
+      const previous = pending && (await pending)
+      const copying = copyFrom(client, info.parts, Readable.from(copyText(info, columns, rows, what, ids.at, from, to)), { columns: copied })
+      // Marked handled at once: it may fail while the parse below waits for its turns; awaited after it.
+      copying.catch(() => {})
+      if (previous) {
+        try {
+          await parseRows(previous, shape, out)
+        } catch (error) {
+          await copying.catch(() => {})
+          throw error
+        }
+      }
+      await copying
+      pending = copyOut(client, selectSlice(from, to))
+    }
+    if (pending) await parseRows(await pending, shape, out)
+  })
+  return out
 }
 
 interface Ids {
-  /** Ascending runs of consecutive ids, as decimal text. */
-  readonly ranges: ReadonlyArray<readonly [string, string]>
   /** The i-th smallest id, as decimal text. */
   at(i: number): string
+  /** The `from`-th to the `to`-th smallest ids. */
+  list(from: number, to: number): string[]
+  /** Runs of consecutive ids among the `from`-th to the `to`-th smallest (ascending, decimal text). */
+  ranges(from: number, to: number): Array<[string, string]>
 }
 
 /**
@@ -109,18 +145,27 @@ async function takeIds(db: Database, sequence: string, count: number): Promise<I
   const { lo, hi, list } = rows[0]!
   if (list === null && Number.isSafeInteger(Number(hi))) {
     const first = Number(lo)
-    return { ranges: [[lo, hi]], at: (i) => String(first + i) }
+    return {
+      at: (i) => String(first + i),
+      list: (from, to) => Array.from({ length: to - from }, (_, i) => String(first + from + i)),
+      ranges: (from, to) => [[String(first + from), String(first + to - 1)]],
+    }
   }
   const ids = list === null ? [] : list.split(',')
   if (list === null) for (let id = BigInt(lo); id <= BigInt(hi); id++) ids.push(String(id))
-  // Runs of consecutive ids, for the read back (a few when other sessions took ids in between).
-  const ranges: Array<[string, string]> = []
-  for (const id of ids) {
-    const run = ranges[ranges.length - 1]
-    if (run && BigInt(id) === BigInt(run[1]) + 1n) run[1] = id
-    else ranges.push([id, id])
+  return {
+    at: (i) => ids[i]!,
+    list: (from, to) => ids.slice(from, to),
+    ranges(from, to) {
+      const runs: Array<[string, string]> = []
+      for (let i = from; i < to; i++) {
+        const run = runs[runs.length - 1]
+        if (run && BigInt(ids[i]!) === BigInt(run[1]) + 1n) run[1] = ids[i]!
+        else runs.push([ids[i]!, ids[i]!])
+      }
+      return runs
+    },
   }
-  return { ranges, at: (i) => ids[i]! }
 }
 
 const DATE_TYPES = new Set([1082, 1114, 1184])
