@@ -304,12 +304,13 @@ async function main(): Promise<void> {
       )
       say(`## Record store: addMany of ${STORE_ROWS.toLocaleString('en-US')} rows (name, value; id and a default filled in by the server)`)
       say()
-      say('| side | rows/s median (min–max) | vs copyFrom | returns the stored rows |')
-      say('|---|---:|---:|---|')
+      say('| side | rows/s median (min–max) | vs copyFrom | client CPU µs/row | PostgreSQL CPU µs/row | returns the stored rows |')
+      say('|---|---:|---:|---:|---:|---|')
       for (const [name, samples] of s) {
         const rates = samples.map((x) => x.rate)
+        const cpu = (which: 'client' | 'postgres'): string => (perUnit(samples, which) || NaN).toFixed(2).replace('NaN', 'n/a')
         say(
-          `| ${name} | ${f0(median(rates))} (${range(rates, 0)}) | ${name.startsWith('copyFrom') ? '1' : ratio(s, 'copyFrom (rows as arrays)', name)} | ${name.startsWith('copyFrom') || name.includes('returning') ? 'no (a count)' : 'yes, in input order'} |`,
+          `| ${name} | ${f0(median(rates))} (${range(rates, 0)}) | ${name.startsWith('copyFrom') ? '1' : ratio(s, 'copyFrom (rows as arrays)', name)} | ${cpu('client')} | ${cpu('postgres')} | ${name.startsWith('copyFrom') || name.includes('returning') ? 'no (a count)' : 'yes, in input order'} |`,
         )
       }
       say()

@@ -4,8 +4,8 @@
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { DatabaseError } from '../errors/database-error.ts'
 import { qname } from '../toolkit/quote.ts'
-import { copyFrom } from '../toolkit/copy.ts'
 import type { Database } from '../database/database.ts'
+import { copyRows, copyRowsReturning } from './store-copy.ts'
 import { checkColumns, encodeValue, entriesOf, invalidValue, orderBySql, whereSql, wholeNumber, type StoreColumn, type TableInfo } from './store-catalog.ts'
 
 /** Column → value to match: `null` is IS NULL, an array is IN (for array and JSON columns, the value itself). */
@@ -109,32 +109,12 @@ export class StoreTable<Row extends Record<string, unknown> = Record<string, unk
     checkColumns(info, keys, what)
     refuseGenerated(info, keys, what)
     const columns = keys.map((k) => info.byName.get(k)!)
-    const encode = (r: Partial<Row>) => columns.map((c) => encodeValue(info, c, r[c.name], what))
-    if (!returning) {
-      if (keys.length === 0) return undefined
-      return (await copyFrom(this.#db, info.parts, rows.map(encode), { columns: keys })).rows
-    }
+    if (!returning) return keys.length === 0 ? undefined : copyRows(this.#db, info, columns, rows, what)
+    // Rows come back by a key known before the COPY: a one-column primary key, given or from its sequence.
     if (info.primaryKey.length !== 1) return undefined
     const pk = info.byName.get(info.primaryKey[0]!)!
-    const givesKey = keys.includes(pk.name)
-    if (!givesKey && !pk.sequence) return undefined
-    let ids: string[] = []
-    if (!givesKey) {
-      // Ids taken from the sequence up front (as one array: one row to parse), so each row's key is
-      // known and the rows can be read back.
-      const { rows: got } = await this.#db.query<{ ids: string[] }>('SELECT array_agg(nextval($1::regclass) ORDER BY g) AS ids FROM generate_series(1, $2) AS g', [pk.sequence, rows.length])
-      ids = got[0]!.ids
-    }
-    const data = rows.map((r, i) => {
-      const line = encode(r)
-      if (!givesKey) line.push(ids[i])
-      return line
-    })
-    await copyFrom(this.#db, info.parts, data, { columns: givesKey ? keys : [...keys, pk.name] })
-    const keyValues = givesKey ? rows.map((r) => r[pk.name]) : ids
-    const { rows: stored } = await this.#db.query<Row>(`SELECT * FROM ${info.sql} WHERE ${qname(pk.name)} = ANY ($1)`, [keyValues])
-    const byKey = new Map(stored.map((r) => [String(r[pk.name]), r]))
-    return keyValues.map((k) => byKey.get(String(k))!)
+    if (!keys.includes(pk.name) && !pk.sequence) return undefined
+    return copyRowsReturning<Row>(this.#db, info, columns, pk, rows, what)
   }
 
   /** Rows matching `where` (all rows without it). */
