@@ -15,7 +15,7 @@ import { PG_ENV_KEYS, resolveConnectionParams, type ConnectionParams, type Conne
 import { parseConnectionString } from '../connect/connection-string.ts'
 import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from '../errors/database-error.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
-import { createExecutor, type Executor, type Lease } from './database-executor.ts'
+import { callerError, createExecutor, isServerErrorOnly, type Executor, type Lease } from './database-executor.ts'
 import { pgPoolFor, type PgPoolOptions } from './database-pg-pool.ts'
 import { loadHookModule, type HookRef } from './on-connect-hooks.ts'
 import { DBVERSION_PATTERN, describeValue, resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from '../connect/connect-options.ts'
@@ -560,7 +560,7 @@ export class Database implements AsyncDisposable {
       return await fn(lease.client)
     } catch (error) {
       broken = !isServerErrorOnly(error)
-      throw mapDatabaseError(error)
+      throw callerError(error)
     } finally {
       await lease.release(broken)
     }
@@ -579,7 +579,21 @@ export class Database implements AsyncDisposable {
       return Promise.reject(error)
     }
     if (current) return current.query<R>(text, values)
+    const executor = this.#executor
+    // The common case, a statement on its own: one connection from the pool for it, and no layers.
+    if (executor && !this.#closed && typeof text === 'string' && !this.#scopes.getStore()?.open) return this.#statement<R>(executor, text, values)
     return this.#onLease((client) => client.query<R>(text as string, values))
+  }
+
+  async #statement<R extends pg.QueryResultRow>(executor: Executor, text: string, values: unknown[] | undefined): Promise<pg.QueryResult<R>> {
+    try {
+      return (await executor.statement(text, values)) as pg.QueryResult<R>
+    } catch (error) {
+      // A switch (become*, changeVersion, setPooling…) retired this pool while the statement waited: on to the new one.
+      const retired = error instanceof PgcrewError && error.code === 'CLOSED' && !this.#closed && this.#executor !== undefined && this.#executor !== executor
+      if (retired) return this.#onLease((client) => client.query<R>(text, values))
+      throw callerError(error)
+    }
   }
 
   /**
@@ -775,10 +789,4 @@ export class Database implements AsyncDisposable {
   [inspect.custom](): string {
     return `Database ${inspect(this.toJSON())}`
   }
-}
-
-/** A server error leaves the connection usable; anything else (socket, timeout) may not have. */
-function isServerErrorOnly(error: unknown): boolean {
-  const mapped = mapDatabaseError(error)
-  return mapped instanceof DatabaseError && !/^(08|57P)/.test(mapped.code)
 }

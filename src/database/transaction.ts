@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from '../errors/database-error.ts'
+import { callerError } from './database-executor.ts'
 
 /** Options of `db.transaction`; only the outermost call may set them. */
 export interface TransactionOptions {
@@ -195,7 +196,7 @@ export class Transaction {
     try {
       return await this.client.query<R>(text as string, values)
     } catch (error) {
-      const mapped = mapDatabaseError(error)
+      const mapped = callerError(error)
       // The statement ran in whichever savepoint is innermost on the server, not necessarily this one.
       if (mapped instanceof DatabaseError) (this.#innermostOpen() ?? this).#failure ??= mapped
       throw mapped
