@@ -71,6 +71,9 @@ export function isServerErrorOnly(error: unknown): boolean {
 
 const noop = (): void => {}
 
+/** What a release that had nothing to wait for returns (no promise made per release). */
+const DONE: Promise<void> = Promise.resolve()
+
 /** A client may go back to the pool only when it is idle, healthy and still in the state we made it. */
 function reusable(client: pg.ClientBase): boolean {
   const c = client as unknown as PgcrewClient
@@ -159,7 +162,7 @@ abstract class LeasingExecutor implements Executor {
       this.#borrowUnlessEnding(reject, (borrowed) => {
         const lease: { client: pg.ClientBase; release(destroy?: boolean): Promise<void> } = { client: borrowed.client, release: undefined as never }
         const finish = this.#lend(borrowed, lease)
-        lease.release = async (destroy = false) => finish(destroy, false)
+        lease.release = (destroy = false) => finish(destroy, false) ?? DONE
         resolve(lease)
       }),
     )

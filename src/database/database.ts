@@ -493,18 +493,29 @@ export class Database implements AsyncDisposable {
    * A connection from the current executor. Work still waiting on a pool that a switch (become*,
    * changeVersion, setPooling…) retired moves on to the new pool; only close() fails it with CLOSED.
    */
-  async #lease(forTransaction = false): Promise<Lease> {
+  #lease(forTransaction = false): Promise<Lease> {
     // Inside db.scope(fn): the scope's own connection.
     const scope = this.#scopes.getStore()
     if (scope?.open) return scope.lease(forTransaction)
+    // Once connected, no async layer of its own: this runs for every transaction.
+    const executor = this.#executor
+    if (executor && !this.#closed) return executor.acquire().catch((error: unknown) => this.#leaseAfter(executor, error))
+    return this.#leaseAfter(undefined, undefined)
+  }
+
+  /** Connect first, or move on to the new executor when a switch retired `failed` while we waited on it. */
+  async #leaseAfter(failed: Executor | undefined, error: unknown): Promise<Lease> {
     for (;;) {
-      // Once connected, skip a round through the microtask queue: this runs for every statement.
-      const executor = this.#executor && !this.#closed ? this.#executor : await this.#executorNow()
+      if (failed) {
+        const retired = error instanceof PgcrewError && error.code === 'CLOSED' && !this.#closed && this.#executor !== undefined && this.#executor !== failed
+        if (!retired) throw error
+      }
+      const executor = await this.#executorNow()
       try {
         return await executor.acquire()
-      } catch (error) {
-        const retired = error instanceof PgcrewError && error.code === 'CLOSED' && !this.#closed && this.#executor !== undefined && this.#executor !== executor
-        if (!retired) throw error
+      } catch (next) {
+        failed = executor
+        error = next
       }
     }
   }

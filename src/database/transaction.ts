@@ -143,9 +143,10 @@ export class Transaction {
   }
 
   /** Called by the Database when the transaction has ended: gives the connection back now, or at the last unpin. */
-  async giveBack(giveBack: (broken: boolean) => Promise<void>): Promise<void> {
+  giveBack(giveBack: (broken: boolean) => Promise<void>): Promise<void> {
     if (this.#pins === 0) return giveBack(this.#pinBroken)
     this.#giveBackLater = giveBack
+    return Promise.resolve()
   }
 
   #root(): Transaction {
