@@ -141,6 +141,24 @@ export class PgcrewClient extends pg.Client {
     super.query(text, values as unknown[], callback)
   }
 
+  /**
+   * One statement as a promise, for pgcrew's own callers: they map a failure in their own async
+   * catch (which gives it their stack), so no second promise here to do it.
+   */
+  run(text: string, values: unknown[] | undefined): Promise<pg.QueryResult> {
+    return new Promise((resolve, reject) => this.statement(text, values, (error, result) => (error ? reject(error) : resolve(result!))))
+  }
+
+  /** A driver error is made in a socket callback: give it the stack of the code awaiting it, as pg's own promise does. */
+  async #withStack(result: Promise<pg.QueryResult>): Promise<pg.QueryResult> {
+    try {
+      return await result
+    } catch (error) {
+      if (error instanceof Error) Error.captureStackTrace(error)
+      throw error
+    }
+  }
+
   override connect(): Promise<pg.Client>
   override connect(callback: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): void
   override connect(callback?: (err: any, c?: any) => void): Promise<pg.Client> | void {
@@ -165,12 +183,8 @@ export class PgcrewClient extends pg.Client {
   }
 
   override query(...args: unknown[]): never {
-    // The common form, query(text[, values]), goes the statement's way with a promise around it.
-    if (typeof args[0] === 'string' && args.length <= 2 && (args[1] === undefined || Array.isArray(args[1]))) {
-      return new Promise<pg.QueryResult>((resolve, reject) =>
-        this.statement(args[0] as string, args[1] as unknown[] | undefined, (error, result) => (error ? reject(error) : resolve(result!))),
-      ) as never
-    }
+    // The common form, query(text[, values]), goes the statement's way.
+    if (typeof args[0] === 'string' && args.length <= 2 && (args[1] === undefined || Array.isArray(args[1]))) return this.#withStack(this.run(args[0], args[1] as unknown[] | undefined)) as never
     const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string } | undefined)?.text
     if (text && TAINTS.test(text)) this.tainted = true
     if (text && FORGETS_STATEMENTS.test(text)) {

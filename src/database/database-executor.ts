@@ -64,6 +64,11 @@ export function callerError(error: unknown): unknown {
   return mapped
 }
 
+/** A statement on a lent client, without the stack-capturing layer of PgcrewClient.query: for callers that map errors with {@link callerError}. */
+export function runOn<R extends pg.QueryResultRow>(client: pg.ClientBase, text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  return (client instanceof PgcrewClient ? client.run(text, values) : client.query(text, values)) as Promise<pg.QueryResult<R>>
+}
+
 /** A server error leaves the connection usable; anything else (socket, timeout) may not have. */
 export function isServerErrorOnly(error: unknown): boolean {
   return (error instanceof DatabaseError || isServerError(error)) && !/^(08|57P)/.test(error.code)

@@ -15,7 +15,7 @@ import { PG_ENV_KEYS, resolveConnectionParams, type ConnectionParams, type Conne
 import { parseConnectionString } from '../connect/connection-string.ts'
 import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from '../errors/database-error.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
-import { callerError, createExecutor, isServerErrorOnly, type Executor, type Lease } from './database-executor.ts'
+import { callerError, createExecutor, isServerErrorOnly, runOn, type Executor, type Lease } from './database-executor.ts'
 import { pgPoolFor, type PgPoolOptions } from './database-pg-pool.ts'
 import { loadHookModule, type HookRef } from './on-connect-hooks.ts'
 import { DBVERSION_PATTERN, describeValue, resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from '../connect/connect-options.ts'
@@ -640,7 +640,7 @@ export class Database implements AsyncDisposable {
     let destroy = false
     let tx: Transaction | undefined
     try {
-      const firstResult = first ? await beginWith(client, begin, first.text, first.values) : (await client.query(begin), undefined)
+      const firstResult = first ? await beginWith(client, begin, first.text, first.values) : (await runOn(client, begin), undefined)
       tx = new Transaction(client, 0, undefined, this.#scope)
       const current = tx
       const result = await this.#context.run(current, () => fn(current, firstResult))
@@ -650,7 +650,7 @@ export class Database implements AsyncDisposable {
       if (tx.lostWork) throw new PgcrewError('TRANSACTION_INTERLEAVED', `rolled back: ${tx.lostWork}`)
       // A COMMIT of a failed transaction answers "ROLLBACK". (The client's transaction status is no
       // guide here: the ReadyForQuery that reports 'E' may not have arrived yet.)
-      const commit = await client.query('COMMIT')
+      const commit = await runOn(client, 'COMMIT')
       if (commit.command === 'ROLLBACK') {
         throw new InFailedSqlTransaction(
           '25P02',

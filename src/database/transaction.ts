@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from '../errors/database-error.ts'
-import { callerError } from './database-executor.ts'
+import { callerError, runOn } from './database-executor.ts'
 
 /** Options of `db.transaction`; only the outermost call may set them. */
 export interface TransactionOptions {
@@ -195,7 +195,7 @@ export class Transaction {
   async query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
     this.noteUse()
     try {
-      return await this.client.query<R>(text as string, values)
+      return await (typeof text === 'string' ? runOn<R>(this.client, text, values) : this.client.query<R>(text, values))
     } catch (error) {
       const mapped = callerError(error)
       // The statement ran in whichever savepoint is innermost on the server, not necessarily this one.
