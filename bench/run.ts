@@ -238,7 +238,7 @@ async function main(): Promise<void> {
     if (ONLY.has('statements')) {
       say(`## Statement level (${STATEMENT_MS} ms per measurement, one async loop per connection)`)
       say()
-      say('| statement | connections | pgcrew db.query/transaction /s | pg.Pool /s | postgres.js /s | pgcrew vs pg.Pool | pgcrew vs postgres.js |')
+      say('| statement | connections | pgcrew db.query/transaction /s | pg.Pool (named statements) /s | postgres.js /s | pgcrew vs pg.Pool | pgcrew vs postgres.js |')
       say('|---|---:|---:|---:|---:|---:|---:|')
       for (const connections of [4, 8]) {
         const sidesDb = await openSides(url.href, connections)

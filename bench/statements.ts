@@ -1,4 +1,7 @@
 // Statement level: pgcrew's Database against a raw pg.Pool and postgres.js, same statements, same connections.
+// Like with like: pgcrew runs statements with parameters as named prepared statements (its default,
+// prepareStatements), postgres.js with { prepare: true }, so the pg.Pool side names its statements too;
+// statements without parameters (SELECT 1, BEGIN, COMMIT) go unnamed on pgcrew and pg.Pool alike.
 import pg from 'pg'
 import postgres from 'postgres'
 import { Database } from '../src/database/database.ts'
@@ -37,7 +40,7 @@ function step(s: StatementSides, client: Client, kind: StatementKind, id: number
   }
   if (kind === 'point read') {
     if (client === 'pgcrew') return s.pgcrew.query(READ_SQL, [id])
-    if (client === 'pg.Pool') return s.pool.query(READ_SQL, [id])
+    if (client === 'pg.Pool') return s.pool.query({ name: 'bench_read', text: READ_SQL, values: [id] })
     return s.sql.unsafe(READ_SQL, [id], { prepare: true })
   }
   if (client === 'pgcrew') return s.pgcrew.transaction((tx) => tx.query(UPDATE_SQL, [id]))
@@ -46,7 +49,7 @@ function step(s: StatementSides, client: Client, kind: StatementKind, id: number
       const c = await s.pool.connect()
       try {
         await c.query('BEGIN')
-        await c.query(UPDATE_SQL, [id])
+        await c.query({ name: 'bench_update', text: UPDATE_SQL, values: [id] })
         await c.query('COMMIT')
         c.release()
       } catch (error) {

@@ -53,6 +53,12 @@ const FORGETS_STATEMENTS = /^\s*(discard\s+all|deallocate\s+(prepare\s+)?all)\s*
  */
 const STALE_STATEMENT = new Set(['26000', '0A000'])
 
+/** Statements that change the session's role or read-only default: such a session is not the login's any more. */
+const TAINTS = /^\s*(set\s+(session\s+)?(role|session\s+authorization)|reset\s+(role|session\s+authorization)|set\s+default_transaction_read_only)\b/i
+
+/** How {@link PgcrewClient.statement} reports: pg's error as it is, or the result. */
+export type StatementCallback = (error: Error | null, result?: pg.QueryResult) => void
+
 type WireConnection = { parsedStatements: Record<string, string>; submittedNamedStatements: Record<string, string> }
 
 /** A pg.Client that runs the onConnect hooks and notices when it can no longer be shared safely. */
@@ -95,34 +101,62 @@ export class PgcrewClient extends pg.Client {
    * then only bound and executed. A stale statement gets a fresh name; outside a transaction the
    * statement is sent again once (it did not run), inside one the error stands (the transaction failed).
    */
-  #named(text: string, values: unknown[], retried = false): Promise<pg.QueryResult> {
+  #named(text: string, values: unknown[], callback: StatementCallback, retried: boolean): void {
     let name = this.#names.get(text)
     if (name === undefined) {
-      if (this.#names.size >= MAX_NAMED_STATEMENTS) return super.query(text, values)
+      if (this.#names.size >= MAX_NAMED_STATEMENTS) return void super.query(text, values, callback)
       name = statementName(text)
       this.#names.set(text, name)
     }
     const autocommit = this.getTransactionStatus() === 'I'
-    return this.#send(name, text, values).catch((error: unknown) => {
-      if (!STALE_STATEMENT.has((error as { code?: string }).code ?? '')) throw error
+    // Built from the text, not from a config object: given one, pg's Query copies it with
+    // getOwnPropertyDescriptors (~1.7 µs, on every statement).
+    const query = new pg.Query(text, values) as pg.Query & { name?: string; callback?: StatementCallback }
+    query.name = name
+    query.callback = (error, result) => {
+      if (!error || !STALE_STATEMENT.has((error as { code?: string }).code ?? '')) return callback(error, result)
       this.#names.set(text, `${statementName(text)}_${++this.#generation}`)
-      if (!autocommit || retried) throw error
-      return this.#named(text, values, true)
-    })
+      if (!autocommit || retried) return callback(error)
+      this.#named(text, values, callback, true)
+    }
+    super.query(query as never)
   }
 
   /**
-   * A named statement as pg would run `query({ name, text, values })`, but built from the text: given
-   * a config object, pg's Query copies it with getOwnPropertyDescriptors (~1.7 µs, on every statement).
+   * One statement, its result to `callback`: what query(text, values) does, without the promises pg
+   * and an async wrapper would add (db.query outside a transaction runs this, once per statement).
    */
-  #send(name: string, text: string, values: unknown[]): Promise<pg.QueryResult> {
-    const query = new pg.Query(text, values) as pg.Query & { name?: string; callback?: (error: Error | null, result: pg.QueryResult) => void }
-    query.name = name
-    const result = new Promise<pg.QueryResult>((resolve, reject) => {
-      query.callback = (error, res) => (error ? reject(error) : resolve(res))
-    })
-    super.query(query as never)
-    return result
+  statement(text: string, values: unknown[] | undefined, callback: StatementCallback): void {
+    // SET ROLE to a non-superuser reports nothing to the client, so look at the statement itself.
+    if (TAINTS.test(text)) this.tainted = true
+    if (this.#prepare && Array.isArray(values)) return this.#named(text, values, callback, false)
+    if (FORGETS_STATEMENTS.test(text)) {
+      // Queued behind it, a statement must be parsed again; finished before it, it is gone once it has run.
+      this.#forgetStatements()
+      return void super.query(text, values as unknown[], (error: Error | null, result: pg.QueryResult) => {
+        this.#forgetStatements()
+        callback(error, result)
+      })
+    }
+    super.query(text, values as unknown[], callback)
+  }
+
+  /**
+   * One statement as a promise, for pgcrew's own callers: they map a failure in their own async
+   * catch (which gives it their stack), so no second promise here to do it.
+   */
+  run(text: string, values: unknown[] | undefined): Promise<pg.QueryResult> {
+    return new Promise((resolve, reject) => this.statement(text, values, (error, result) => (error ? reject(error) : resolve(result!))))
+  }
+
+  /** A driver error is made in a socket callback: give it the stack of the code awaiting it, as pg's own promise does. */
+  async #withStack(result: Promise<pg.QueryResult>): Promise<pg.QueryResult> {
+    try {
+      return await result
+    } catch (error) {
+      if (error instanceof Error) Error.captureStackTrace(error)
+      throw error
+    }
   }
 
   override connect(): Promise<pg.Client>
@@ -149,12 +183,11 @@ export class PgcrewClient extends pg.Client {
   }
 
   override query(...args: unknown[]): never {
+    // The common form, query(text[, values]), goes the statement's way.
+    if (typeof args[0] === 'string' && args.length <= 2 && (args[1] === undefined || Array.isArray(args[1]))) return this.#withStack(this.run(args[0], args[1] as unknown[] | undefined)) as never
     const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string } | undefined)?.text
-    // SET ROLE to a non-superuser reports nothing to the client, so look at the statement itself.
-    if (text && /^\s*(set\s+(session\s+)?(role|session\s+authorization)|reset\s+(role|session\s+authorization)|set\s+default_transaction_read_only)\b/i.test(text)) this.tainted = true
-    if (this.#prepare && typeof args[0] === 'string' && Array.isArray(args[1]) && args.length === 2) return this.#named(args[0], args[1]) as never
+    if (text && TAINTS.test(text)) this.tainted = true
     if (text && FORGETS_STATEMENTS.test(text)) {
-      // Queued behind it, a statement must be parsed again; finished before it, it is gone once it has run.
       this.#forgetStatements()
       const result = (super.query as (...a: unknown[]) => unknown)(...args)
       if (result instanceof Promise) return result.finally(() => this.#forgetStatements()) as never

@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import Pool from 'pg-pool'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
+import { DatabaseError, isServerError, mapDatabaseError } from '../errors/database-error.ts'
 import type { Pooling } from '../connect/connect-options.ts'
 import { clientConfig, connectClient, PgcrewClient, type ClientSpec } from '../connect/connect-client.ts'
 
@@ -17,6 +18,11 @@ export interface Executor {
   readonly pooling: Pooling
   readonly spec: ClientSpec
   acquire(): Promise<Lease>
+  /**
+   * One statement on a connection of its own, given back before the promise settles (destroyed when
+   * the statement broke it). Rejects with the driver's error as it is: the caller maps it.
+   */
+  statement(text: string, values: unknown[] | undefined): Promise<pg.QueryResult>
   /** Connections open right now (idle + busy). */
   readonly totalCount: number
   /**
@@ -39,7 +45,39 @@ export interface PoolSettings {
 /** How a borrowed client goes back: reused, destroyed politely, or cut off (`force`: no round trip). */
 type GiveBack = (destroy: boolean, force: boolean) => Promise<void> | void
 
+interface Borrowed {
+  client: pg.ClientBase
+  giveBack: GiveBack
+}
+
+/** How borrowNow() hands over a connection, or why there is none. */
+type BorrowCallback = (error: Error | undefined, borrowed?: Borrowed) => void
+
+/**
+ * A failed statement's error as the caller sees it: a server error as its typed DatabaseError, and a
+ * driver error (made in a socket callback) with the stack of the code awaiting it, as pg's own
+ * promise gives it. Call it in the awaiting async function's catch.
+ */
+export function callerError(error: unknown): unknown {
+  const mapped = mapDatabaseError(error)
+  if (mapped === error && error instanceof Error && !(error instanceof PgcrewError)) Error.captureStackTrace(error)
+  return mapped
+}
+
+/** A statement on a lent client, without the stack-capturing layer of PgcrewClient.query: for callers that map errors with {@link callerError}. */
+export function runOn<R extends pg.QueryResultRow>(client: pg.ClientBase, text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  return (client instanceof PgcrewClient ? client.run(text, values) : client.query(text, values)) as Promise<pg.QueryResult<R>>
+}
+
+/** A server error leaves the connection usable; anything else (socket, timeout) may not have. */
+export function isServerErrorOnly(error: unknown): boolean {
+  return (error instanceof DatabaseError || isServerError(error)) && !/^(08|57P)/.test(error.code)
+}
+
 const noop = (): void => {}
+
+/** What a release that had nothing to wait for returns (no promise made per release). */
+const DONE: Promise<void> = Promise.resolve()
 
 /** A client may go back to the pool only when it is idle, healthy and still in the state we made it. */
 function reusable(client: pg.ClientBase): boolean {
@@ -60,7 +98,7 @@ function closing(): PgcrewError {
 abstract class LeasingExecutor implements Executor {
   abstract readonly pooling: Pooling
   abstract readonly totalCount: number
-  readonly #leases = new Map<Lease, GiveBack>()
+  readonly #leases = new Map<object, GiveBack>()
   #drained: (() => void) | undefined
   #ending = false
   /**
@@ -75,42 +113,85 @@ abstract class LeasingExecutor implements Executor {
   protected abstract borrow(): Promise<{ client: pg.ClientBase; giveBack: GiveBack }>
   protected abstract shutdown(): Promise<void>
 
-  async acquire(): Promise<Lease> {
-    if (this.#ending) throw closing()
-    const borrowing = this.borrow()
-    let borrowed: { client: pg.ClientBase; giveBack: GiveBack }
-    let stop: ((error: Error) => void) | undefined
-    try {
-      borrowed = await new Promise((resolve, reject) => {
-        stop = reject
-        this.#waiters.add(reject)
-        borrowing.then(resolve, reject)
-      })
-    } catch (error) {
-      // end() started while we waited: whatever arrives later goes straight back, destroyed.
-      if (this.#ending) borrowing.then((b) => b.giveBack(true, true), noop)
-      throw error
-    } finally {
-      this.#waiters.delete(stop!)
-    }
-    const { client, giveBack } = borrowed
-    const onError = noop
-    // A lent client has no pool listener: keep a server-side kill from becoming an uncaught error.
-    client.on('error', onError)
+  /**
+   * Borrow a connection and hand it to `callback`. Callback-style so that acquire() and statement()
+   * make one promise each: an async layer per step costs a promise and a microtask turn per statement.
+   */
+  protected borrowNow(callback: BorrowCallback): void {
+    this.borrow().then(
+      (borrowed) => callback(undefined, borrowed),
+      (error: Error) => callback(error),
+    )
+  }
+
+  /** Wait for a connection; end() fails the wait, and what arrives after that goes straight back, destroyed. */
+  #borrowUnlessEnding(onError: (error: Error) => void, onBorrowed: (borrowed: Borrowed) => void): void {
+    if (this.#ending) return onError(closing())
+    this.#waiters.add(onError)
+    this.borrowNow((error, borrowed) => {
+      const waiting = this.#waiters.delete(onError)
+      if (error) return onError(error)
+      if (!waiting) return void Promise.resolve(borrowed!.giveBack(true, true)).catch(noop)
+      onBorrowed(borrowed!)
+    })
+  }
+
+  /** Count a borrowed client as lent until `finish` gives it back (or end() forces it back). */
+  #lend({ client, giveBack }: Borrowed, key: object): (destroy: boolean, force: boolean) => Promise<void> | void {
+    // A PgcrewClient keeps a no-op 'error' listener for life; another client lent has no pool listener,
+    // and a server-side kill must not become an uncaught error.
+    const onError = client instanceof PgcrewClient ? undefined : noop
+    if (onError) client.on('error', onError)
     let released = false
-    const finish = async (destroy: boolean, force: boolean): Promise<void> => {
+    const finish = (destroy: boolean, force: boolean): Promise<void> | void => {
       if (released) return
       released = true
-      this.#leases.delete(lease)
+      this.#leases.delete(key)
       // A cut-off socket still emits 'error' later: keep the no-op listener on a forced release.
       if (force) cutOff(client)
-      else client.removeListener('error', onError)
-      await giveBack(destroy || !reusable(client), force)
-      if (this.#leases.size === 0) this.#drained?.()
+      else if (onError) client.removeListener('error', onError)
+      const back = giveBack(destroy || !reusable(client), force)
+      if (back === undefined) return void this.#maybeDrained()
+      return back.then(() => this.#maybeDrained())
     }
-    const lease: Lease = { client, release: (destroy = false) => finish(destroy, false) }
-    this.#leases.set(lease, (destroy, force) => finish(destroy, force))
-    return lease
+    this.#leases.set(key, (destroy, force) => Promise.resolve(finish(destroy, force)))
+    return finish
+  }
+
+  #maybeDrained(): void {
+    if (this.#leases.size === 0) this.#drained?.()
+  }
+
+  acquire(): Promise<Lease> {
+    return new Promise<Lease>((resolve, reject) =>
+      this.#borrowUnlessEnding(reject, (borrowed) => {
+        const lease: { client: pg.ClientBase; release(destroy?: boolean): Promise<void> } = { client: borrowed.client, release: undefined as never }
+        const finish = this.#lend(borrowed, lease)
+        lease.release = (destroy = false) => finish(destroy, false) ?? DONE
+        resolve(lease)
+      }),
+    )
+  }
+
+  statement(text: string, values: unknown[] | undefined): Promise<pg.QueryResult> {
+    return new Promise<pg.QueryResult>((resolve, reject) =>
+      this.#borrowUnlessEnding(reject, (borrowed) => {
+        const client = borrowed.client as PgcrewClient
+        const finish = this.#lend(borrowed, client)
+        // Given back before the caller hears of the result, as with acquire() and release().
+        const settle = (error: Error | null, result?: pg.QueryResult): void => {
+          const back = finish(error !== null && !isServerErrorOnly(error), false)
+          const report = error ? () => reject(error) : () => resolve(result!)
+          if (back === undefined) report()
+          else back.then(report, report)
+        }
+        try {
+          client.statement(text, values, settle)
+        } catch (error) {
+          settle(error as Error)
+        }
+      }),
+    )
   }
 
   /** Called as end() starts: give up on anything still waiting for a connection. */
@@ -118,7 +199,11 @@ abstract class LeasingExecutor implements Executor {
 
   async end(graceMillis: number): Promise<number> {
     this.#ending = true
-    for (const stop of [...this.#waiters]) stop(closing())
+    for (const stop of [...this.#waiters]) {
+      // Forgotten first: a connection that still arrives for it goes straight back, destroyed.
+      this.#waiters.delete(stop)
+      stop(closing())
+    }
     this.onEnding()
     let forced = 0
     if (this.#leases.size > 0) {
@@ -165,6 +250,12 @@ class PooledExecutor extends LeasingExecutor {
 
   get totalCount(): number {
     return this.#pool.totalCount
+  }
+
+  protected override borrowNow(callback: BorrowCallback): void {
+    if (this.settings.prePing) return super.borrowNow(callback)
+    // pg-pool's callback form: no promise of its own.
+    this.#pool.connect((error, client) => (error ? callback(error) : callback(undefined, { client: client!, giveBack: (destroy) => client!.release(destroy ? true : undefined) })))
   }
 
   protected async borrow(): Promise<{ client: pg.ClientBase; giveBack: GiveBack }> {

@@ -15,7 +15,7 @@ import { PG_ENV_KEYS, resolveConnectionParams, type ConnectionParams, type Conne
 import { parseConnectionString } from '../connect/connection-string.ts'
 import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from '../errors/database-error.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
-import { createExecutor, type Executor, type Lease } from './database-executor.ts'
+import { callerError, createExecutor, isServerErrorOnly, runOn, type Executor, type Lease } from './database-executor.ts'
 import { pgPoolFor, type PgPoolOptions } from './database-pg-pool.ts'
 import { loadHookModule, type HookRef } from './on-connect-hooks.ts'
 import { DBVERSION_PATTERN, describeValue, resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from '../connect/connect-options.ts'
@@ -493,18 +493,29 @@ export class Database implements AsyncDisposable {
    * A connection from the current executor. Work still waiting on a pool that a switch (become*,
    * changeVersion, setPooling…) retired moves on to the new pool; only close() fails it with CLOSED.
    */
-  async #lease(forTransaction = false): Promise<Lease> {
+  #lease(forTransaction = false): Promise<Lease> {
     // Inside db.scope(fn): the scope's own connection.
     const scope = this.#scopes.getStore()
     if (scope?.open) return scope.lease(forTransaction)
+    // Once connected, no async layer of its own: this runs for every transaction.
+    const executor = this.#executor
+    if (executor && !this.#closed) return executor.acquire().catch((error: unknown) => this.#leaseAfter(executor, error))
+    return this.#leaseAfter(undefined, undefined)
+  }
+
+  /** Connect first, or move on to the new executor when a switch retired `failed` while we waited on it. */
+  async #leaseAfter(failed: Executor | undefined, error: unknown): Promise<Lease> {
     for (;;) {
-      // Once connected, skip a round through the microtask queue: this runs for every statement.
-      const executor = this.#executor && !this.#closed ? this.#executor : await this.#executorNow()
+      if (failed) {
+        const retired = error instanceof PgcrewError && error.code === 'CLOSED' && !this.#closed && this.#executor !== undefined && this.#executor !== failed
+        if (!retired) throw error
+      }
+      const executor = await this.#executorNow()
       try {
         return await executor.acquire()
-      } catch (error) {
-        const retired = error instanceof PgcrewError && error.code === 'CLOSED' && !this.#closed && this.#executor !== undefined && this.#executor !== executor
-        if (!retired) throw error
+      } catch (next) {
+        failed = executor
+        error = next
       }
     }
   }
@@ -560,7 +571,7 @@ export class Database implements AsyncDisposable {
       return await fn(lease.client)
     } catch (error) {
       broken = !isServerErrorOnly(error)
-      throw mapDatabaseError(error)
+      throw callerError(error)
     } finally {
       await lease.release(broken)
     }
@@ -579,7 +590,21 @@ export class Database implements AsyncDisposable {
       return Promise.reject(error)
     }
     if (current) return current.query<R>(text, values)
+    const executor = this.#executor
+    // The common case, a statement on its own: one connection from the pool for it, and no layers.
+    if (executor && !this.#closed && typeof text === 'string' && !this.#scopes.getStore()?.open) return this.#statement<R>(executor, text, values)
     return this.#onLease((client) => client.query<R>(text as string, values))
+  }
+
+  async #statement<R extends pg.QueryResultRow>(executor: Executor, text: string, values: unknown[] | undefined): Promise<pg.QueryResult<R>> {
+    try {
+      return (await executor.statement(text, values)) as pg.QueryResult<R>
+    } catch (error) {
+      // A switch (become*, changeVersion, setPooling…) retired this pool while the statement waited: on to the new one.
+      const retired = error instanceof PgcrewError && error.code === 'CLOSED' && !this.#closed && this.#executor !== undefined && this.#executor !== executor
+      if (retired) return this.#onLease((client) => client.query<R>(text, values))
+      throw callerError(error)
+    }
   }
 
   /**
@@ -615,7 +640,7 @@ export class Database implements AsyncDisposable {
     let destroy = false
     let tx: Transaction | undefined
     try {
-      const firstResult = first ? await beginWith(client, begin, first.text, first.values) : (await client.query(begin), undefined)
+      const firstResult = first ? await beginWith(client, begin, first.text, first.values) : (await runOn(client, begin), undefined)
       tx = new Transaction(client, 0, undefined, this.#scope)
       const current = tx
       const result = await this.#context.run(current, () => fn(current, firstResult))
@@ -625,7 +650,7 @@ export class Database implements AsyncDisposable {
       if (tx.lostWork) throw new PgcrewError('TRANSACTION_INTERLEAVED', `rolled back: ${tx.lostWork}`)
       // A COMMIT of a failed transaction answers "ROLLBACK". (The client's transaction status is no
       // guide here: the ReadyForQuery that reports 'E' may not have arrived yet.)
-      const commit = await client.query('COMMIT')
+      const commit = await runOn(client, 'COMMIT')
       if (commit.command === 'ROLLBACK') {
         throw new InFailedSqlTransaction(
           '25P02',
@@ -775,10 +800,4 @@ export class Database implements AsyncDisposable {
   [inspect.custom](): string {
     return `Database ${inspect(this.toJSON())}`
   }
-}
-
-/** A server error leaves the connection usable; anything else (socket, timeout) may not have. */
-function isServerErrorOnly(error: unknown): boolean {
-  const mapped = mapDatabaseError(error)
-  return mapped instanceof DatabaseError && !/^(08|57P)/.test(mapped.code)
 }

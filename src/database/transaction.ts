@@ -1,6 +1,7 @@
 import type pg from 'pg'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from '../errors/database-error.ts'
+import { callerError, runOn } from './database-executor.ts'
 
 /** Options of `db.transaction`; only the outermost call may set them. */
 export interface TransactionOptions {
@@ -142,9 +143,10 @@ export class Transaction {
   }
 
   /** Called by the Database when the transaction has ended: gives the connection back now, or at the last unpin. */
-  async giveBack(giveBack: (broken: boolean) => Promise<void>): Promise<void> {
+  giveBack(giveBack: (broken: boolean) => Promise<void>): Promise<void> {
     if (this.#pins === 0) return giveBack(this.#pinBroken)
     this.#giveBackLater = giveBack
+    return Promise.resolve()
   }
 
   #root(): Transaction {
@@ -193,9 +195,9 @@ export class Transaction {
   async query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
     this.noteUse()
     try {
-      return await this.client.query<R>(text as string, values)
+      return await (typeof text === 'string' ? runOn<R>(this.client, text, values) : this.client.query<R>(text, values))
     } catch (error) {
-      const mapped = mapDatabaseError(error)
+      const mapped = callerError(error)
       // The statement ran in whichever savepoint is innermost on the server, not necessarily this one.
       if (mapped instanceof DatabaseError) (this.#innermostOpen() ?? this).#failure ??= mapped
       throw mapped

@@ -68,10 +68,19 @@ describe('closing and switching', () => {
       try {
         await using db = new Database({ connectionString: url, env: cleanEnv(), pooling, max: 1, applicationName: `switch-queued-${pooling}` })
         await db.connect()
-        const busy = db.query('SELECT pg_sleep(0.3)')
-        assert.ok(await sleeping(`switch-queued-${pooling}`))
+        // The only connection stays busy until the switch is done, however long the switch takes.
+        let holding!: () => void
+        let release!: () => void
+        const held = new Promise<void>((resolve) => (holding = resolve))
+        const busy = db.transaction(async (tx) => {
+          await tx.query('SELECT 1')
+          holding()
+          await new Promise<void>((resolve) => (release = resolve))
+        })
+        await held
         const queued = db.query('SELECT current_database() AS d') // waits: max is 1
         await db.changeVersion('2')
+        release()
         await busy
         assert.equal((await queued).rows[0].d, `${dbname}_2`)
         // A steady stream of transactions across switches back and forth: none fails.

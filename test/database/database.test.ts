@@ -416,3 +416,30 @@ describe('what a Database shows', () => {
     }
   })
 })
+
+describe('a failed statement', () => {
+  test("the driver's error, caught on a borrowed client, has the stack of the code that awaited it", async () => {
+    await using db = open({ user: owner.name })
+    let caught: Error | undefined
+    await db.withClient(async function codeThatAwaitsTheStatement(client) {
+      try {
+        await client.query('SELECT 1/0')
+      } catch (error) {
+        caught = error as Error
+      }
+    })
+    assert.equal((caught as { code?: string } | undefined)?.code, '22012')
+    assert.match(caught!.stack ?? '', /codeThatAwaitsTheStatement/)
+  })
+
+  test('db.query and tx.query reject with the typed error, and a server error leaves the connection in the pool', async () => {
+    await using db = open({ user: owner.name, max: 1 })
+    const pid = (await db.query('SELECT pg_backend_pid() AS pid')).rows[0].pid
+    const viaQuery = await db.query('SELECT 1/0').catch((error: Error) => error)
+    assert.ok(viaQuery instanceof DatabaseError && viaQuery.code === '22012', String(viaQuery))
+    const viaTx = await db.transaction((tx) => tx.query('SELECT 1/$1::int', [0])).catch((error: Error) => error)
+    assert.ok(viaTx instanceof DatabaseError && viaTx.code === '22012', String(viaTx))
+    // A server error leaves the connection usable: it is not thrown away.
+    assert.equal((await db.query('SELECT pg_backend_pid() AS pid')).rows[0].pid, pid)
+  })
+})
