@@ -10,8 +10,9 @@ import type { RunObserver } from '../pipeline/pipeline.ts'
 import { openStore, type Store } from '../store/store.ts'
 import { hashKey } from '../toolkit/advisory-lock.ts'
 import { qname } from '../toolkit/quote.ts'
-import { newLockKey, runSessionName, statusOf, type RunEnded, type RunStarted } from './run-record.ts'
+import { newLockKey, runSessionName, statusOf, type RunEnded, type RunSlowest, type RunStarted } from './run-record.ts'
 import { RunSampler } from './run-samples.ts'
+import { SlowestTasks } from './slowest-tasks.ts'
 
 /** Options of the run history; every field is optional. Defaults: {@link HISTORY_DEFAULTS}. */
 export interface HistoryOptions {
@@ -23,9 +24,11 @@ export interface HistoryOptions {
   maxSamples?: number
   /** Most failure events per run (the ledger keeps every failure; the events show when they came). Default 1000. */
   failureEvents?: number
+  /** How many of the slowest tasks are kept (in memory, written with the samples and the end). Default 20. */
+  slowestTasks?: number
 }
 
-export const HISTORY_DEFAULTS = Object.freeze({ schema: 'pgcrew', sampleMillis: 1000, maxSamples: 3600, failureEvents: 1000 })
+export const HISTORY_DEFAULTS = Object.freeze({ schema: 'pgcrew', sampleMillis: 1000, maxSamples: 3600, failureEvents: 1000, slowestTasks: 20 })
 
 /** The index a run's samples are read by (the store's own index is by series and time, across sessions). */
 async function ensureHistoryIndex(store: Store): Promise<void> {
@@ -44,6 +47,26 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
   let session: number | undefined
   let failureEvents = 0
   let events: Promise<unknown> = Promise.resolve()
+  const slowest = new SlowestTasks(o.slowestTasks)
+  let slowestMessage: number | undefined
+  let slowestWrites: Promise<void> = Promise.resolve()
+  // With every sample, so a run that crashes still has the slowest tasks of its last second.
+  const writeSlowest = (): Promise<void> => {
+    if (!store || session === undefined || !slowest.changed) return slowestWrites
+    const s = store
+    const id = session
+    const message: RunSlowest = { kind: 'slowest', tasks: slowest.take() }
+    slowestWrites = slowestWrites.then(async () => {
+      try {
+        if (slowestMessage === undefined) slowestMessage = (await s.session(id).queue(message)).id
+        else await s.db.query(`UPDATE ${qname(s.schema, 'session_messages')} SET message = $2::jsonb WHERE id = $1`, [slowestMessage, JSON.stringify(message)])
+      } catch {
+        // Lost to an outage: the next sample writes the list again (it is whole each time).
+        slowest.touch()
+      }
+    })
+    return slowestWrites
+  }
   const event = (description: string, severity: 'info' | 'warning' | 'error', data: unknown): void => {
     if (!store || session === undefined) return
     const s = store
@@ -85,6 +108,7 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
             done: l.done,
             retried: l.retried,
           })
+        sampler.onSampled = writeSlowest
         sampler.start()
         return { runId: session }
       } catch (error) {
@@ -94,6 +118,9 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
         observer.runId = undefined
         return { note: `the run history is not recorded: ${error instanceof Error ? error.message : String(error)}` }
       }
+    },
+    finishedTask(key, millis, workerId) {
+      slowest.add(key, millis, workerId)
     },
     failed(failure) {
       if (failureEvents++ >= o.failureEvents) return
@@ -109,6 +136,7 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
       if (!store || session === undefined) return
       try {
         await sampler?.stop()
+        await writeSlowest()
         if (summary?.stopReason) event(summary.stopReason, 'error', { kind: 'stopped' })
         if (failureEvents > o.failureEvents) event(`${failureEvents - o.failureEvents} more failures are not logged as events (the ledger has them all)`, 'warning', { kind: 'failures-not-logged' })
         await events
