@@ -10,6 +10,7 @@ import type { RunObserver } from '../pipeline/pipeline.ts'
 import { openStore, type Store } from '../store/store.ts'
 import { hashKey } from '../toolkit/advisory-lock.ts'
 import { qname } from '../toolkit/quote.ts'
+import { RETRY_DEFAULTS, withConnectionRetry } from '../database/connection-retry.ts'
 import { newLockKey, runSessionName, statusOf, type RunEnded, type RunSlowest, type RunStarted } from './run-record.ts'
 import { RunSampler } from './run-samples.ts'
 import { SlowestTasks } from './slowest-tasks.ts'
@@ -29,6 +30,9 @@ export interface HistoryOptions {
 }
 
 export const HISTORY_DEFAULTS = Object.freeze({ schema: 'pgcrew', sampleMillis: 1000, maxSamples: 3600, failureEvents: 1000, slowestTasks: 20 })
+
+/** A write of the history that must not be lost to an outage: retried for as long as a task would be. */
+const patiently = <T>(fn: () => Promise<T>): Promise<T> => withConnectionRetry(fn, { windowMillis: RETRY_DEFAULTS.windowMillis })
 
 /** The index a run's samples are read by (the store's own index is by series and time, across sessions). */
 async function ensureHistoryIndex(store: Store): Promise<void> {
@@ -67,11 +71,16 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
     })
     return slowestWrites
   }
+  // An event keeps the time it happened, and waits out an outage (the one it may be about: "server
+  // unreachable" is logged while the server is away), one after another in order.
   const event = (description: string, severity: 'info' | 'warning' | 'error', data: unknown): void => {
     if (!store || session === undefined) return
     const s = store
     const id = session
-    events = events.then(() => s.logEvent(description, { severity, data, session: id }).catch(() => {}))
+    const at = new Date()
+    const insert = () =>
+      s.db.query(`INSERT INTO ${qname(s.schema, 'events')} (at, severity, description, data, session_id) VALUES ($1, $2, $3, $4::jsonb, $5)`, [at, severity, description, JSON.stringify(data), id])
+    events = events.then(() => patiently(insert).catch(() => {}))
   }
 
   const observer: RunObserver & { runId?: number } = {
@@ -146,8 +155,10 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
           summary: summary ?? null,
           reason: summary?.stopReason ?? (error ? (error instanceof Error ? error.message : String(error)) : null),
         }
-        await store.session(session).queue(ended)
-        await store.stopSession(session)
+        const s = store
+        const id = session
+        await patiently(() => s.session(id).queue(ended))
+        await patiently(() => s.stopSession(id))
       } finally {
         // Released only after the end is written: a free lock with no end means the process died.
         await lock?.release().catch(() => {})
