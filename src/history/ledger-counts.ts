@@ -14,13 +14,14 @@
 // relfilenode and starts over. What it cannot see: done rows deleted or edited by hand
 // (`ledgerCounts(…, { recount: true })` / `pgcrew status --recount` counts all over again).
 import type { Database } from '../database/database.ts'
+import { DatabaseError } from '../errors/database-error.ts'
 import type { Transaction } from '../database/transaction.ts'
 import { hashKey } from '../toolkit/advisory-lock.ts'
 import { qname } from '../toolkit/quote.ts'
 
 /** How far back a new seal point is taken, in seconds (see above). */
 const SEAL_MARGIN_SECONDS = 10
-/** How long status waits for the transactions running now to end, so it can seal at once. */
+/** How long the first status of a pipeline waits for the transactions running now to end, to seal at once. */
 const SEAL_WAIT_MILLIS = 200
 
 type SealRow = { relfile: string; sealed_at: Date | null; done: string; candidate_at: Date | null; candidate_vxids: string[] | null }
@@ -30,8 +31,12 @@ const sealTable = (schema: string): string => qname(schema, 'ledger_seals')
 /** The table of seals, in the history's schema; false when this role may not have it (status then counts every row). */
 async function ensureSealTable(db: Database, schema: string): Promise<boolean> {
   try {
-    const { rows } = await db.query<{ ok: boolean }>("SELECT to_regclass($1) IS NOT NULL AND has_table_privilege(to_regclass($1), 'SELECT, INSERT, UPDATE, DELETE') AS ok", [sealTable(schema)])
-    if (rows[0]!.ok) return true
+    const { rows } = await db.query<{ exists: boolean; ok: boolean }>(
+      `SELECT r IS NOT NULL AS exists, r IS NOT NULL AND has_table_privilege(r, 'SELECT') AND has_table_privilege(r, 'INSERT') AND has_table_privilege(r, 'UPDATE') AS ok
+         FROM to_regclass($1) AS r`,
+      [sealTable(schema)],
+    )
+    if (rows[0]!.exists) return rows[0]!.ok
     await db.transaction(async (tx) => {
       await tx.query('SELECT pg_advisory_xact_lock($1)', [hashKey(`pgcrew.history:${schema}`).toString()])
       await tx.query(`CREATE SCHEMA IF NOT EXISTS ${qname(schema)}`)
@@ -51,14 +56,23 @@ async function ensureSealTable(db: Database, schema: string): Promise<boolean> {
 async function runningNow(tx: Transaction): Promise<{ at: Date; vxids: string[] }> {
   const at = (await tx.query<{ at: Date }>(`SELECT clock_timestamp() - interval '${SEAL_MARGIN_SECONDS} seconds' AS at`)).rows[0]!.at
   const { rows } = await tx.query<{ vxids: string[] }>(
-    "SELECT coalesce(array_agg(virtualxid), '{}') AS vxids FROM pg_locks WHERE locktype = 'virtualxid' AND granted AND pid IS DISTINCT FROM pg_backend_pid()",
+    // Autovacuum writes no ledger rows: a long vacuum of the ledger itself does not hold the seal back.
+    // A prepared transaction (two-phase commit) has no virtual id any more: it is waited for by its xid.
+    `SELECT ARRAY(SELECT virtualxid FROM pg_locks
+                   WHERE locktype = 'virtualxid' AND granted AND pid <> pg_backend_pid()
+                     AND pid NOT IN (SELECT pid FROM pg_stat_activity WHERE backend_type LIKE 'autovacuum%')
+                  UNION ALL SELECT 'prepared ' || transaction FROM pg_prepared_xacts) AS vxids`,
   )
   return { at, vxids: rows[0]!.vxids }
 }
 
 async function allEnded(tx: Transaction, vxids: readonly string[]): Promise<boolean> {
   if (vxids.length === 0) return true
-  const { rows } = await tx.query<{ ended: boolean }>("SELECT NOT EXISTS (SELECT FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY($1::text[])) AS ended", [vxids])
+  const { rows } = await tx.query<{ ended: boolean }>(
+    `SELECT NOT EXISTS (SELECT FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY($1::text[]))
+        AND NOT EXISTS (SELECT FROM pg_prepared_xacts WHERE 'prepared ' || transaction = ANY($1::text[])) AS ended`,
+    [vxids],
+  )
   return rows[0]!.ended
 }
 
@@ -69,6 +83,16 @@ async function allEnded(tx: Transaction, vxids: readonly string[]): Promise<bool
 export async function sealedDoneCount(db: Database, t: string, pipeline: string, schema: string, recount = false): Promise<number | undefined> {
   if (!(await ensureSealTable(db, schema))) return undefined
   const seals = sealTable(schema)
+  try {
+    return await sealed(db, t, pipeline, seals, recount)
+  } catch (error) {
+    // A read-only session (becomeUser, a standby): count every row instead.
+    if (error instanceof DatabaseError && (error.code === '25006' || error.code === '42501')) return undefined
+    throw error
+  }
+}
+
+async function sealed(db: Database, t: string, pipeline: string, seals: string, recount: boolean): Promise<number> {
   return db.transaction(
     async (tx) => {
       const { rows: rel } = await tx.query<{ oid: string; relfile: string }>('SELECT oid, relfilenode AS relfile FROM pg_class WHERE oid = to_regclass($1)', [t])
@@ -94,9 +118,10 @@ export async function sealedDoneCount(db: Database, t: string, pipeline: string,
         sealedAt = candidate.at
         candidate = undefined
       }
-      // A point of now, sealed at once when what runs now ends soon (a pipeline's tasks are short).
+      // A point of now: sealed at once when nothing runs, else by a later status. The first status
+      // of a pipeline waits a little for what runs to end, or the next would count every row again.
       const now = await runningNow(tx)
-      const waitUntil = Date.now() + SEAL_WAIT_MILLIS
+      const waitUntil = Date.now() + (sealedAt === null ? SEAL_WAIT_MILLIS : 0)
       let ended = await allEnded(tx, now.vxids)
       while (!ended && Date.now() < waitUntil) {
         await new Promise((resolve) => setTimeout(resolve, 10))
