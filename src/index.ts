@@ -68,8 +68,9 @@ export type { FixtureData, LoadFixturesOptions } from './store/store-fixtures.ts
 export { HISTORY_DEFAULTS, type HistoryOptions } from './history/run-recorder.ts'
 export { listRuns, getRun, runForJson, type ListRunsOptions } from './history/run-list.ts'
 export type { RunRecord, RunStatus } from './history/run-record.ts'
+export type { SlowTask } from './history/slowest-tasks.ts'
 export { pipelineStatus, type PipelineStatus, type RunningRun } from './history/pipeline-status.ts'
-export { ledgerCounts, ledgerFailures, type LedgerCounts, type LedgerFailureRow } from './history/ledger-queries.ts'
+export { ledgerCounts, ledgerFailures, type LedgerCountOptions, type LedgerCounts, type LedgerFailureRow } from './history/ledger-queries.ts'
 export { retryFailed } from './history/retry-failed.ts'
 export { reportData, renderReport, writeReport, type ReportData } from './history/run-report.ts'
 

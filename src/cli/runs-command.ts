@@ -45,6 +45,7 @@ ${HISTORY_CONNECTION_USAGE}`,
             ['rate', s ? `${s.tasksPerSecond} tasks/s` : undefined],
           ]),
         )
+        if (run.slowest.length) println(io.stdout, `slowest tasks:\n${run.slowest.map((t) => `  ${t.millis.toFixed(1).padStart(10)} ms  ${t.key} (worker #${t.worker})`).join('\n')}`)
         for (const f of s?.failures ?? []) println(io.stdout, `failed: ${f.key} after ${f.attempts} attempt(s): ${f.code ? `[${f.code}] ` : ''}${f.message}`)
         if (s && s.failed > s.failures.length) println(io.stdout, `… and ${s.failed - s.failures.length} more failures (pgcrew failures ${run.pipeline})`)
         return 0

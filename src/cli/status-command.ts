@@ -41,20 +41,22 @@ export function runsTable(runs: RunRecord[]): string {
 export const command: Command = {
   name: 'status',
   summary: "A pipeline's progress: done and failed keys, what runs now and where, its last runs, the ETA",
-  usage: `pgcrew status PIPELINE [--ledger TABLE] [--profile P] [--url URL] [--as WHO] [--json]
+  usage: `pgcrew status PIPELINE [--ledger TABLE] [--recount] [--profile P] [--url URL] [--as WHO] [--json]
 
   PIPELINE           a pipeline module (its tasks are counted when they are an array), or the
                      pipeline's name in the ledger
   --ledger TABLE     the ledger table (default: the module's, else pgcrew_ledger)
+  --recount          count every done key again (status keeps the count and reads only the keys
+                     done since; after ledger rows were deleted or changed by hand, recount)
 ${HISTORY_CONNECTION_USAGE}
   --json             every figure as a number; times as ISO strings`,
-  options: { ...HISTORY_CONNECTION_OPTIONS, ledger: { type: 'string' } },
+  options: { ...HISTORY_CONNECTION_OPTIONS, ledger: { type: 'string' }, recount: { type: 'boolean' } },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError("status takes one PIPELINE (a module or the pipeline's name)")
     const target = await pipelineTarget(positionals[0]!, values.ledger as string | undefined)
     return withHistoryDatabase(values, io, async (db) => {
       const total = await countTasks(target.def, db)
-      const s = await pipelineStatus(db, { pipeline: target.name, ledger: target.ledger, total })
+      const s = await pipelineStatus(db, { pipeline: target.name, ledger: target.ledger, total, recount: values.recount === true })
       if (values.json === true) {
         printJson(io, { ...s, runs: s.runs.map(runForJson) })
         return 0

@@ -50,7 +50,9 @@ export interface SerializedError {
  * What a worker sends back for a task. `workerId` is the crew's number for the worker (1…threads);
  * `threadId` is the thread's own id, by which the crew finds the thread (absent when no worker answered).
  */
-export type TaskOutcome = ({ ok: true; value: unknown; skipped?: boolean } | { ok: false; error: SerializedError }) & { workerId: number; threadId?: number }
+export type TaskOutcome = (
+  { ok: true; value: unknown; skipped?: boolean; /** A pipeline task's time in the worker, transaction included. */ millis?: number } | { ok: false; error: SerializedError }
+) & { workerId: number; threadId?: number }
 
 /** Something thrown that is not an Error (a string, a plain object): readable, not "[object Object]". */
 function describeThrown(value: unknown): string {

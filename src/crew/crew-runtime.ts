@@ -120,12 +120,16 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope | Batc
       // Claim the key first (markDone's statement, sent with the BEGIN in one round trip): a concurrent
       // or repeated attempt waits on this row, then sees it done.
       const claim = claimStatement(envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId, data.host)
+      // Timed here, not where the outcome arrives (a batch's outcomes arrive together), and from the claim
+      // on: a batch's tasks wait for the worker's connections, and that wait is not theirs.
+      let begun = 0
       const outcome = await r.db[TRANSACTION_FROM](claim, async (tx, claimed) => {
+        begun = performance.now()
         if (claimed.rowCount !== 1) return { skipped: true, value: undefined }
         return { skipped: false, value: await r.handler(envelope.task, { db: r.db, workerId, tx, attempt: envelope.attempt }) }
       })
       // A pipeline keeps no results: the task's writes are its result (and a pg result could not cross).
-      return { ok: true, value: undefined, skipped: outcome.skipped, workerId, threadId }
+      return { ok: true, value: undefined, skipped: outcome.skipped, millis: performance.now() - begun, workerId, threadId }
     } catch (error) {
       return { ok: false, error: serializeError(error), workerId, threadId }
     }

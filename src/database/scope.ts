@@ -2,6 +2,7 @@ import type { AsyncLocalStorage } from 'node:async_hooks'
 import { PgcrewClient, type ClientSpec } from '../connect/connect-client.ts'
 import type { Pooling } from '../connect/connect-options.ts'
 import type { Lease } from './database-executor.ts'
+import { PgcrewError } from '../errors/pgcrew-error.ts'
 
 /**
  * One connection pinned for everything `db.scope(fn)` runs: session state (SET, temp tables, session
@@ -24,11 +25,18 @@ export class Scope {
    * server it would run inside that transaction).
    */
   #transaction: Promise<void> | undefined
+  /** Why the connection died under the scope (the server ended the session, the socket broke). */
+  #lost: Error | undefined
+  readonly #onLost = (error: Error): void => {
+    this.#lost ??= error
+    this.#broken = true
+  }
 
   constructor(lease: Lease, spec: ClientSpec, pooling: Pooling) {
     this.#lease = lease
     this.#spec = spec
     this.#pooling = pooling
+    lease.client.on('error', this.#onLost)
   }
 
   /** False once the scope has ended: a timer or stray promise still in its async context uses the pool again. */
@@ -39,6 +47,14 @@ export class Scope {
   /** The scope's connection for one unit of work; `forTransaction` waits its turn and holds it until `ended()`. */
   async lease(forTransaction: boolean): Promise<Lease> {
     while (this.#transaction) await this.#transaction
+    // Another connection would not have the scope's session (temp tables, SET, session locks): say so.
+    if (this.#lost) {
+      throw new PgcrewError(
+        'SCOPE_CONNECTION_LOST',
+        `the connection of this db.scope() was lost (${this.#lost.message}); the session state it held (temp tables, settings, session locks) went with it, so the scope cannot go on: run it again`,
+        { cause: this.#lost },
+      )
+    }
     let ended: (() => void) | undefined
     if (forTransaction) this.#transaction = new Promise<void>((resolve) => (ended = resolve))
     this.#out++
@@ -63,6 +79,7 @@ export class Scope {
   /** End the scope and give the connection back: reset when nothing still uses it, destroyed otherwise. */
   async end(): Promise<void> {
     this.#open = false
+    this.#lease.client.off('error', this.#onLost)
     if (this.#out > 0 || this.#transaction || this.#broken) return this.#lease.release(true)
     // Per-transaction mode closes the connection anyway: nothing can reach another borrower.
     if (this.#pooling === 'per-transaction') return this.#lease.release()

@@ -1,9 +1,19 @@
 // What `pgcrew status | failures | retry | reset` read from and do to a pipeline's ledger. Counting
-// is served by two indexes: the primary key (pipeline, key) for the pipeline's rows, and the partial
-// index of failed rows (pipeline-ledger.ts) for the failures, so status never reads the done rows'
-// heap and failures never scan past the done ones.
+// is served by the two partial indexes (pipeline-ledger.ts): the done count is kept sealed up to a
+// recent point (ledger-counts.ts) and only the rows since are counted; failures never scan past the
+// done rows.
 import type { Database } from '../database/database.ts'
 import { ledgerName } from '../pipeline/pipeline-ledger.ts'
+import { dropSeal, sealedDoneCount } from './ledger-counts.ts'
+import { HISTORY_DEFAULTS } from './run-recorder.ts'
+
+/** Options of {@link ledgerCounts}; every field is optional. */
+export interface LedgerCountOptions {
+  /** Schema of the run history, where the done counts are kept sealed. Default `pgcrew`. */
+  schema?: string
+  /** Count every done row again (after rows were deleted or changed by hand). Default false. */
+  recount?: boolean
+}
 
 /** A pipeline's keys in its ledger. */
 export interface LedgerCounts {
@@ -33,17 +43,22 @@ async function ledgerExists(db: Database, ledger: string): Promise<boolean> {
   return rows[0]!.exists
 }
 
-/** Done and failed counts of one pipeline: two index scans, one statement. */
-export async function ledgerCounts(db: Database, ledger: string, pipeline: string): Promise<LedgerCounts> {
+/**
+ * Done and failed counts of one pipeline, exact: the failures from their partial index, the done
+ * keys from the pipeline's seal and the rows since (every row, when the seal cannot be kept).
+ */
+export async function ledgerCounts(db: Database, ledger: string, pipeline: string, options: LedgerCountOptions = {}): Promise<LedgerCounts> {
   if (!(await ledgerExists(db, ledger))) return { done: 0, failed: 0, recorded: 0 }
   const t = ledgerName(ledger)
-  const { rows } = await db.query<{ recorded: string; failed: string }>(
-    `SELECT (SELECT count(*) FROM ${t} WHERE pipeline = $1) AS recorded, (SELECT count(*) FROM ${t} WHERE pipeline = $1 AND status = 'failed') AS failed`,
-    [pipeline],
+  const sealed = await sealedDoneCount(db, t, pipeline, options.schema ?? HISTORY_DEFAULTS.schema, options.recount ?? false)
+  const { rows } = await db.query<{ done: string | null; failed: string }>(
+    `SELECT CASE WHEN $2 THEN (SELECT count(*) FROM ${t} WHERE pipeline = $1 AND status = 'done') END AS done,
+            (SELECT count(*) FROM ${t} WHERE pipeline = $1 AND status = 'failed') AS failed`,
+    [pipeline, sealed === undefined],
   )
-  const recorded = Number(rows[0]!.recorded)
+  const done = sealed ?? Number(rows[0]!.done)
   const failed = Number(rows[0]!.failed)
-  return { done: recorded - failed, failed, recorded }
+  return { done, failed, recorded: done + failed }
 }
 
 /** The newest failures first, at most `limit` (all without it). */
@@ -70,8 +85,13 @@ export async function forgetFailures(db: Database, ledger: string, pipeline: str
   return (await db.query(`DELETE FROM ${ledgerName(ledger)} WHERE pipeline = $1 AND status = 'failed'`, [pipeline])).rowCount ?? 0
 }
 
-/** Forget every ledger row of the pipeline (`pgcrew reset`); the pipeline's own tables are not touched. */
-export async function resetLedger(db: Database, ledger: string, pipeline: string): Promise<number> {
+/** Forget every ledger row of the pipeline (`pgcrew reset`), and its sealed done count with them; the pipeline's own tables are not touched. */
+export async function resetLedger(db: Database, ledger: string, pipeline: string, options: { schema?: string } = {}): Promise<number> {
   if (!(await ledgerExists(db, ledger))) return 0
-  return (await db.query(`DELETE FROM ${ledgerName(ledger)} WHERE pipeline = $1`, [pipeline])).rowCount ?? 0
+  const t = ledgerName(ledger)
+  return db.transaction(async (tx) => {
+    const deleted = (await tx.query(`DELETE FROM ${t} WHERE pipeline = $1`, [pipeline])).rowCount ?? 0
+    await dropSeal(tx, t, pipeline, options.schema ?? HISTORY_DEFAULTS.schema)
+    return deleted
+  })
 }

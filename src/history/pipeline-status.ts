@@ -52,9 +52,9 @@ async function currentPace(db: Database, schema: string, run: RunRecord): Promis
 }
 
 /** The status of one pipeline. `total` is the task source's length when the caller could count it. */
-export async function pipelineStatus(db: Database, target: { pipeline: string; ledger: string; total?: number; runs?: number; schema?: string }): Promise<PipelineStatus> {
+export async function pipelineStatus(db: Database, target: { pipeline: string; ledger: string; total?: number; runs?: number; schema?: string; recount?: boolean }): Promise<PipelineStatus> {
   const schema = target.schema ?? HISTORY_DEFAULTS.schema
-  const counts = await ledgerCounts(db, target.ledger, target.pipeline)
+  const counts = await ledgerCounts(db, target.ledger, target.pipeline, { schema, recount: target.recount })
   const runs = await listRuns(db, { pipeline: target.pipeline, limit: target.runs ?? 5, schema })
   const running = await Promise.all(runs.filter((r) => r.status === 'running').map((r) => currentPace(db, schema, r)))
   const total = target.total ?? null

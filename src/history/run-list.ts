@@ -6,9 +6,9 @@ import type { Database } from '../database/database.ts'
 import { openStore } from '../store/store.ts'
 import { qname } from '../toolkit/quote.ts'
 import { HISTORY_DEFAULTS } from './run-recorder.ts'
-import { parseRunSessionName, RUN_SESSION_PREFIX, type RunEnded, type RunRecord, type RunStarted } from './run-record.ts'
+import { parseRunSessionName, RUN_SESSION_PREFIX, type RunEnded, type RunRecord, type RunSlowest, type RunStarted } from './run-record.ts'
 
-type Row = { id: string; name: string; started_at: Date; stopped_at: Date | null; first: RunStarted | null; last: RunEnded | RunStarted | null }
+type Row = { id: string; name: string; started_at: Date; stopped_at: Date | null; first: RunStarted | null; last: RunEnded | RunStarted | null; slowest: RunSlowest | null }
 
 /** Whether the store's tables exist in `schema` (a database no run was ever recorded in has none). */
 async function hasHistory(db: Database, schema: string): Promise<boolean> {
@@ -26,7 +26,8 @@ async function readRuns(db: Database, schema: string, where: { id?: number; pipe
   const { rows } = await db.query<Row>(
     `SELECT s.id, s.name, s.started_at, s.stopped_at,
             (SELECT message FROM ${m} WHERE session_id = s.id ORDER BY id LIMIT 1) AS first,
-            (SELECT message FROM ${m} WHERE session_id = s.id ORDER BY id DESC LIMIT 1) AS last
+            (SELECT message FROM ${m} WHERE session_id = s.id ORDER BY id DESC LIMIT 1) AS last,
+            (SELECT message FROM ${m} WHERE session_id = s.id AND message->>'kind' = 'slowest' ORDER BY id DESC LIMIT 1) AS slowest
        FROM ${qname(schema, 'sessions')} s
       WHERE s.name LIKE $1 || '%' AND ($2::bigint IS NULL OR s.id = $2)
         AND ($3::text IS NULL OR regexp_replace(s.name, '^pgcrew\\.run [0-9]+ ', '') = $3)
@@ -57,6 +58,7 @@ function toRecord(r: Row, crashed: boolean): RunRecord {
     done: summary?.done ?? null,
     failed: summary?.failed ?? null,
     tasksPerSecond: summary?.tasksPerSecond ?? null,
+    slowest: r.slowest?.tasks ?? [],
     reason: ended?.reason ?? (crashed ? 'its process ended without recording an end (killed, or the machine went down)' : null),
     started,
     ended,

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto'
 import type { BudgetNumbers } from '../crew/crew-budget.ts'
 import type { RunSummary } from '../pipeline/pipeline.ts'
+import type { SlowTask } from './slowest-tasks.ts'
 
 /** A run's state: running (its process holds the lock), or how it ended. */
 export type RunStatus = 'running' | 'completed' | 'cancelled' | 'failed' | 'crashed'
@@ -35,6 +36,12 @@ export interface RunEnded {
   reason: string | null
 }
 
+/** The message that holds a run's slowest tasks: queued once, then updated in place as the list changes. */
+export interface RunSlowest {
+  kind: 'slowest'
+  tasks: SlowTask[]
+}
+
 /** One run as `pgcrew runs` lists it. */
 export interface RunRecord {
   id: number
@@ -53,6 +60,8 @@ export interface RunRecord {
   failed: number | null
   tasksPerSecond: number | null
   reason: string | null
+  /** The slowest tasks, slowest first (as many as the run kept: 20 by default), as of its last sample or its end. */
+  slowest: SlowTask[]
   started: RunStarted | null
   ended: RunEnded | null
 }

@@ -9,10 +9,12 @@ import type { RunObserver } from '../pipeline/pipeline.ts'
 import { openStore, type Store } from '../store/store.ts'
 import { hashKey } from '../toolkit/advisory-lock.ts'
 import { qname } from '../toolkit/quote.ts'
-import { newLockKey, runSessionName, statusOf, type RunEnded, type RunStarted } from './run-record.ts'
+import { RETRY_DEFAULTS, withConnectionRetry } from '../database/connection-retry.ts'
+import { newLockKey, runSessionName, statusOf, type RunEnded, type RunSlowest, type RunStarted } from './run-record.ts'
 import { RunLiveness } from './run-liveness.ts'
 export { HISTORY_CONNECTIONS } from './run-liveness.ts'
 import { RunSampler } from './run-samples.ts'
+import { SlowestTasks } from './slowest-tasks.ts'
 
 /** Options of the run history; every field is optional. Defaults: {@link HISTORY_DEFAULTS}. */
 export interface HistoryOptions {
@@ -24,9 +26,14 @@ export interface HistoryOptions {
   maxSamples?: number
   /** Most failure events per run (the ledger keeps every failure; the events show when they came). Default 1000. */
   failureEvents?: number
+  /** How many of the slowest tasks are kept (in memory, written with the samples and the end). Default 20. */
+  slowestTasks?: number
 }
 
-export const HISTORY_DEFAULTS = Object.freeze({ schema: 'pgcrew', sampleMillis: 1000, maxSamples: 3600, failureEvents: 1000 })
+export const HISTORY_DEFAULTS = Object.freeze({ schema: 'pgcrew', sampleMillis: 1000, maxSamples: 3600, failureEvents: 1000, slowestTasks: 20 })
+
+/** A write of the history that must not be lost to an outage: retried for as long as a task would be. */
+const patiently = <T>(fn: () => Promise<T>): Promise<T> => withConnectionRetry(fn, { windowMillis: RETRY_DEFAULTS.windowMillis })
 
 /** The index a run's samples are read by (the store's own index is by series and time, across sessions). */
 async function ensureHistoryIndex(store: Store): Promise<void> {
@@ -45,11 +52,36 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
   let session: number | undefined
   let failureEvents = 0
   let events: Promise<unknown> = Promise.resolve()
+  const slowest = new SlowestTasks(o.slowestTasks)
+  let slowestMessage: number | undefined
+  let slowestWrites: Promise<void> = Promise.resolve()
+  // With every sample, so a run that crashes still has the slowest tasks of its last second.
+  const writeSlowest = (): Promise<void> => {
+    if (!store || session === undefined || !slowest.changed) return slowestWrites
+    const s = store
+    const id = session
+    const message: RunSlowest = { kind: 'slowest', tasks: slowest.take() }
+    slowestWrites = slowestWrites.then(async () => {
+      try {
+        if (slowestMessage === undefined) slowestMessage = (await s.session(id).queue(message)).id
+        else await s.db.query(`UPDATE ${qname(s.schema, 'session_messages')} SET message = $2::jsonb WHERE id = $1`, [slowestMessage, JSON.stringify(message)])
+      } catch {
+        // Lost to an outage: the next sample writes the list again (it is whole each time).
+        slowest.touch()
+      }
+    })
+    return slowestWrites
+  }
+  // An event keeps the time it happened, and waits out an outage (the one it may be about: "server
+  // unreachable" is logged while the server is away), one after another in order.
   const event = (description: string, severity: 'info' | 'warning' | 'error', data: unknown): void => {
     if (!store || session === undefined) return
     const s = store
     const id = session
-    events = events.then(() => s.logEvent(description, { severity, data, session: id }).catch(() => {}))
+    const at = new Date()
+    const insert = () =>
+      s.db.query(`INSERT INTO ${qname(s.schema, 'events')} (at, severity, description, data, session_id) VALUES ($1, $2, $3, $4::jsonb, $5)`, [at, severity, description, JSON.stringify(data), id])
+    events = events.then(() => patiently(insert).catch(() => {}))
   }
 
   const observer: RunObserver & { runId?: number } = {
@@ -86,6 +118,7 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
             done: l.done,
             retried: l.retried,
           })
+        sampler.onSampled = writeSlowest
         sampler.start()
         return { runId: session }
       } catch (error) {
@@ -95,6 +128,9 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
         observer.runId = undefined
         return { note: `the run history is not recorded: ${error instanceof Error ? error.message : String(error)}` }
       }
+    },
+    finishedTask(key, millis, workerId) {
+      slowest.add(key, millis, workerId)
     },
     failed(failure) {
       if (failureEvents++ >= o.failureEvents) return
@@ -110,6 +146,7 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
       if (!store || session === undefined) return
       try {
         await sampler?.stop()
+        await writeSlowest()
         if (summary?.stopReason) event(summary.stopReason, 'error', { kind: 'stopped' })
         if (failureEvents > o.failureEvents) event(`${failureEvents - o.failureEvents} more failures are not logged as events (the ledger has them all)`, 'warning', { kind: 'failures-not-logged' })
         await events
@@ -119,8 +156,10 @@ export function runHistory(db: Database, run: { pipeline: string; ledger: string
           summary: summary ?? null,
           reason: summary?.stopReason ?? (error ? (error instanceof Error ? error.message : String(error)) : null),
         }
-        await store.session(session).queue(ended)
-        await store.stopSession(session)
+        const s = store
+        const id = session
+        await patiently(() => s.session(id).queue(ended))
+        await patiently(() => s.stopSession(id))
       } finally {
         // Released only after the end is written: a free lock with no end means the process died.
         await lock?.close()

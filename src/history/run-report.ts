@@ -1,6 +1,6 @@
 // `pgcrew report RUN --html FILE`: one self-contained HTML page of a run — its facts, and charts on
 // one time axis (throughput total and per worker, cumulative done and failed, retries and server
-// outages, connections in use against the budget) drawn by uPlot, whose script and style are inlined
+// outages, connections in use against the budget) drawn by uPlot, and its slowest tasks, whose script and style are inlined
 // so the page opens from a file with no network at all. Samples are thinned to at most ~3,600 per run
 // (run-samples.ts), so a 10-hour run is a few hundred kilobytes and stays zoomable (drag to zoom,
 // double-click to reset).
@@ -99,6 +99,8 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 16px; color: #222; }
 h1 { font-size: 20px; margin: 0 0 8px; } h2 { font-size: 16px; margin: 24px 0 8px; }
 table.facts td { padding: 1px 12px 1px 0; vertical-align: top; } table.facts td:first-child { color: #666; }
 .chart { margin: 12px 0; } .events { font-family: ui-monospace, monospace; font-size: 12px; }
+table.slowest { border-collapse: collapse; font-size: 13px; } table.slowest th, table.slowest td { padding: 2px 12px 2px 0; text-align: left; }
+table.slowest td:nth-child(2) { text-align: right; font-variant-numeric: tabular-nums; }
 .error { color: #b00; } .warning { color: #a60; } .note { color: #666; }
 `
 
@@ -136,7 +138,14 @@ export function renderReport(data: ReportData): string {
 <h2>Over time</h2>
 <p class="note">Drag across a chart to zoom in on a stretch of the run; double-click to see all of it again.</p>
 <div class="chart" id="throughput"></div><div class="chart" id="cumulative"></div><div class="chart" id="incidents"></div><div class="chart" id="connections"></div>
-<p class="note">The slowest tasks are not recorded by this version of pgcrew.</p>
+<h2>Slowest tasks (${r.slowest.length})</h2>
+${
+  r.slowest.length
+    ? `<table class="slowest"><thead><tr><th>key</th><th>ms</th><th>worker</th></tr></thead><tbody>${r.slowest
+        .map((t) => `<tr><td>${html(t.key)}</td><td>${t.millis.toFixed(1)}</td><td>#${t.worker}</td></tr>`)
+        .join('')}</tbody></table>`
+    : '<p class="note">None recorded (no task was done, or the run was recorded by an older pgcrew).</p>'
+}
 <h2>Events (${data.events.length})</h2>
 <div class="events">${events.map((e) => `<div class="${html(e.severity)}">${when(e.at)} ${html(e.severity)} ${html(e.description)}</div>`).join('') || 'none'}${
     data.events.length > events.length ? `<div>… and ${data.events.length - events.length} more</div>` : ''

@@ -29,6 +29,8 @@ export class RunSampler {
   #failures = 0
   /** Called when the server becomes unreachable (true) or reachable again (false). */
   onReachability?: (unreachable: boolean, live: LiveRun) => void
+  /** Called after each sample is queued (the run history writes its slowest tasks with it). */
+  onSampled?: () => unknown
   #unreachable = false
 
   constructor(store: Store, session: number, live: () => LiveRun, options: { intervalMillis: number; maxSamples: number }) {
@@ -97,6 +99,7 @@ export class RunSampler {
         this.#failures++
       }
     })
+    this.onSampled?.()
     return this.#writing
   }
 

@@ -29,8 +29,9 @@ interface LedgerAccess {
   missing: string[]
   /** LATER_COLUMNS this ledger does not have yet. */
   old: string[]
-  /** Whether it has the partial index of failed rows (ledgers made before it lack it). */
+  /** Whether it has the partial indexes of failed and of done rows (ledgers made before them lack them). */
   failedIndex: boolean
+  doneIndex: boolean
 }
 
 /**
@@ -40,6 +41,15 @@ interface LedgerAccess {
  */
 function failedIndexSql(t: string, parts: readonly string[]): string {
   return `CREATE INDEX IF NOT EXISTS ${quoteIdent(`${parts.at(-1)!}_failed`)} ON ${t} (pipeline, finished_at DESC) WHERE status = 'failed'`
+}
+
+/**
+ * The partial index of done keys by when they finished: `pgcrew status` keeps the done count sealed
+ * up to a recent point and counts only the rows finished since (history/ledger-counts.ts), so its
+ * cost is the rows since the last status, not the ledger's size. Each done task adds one entry.
+ */
+function doneIndexSql(t: string, parts: readonly string[]): string {
+  return `CREATE INDEX IF NOT EXISTS ${quoteIdent(`${parts.at(-1)!}_done`)} ON ${t} (pipeline, finished_at) WHERE status = 'done'`
 }
 
 /**
@@ -65,7 +75,8 @@ export async function ensureLedger(db: Database, table: string): Promise<void> {
     if (access.readOnly) throw await notWritable(db, t, parts, 'write', 'the session is read-only (becomeUser(), or readonly in the profile)')
     if (access.missing.length > 0) throw await notWritable(db, t, parts, 'write', `it lacks ${access.missing.join(', ')} on it`)
     if (access.old.length > 0) await upgradeLedger(db, t, access.old)
-    if (!access.failedIndex) await addFailedIndex(db, t, parts)
+    if (!access.failedIndex) await addIndex(db, failedIndexSql(t, parts))
+    if (!access.doneIndex) await addIndex(db, doneIndexSql(t, parts))
     return
   }
   try {
@@ -83,6 +94,7 @@ export async function ensureLedger(db: Database, table: string): Promise<void> {
         finished_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (pipeline, key))`)
       await tx.query(failedIndexSql(t, parts))
+      await tx.query(doneIndexSql(t, parts))
     })
   } catch (error) {
     if (error instanceof DatabaseError && (error.code === '42501' || error.code === '25006')) {
@@ -94,18 +106,28 @@ export async function ensureLedger(db: Database, table: string): Promise<void> {
 }
 
 async function ledgerAccess(db: Database, t: string): Promise<LedgerAccess> {
-  const { rows } = await db.query<{ role: string; read_only: boolean; exists: boolean; has: boolean[]; old: string[]; failed_index: boolean }>(
+  const { rows } = await db.query<{ role: string; read_only: boolean; exists: boolean; has: boolean[]; old: string[]; failed_index: boolean; done_index: boolean }>(
     `SELECT current_user AS role, current_setting('transaction_read_only') = 'on' AS read_only, r IS NOT NULL AS exists,
             ARRAY(SELECT r IS NOT NULL AND has_table_privilege(r, p) FROM unnest($2::text[]) WITH ORDINALITY AS u(p, i) ORDER BY i) AS has,
             ARRAY(SELECT c FROM unnest($3::text[]) AS c WHERE r IS NOT NULL
                      AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = r AND a.attname = c AND NOT a.attisdropped)) AS old,
             EXISTS (SELECT FROM pg_index i WHERE i.indrelid = r AND i.indpred IS NOT NULL
-                       AND pg_get_expr(i.indpred, i.indrelid) LIKE '%status%failed%') AS failed_index
+                       AND pg_get_expr(i.indpred, i.indrelid) LIKE '%status%failed%') AS failed_index,
+            EXISTS (SELECT FROM pg_index i WHERE i.indrelid = r AND i.indpred IS NOT NULL
+                       AND pg_get_expr(i.indpred, i.indrelid) LIKE '%status%done%') AS done_index
        FROM to_regclass($1) AS r`,
     [t, LEDGER_PRIVILEGES, Object.keys(LATER_COLUMNS)],
   )
   const row = rows[0]!
-  return { role: row.role, readOnly: row.read_only, exists: row.exists, missing: LEDGER_PRIVILEGES.filter((_, i) => !row.has[i]), old: row.old, failedIndex: row.failed_index }
+  return {
+    role: row.role,
+    readOnly: row.read_only,
+    exists: row.exists,
+    missing: LEDGER_PRIVILEGES.filter((_, i) => !row.has[i]),
+    old: row.old,
+    failedIndex: row.failed_index,
+    doneIndex: row.done_index,
+  }
 }
 
 /**
@@ -135,14 +157,14 @@ async function upgradeLedger(db: Database, t: string, old: readonly string[]): P
 }
 
 /**
- * Give an older ledger the index of failed rows. Only its owner may: another role's run goes on
- * without it (the index makes `pgcrew status` fast on a big ledger; nothing depends on it).
+ * Give an older ledger an index it lacks. Only its owner may: another role's run goes on without it
+ * (the indexes make `pgcrew status` fast on a big ledger; nothing depends on them).
  */
-async function addFailedIndex(db: Database, t: string, parts: readonly string[]): Promise<void> {
+async function addIndex(db: Database, sql: string): Promise<void> {
   try {
     await db.transaction(async (tx) => {
       await tx.query("SELECT pg_advisory_xact_lock(hashtext('pgcrew.ledger'))")
-      await tx.query(failedIndexSql(t, parts))
+      await tx.query(sql)
     })
   } catch (error) {
     if (!(error instanceof DatabaseError && error.code === '42501')) throw error

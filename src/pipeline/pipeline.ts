@@ -164,6 +164,8 @@ export interface RunObserver {
   started?(run: { pipeline: string; threads: number; connections: number; budget: BudgetNumbers; live: () => LiveRun }): RunObserved | Promise<RunObserved>
   /** A task failed for good. */
   failed?(failure: RunSummary['failures'][number] & { workerId: number }): void
+  /** A task was done, in `millis` in the worker (its successful attempt). Called for every task: keep it cheap. */
+  finishedTask?(key: string, millis: number, workerId: number): void
   /** The run ended (`summary`) or threw (`error`). */
   finished?(end: { summary?: RunSummary; error?: unknown }): void | Promise<void>
 }
@@ -330,6 +332,14 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
       process.emitWarning(`pgcrew: the run observer's ${what} failed: ${describeError(error)}`)
     }
   }
+  // Synchronous, no promise per task: this one is called for every task.
+  const observeTask = (key: string, millis: number, workerId: number): void => {
+    try {
+      observer!.finishedTask!(key, millis, workerId)
+    } catch (error) {
+      process.emitWarning(`pgcrew: the run observer's finishedTask failed: ${describeError(error)}`)
+    }
+  }
   // Each message costs ~60 µs of main-thread CPU in piscina (run, postTask, postMessage) and as much in
   // the worker to send its outcomes back: at one task per connection that was most of the crew's overhead.
   const tasksPerMessage = options.tasksPerMessage ?? crew.budget.perWorker * 4
@@ -363,6 +373,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         else {
           state.done++
           perWorker[out.workerId] = (perWorker[out.workerId] ?? 0) + 1
+          if (observer?.finishedTask && out.millis !== undefined) observeTask(key, out.millis, out.workerId)
         }
         return tick()
       }

@@ -122,6 +122,30 @@ describe('db.scope', () => {
     assert.equal(next.t, null)
   })
 
+  test('a scope whose connection is killed mid-way: its next statement fails with a connection-lost error, and the pool works afterwards', async () => {
+    const { url } = await freshDatabase('scopekill')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    let killed = 0
+    const error = await db
+      .scope(async () => {
+        await db.query('CREATE TEMP TABLE before_kill (x int)')
+        killed = await pid(db)
+        await admin('SELECT pg_terminate_backend($1)', [killed])
+        assert.ok(await eventually(async () => (await admin('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [killed])).length === 0), 'the backend is still there')
+        await db.query('SELECT 1')
+        return 'the statement after the kill succeeded'
+      })
+      .catch((e: unknown) => e)
+    assert.ok(error instanceof Error, String(error))
+    assert.equal((error as { code?: string }).code, 'SCOPE_CONNECTION_LOST', (error as Error).message)
+    assert.match((error as Error).message, /^the connection of this db\.scope\(\) was lost \(terminating connection due to administrator command\); the session state .* run it again$/)
+    // The dead connection did not go back to the pool: the next statement gets a new backend.
+    const next = (await db.query("SELECT pg_backend_pid() AS pid, to_regclass('pg_temp.before_kill')::text AS t")).rows[0]
+    assert.notEqual(next.pid, killed)
+    assert.equal(next.t, null)
+    assert.equal(await db.scope(async () => (await db.query<{ n: number }>('SELECT 1 AS n')).rows[0]!.n), 1)
+  })
+
   test('per-transaction mode: a scope gets a connection of its own, closed when it ends', async () => {
     const { url } = await freshDatabase('scopepertx')
     await using db = new Database({ connectionString: url, env: cleanEnv(), pooling: 'per-transaction' })

@@ -1,7 +1,8 @@
 // Every run records itself in the record store: its facts, its end, its samples and failures; a
 // run whose process was killed shows as crashed, told by its lock, which died with the process.
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
+import { promisify } from 'node:util'
 import { describe, test } from 'node:test'
 import { Database } from '../../src/database/database.ts'
 import { definePipeline, runPipeline } from '../../src/pipeline/pipeline.ts'
@@ -51,7 +52,7 @@ describe('run history', () => {
     const last = await db.query<{ value: number }>("SELECT value FROM pgcrew.readings WHERE session_id = $1 AND series = 'run.done' ORDER BY at DESC LIMIT 1", [run.id])
     assert.equal(last.rows[0]!.value, 40)
     // Its lock went with the end: nothing of the run holds a connection any more.
-    const locks = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory'")
+    const locks = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
     assert.equal(locks.rows[0]!.n, 0)
   })
 
@@ -127,6 +128,53 @@ describe('run history', () => {
     assert.ok(events.rows.some((e) => e.data.kind === 'stopped'))
   })
 
+  test('the slowest tasks are kept (the N slowest, slowest first) and runs show lists them', async () => {
+    const { url, dbname } = await freshDatabase('histslow')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    // Keys 7, 21 and 33 sleep 1.5 s, key 12 0.7 s, the rest not at all.
+    const sleeps: Record<number, number> = { 7: 1500, 21: 1500, 33: 1500, 12: 700 }
+    const summary = await runPipeline(
+      db,
+      historyPipeline(
+        'slow',
+        range(40).map((key) => ({ key, sleepMillis: sleeps[key] })),
+      ),
+      { threads: 2, history: { slowestTasks: 5 } },
+    )
+    assert.equal(summary.done, 40)
+    const run = (await getRun(db, summary.runId!))!
+    assert.equal(run.slowest.length, 5)
+    assert.deepEqual(
+      run.slowest
+        .slice(0, 3)
+        .map((t) => t.key)
+        .sort(),
+      ['21', '33', '7'],
+      JSON.stringify(run.slowest),
+    )
+    assert.ok(
+      run.slowest.slice(0, 3).every((t) => t.millis >= 1500 && t.worker >= 1 && t.worker <= 2),
+      JSON.stringify(run.slowest),
+    )
+    assert.equal(run.slowest[3]!.key, '12')
+    assert.ok(run.slowest[3]!.millis >= 700 && run.slowest[3]!.millis < 1500, JSON.stringify(run.slowest))
+    // Timed in the worker, not per batch: the tasks sent with a slow one did not take as long.
+    assert.ok(run.slowest[4]!.millis < 700, JSON.stringify(run.slowest))
+    const { host, port, user, password } = server()
+    const env = { ...cleanEnv(), PGHOST: host, PGPORT: String(port), PGUSER: user, PGPASSWORD: password, PGDATABASE: dbname }
+    const cli = new URL('../../src/cli.ts', import.meta.url).pathname
+    const shown = await promisify(execFile)(process.execPath, ['--import', 'tsx', cli, 'runs', 'show', String(run.id)], { env })
+    const lines = shown.stdout.split('\n')
+    const at = lines.indexOf('slowest tasks:')
+    assert.ok(at >= 0, shown.stdout)
+    assert.deepEqual(
+      lines.slice(at + 1, at + 6).map((l) => /^ +[\d.]+ ms {2}(\d+) \(worker #\d\)$/.exec(l)?.[1]),
+      run.slowest.map((t) => t.key),
+    )
+    const json = JSON.parse((await promisify(execFile)(process.execPath, ['--import', 'tsx', cli, 'runs', 'show', String(run.id), '--json'], { env })).stdout)
+    assert.deepEqual(json.slowest, JSON.parse(JSON.stringify(run.slowest)))
+  })
+
   test('samples of a long run are thinned: at most maxSamples per series, spread over the whole run', async () => {
     const { url } = await freshDatabase('histthin')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
@@ -191,6 +239,8 @@ describe('run history', () => {
         }, 60_000),
         'the run never showed as running',
       )
+      // The slowest tasks are written with the samples: a run that dies still has them.
+      assert.ok(await eventually(async () => ((await listRuns(db))[0]?.slowest.length ?? 0) > 0, 30_000), 'no slowest tasks were written while the run went on')
       const running = (await listRuns(db))[0]!
       assert.equal(running.pid, child.pid)
       child.kill('SIGKILL')
@@ -201,6 +251,7 @@ describe('run history', () => {
       assert.equal(crashed.status, 'crashed')
       assert.ok(crashed.endedAt, 'the crash was recorded: the session is stopped')
       assert.equal(crashed.ended?.status, 'crashed')
+      assert.ok(crashed.slowest.length > 0 && crashed.slowest.every((t) => t.millis >= 20), JSON.stringify(crashed.slowest))
     } finally {
       child.kill('SIGKILL')
       await exited

@@ -24,9 +24,10 @@ describe('the run report in a browser', () => {
       name: 'report',
       worker: new URL('../fixtures/workers/history.ts', import.meta.url),
       setup: async (d) => void (await d.query('CREATE TABLE IF NOT EXISTS history_out (key int PRIMARY KEY)')),
-      tasks: Array.from({ length: 60 }, (_, i) => ({ key: i + 1, sleepMillis: 25, fail: (i + 1) % 20 === 0 })),
+      // Keys 5 and 45 are the slow ones.
+      tasks: Array.from({ length: 60 }, (_, i) => ({ key: i + 1, sleepMillis: i + 1 === 5 || i + 1 === 45 ? 1500 : 25, fail: (i + 1) % 20 === 0 })),
     })
-    const summary = await runPipeline(db, def, { threads: 2, history: { sampleMillis: 50 } })
+    const summary = await runPipeline(db, def, { threads: 2, history: { sampleMillis: 50, slowestTasks: 8 } })
     assert.equal(summary.failed, 3)
     const dir = scratchDir()
     const file = join(dir, 'report.html')
@@ -74,6 +75,22 @@ describe('the run report in a browser', () => {
         return c.plot.data[1]!.at(-1)
       })
       assert.equal(lastDone, 57)
+      // The slowest tasks: a table of the 8 kept, the two slow keys first.
+      type Cell = { textContent: string | null }
+      type Row = { querySelectorAll(selector: string): ArrayLike<Cell> }
+      const slowest = await tab.$$eval('table.slowest tbody tr', (rows) => (rows as unknown as Row[]).map((r) => Array.from(r.querySelectorAll('td'), (td) => td.textContent)))
+      assert.equal(slowest.length, 8)
+      assert.deepEqual(
+        slowest
+          .slice(0, 2)
+          .map((r) => r[0])
+          .sort(),
+        ['45', '5'],
+      )
+      assert.ok(
+        slowest.slice(0, 2).every((r) => Number(r[1]) >= 1500),
+        JSON.stringify(slowest),
+      )
       const shot = await tab.screenshot({ fullPage: true })
       const blank = await context.newPage()
       await blank.setContent('<html><body></body></html>')
