@@ -13,7 +13,7 @@ import { engineLogger, jobsView, machineTag, openEngine, taskIdentifier, type Jo
 import { machineBudget } from './distributed-budget.ts'
 import { Liveness, sweepDeadPools, type DeadPoolWatch } from './distributed-liveness.ts'
 import { startEngineRunner, type EngineRunner } from './distributed-runner.ts'
-import { runJobTasks, type JobContext, type MachineCounts } from './distributed-tasks.ts'
+import { jobContext, runJobTasks, type MachineCounts } from './distributed-tasks.ts'
 import { enqueueLockName, enqueueTasks, type EnqueueSummary } from './distributed-enqueue.ts'
 import { hashKey } from '../toolkit/advisory-lock.ts'
 
@@ -153,7 +153,7 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
         pipelineDone,
         jobsLeft,
       } satisfies DistributedProgress)
-    const ctx: JobContext = { db, crew, pipeline: def.name, ledger, policy, counts, signal: o.signal, mainRetry: retry, host, onChange: () => {} }
+    const ctx = jobContext({ db, crew, pipeline: def.name, ledger, policy, counts, signal: o.signal, mainRetry: retry, host })
     let checkSoon = (): void => {}
     const handler: Task = async (payload) => {
       if (counts.fatal) throw counts.fatal
