@@ -14,6 +14,11 @@ export interface DistributedOptions extends Pick<
   engineConnections?: number
   /** How often every machine looks for dead machines' jobs (and whether the pipeline is finished). */
   sweepIntervalMillis?: number
+  /**
+   * How long a machine's liveness lock must stay missing before its jobs are freed: a server restart
+   * takes every lock at once, and the machines take theirs again a moment after it is back.
+   */
+  deadAfterMillis?: number
   /** How often the engine looks for jobs besides being woken by NOTIFY (retries scheduled later). */
   pollIntervalMillis?: number
   /** The schema graphile-worker keeps its queue in (created on first use). */
@@ -55,6 +60,7 @@ export const DISTRIBUTED_DEFAULTS = Object.freeze({
   enqueueBatchSize: 1000,
   engineConnections: 3,
   sweepIntervalMillis: 2000,
+  deadAfterMillis: 5000,
   pollIntervalMillis: 2000,
   schema: 'graphile_worker',
   follow: false,
@@ -73,6 +79,7 @@ export function resolveDistributed(options: DistributedOptions): ResolvedDistrib
     enqueueBatchSize: options.enqueueBatchSize ?? DISTRIBUTED_DEFAULTS.enqueueBatchSize,
     engineConnections: options.engineConnections ?? DISTRIBUTED_DEFAULTS.engineConnections,
     sweepIntervalMillis: options.sweepIntervalMillis ?? DISTRIBUTED_DEFAULTS.sweepIntervalMillis,
+    deadAfterMillis: options.deadAfterMillis ?? DISTRIBUTED_DEFAULTS.deadAfterMillis,
     pollIntervalMillis: options.pollIntervalMillis ?? DISTRIBUTED_DEFAULTS.pollIntervalMillis,
     schema: options.schema ?? DISTRIBUTED_DEFAULTS.schema,
     follow: options.follow ?? DISTRIBUTED_DEFAULTS.follow,
@@ -82,6 +89,7 @@ export function resolveDistributed(options: DistributedOptions): ResolvedDistrib
   // One connection is the engine's LISTEN, held for good; at least one more runs its queries.
   requireWhole('engineConnections', r.engineConnections, 2)
   requireWhole('sweepIntervalMillis', r.sweepIntervalMillis, 10)
+  requireWhole('deadAfterMillis', r.deadAfterMillis, 0)
   requireWhole('pollIntervalMillis', r.pollIntervalMillis, 10)
   return Object.freeze(r)
 }

@@ -1,11 +1,11 @@
 // One job's tasks on the local crew: sent to a worker thread as one message, each in its own
 // transaction with its ledger claim; a task that fails transiently is retried on its own, by the
-// same rules as a local run (RetryClock: the retry window for a lost connection, `retries` otherwise).
+// same loop as a local run (pipeline/task-attempts.ts).
 import type { Crew } from '../crew/crew.ts'
-import type { TaskEnvelope, TaskOutcome } from '../crew/crew-protocol.ts'
+import type { TaskEnvelope } from '../crew/crew-protocol.ts'
 import type { Database } from '../database/database.ts'
-import { RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions, type RetryPolicy } from '../database/connection-retry.ts'
-import { recordFailure } from '../pipeline/pipeline-ledger.ts'
+import { withConnectionRetry, type ConnectionRetryOptions, type RetryPolicy } from '../database/connection-retry.ts'
+import { attemptTask, taskAttempts, type TaskAttempts } from '../pipeline/task-attempts.ts'
 import type { RunSummary } from '../pipeline/pipeline.ts'
 
 /** This machine's counts, shared by every job it runs. */
@@ -22,6 +22,13 @@ export interface MachineCounts {
 }
 
 export interface JobContext {
+  crew: Crew
+  counts: MachineCounts
+  attempts: TaskAttempts
+}
+
+/** What every job of this machine shares; made once. */
+export function jobContext(o: {
   db: Database
   crew: Crew
   pipeline: string
@@ -33,7 +40,26 @@ export interface JobContext {
   mainRetry: ConnectionRetryOptions
   /** The ledger's `host` of this machine. */
   host: string
-  onChange: () => void
+}): JobContext {
+  const { counts, crew } = o
+  const attempts = taskAttempts({
+    pipeline: o.pipeline,
+    ledger: o.ledger,
+    policy: o.policy,
+    counts,
+    perWorker: counts.perWorker,
+    failures: counts.failures,
+    signal: o.signal,
+    db: o.db,
+    host: o.host,
+    dispatch: (envelope) => crew.dispatch(envelope),
+    patiently: (fn) => withConnectionRetry(fn, o.mainRetry),
+    onChange: () => {},
+    onFatal: (error) => {
+      counts.fatal ??= error
+    },
+  })
+  return { crew, counts, attempts }
 }
 
 /**
@@ -41,58 +67,10 @@ export interface JobContext {
  * stopping (they rolled back): the caller fails the job then, and the engine gives it to another machine.
  */
 export async function runJobTasks(ctx: JobContext, tasks: ReadonlyArray<{ key: string | number }>): Promise<number> {
-  const envelopes: TaskEnvelope[] = tasks.map((task) => ({ mode: 'pipeline', task, attempt: 1, pipeline: ctx.pipeline, key: String(task.key), ledger: ctx.ledger }))
+  const { attempts } = ctx
+  const envelopes: TaskEnvelope[] = tasks.map((task) => ({ mode: 'pipeline', task, attempt: 1, pipeline: attempts.pipeline, key: String(task.key), ledger: attempts.ledger }))
   const first = await ctx.crew.dispatchBatch(envelopes)
-  const left = await Promise.all(first.map((outcome, i) => settle(ctx, envelopes[i]!, outcome)))
+  const left = await Promise.all(first.map((outcome, i) => attemptTask(attempts, tasks[i], String(tasks[i]!.key), outcome)))
   ctx.counts.jobs++
   return left.filter(Boolean).length
-}
-
-/** Follow one task from its first outcome to done, skipped, failed, or (stopping) left undone: true. */
-async function settle(ctx: JobContext, envelope: TaskEnvelope, outcome: TaskOutcome): Promise<boolean> {
-  const { counts } = ctx
-  const clock = new RetryClock(ctx.policy)
-  // A thread that died took its whole message with it, committed tasks included: retried, such a
-  // task finds its key done, and it was done here.
-  let crashed = false
-  for (let attempt = 1; ; attempt++) {
-    if (outcome.ok) {
-      if (outcome.skipped && !crashed) counts.skipped++
-      else {
-        counts.done++
-        if (!outcome.skipped) counts.perWorker[outcome.workerId] = (counts.perWorker[outcome.workerId] ?? 0) + 1
-      }
-      ctx.onChange()
-      return false
-    }
-    if (outcome.error.code === 'WORKER_INIT_FAILED' || outcome.error.code === 'CLOSED') {
-      counts.fatal ??= outcome.error
-      return true
-    }
-    if (outcome.error.transient && ctx.signal?.aborted) return true
-    if (outcome.error.code === 'WORKER_CRASHED') crashed = true
-    const wait = outcome.error.transient ? clock.next(outcome.error.connectionLost ? 'connection' : 'transient') : undefined
-    if (wait !== undefined) {
-      counts.retried++
-      ctx.onChange()
-      await sleep(wait, ctx.signal)
-      if (ctx.signal?.aborted) return true
-      outcome = await ctx.crew.dispatch({ ...envelope, attempt: attempt + 1 })
-      continue
-    }
-    counts.failed++
-    const failure = { key: envelope.mode === 'pipeline' ? envelope.key : '?', attempts: attempt, code: outcome.error.code ?? outcome.error.name, message: outcome.error.message }
-    const workerId = outcome.workerId > 0 ? outcome.workerId : undefined
-    if (counts.failures.length < 20) counts.failures.push(failure)
-    try {
-      await withConnectionRetry(
-        () => recordFailure(ctx.db, ctx.ledger, { pipeline: ctx.pipeline, key: failure.key, attempts: attempt, workerId, host: ctx.host, code: failure.code, message: failure.message }),
-        ctx.mainRetry,
-      )
-    } catch (error) {
-      failure.message += ` (the ledger write failed, so the ledger does not show this failure: ${(error as Error).message})`
-    }
-    ctx.onChange()
-    return false
-  }
 }

@@ -1,7 +1,6 @@
 // One machine of a distributed run: one graphile-worker runner feeding the local crew.
-import { EventEmitter } from 'node:events'
 import { availableParallelism } from 'node:os'
-import { run, type Runner, type Task } from 'graphile-worker'
+import type { Task } from 'graphile-worker'
 import type { Database } from '../database/database.ts'
 import { budgetNumbers } from '../crew/crew-budget.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
@@ -12,8 +11,9 @@ import type { PipelineDefinition, PipelineTask, RunSummary } from '../pipeline/p
 import { resolveDistributed, type DistributedOptions, type DistributedProgress } from './distributed-options.ts'
 import { engineLogger, jobsView, machineTag, openEngine, taskIdentifier, type JobPayload } from './distributed-engine.ts'
 import { machineBudget } from './distributed-budget.ts'
-import { Liveness, sweepDeadPools } from './distributed-liveness.ts'
-import { runJobTasks, type JobContext, type MachineCounts } from './distributed-tasks.ts'
+import { Liveness, sweepDeadPools, type DeadPoolWatch } from './distributed-liveness.ts'
+import { startEngineRunner, type EngineRunner } from './distributed-runner.ts'
+import { jobContext, runJobTasks, type MachineCounts } from './distributed-tasks.ts'
 import { enqueueLockName, enqueueTasks, type EnqueueSummary } from './distributed-enqueue.ts'
 import { hashKey } from '../toolkit/advisory-lock.ts'
 
@@ -93,7 +93,7 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
   const logger = engineLogger((line) => o.onEvent?.({ type: 'engine', message: line }))
   const engine = await openEngine(db, { schema: o.schema, connections: o.engineConnections, tag, logger, retry })
   let live: Liveness | undefined
-  let runner: Runner | undefined
+  let runner: EngineRunner | undefined
   let crew: Awaited<ReturnType<Database['crew']>> | undefined
   let sweeper: NodeJS.Timeout | undefined
   let ticker: NodeJS.Timeout | undefined
@@ -102,7 +102,7 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
   let pipelineDone = 0
   let jobsLeft = 0
   let enqueued: EnqueueSummary | undefined
-  let poolId = ''
+  let poolId: string
   try {
     const budget = await patiently(() =>
       machineBudget(
@@ -153,7 +153,7 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
         pipelineDone,
         jobsLeft,
       } satisfies DistributedProgress)
-    const ctx: JobContext = { db, crew, pipeline: def.name, ledger, policy, counts, signal: o.signal, mainRetry: retry, host, onChange: () => {} }
+    const ctx = jobContext({ db, crew, pipeline: def.name, ledger, policy, counts, signal: o.signal, mainRetry: retry, host })
     let checkSoon = (): void => {}
     const handler: Task = async (payload) => {
       if (counts.fatal) throw counts.fatal
@@ -163,32 +163,44 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
       if (left > 0) throw new PgcrewError('CANCELLED', `${left} of the job's tasks rolled back as this machine stopped; another machine runs them`)
     }
 
-    const events = new EventEmitter()
-    let held: Promise<void> | undefined
-    events.on('pool:create', ({ workerPool }: { workerPool: { id: string } }) => {
-      poolId = workerPool.id
-      held = live!.hold(poolId)
-      held.catch(() => {})
-    })
+    let stop: (reason: string) => void = () => {}
     // One message per job to a worker thread, and a second job per connection waiting, so a thread
     // never idles while the engine hands it the next one.
     const jobsAtOnce = plan.threads * plan.perWorker * 2
-    runner = await run({
-      pgPool: engine.pool,
-      schema: o.schema,
-      taskList: { [taskIdentifier(def.name)]: handler },
-      concurrency: jobsAtOnce,
-      noHandleSignals: true,
-      pollInterval: o.pollIntervalMillis,
-      logger,
-      events: events as never,
-      parsedCronItems: [],
-      preset: { worker: { localQueue: { size: jobsAtOnce }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
+    runner = await startEngineRunner({
+      engine,
+      live,
+      retry,
+      run: {
+        schema: o.schema,
+        taskList: { [taskIdentifier(def.name)]: handler },
+        concurrency: jobsAtOnce,
+        noHandleSignals: true,
+        pollInterval: o.pollIntervalMillis,
+        logger,
+        parsedCronItems: [],
+        // No local queue: when a connection is lost as it returns the jobs it fetched ahead (a server
+        // restart), graphile-worker 0.17 throws from a background promise and the process dies. Each
+        // of its workers fetches its own job instead (a job carries tasksPerJob tasks, so that query is
+        // shared by them). Completions stay batched: one that fails ends the pool, and the runner
+        // (distributed-runner.ts) starts another.
+        preset: { worker: { completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
+      },
+      onReplaced: (oldPoolId, newPoolId, reason) => {
+        poolId = newPoolId
+        o.onEvent?.({ type: 'engine', message: `the job engine gave up pool ${oldPoolId} (${reason}); pool ${newPoolId} took its place, and the old pool's jobs go back to the queue` })
+      },
+      onFatal: (error) => {
+        counts.fatal ??= error
+        stop('fatal')
+      },
     })
-    await held
+    poolId = runner.poolId
     o.onEvent?.({ type: 'started', poolId, host, tag, budget: plan.explanation })
 
+    const watch: DeadPoolWatch = { deadAfterMillis: o.deadAfterMillis, missingSince: new Map() }
     const stopping = new Promise<string>((resolve) => {
+      stop = resolve
       const onAbort = (): void => resolve('interrupted')
       if (o.signal?.aborted) onAbort()
       o.signal?.addEventListener('abort', onAbort, { once: true })
@@ -198,7 +210,7 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
         if (sweeping) return
         sweeping = true
         try {
-          const f = await sweepDeadPools(db, engine)
+          const f = await sweepDeadPools(db, engine, watch)
           if (f.jobs > 0) {
             freed.poolIds.push(...f.poolIds)
             freed.jobs += f.jobs
@@ -261,7 +273,6 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
     clearInterval(sweeper)
     // Stops fetching, returns the jobs fetched ahead, waits for the running ones.
     await runner.stop()
-    await runner.promise.catch(() => {})
     runner = undefined
     const final = await db.query<{ done: number }>(`SELECT count(*)::int AS done FROM ${ledgerName(ledger)} WHERE pipeline = $1 AND status = 'done'`, [def.name]).catch(() => undefined)
     if (final) pipelineDone = final.rows[0]!.done

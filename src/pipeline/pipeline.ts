@@ -7,9 +7,10 @@ import type { Database } from '../database/database.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { describeValue, requireWhole } from '../connect/connect-options.ts'
 import { machineFqdn } from '../connect/profiles.ts'
-import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName, recordFailure } from './pipeline-ledger.ts'
+import { DEFAULT_LEDGER, doneKeys, ensureLedger, ledgerName } from './pipeline-ledger.ts'
 import { silentProgress, type ProgressReporter, type ProgressState } from './pipeline-progress.ts'
-import { RETRY_DEFAULTS, RetryClock, sleep, withConnectionRetry, type ConnectionRetryOptions } from '../database/connection-retry.ts'
+import { RETRY_DEFAULTS, withConnectionRetry, type ConnectionRetryOptions } from '../database/connection-retry.ts'
+import { attemptTask, taskAttempts } from './task-attempts.ts'
 import { TaskBatcher } from './task-batcher.ts'
 import type { HistoryOptions } from '../history/run-recorder.ts'
 import { isTypeScript, registerTypeScript } from '../crew/typescript-loader.ts'
@@ -359,63 +360,35 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     progress.update(state)
   }
 
-  const runOne = async (task: PipelineTask, key: string): Promise<void> => {
-    const clock = new RetryClock(policy)
-    // A thread that died took a whole message with it, tasks that had committed included: when such
-    // a task is retried its claim finds the key done, and it was done by this run.
-    let crashed = false
-    for (let attempt = 1; ; attempt++) {
-      const out = await batcher.dispatch({ mode: 'pipeline', task, attempt, pipeline: def.name, key, ledger })
-      if (out.ok) {
-        reachable()
-        if (out.skipped && crashed) state.done++
-        else if (out.skipped) state.skipped++
-        else {
-          state.done++
-          perWorker[out.workerId] = (perWorker[out.workerId] ?? 0) + 1
-          if (observer?.finishedTask && out.millis !== undefined) observeTask(key, out.millis, out.workerId)
-        }
-        return tick()
-      }
-      if (out.error.code === 'WORKER_INIT_FAILED' || out.error.code === 'CLOSED') {
-        fatal ??= new PgcrewError(out.error.code, out.error.message)
-        return
-      }
-      // Stopping (Ctrl-C): a transient failure (the server shutting down, a lost connection…) rolled the
-      // task back, so it was not run: neither done nor failed, and the next run does it.
-      if (out.error.transient && options.signal?.aborted) return tick()
-      if (out.error.code === 'WORKER_CRASHED') crashed = true
-      const lost = out.error.connectionLost === true
-      if (lost) unreachable()
-      else reachable()
-      // A lost connection is retried for the retry window, other transient errors `retries` times.
-      const wait = out.error.transient ? clock.next(lost ? 'connection' : 'transient') : undefined
-      if (wait !== undefined) {
-        state.retried++
-        tick()
-        await sleep(wait, options.signal)
-        if (options.signal?.aborted) return tick()
-        continue
-      }
-      state.failed++
-      failedPerWorker[out.workerId] = (failedPerWorker[out.workerId] ?? 0) + 1
+  // One retry loop for a local run and a distributed one (task-attempts.ts).
+  const attempts = taskAttempts({
+    pipeline: def.name,
+    ledger,
+    policy,
+    counts: state,
+    perWorker,
+    failures,
+    signal: options.signal,
+    db,
+    host,
+    dispatch: (envelope) => batcher.dispatch(envelope),
+    patiently,
+    onChange: tick,
+    onReached: (reached) => (reached ? reachable() : unreachable()),
+    onDone: observer?.finishedTask ? (key, out) => out.millis !== undefined && observeTask(key, out.millis, out.workerId) : undefined,
+    onFailed: (failure, workerId) => {
+      failedPerWorker[workerId] = (failedPerWorker[workerId] ?? 0) + 1
       if (options.maxFailures !== undefined && state.failed >= options.maxFailures && !stopReason) {
-        stopReason = `stopped early: ${state.failed} tasks failed, the most allowed (maxFailures ${options.maxFailures}); the last: ${out.error.code ? `[${out.error.code}] ` : ''}${out.error.message}`
+        stopReason = `stopped early: ${state.failed} tasks failed, the most allowed (maxFailures ${options.maxFailures}); the last: ${failure.code ? `[${failure.code}] ` : ''}${failure.message}`
       }
-      const failure: RunSummary['failures'][number] = { key, attempts: attempt, code: out.error.code, message: out.error.message }
-      if (failures.length < 20) failures.push(failure)
-      if (observer?.failed) void observe('failed', () => observer.failed!({ ...failure, workerId: out.workerId }))
-      try {
-        // A failure row is written even when the server comes back only later (within a window).
-        const workerId = out.workerId > 0 ? out.workerId : undefined
-        await patiently(() => recordFailure(db, ledger, { pipeline: def.name, key, attempts: attempt, workerId, host, code: out.error.code ?? out.error.name, message: out.error.message }))
-      } catch (error) {
-        // The task still failed (and counts so); the run goes on. Only the ledger row is missing.
-        failure.message += ` (the ledger write failed, so the ledger does not show this failure: ${describeError(error)})`
-      }
-      return tick()
-    }
-  }
+      if (observer?.failed) void observe('failed', () => observer.failed!({ ...failure, workerId }))
+    },
+    onFatal: (error) => {
+      fatal ??= error
+    },
+  })
+  // Whether the task was left undone matters to an engine job only; here the counts say it all.
+  const runOne = (task: PipelineTask, key: string): Promise<void> => attemptTask(attempts, task, key) as Promise<unknown> as Promise<void>
 
   const flush = async (batch: PipelineTask[]): Promise<void> => {
     const keys = batch.map((t) => String(t.key))

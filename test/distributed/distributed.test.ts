@@ -6,6 +6,8 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, describe, test } from 'node:test'
 import pg from 'pg'
+import { startTempCluster, type TempCluster } from '../../src/cluster/temp-cluster.ts'
+import { livenessKey } from '../../src/distributed/distributed-liveness.ts'
 import { cleanEnv, freshDatabase, scratchDir, server } from '../helpers.ts'
 
 const pipeline = new URL('../fixtures/pipelines/distributed-counter.ts', import.meta.url).pathname
@@ -49,16 +51,63 @@ async function until(what: string, check: () => boolean | Promise<boolean>, time
   }
 }
 
-/** A profile that only hosts under .test.local get, as a cluster's login and compute nodes would. */
-async function setup(n: number): Promise<{ env: NodeJS.ProcessEnv; client: pg.Client }> {
+/** Where the machines connect: the suite's server (a fresh database on it), or a cluster of the test's own. */
+interface Target {
+  host: string
+  port: number
+  user: string
+  password: string
+  dbname: string
+  url: string
+}
+
+async function suiteTarget(): Promise<Target> {
   const { dbname, url } = await freshDatabase('distributed')
-  const s = server()
+  return { ...server(), dbname, url }
+}
+
+function clusterTarget(cluster: TempCluster): Target {
+  return { host: cluster.host, port: cluster.port, user: cluster.superuser, password: cluster.password, dbname: 'postgres', url: cluster.url }
+}
+
+/** A profile that only hosts under .test.local get, as a cluster's login and compute nodes would. */
+async function setup(n: number, target?: Target, extra: Record<string, string> = {}): Promise<{ env: NodeJS.ProcessEnv; client: pg.Client; target: Target }> {
+  const t = target ?? (await suiteTarget())
   const file = join(scratchDir(), 'profiles.ini')
-  writeFileSync(file, `[cluster]\nhost = ${s.host}\nport = ${s.port}\ndbname = ${dbname}\nuser = ${s.user}\nreadonly = false\ndomain = .*\\.test\\.local\n`)
+  writeFileSync(file, `[cluster]\nhost = ${t.host}\nport = ${t.port}\ndbname = ${t.dbname}\nuser = ${t.user}\nreadonly = false\ndomain = .*\\.test\\.local\n`)
+  const client = new pg.Client({ connectionString: t.url })
+  await client.connect()
+  // A restart of the test's server ends this session too: the test opens another then.
+  client.on('error', () => {})
+  after(() => client.end().catch(() => {}))
+  return { env: cleanEnv({ PGCREW_PROFILES: file, PGPASSWORD: t.password, PGCREW_FIXTURE_N: String(n), PGCREW_FIXTURE_SLEEP_MS: '5', ...extra }), client, target: t }
+}
+
+/** One query on a connection of its own (the server may have restarted since the last). */
+async function sql<T = Record<string, unknown>>(url: string, text: string, params: unknown[] = []): Promise<T[]> {
   const client = new pg.Client({ connectionString: url })
   await client.connect()
-  after(() => client.end())
-  return { env: cleanEnv({ PGCREW_PROFILES: file, PGPASSWORD: s.password, PGCREW_FIXTURE_N: String(n), PGCREW_FIXTURE_SLEEP_MS: '5' }), client }
+  try {
+    return (await client.query(text, params)).rows as T[]
+  } finally {
+    await client.end()
+  }
+}
+
+/** Every machine's exit, or a failure naming the machines still running (with what they printed) after `timeoutMillis`. */
+async function exits(machines: Machine[], timeoutMillis = 180_000): Promise<Array<{ code: number | null; signal: NodeJS.Signals | null }>> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const running = machines.filter((m) => m.child.exitCode === null && m.child.signalCode === null)
+      reject(new Error(`machine(s) still running after ${timeoutMillis / 1000} s:\n${running.map((m) => m.stderr + m.stdout).join('\n---\n')}`))
+    }, timeoutMillis)
+  })
+  try {
+    return await Promise.race([Promise.all(machines.map((m) => m.exited)), late])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 const poolIdOf = (m: Machine): string | undefined => /joined as engine pool (\S+)/.exec(m.stderr)?.[1]
@@ -89,7 +138,7 @@ describe('pgcrew work: several machines', () => {
     console.log(`# retake after SIGKILL: ${retakeSeconds.toFixed(1)} s`)
     assert.ok(retakeSeconds < 30, `the killed machine's jobs took ${retakeSeconds} s to be freed`)
 
-    const [ea, eb, ec, ed] = await Promise.all([a, b, c, d].map((m) => m.exited))
+    const [ea, eb, ec, ed] = await exits([a, b, c, d])
     assert.equal(eb!.signal, 'SIGKILL')
     assert.equal(ec!.code, 1, c.stderr)
     assert.match(c.stdout, /cancelled: this machine stopped/)
@@ -109,6 +158,70 @@ describe('pgcrew work: several machines', () => {
     )
     for (const h of ['a', 'b', 'c', 'd']) assert.ok((hosts[`${h}.test.local`] ?? 0) > 0, `machine ${h} did no work: ${JSON.stringify(hosts)}`)
     assert.equal((await client.query('SELECT count(*)::int AS n FROM graphile_worker.jobs')).rows[0].n, 0)
+  })
+
+  test('a server restart mid-run on three machines: every machine goes on and exits 0, its liveness lock comes back, every counter is 1', async () => {
+    const cluster = await startTempCluster()
+    try {
+      const n = 3000
+      // 20 ms per task: the run outlasts the restart and the time the machines take to come back.
+      const { env, client, target } = await setup(n, clusterTarget(cluster), { PGCREW_FIXTURE_SLEEP_MS: '20' })
+      await client.end()
+      const flags = ['--threads', '1', '--per-worker', '2']
+      const a = machine('a.test.local', ['run', pipeline, '--distributed', '--tasks-per-job', '10', ...flags], env)
+      await until('machine a to enqueue', async () => poolIdOf(a) !== undefined && (await sql<{ n: number }>(target.url, 'SELECT count(*)::int AS n FROM graphile_worker.jobs'))[0]!.n > 0)
+      const machines = [a, ...['b', 'c'].map((h) => machine(`${h}.test.local`, ['work', pipeline, ...flags], env))]
+      const doneBy = async (): Promise<Record<string, number>> =>
+        Object.fromEntries((await sql<{ host: string; n: number }>(target.url, "SELECT host, count(*)::int AS n FROM pgcrew_ledger WHERE status = 'done' GROUP BY host")).map((r) => [r.host, r.n]))
+      await until('every machine to do some work', async () => {
+        const h = await doneBy()
+        return ['a', 'b', 'c'].every((m) => (h[`${m}.test.local`] ?? 0) >= 20)
+      })
+      const pools = machines.map((m) => poolIdOf(m)!)
+      // Which of the machines' liveness locks are held now (a single-bigint advisory key: classid, objid, objsubid 1).
+      const heldLocks = async (): Promise<string[]> =>
+        (
+          await sql<{ k: string }>(
+            target.url,
+            `SELECT k::text FROM unnest($1::bigint[]) k WHERE EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+               AND l.classid::bigint = (k >> 32) & 4294967295 AND l.objid::bigint = k & 4294967295)`,
+            [pools.map((p) => String(livenessKey(p)))],
+          )
+        ).map((r) => pools.find((p) => String(livenessKey(p)) === r.k)!)
+      assert.deepEqual((await heldLocks()).sort(), [...pools].sort(), 'a machine did not hold its liveness lock before the restart')
+      const before = Object.values(await doneBy()).reduce((x, y) => x + y, 0)
+      await cluster.stopServer()
+      await new Promise((r) => setTimeout(r, 1000))
+      await cluster.startServer()
+      const upAt = Date.now()
+      await until('every machine to take its liveness lock again', async () => {
+        for (const m of machines) if (m.child.exitCode !== null) throw new Error(`a machine exited before its lock came back: ${m.stderr}`)
+        return (await heldLocks()).length === pools.length
+      })
+      console.log(`# liveness locks back ${((Date.now() - upAt) / 1000).toFixed(1)} s after the server came back; ${before} of ${n} tasks were done at the restart`)
+      assert.ok(before < n, 'the run ended before the restart')
+
+      for (const [i, e] of (await exits(machines, 100_000)).entries()) assert.equal(e.code, 0, machines[i]!.stderr + machines[i]!.stdout)
+      const counters = (await sql(target.url, 'SELECT count(*)::int AS all, count(*) FILTER (WHERE n = 1)::int AS once FROM counters'))[0]
+      assert.deepEqual(counters, { all: n, once: n })
+      const hosts = await doneBy()
+      assert.equal(
+        Object.values(hosts).reduce((x, y) => x + y, 0),
+        n,
+      )
+      // Each task counted as done on exactly one machine: a duplicate delivery was a skip where it ran.
+      const doneHere = machines.map((m) => Number(/tasks +(\d+) done here/.exec(m.stdout)?.[1]))
+      assert.equal(
+        doneHere.reduce((x, y) => x + y, 0),
+        n,
+        machines.map((m) => m.stdout).join('\n'),
+      )
+      assert.equal((await sql<{ n: number }>(target.url, 'SELECT count(*)::int AS n FROM graphile_worker.jobs'))[0]!.n, 0)
+      for (const m of machines) console.log(`# ${/^machine +(.*)/m.exec(m.stdout)?.[1]}: ${/^tasks +(.*)/m.exec(m.stdout)?.[1]}; ${/^time +(.*)/m.exec(m.stdout)?.[1]}\n${m.stderr}`)
+    } finally {
+      for (const child of children) child.kill('SIGKILL')
+      await cluster.stop()
+    }
   })
 
   test('a task that JSON would change is refused at enqueue time with TASK_NOT_JSON, naming the key and the field', async () => {
