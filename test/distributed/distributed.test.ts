@@ -224,6 +224,54 @@ describe('pgcrew work: several machines', () => {
     }
   })
 
+  test('machines that start together on a server of 20 connections do not over-subscribe it: each fits (clamped) or is refused with advice, and every counter is 1', async () => {
+    const cluster = await startTempCluster({ settings: { max_connections: 20 } })
+    try {
+      const n = 600
+      const { env, client, target } = await setup(n, clusterTarget(cluster), { PGCREW_FIXTURE_SLEEP_MS: '20' })
+      const limit = (await client.query<{ n: number }>("SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int AS n")).rows[0]!.n
+      // The most sessions the server had at once while the machines ran (this client's own included).
+      let peak = 0
+      let sampling = true
+      const sampler = (async () => {
+        while (sampling) {
+          const r = await client.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend'").catch(() => undefined)
+          if (r) peak = Math.max(peak, r.rows[0]!.n)
+          await new Promise((resolve) => setTimeout(resolve, 50))
+        }
+      })()
+      const a = machine('a.test.local', ['run', pipeline, '--distributed', '--tasks-per-job', '5', '--threads', '1', '--per-worker', '1'], env)
+      await until('machine a to enqueue', async () => poolIdOf(a) !== undefined && (await sql<{ n: number }>(target.url, 'SELECT count(*)::int AS n FROM graphile_worker.jobs'))[0]!.n > 0)
+      // Three more at the same instant, each asking for far more than is left: 2 (main) + 4 (engine) + 4 threads × 2.
+      const late = ['b', 'c', 'd'].map((h) => machine(`${h}.test.local`, ['work', pipeline, '--threads', '4', '--per-worker', '2'], env))
+      const machines = [a, ...late]
+      const ends = await exits(machines, 150_000)
+      sampling = false
+      await sampler
+      assert.ok(peak <= limit, `${peak} sessions at once on a server that takes ${limit}`)
+      for (const [i, m] of machines.entries()) {
+        const out = m.stderr + m.stdout
+        assert.doesNotMatch(out, /too many clients|53300/, out)
+        if (ends[i]!.code === 0) assert.match(out, /fits|clamped to/, out)
+        else {
+          assert.equal(ends[i]!.code, 1, out)
+          assert.match(m.stderr, /BUDGET_EXCEEDED|over budget/, out)
+          assert.match(m.stderr, /lower --threads|raise --budget|close other sessions/, out)
+        }
+      }
+      assert.equal(ends[0]!.code, 0, a.stderr + a.stdout)
+      assert.ok(ends.slice(1).some((e) => e.code === 0) || ends.slice(1).every((e) => e.code === 1), 'the late machines neither worked nor were refused')
+      const counters = (await sql(target.url, 'SELECT count(*)::int AS all, count(*) FILTER (WHERE n = 1)::int AS once FROM counters'))[0]
+      assert.deepEqual(counters, { all: n, once: n })
+      console.log(
+        `# peak ${peak} of ${limit} sessions; ${machines.map((m, i) => `${'abcd'[i]}: exit ${ends[i]!.code} ${/(clamped to [^\n(]*|fits|over budget[^\n]*)/.exec(m.stderr + m.stdout)?.[1] ?? ''}`).join('; ')}`,
+      )
+    } finally {
+      for (const child of children) child.kill('SIGKILL')
+      await cluster.stop()
+    }
+  })
+
   test('a task that JSON would change is refused at enqueue time with TASK_NOT_JSON, naming the key and the field', async () => {
     const { env } = await setup(3)
     const m = machine('a.test.local', ['run', pipeline, '--distributed', '--threads', '1'], { ...env, PGCREW_FIXTURE_BAD_TASK: '1' })
