@@ -90,11 +90,17 @@ describe('run history', () => {
       { threads: 1 },
     )
     assert.ok(await eventually(async () => (await listRuns(watcher).catch(() => []))[0]?.status === 'running', 30_000), 'the run never showed as running')
-    const { rows } = await watcher.query<{ n: number }>("SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = 'pgcrew run history'")
+    const { rows } = await watcher.query<{ n: number }>(
+      "SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = 'pgcrew run history' AND datname = current_database()",
+    )
     assert.equal(rows[0]!.n, 1)
     // Taken again on a new session: the run is running, not crashed, while it goes on.
     assert.ok(
-      await eventually(async () => (await watcher.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pgcrew run history'")).rows[0]!.n === 1, 10_000),
+      await eventually(
+        async () =>
+          (await watcher.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pgcrew run history' AND datname = current_database()")).rows[0]!.n === 1,
+        10_000,
+      ),
       'no new liveness session',
     )
     assert.equal((await listRuns(watcher))[0]?.status, 'running')
