@@ -1,7 +1,10 @@
 // Reading the run history: the runs of a pipeline (or all), newest first, and one run with its
 // samples and events. A run without an end whose lock is free lost its process: it is shown, and
 // recorded, as crashed. That is a fact PostgreSQL keeps (a session lock dies with its connection),
-// not a guess from how long ago the last sample came.
+// not a guess from how long ago the last sample came. A live run whose liveness session was lost (a
+// killed backend, a server restart) takes its lock again a moment later, so a lock found free is
+// checked again for a short grace before the run is called crashed: without it a `status` in that
+// moment wrote a live run's end as crashed.
 import type { Database } from '../database/database.ts'
 import { openStore } from '../store/store.ts'
 import { qname } from '../toolkit/quote.ts'
@@ -16,9 +19,22 @@ async function hasHistory(db: Database, schema: string): Promise<boolean> {
   return rows[0]!.ok
 }
 
-/** Is the run's process gone? Its session lock is free then: a shared try succeeds (and ends with the transaction). */
+/** How long a run's lock must stay free before the run is called crashed (a live run retakes it well within). */
+export const CRASH_GRACE_MILLIS = 5_000
+
+/** Is the run's lock free right now? A shared try succeeds then (and ends with the transaction). */
 async function lockFree(db: Database, lockKey: bigint): Promise<boolean> {
   return db.transaction(async (tx) => (await tx.query<{ free: boolean }>('SELECT pg_try_advisory_xact_lock_shared($1::bigint) AS free', [lockKey.toString()])).rows[0]!.free)
+}
+
+/** Is the run's process gone? Its lock is free, and stays free for `graceMillis` of checks. */
+async function lockStaysFree(db: Database, lockKey: bigint, graceMillis: number): Promise<boolean> {
+  const until = Date.now() + graceMillis
+  for (;;) {
+    if (!(await lockFree(db, lockKey))) return false
+    if (Date.now() >= until) return true
+    await new Promise((resolve) => setTimeout(resolve, Math.min(250, until - Date.now())))
+  }
 }
 
 async function readRuns(db: Database, schema: string, where: { id?: number; pipeline?: string; limit?: number }): Promise<Row[]> {
@@ -73,6 +89,8 @@ export interface ListRunsOptions {
   schema?: string
   /** A run found crashed gets its end written (so later readers need not check). Default true. */
   recordCrashes?: boolean
+  /** How long a free lock is checked again before its run is called crashed. Default {@link CRASH_GRACE_MILLIS}. */
+  crashGraceMillis?: number
 }
 
 /** The recorded runs, newest first; running ones are checked for a live process. */
@@ -80,11 +98,18 @@ export async function listRuns(db: Database, options: ListRunsOptions & { id?: n
   const schema = options.schema ?? HISTORY_DEFAULTS.schema
   if (!(await hasHistory(db, schema))) return []
   const rows = await readRuns(db, schema, { id: options.id, pipeline: options.pipeline, limit: options.id === undefined ? (options.limit ?? 20) : undefined })
+  const grace = options.crashGraceMillis ?? CRASH_GRACE_MILLIS
+  // The runs without an end whose lock stays free, checked side by side (each may take the grace).
+  const gone = await Promise.all(
+    rows.map(async (row) => {
+      const key = parseRunSessionName(row.name)?.lockKey
+      return row.last?.kind !== 'ended' && key !== undefined && (await lockStaysFree(db, key, grace))
+    }),
+  )
   const records: RunRecord[] = []
-  for (const row of rows) {
-    const key = parseRunSessionName(row.name)?.lockKey
+  for (const [i, row] of rows.entries()) {
     let crashed = false
-    if (row.last?.kind !== 'ended' && key !== undefined && (await lockFree(db, key))) {
+    if (gone[i]) {
       // The run may have written its end and released its lock between the read and the check.
       const again = (await readRuns(db, schema, { id: Number(row.id) }))[0]
       if (again?.last?.kind === 'ended') {

@@ -94,6 +94,8 @@ describe('run history', () => {
       "SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = 'pgcrew run history' AND datname = current_database()",
     )
     assert.equal(rows[0]!.n, 1)
+    // Read in the moment the lock is free: the grace sees it taken again (without it, the run was written as crashed).
+    assert.equal((await listRuns(watcher))[0]?.status, 'running')
     // Taken again on a new session: the run is running, not crashed, while it goes on.
     assert.ok(
       await eventually(
