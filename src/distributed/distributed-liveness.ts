@@ -3,10 +3,10 @@
 // dies (SIGKILL, a lost network) loses its session and the lock with it; any other machine's sweeper
 // then frees its jobs with graphile-worker's force_unlock_workers, in seconds rather than the
 // engine's fixed 4 hours.
-import type pg from 'pg'
 import type { Database } from '../database/database.ts'
 import { hashKey } from '../toolkit/advisory-lock.ts'
-import { withConnectionRetry, type ConnectionRetryOptions } from '../database/connection-retry.ts'
+import type { ConnectionRetryOptions } from '../database/connection-retry.ts'
+import { SessionLock, type SessionLockOptions } from '../database/session-lock.ts'
 import { jobsView, type Engine } from './distributed-engine.ts'
 
 /** The advisory lock a live engine pool holds: a bigint from its pool id. */
@@ -16,40 +16,25 @@ export function livenessKey(poolId: string): bigint {
 
 /**
  * The dedicated connection that carries this machine's liveness lock (and, in its application_name,
- * its connection claim). Lost, it reconnects and locks again; until then `gate` holds back the
- * engine's fetches, so no job is ever locked by this machine while its lock is missing.
+ * its connection claim). Lost, it reconnects and locks again for as long as the machine runs; until
+ * then `gate` holds back the engine's fetches, so no job is ever locked by this machine while its
+ * lock is missing.
  */
 export class Liveness {
-  readonly #pool: pg.Pool
-  readonly #retry: ConnectionRetryOptions
-  #client: pg.PoolClient | undefined
-  #poolId: string | undefined
-  #gate: Promise<void> = Promise.resolve()
-  /** The key locked on the current connection, if any. */
-  #heldKey: bigint | undefined
-  #closed = false
+  readonly #lock: SessionLock
 
-  private constructor(pool: pg.Pool, retry: ConnectionRetryOptions) {
-    this.#pool = pool
-    this.#retry = retry
+  private constructor(lock: SessionLock) {
+    this.#lock = lock
   }
 
   /** Connect (inside the budget check, so the claim in `applicationName` is visible before it ends). */
-  static async open(db: Database, applicationName: string, retry: ConnectionRetryOptions): Promise<Liveness> {
-    const live = new Liveness(await db.pgPool({ max: 1, applicationName }), retry)
-    live.#client = await live.#connect()
-    return live
+  static async open(db: Database, applicationName: string, retry: ConnectionRetryOptions, events: Pick<SessionLockOptions, 'onLost' | 'onBack'> = {}): Promise<Liveness> {
+    return new Liveness(await SessionLock.open(db, { applicationName, retry, ...events }))
   }
 
-  async #connect(): Promise<pg.PoolClient> {
-    const client = await this.#pool.connect()
-    client.on('error', () => this.#lost(client))
-    return client
-  }
-
-  /** Resolved while the lock is held (or before any pool id is known). */
+  /** Resolved while the lock is held (or before any pool id is known); rejected only once it cannot be had. */
   get gate(): Promise<void> {
-    return this.#gate
+    return this.#lock.gate
   }
 
   /**
@@ -57,56 +42,12 @@ export class Liveness {
    * then free); the engine's fetches wait for it.
    */
   hold(poolId: string): Promise<void> {
-    this.#poolId = poolId
-    return this.#relock()
-  }
-
-  /** One lock attempt at a time on the one connection: a loss and a new pool id queue up behind each other. */
-  #relock(): Promise<void> {
-    this.#gate = this.#gate.catch(() => {}).then(() => this.#lock())
-    this.#gate.catch(() => {})
-    return this.#gate
-  }
-
-  async #lock(): Promise<void> {
-    await withConnectionRetry(async () => {
-      if (this.#closed) return
-      const client = (this.#client ??= await this.#connect())
-      try {
-        if (this.#heldKey !== undefined) await client.query('SELECT pg_advisory_unlock_all()')
-        this.#heldKey = undefined
-        const key = livenessKey(this.#poolId!)
-        await client.query('SELECT pg_advisory_lock($1::bigint)', [String(key)])
-        this.#heldKey = key
-      } catch (error) {
-        // The connection's 'error' event may have come first (#lost): it is released once only, and
-        // the lost connection's error is what the retry sees (not a TypeError that ends the retries).
-        if (this.#client === client) {
-          this.#client = undefined
-          this.#heldKey = undefined
-          client.release(true)
-        }
-        throw error
-      }
-    }, this.#retry)
-  }
-
-  #lost(client: pg.PoolClient): void {
-    if (this.#client !== client) return
-    this.#client = undefined
-    this.#heldKey = undefined
-    client.release(true)
-    if (this.#closed || this.#poolId === undefined) return
-    // The lock went with the session: fetch nothing until it is back.
-    void this.#relock()
+    return this.#lock.hold(livenessKey(poolId))
   }
 
   /** Give up the lock and the connection (after the engine has returned or finished its jobs). */
-  async close(): Promise<void> {
-    this.#closed = true
-    this.#client?.release(true)
-    this.#client = undefined
-    await this.#pool.end().catch(() => {})
+  close(): Promise<void> {
+    return this.#lock.close()
   }
 }
 

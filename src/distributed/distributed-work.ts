@@ -115,7 +115,12 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
           onOverBudget: o.onOverBudget ?? 'clamp',
           tag,
         },
-        (name) => Liveness.open(db, name, retry),
+        (name) =>
+          Liveness.open(db, name, retry, {
+            onLost: (error) =>
+              o.onEvent?.({ type: 'engine', message: `the liveness lock went with its session (${error instanceof Error ? error.message : String(error)}); fetching no job until it is back` }),
+            onBack: (ms) => o.onEvent?.({ type: 'engine', message: `the liveness lock is back after ${(ms / 1000).toFixed(1)} s; fetching again` }),
+          }),
       ),
     )
     live = budget.opened
@@ -138,8 +143,13 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
     const gated = live
     // pg-pool's connect() takes a callback too (graphile-worker releases through that form).
     ;(engine.pool as unknown as { connect: (callback?: unknown) => unknown }).connect = (callback?: unknown) => {
-      const ready = gated.gate.catch(() => {})
-      if (typeof callback === 'function') return void ready.then(() => connect(callback))
+      // A lock that cannot be had (the server away for the whole window) fails the engine's connect, as the server would.
+      const ready = gated.gate
+      if (typeof callback === 'function')
+        return void ready.then(
+          () => connect(callback),
+          (error: unknown) => (callback as (e: unknown) => void)(error),
+        )
       return ready.then(() => connect())
     }
 

@@ -111,6 +111,8 @@ async function exits(machines: Machine[], timeoutMillis = 180_000): Promise<Arra
 }
 
 const poolIdOf = (m: Machine): string | undefined => /joined as engine pool (\S+)/.exec(m.stderr)?.[1]
+/** The machine's engine pool now: the one it joined as, or the last that took the place of a pool the engine gave up. */
+const currentPoolOf = (m: Machine): string | undefined => [...m.stderr.matchAll(/pool (\S+) took its place/g)].at(-1)?.[1] ?? poolIdOf(m)
 
 describe('pgcrew work: several machines', () => {
   test('5,000 counters on four machines, one killed with SIGKILL and one stopped with Ctrl-C: every counter is 1, every machine worked, the dead one’s jobs are retaken in seconds', async () => {
@@ -177,9 +179,8 @@ describe('pgcrew work: several machines', () => {
         const h = await doneBy()
         return ['a', 'b', 'c'].every((m) => (h[`${m}.test.local`] ?? 0) >= 20)
       })
-      const pools = machines.map((m) => poolIdOf(m)!)
       // Which of the machines' liveness locks are held now (a single-bigint advisory key: classid, objid, objsubid 1).
-      const heldLocks = async (): Promise<string[]> =>
+      const heldLocks = async (pools: string[]): Promise<string[]> =>
         (
           await sql<{ k: string }>(
             target.url,
@@ -188,20 +189,31 @@ describe('pgcrew work: several machines', () => {
             [pools.map((p) => String(livenessKey(p)))],
           )
         ).map((r) => pools.find((p) => String(livenessKey(p)) === r.k)!)
-      assert.deepEqual((await heldLocks()).sort(), [...pools].sort(), 'a machine did not hold its liveness lock before the restart')
+      const pools = machines.map((m) => currentPoolOf(m)!)
+      assert.deepEqual((await heldLocks(pools)).sort(), [...pools].sort(), 'a machine did not hold its liveness lock before the restart')
       const before = Object.values(await doneBy()).reduce((x, y) => x + y, 0)
       await cluster.stopServer()
       await new Promise((r) => setTimeout(r, 1000))
       await cluster.startServer()
       const upAt = Date.now()
+      // Each machine's current pool (the engine may have given one up at the restart) holds its lock
+      // again, or the machine has said so and already finished.
+      const back = (m: Machine): boolean => /the liveness lock is back after [\d.]+ s; fetching again/.test(m.stderr)
       await until('every machine to take its liveness lock again', async () => {
-        for (const m of machines) if (m.child.exitCode !== null) throw new Error(`a machine exited before its lock came back: ${m.stderr}`)
-        return (await heldLocks()).length === pools.length
+        const now = machines.map((m) => currentPoolOf(m)!)
+        const held = new Set(await heldLocks(now))
+        return machines.every((m, i) => {
+          if (held.has(now[i]!) || back(m)) return true
+          if (m.child.exitCode !== null) throw new Error(`a machine exited before its lock came back: ${m.stderr}`)
+          return false
+        })
       })
       console.log(`# liveness locks back ${((Date.now() - upAt) / 1000).toFixed(1)} s after the server came back; ${before} of ${n} tasks were done at the restart`)
       assert.ok(before < n, 'the run ended before the restart')
 
       for (const [i, e] of (await exits(machines, 100_000)).entries()) assert.equal(e.code, 0, machines[i]!.stderr + machines[i]!.stdout)
+      // Each machine lost its lock with the server and said when it was back.
+      for (const m of machines) assert.ok(back(m), `a machine did not say its liveness lock was back:\n${m.stderr}`)
       const counters = (await sql(target.url, 'SELECT count(*)::int AS all, count(*) FILTER (WHERE n = 1)::int AS once FROM counters'))[0]
       assert.deepEqual(counters, { all: n, once: n })
       const hosts = await doneBy()
