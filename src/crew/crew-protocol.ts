@@ -8,6 +8,8 @@ export interface CrewWorkerData {
   /** URL of the user's worker module (its default export comes from defineWorker). */
   workerModule: string
   perWorkerConnections: number
+  /** A batch of pipeline tasks sends each COMMIT with the next task's BEGIN and claim (default true). */
+  lanes?: boolean
   /** How long a worker's start waits for a server that is full, starting or unreachable. */
   retryWindowMillis?: number
   /** Sessions are named `<applicationName> worker <n>` (default 'pgcrew'). */

@@ -1,6 +1,7 @@
 // The worker side of a crew: runs inside each piscina worker thread (loaded by workers/crew-worker).
 import { BroadcastChannel, threadId } from 'node:worker_threads'
-import { Database, TRANSACTION_FROM } from '../database/database.ts'
+import { Database, TRANSACTION_FROM, TRANSACTION_LANE } from '../database/database.ts'
+import type { LaneItem } from '../database/transaction-lane.ts'
 import { isWorkerDefinition, type TaskHandler } from './define-worker.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { serializeError, type BatchEnvelope, type CrewMessage, type CrewWorkerData, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
@@ -135,6 +136,52 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope | Batc
     }
   }
 
+  type PipelineEnvelope = Extract<TaskEnvelope, { mode: 'pipeline' }>
+  /**
+   * A batch of pipeline tasks: one lane per connection (perWorkerConnections), each taking the
+   * batch's next task as the one before commits, and sending that COMMIT with the next task's BEGIN
+   * and ledger claim in one round trip (transaction-lane.ts).
+   */
+  const runPipelineBatch = async (envelopes: PipelineEnvelope[]): Promise<TaskOutcome[]> => {
+    let r: Ready
+    try {
+      r = await (ready ??= init())
+    } catch {
+      // Each envelope reports the init failure as runEnvelope words it.
+      return Promise.all(envelopes.map(runEnvelope))
+    }
+    const outcomes: TaskOutcome[] = new Array(envelopes.length)
+    let taken = 0
+    const next = (): LaneItem<{ skipped: boolean }> | undefined => {
+      if (taken >= envelopes.length) return undefined
+      const index = taken++
+      const envelope = envelopes[index]!
+      if (envelope.timeoutId !== undefined) channel.postMessage({ type: 'started', threadId, timeoutId: envelope.timeoutId } satisfies CrewMessage)
+      let begun = 0
+      return {
+        first: claimStatement(envelope.ledger, envelope.pipeline, envelope.key, envelope.attempt, workerId, data.host),
+        run: async (tx, claimed) => {
+          begun = performance.now()
+          if (claimed.rowCount !== 1) return { skipped: true }
+          await r.handler(envelope.task, { db: r.db, workerId, tx, attempt: envelope.attempt })
+          return { skipped: false }
+        },
+        settle: (outcome) => {
+          outcomes[index] = outcome.ok
+            ? { ok: true, value: undefined, skipped: outcome.value.skipped, millis: performance.now() - begun, workerId, threadId }
+            : { ok: false, error: serializeError(outcome.error), workerId, threadId }
+        },
+      }
+    }
+    const lanes = Math.min(data.perWorkerConnections, envelopes.length)
+    await Promise.all(Array.from({ length: lanes }, () => r.db[TRANSACTION_LANE](next)))
+    return outcomes
+  }
+
   // A batch runs its tasks side by side; the worker's pool (perWorkerConnections) limits how many at once.
-  return (body: TaskEnvelope | BatchEnvelope) => (body.mode === 'batch' ? Promise.all(body.tasks.map(runEnvelope)) : runEnvelope(body))
+  return (body: TaskEnvelope | BatchEnvelope) => {
+    if (body.mode !== 'batch') return runEnvelope(body)
+    if (data.lanes !== false && body.tasks.every((t): t is PipelineEnvelope => t.mode === 'pipeline')) return runPipelineBatch(body.tasks)
+    return Promise.all(body.tasks.map(runEnvelope))
+  }
 }

@@ -19,6 +19,17 @@ export interface FirstResult {
   rowCount: number | null
 }
 
+/** What `commitThenBegin` reported: the COMMIT's answer ("COMMIT", or "ROLLBACK" for a failed transaction), then the next transaction's. */
+export interface CommitThenBegin {
+  /** Settles with the COMMIT: resolved with its command tag, or rejected with the error COMMIT got. */
+  readonly commit: Promise<string>
+  /** The next transaction's first statement; rejected with `NOT_BEGUN` when the COMMIT failed (nothing after it ran). */
+  readonly begin: Promise<FirstResult>
+}
+
+/** The reason `CommitThenBegin.begin` rejects when its COMMIT failed: the server skipped the rest. */
+export const NOT_BEGUN = Symbol('not begun: the COMMIT before it failed')
+
 /**
  * A node-postgres "submittable" that opens a transaction and runs its first statement in one round
  * trip: BEGIN and the statement go out as one write (extended protocol, one Sync). A BEGIN in the
@@ -27,6 +38,10 @@ export interface FirstResult {
  */
 export class BeginWith {
   readonly result: Promise<FirstResult>
+  /** Set when a COMMIT of the transaction before goes first (see commitThenBegin). */
+  readonly commit: Promise<string> | undefined
+  #commitSettle: { resolve: (tag: string) => void; reject: (e: unknown) => void } | undefined
+  #completes = 0
   readonly #begin: string
   readonly #text: string
   readonly #values: unknown[]
@@ -36,7 +51,11 @@ export class BeginWith {
   #reject!: (e: unknown) => void
   #connection: WireConnection | undefined
 
-  constructor(begin: string, text: string, values: unknown[], named: boolean) {
+  constructor(begin: string, text: string, values: unknown[], named: boolean, commitFirst = false) {
+    if (commitFirst) {
+      this.commit = new Promise((resolve, reject) => (this.#commitSettle = { resolve, reject }))
+      this.commit.catch(() => {})
+    }
     this.#begin = begin
     this.#text = text
     this.#values = values
@@ -51,6 +70,13 @@ export class BeginWith {
     this.#connection = connection
     connection.stream.cork?.()
     try {
+      if (this.#commitSettle) {
+        // Executed, a COMMIT commits (PostgreSQL ends a transaction-control statement at its Execute,
+        // not at the Sync); if it fails, the server skips what follows up to the Sync.
+        connection.parse({ name: '', text: 'COMMIT', types: [] })
+        connection.bind({ statement: '', values: [], valueMapper: prepareValue })
+        connection.execute({ portal: '' })
+      }
       connection.parse({ name: '', text: this.#begin, types: [] })
       connection.bind({ statement: '', values: [], valueMapper: prepareValue })
       connection.execute({ portal: '' })
@@ -64,6 +90,7 @@ export class BeginWith {
   }
 
   handleCommandComplete(msg: { text: string }): void {
+    if (this.#commitSettle && this.#completes++ === 0) return this.#commitSettle.resolve(msg.text)
     // BEGIN reports "BEGIN"; the statement "INSERT 0 1", "UPDATE 3"…: the last number is its row count.
     const count = /(\d+)$/.exec(msg.text)
     this.#rowCount = count ? Number(count[1]) : null
@@ -74,6 +101,11 @@ export class BeginWith {
   handleError(error: unknown): void {
     // The server has no such statement (DISCARD ALL behind our back): parse it afresh next time.
     if (this.#name !== '' && (error as { code?: string }).code === '26000') delete this.#connection?.parsedStatements[this.#name]
+    if (this.#commitSettle && this.#completes === 0) {
+      // The COMMIT failed: nothing after it ran (no transaction is open).
+      this.#commitSettle.reject(error)
+      return this.#reject(NOT_BEGUN)
+    }
     this.#reject(error)
   }
 
@@ -97,4 +129,15 @@ export function beginWith(client: pg.ClientBase, begin: string, text: string, va
   const submittable = new BeginWith(begin, text, values, named)
   client.query(submittable as never)
   return submittable.result
+}
+
+/**
+ * COMMIT the open transaction on `client` and open the next with its first statement, in one round
+ * trip (one write, one Sync): the pipeline's lanes save a round trip per task so.
+ */
+export function commitThenBegin(client: pg.ClientBase, begin: string, text: string, values: unknown[]): CommitThenBegin {
+  const named = (client as { preparesStatements?: boolean }).preparesStatements === true
+  const submittable = new BeginWith(begin, text, values, named, true)
+  client.query(submittable as never)
+  return { commit: submittable.commit!, begin: submittable.result }
 }

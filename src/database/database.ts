@@ -31,12 +31,15 @@ import { beginStatement, Transaction, type TransactionOptions, type TransactionS
 import type { WithClientOptions } from '../toolkit/toolkit-target.ts'
 import { beginWith, type FirstResult } from './begin-with.ts'
 import { activeScope, runScope, type Scope } from './scope.ts'
+import { runLane, type LaneItem } from './transaction-lane.ts'
 
 /**
  * Internal (not in the public barrel): a transaction whose BEGIN and first statement go out in one
  * round trip. The crew's pipeline path opens each task's transaction with its ledger claim this way.
  */
 export const TRANSACTION_FROM: unique symbol = Symbol('pgcrew.transactionFrom')
+/** Internal: transactions one after another on one connection, each COMMIT sent with the next BEGIN (transaction-lane.ts). */
+export const TRANSACTION_LANE: unique symbol = Symbol('pgcrew.transactionLane')
 
 /** Options of `connect()`: one-off overrides of where to connect. */
 export interface ConnectOptions {
@@ -632,6 +635,20 @@ export class Database implements AsyncDisposable {
   async [TRANSACTION_FROM]<T>(first: { text: string; values: unknown[] }, fn: (tx: Transaction, first: FirstResult) => Promise<T>): Promise<T> {
     if (this.#activeTransaction()) throw new PgcrewError('INVALID_OPTION', 'a transaction opened with its first statement cannot nest inside another')
     return this.#once('BEGIN', fn as (tx: Transaction, first?: FirstResult) => Promise<T>, first)
+  }
+
+  /** Run the items `next` hands out as a lane of transactions (see transaction-lane.ts); each item is settled, this never throws. */
+  [TRANSACTION_LANE]<T>(next: () => LaneItem<T> | undefined): Promise<void> {
+    if (this.#activeTransaction()) throw new PgcrewError('INVALID_OPTION', 'a lane of transactions cannot run inside another transaction')
+    return runLane(
+      {
+        lease: () => this.#lease(true),
+        reusable: () => this.#executor?.pooling === 'pooled' && !activeScope(this.#scopes),
+        open: (client) => new Transaction(client, 0, undefined, this.#scope),
+        run: (tx, fn) => this.#context.run(tx, fn),
+      },
+      next,
+    )
   }
 
   async #once<T>(begin: string, fn: (tx: Transaction, first?: FirstResult) => Promise<T>, first?: { text: string; values: unknown[] }): Promise<T> {

@@ -142,6 +142,11 @@ export class Transaction {
     }
   }
 
+  /** Whether something holds this transaction's connection past its end (see pin). */
+  get pinned(): boolean {
+    return this.#root().#pins > 0
+  }
+
   /** Called by the Database when the transaction has ended: gives the connection back now, or at the last unpin. */
   giveBack(giveBack: (broken: boolean) => Promise<void>): Promise<void> {
     if (this.#pins === 0) return giveBack(this.#pinBroken)

@@ -1,0 +1,134 @@
+// A lane of transactions on one connection (the pipeline's batches run their tasks so): each COMMIT
+// goes out with the next transaction's BEGIN and first statement, one round trip less per task,
+// and every transaction keeps Database.transaction's contract.
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import type pg from 'pg'
+import { Database, TRANSACTION_LANE } from '../../src/database/database.ts'
+import type { LaneItem } from '../../src/database/transaction-lane.ts'
+import type { Transaction } from '../../src/database/transaction.ts'
+import type { FirstResult } from '../../src/database/begin-with.ts'
+import { cleanEnv, freshDatabase } from '../helpers.ts'
+
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown }
+
+/** Items that claim key i (an insert into marks) and then run `work[i]`; outcomes land in the array returned. */
+function items(work: Array<(tx: Transaction, first: FirstResult) => Promise<unknown>>): { next: () => LaneItem<unknown> | undefined; outcomes: Outcome[] } {
+  const outcomes: Outcome[] = []
+  let i = 0
+  return {
+    outcomes,
+    next: () => {
+      if (i >= work.length) return undefined
+      const index = i++
+      return {
+        first: { text: 'INSERT INTO marks (k) VALUES ($1) ON CONFLICT DO NOTHING', values: [index] },
+        run: (tx, first) => work[index]!(tx, first),
+        settle: (outcome) => (outcomes[index] = outcome),
+      }
+    },
+  }
+}
+
+/** Round trips on each connection made from now on: one ReadyForQuery ends each. */
+function countRoundTrips(db: Database): { count: () => number } {
+  let n = 0
+  db.onConnect((client) => {
+    ;(client as pg.ClientBase & { connection: { on(e: string, f: () => void): void } }).connection.on('readyForQuery', () => n++)
+  })
+  return { count: () => n }
+}
+
+async function setup(prefix: string, max: number): Promise<{ db: Database; url: string }> {
+  const { url } = await freshDatabase(prefix)
+  const db = new Database({ connectionString: url, env: cleanEnv(), max })
+  await db.query('CREATE TABLE marks (k int PRIMARY KEY)')
+  await db.query('CREATE TABLE results (k int PRIMARY KEY, v text)')
+  return { db, url }
+}
+
+describe('transaction lane', () => {
+  test('five transactions on one connection take 11 round trips, not 15, and all commit', async () => {
+    const { url } = await freshDatabase('lanert')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    const roundTrips = countRoundTrips(db)
+    await db.query('CREATE TABLE marks (k int PRIMARY KEY)')
+    await db.query('CREATE TABLE results (k int PRIMARY KEY, v text)')
+    const { next, outcomes } = items(Array.from({ length: 5 }, (_, k) => (tx: Transaction) => tx.query('INSERT INTO results VALUES ($1, $2)', [k, 'x'])))
+    const before = roundTrips.count()
+    await db[TRANSACTION_LANE](next)
+    // BEGIN+claim once, 5 inserts, 4 × COMMIT+BEGIN+claim, the last COMMIT alone (a transaction each: 3 × 5).
+    assert.equal(roundTrips.count() - before, 11)
+    assert.deepEqual(
+      outcomes.map((o) => o.ok),
+      [true, true, true, true, true],
+    )
+    await using reader = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    assert.equal((await reader.query<{ n: number }>('SELECT count(*)::int AS n FROM results')).rows[0]!.n, 5)
+    assert.equal((await reader.query<{ n: number }>('SELECT count(*)::int AS n FROM marks')).rows[0]!.n, 5)
+  })
+
+  test('a failing task, an ignored error and a COMMIT that fails each end their own transaction only; the next ones commit', async () => {
+    const { db, url } = await setup('laneerr', 1)
+    await using _db = db
+    await db.query('CREATE TABLE deferred (k int, CONSTRAINT once UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)')
+    await db.query('INSERT INTO deferred VALUES (1)')
+    const write = (k: number) => (tx: Transaction) => tx.query('INSERT INTO results VALUES ($1, $2)', [k, 'x'])
+    const { next, outcomes } = items([
+      write(0),
+      async (tx) => {
+        await write(1)(tx)
+        throw new Error('the task failed')
+      },
+      async (tx) => {
+        await write(2)(tx)
+        await tx.query('SELECT 1/0').catch(() => {}) // caught and ignored: COMMIT answers ROLLBACK
+      },
+      write(3),
+      async (tx) => {
+        await write(4)(tx)
+        await tx.query('INSERT INTO deferred VALUES (1)') // violates only at COMMIT
+      },
+      write(5),
+      // Claimed already (the first statement reports 0 rows): the task sees it.
+      async (_tx, first) => first.rowCount,
+    ])
+    await db[TRANSACTION_LANE](next)
+    assert.equal(outcomes[0]!.ok, true)
+    assert.match(String((outcomes[1] as { error: Error }).error.message), /the task failed/)
+    assert.equal((outcomes[2] as { error: { code: string } }).error.code, '25P02')
+    assert.equal(outcomes[3]!.ok, true)
+    assert.equal((outcomes[4] as { error: { code: string } }).error.code, '23505')
+    assert.equal(outcomes[5]!.ok, true)
+    assert.deepEqual(outcomes[6], { ok: true, value: 1 })
+    await using reader = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    const kept = (await reader.query<{ k: number }>('SELECT k FROM results ORDER BY k')).rows.map((r) => r.k)
+    assert.deepEqual(kept, [0, 3, 5])
+    const marked = (await reader.query<{ k: number }>('SELECT k FROM marks ORDER BY k')).rows.map((r) => r.k)
+    assert.deepEqual(marked, [0, 3, 5, 6])
+    // Nothing is left open on the pool's one connection: its next user starts clean.
+    assert.equal((await reader.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'")).rows[0]!.n, 0)
+  })
+
+  test('a task that keeps a session advisory lock: the next transaction runs on another connection, and the lock is not carried into it', async () => {
+    const { db } = await setup('lanepin', 2)
+    await using _db = db
+    const pids: number[] = []
+    let held: { release(): Promise<void> } | undefined
+    const { next, outcomes } = items([
+      async (tx) => {
+        pids.push((await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid)
+        held = (await db.advisoryLock(4242))!
+      },
+      async (tx) => {
+        pids.push((await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid)
+        return (await tx.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")).rows[0]!.n
+      },
+    ])
+    await db[TRANSACTION_LANE](next)
+    assert.equal(outcomes[0]!.ok, true)
+    assert.deepEqual(outcomes[1], { ok: true, value: 0 })
+    assert.notEqual(pids[0], pids[1])
+    await held!.release()
+  })
+})
