@@ -57,10 +57,13 @@ function printPlan(io: CliIO, plan: PipelinePlan, json: boolean): number {
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N] [--profile P] [--url URL] [--as admin|user|ROLE] [--dbversion V] [--limit N] [--dry-run] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--report FILE] [--fresh] [--distributed [--tasks-per-job N]] [--json]
+  usage: `pgcrew run PIPELINE [--threads N | --in-process] [--profile P] [--url URL] [--as admin|user|ROLE] [--dbversion V] [--limit N] [--dry-run] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--report FILE] [--fresh] [--distributed [--tasks-per-job N]] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
   --threads N        worker threads (default: every core)
+  --in-process       no worker threads: the one worker runs in this process, with --per-worker N
+                     connections (faster for light tasks on a machine with few cores; no task
+                     timeout, and a task's JavaScript holds up the progress output while it runs)
   --profile P        run against profile P. With nothing configured at all (no profile in any
                      profiles file, no PG* variable, no PGCREW_PROFILE), pgcrew starts its own
                      PostgreSQL, keeping its data in .pgcrew/data of the project for the next run
@@ -88,6 +91,7 @@ ${connectionFlagHelp('dbversion', 21)}
   options: {
     ...CONNECTION_FLAGS,
     threads: { type: 'string' },
+    'in-process': { type: 'boolean' },
     limit: { type: 'string' },
     'dry-run': { type: 'boolean' },
     'per-transaction': { type: 'boolean' },
@@ -104,6 +108,9 @@ ${connectionFlagHelp('dbversion', 21)}
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
     const threads = int(values.threads, '--threads', 1, 1024)
+    const inProcess = values['in-process'] === true
+    if (inProcess && threads !== undefined) throw new UsageError('--in-process runs the one worker in this process: it takes no --threads (use --per-worker N for its connections)')
+    if (inProcess && values.distributed) throw new UsageError('--distributed does not take --in-process')
     const perWorkerConnections = int(values['per-worker'], '--per-worker', 1, 1000)
     const connectionBudget = int(values.budget, '--budget', 2)
     const retries = int(values.retries, '--retries', 0, 1000)
@@ -153,7 +160,7 @@ ${connectionFlagHelp('dbversion', 21)}
       const stderrIsTTY = (io.stderr as { isTTY?: boolean }).isTTY === true
       const progress = json ? silentProgress : stderrIsTTY ? barProgress(io.stderr) : lineProgress(io.stderr)
       const retryWindowMillis = retryWindowSeconds === undefined ? undefined : retryWindowSeconds * 1000
-      const summary = await runPipeline(db, def, { threads, limit, perWorkerConnections, connectionBudget, retries, retryWindowMillis, maxFailures, progress, signal: io.signal })
+      const summary = await runPipeline(db, def, { threads, inProcess, limit, perWorkerConnections, connectionBudget, retries, retryWindowMillis, maxFailures, progress, signal: io.signal })
       const report = values.report as string | undefined
       if (report && summary.runId !== undefined) {
         await (await import('../history/run-report.ts')).writeReport(db, summary.runId, report)

@@ -10,9 +10,6 @@ import { claimStatement } from '../pipeline/pipeline-ledger.ts'
 import { withConnectionRetry } from '../database/connection-retry.ts'
 import { isTypeScript, registerTypeScript } from './typescript-loader.ts'
 
-// Before the user's module is imported, so a pool it creates at import time is known and discarded.
-trackPgPools()
-
 /** Import the user's worker module, a TypeScript one with tsx registered first (a failed import would be cached). */
 async function importWorkerModule(url: string): Promise<unknown> {
   if (isTypeScript(url) && !(await registerTypeScript())) {
@@ -65,7 +62,10 @@ interface Ready {
 }
 
 /** Build the piscina task function for this worker; the init hook runs on its first task. */
-export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope | BatchEnvelope) => Promise<TaskOutcome | TaskOutcome[]> {
+export function crewWorker(data: CrewWorkerData, how: { inline?: boolean } = {}): (envelope: TaskEnvelope | BatchEnvelope) => Promise<TaskOutcome | TaskOutcome[]> {
+  // In a thread: before the user's module is imported, so a pool it creates at import time is known
+  // and discarded. In process (crew-inline.ts) this realm's pools are the caller's own: kept.
+  if (!how.inline) trackPgPools()
   // The crew's number for this worker, in the order its threads start: 1…threads (a thread that
   // replaces a dead one takes the next). The ledger's `worker` column and the summary show it.
   const workerId = Atomics.add(data.workerNumbers, 0, 1) + 1
@@ -81,7 +81,7 @@ export function crewWorker(data: CrewWorkerData): (envelope: TaskEnvelope | Batc
       throw new PgcrewError('WORKER_INVALID', `${data.workerModule} must export default defineWorker(async ({ db }) => async (task) => result)`)
     }
     // Whatever this realm holds now was inherited or made at import time: it is not ours to share.
-    await discardRealmConnections()
+    if (!how.inline) await discardRealmConnections()
     const db = Database.fromSnapshot(data.snapshot, { max: data.perWorkerConnections, applicationName: `${data.applicationName ?? 'pgcrew'} worker ${workerId}` })
     db.onConnect(stopQueriesOfDeadClients)
     await connectPatiently(db, abort.signal, data.retryWindowMillis)

@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url'
 import { inspect } from 'node:util'
 import { BroadcastChannel, type ResourceLimits } from 'node:worker_threads'
 import { Piscina } from 'piscina'
+import { inlineThreads, type CrewThreads } from './crew-inline.ts'
 import { computeBudget, type BudgetPlan } from './crew-budget.ts'
 import { TaskError, type BatchEnvelope, type CrewMessage, type CrewWorkerData, type SerializedError, type TaskEnvelope, type TaskOutcome } from './crew-protocol.ts'
 import type { Database } from '../database/database.ts'
@@ -53,6 +54,13 @@ export interface CrewOptions {
    * each COMMIT alone.
    */
   sendCommitWithNext?: boolean
+  /**
+   * Run the crew's one worker in this thread instead of a worker thread: same init hook, a Database
+   * of its own rebuilt from the snapshot, the same ledger rules. Faster for light database-bound
+   * tasks on a machine with few cores (no thread hop, no second isolate); it cannot take a task
+   * timeout or heap limits, and a task's JavaScript blocks this thread while it runs. Default false.
+   */
+  inProcess?: boolean
 }
 
 /** A task under taskTimeoutMillis: its timer runs from the worker's 'started' message. */
@@ -82,7 +90,7 @@ function moduleUrl(worker: string | URL): string {
  * const result = await crew.run({ id: 1 })
  */
 export class Crew implements AsyncDisposable {
-  readonly #pool: Piscina
+  readonly #pool: CrewThreads
   readonly #channel: BroadcastChannel
   readonly #ready = new Set<number>()
   readonly #inFlight = new Set<Promise<unknown>>()
@@ -99,7 +107,7 @@ export class Crew implements AsyncDisposable {
   /** The connection arithmetic this crew runs under. */
   readonly budget: BudgetPlan
 
-  private constructor(pool: Piscina, channel: BroadcastChannel, budget: BudgetPlan, opts: CrewOptions) {
+  private constructor(pool: CrewThreads, channel: BroadcastChannel, budget: BudgetPlan, opts: CrewOptions) {
     this.#pool = pool
     this.#channel = channel
     this.budget = budget
@@ -145,7 +153,23 @@ export class Crew implements AsyncDisposable {
     if (snapshot.functionHooks > 0) {
       throw new PgcrewError('INVALID_OPTION', 'an onConnect hook given as a function cannot travel to worker threads; pass it as a module path (db.onConnect("./hooks/search-path.ts"))')
     }
-    const threads = options.threads ?? availableParallelism()
+    if (options.inProcess) {
+      const refused =
+        options.threads !== undefined && options.threads !== 1
+          ? `threads: ${options.threads}`
+          : options.taskTimeoutMillis !== undefined
+            ? 'taskTimeoutMillis'
+            : options.resourceLimits
+              ? 'resourceLimits'
+              : undefined
+      if (refused) {
+        throw new PgcrewError(
+          'INVALID_OPTION',
+          `inProcess runs the crew's one worker in this thread, which cannot take ${refused} (only a worker thread can be stopped mid-task or given heap limits); drop inProcess, or drop ${refused}`,
+        )
+      }
+    }
+    const threads = options.inProcess ? 1 : (options.threads ?? availableParallelism())
     requireWhole('threads', threads, 1)
     const perWorker = options.perWorkerConnections ?? DEFAULTS.perWorkerConnections
     requireWhole('perWorkerConnections', perWorker, 1)
@@ -172,17 +196,19 @@ export class Crew implements AsyncDisposable {
       host: options.host ?? machineFqdn(),
       lanes: options.sendCommitWithNext ?? true,
     }
-    const pool = new Piscina({
-      filename: crewWorkerFile(),
-      minThreads: budget.threads,
-      maxThreads: budget.threads,
-      workerData,
-      // 'sync' parks an idle worker in Atomics.wait: its sockets stall and a killed backend goes unnoticed.
-      atomics: 'async',
-      concurrentTasksPerWorker: budget.perWorker,
-      idleTimeout: 2 ** 31 - 1,
-      ...(options.resourceLimits ? { resourceLimits: options.resourceLimits } : {}),
-    })
+    const pool: CrewThreads = options.inProcess
+      ? await inlineThreads(workerData)
+      : (new Piscina({
+          filename: crewWorkerFile(),
+          minThreads: budget.threads,
+          maxThreads: budget.threads,
+          workerData,
+          // 'sync' parks an idle worker in Atomics.wait: its sockets stall and a killed backend goes unnoticed.
+          atomics: 'async',
+          concurrentTasksPerWorker: budget.perWorker,
+          idleTimeout: 2 ** 31 - 1,
+          ...(options.resourceLimits ? { resourceLimits: options.resourceLimits } : {}),
+        }) as unknown as CrewThreads)
     const channel = new BroadcastChannel(channelName)
     channel.unref()
     return new Crew(pool, channel, budget, options)

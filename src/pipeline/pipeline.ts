@@ -129,6 +129,8 @@ export interface RunOptions {
   tasksPerMessage?: number
   /** Each task's COMMIT goes out with the next task's BEGIN and ledger claim (one round trip less per task); see {@link CrewOptions.sendCommitWithNext}. Default true. */
   sendCommitWithNext?: boolean
+  /** Run the one worker in this thread, not in a worker thread; see {@link CrewOptions.inProcess}. Default false. */
+  inProcess?: boolean
   taskTimeoutMillis?: number
   /** Heap limits of each worker thread; see {@link CrewOptions.resourceLimits}. */
   resourceLimits?: CrewOptions['resourceLimits']
@@ -318,6 +320,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     resourceLimits: options.resourceLimits,
     retryWindowMillis: policy.windowMillis,
     sendCommitWithNext: options.sendCommitWithNext,
+    inProcess: options.inProcess,
   })
   const state: ProgressState = { done: 0, skipped: 0, failed: 0, retried: 0, seen: 0, total, elapsedMillis: 0 }
   const perWorker: Record<string, number> = {}

@@ -270,3 +270,89 @@ export default definePipeline({ name: 'hook-${name}', worker: ${JSON.stringify(w
     assert.equal(setupRan, false)
   })
 })
+
+describe('in process (no worker threads)', () => {
+  test('inProcess runs every task once in this thread, on a pool of its own; failures, a lost connection and a rerun behave as in a thread', async () => {
+    const { url } = await freshDatabase('inproc')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const keys = range(300)
+    const tasks = keys.map((key): RegressionTask => ({ key, ...(key === 7 ? { fail: 'plain' as const } : {}), ...(key === 11 ? { terminate: true } : {}) }))
+    const first = await runPipeline(db, regressionPipeline('inproc', keys, tasks), { inProcess: true, perWorkerConnections: 3 })
+    // Key 11 lost its connection once (a transient error): retried, and then it terminates again, every attempt.
+    assert.equal(first.threads, 1)
+    assert.equal(first.done + first.failed, 300)
+    assert.ok(first.failures.some((f) => f.key === '7' && /fails on purpose/.test(f.message)))
+    const c = await counts(db)
+    assert.deepEqual(
+      keys.filter((k) => k !== 7 && k !== 11 && c[k] !== 1),
+      [],
+    )
+    assert.equal(c[7], 0, 'a failed task rolled back')
+    // The worker's sessions were its own pool's, named as a thread's; none is left once the run ends.
+    assert.equal((await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'pgcrew worker%'")).rows[0]!.n, 0)
+    // The caller's own Database is untouched (a thread's init discards the pools it inherited; in process they are the caller's).
+    assert.equal((await db.query<{ one: number }>('SELECT 1 AS one')).rows[0]!.one, 1)
+    const again = await runPipeline(
+      db,
+      regressionPipeline(
+        'inproc',
+        keys,
+        keys.map((key) => ({ key })),
+      ),
+      { inProcess: true },
+    )
+    assert.equal(again.skipped, 300 - first.failed)
+    assert.equal(again.done, first.failed)
+  })
+
+  test('inProcess runs the tasks in the main thread; without it they run in worker threads', async () => {
+    const { url } = await freshDatabase('inprocwhere')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await db.query('CREATE TABLE where_run (key int PRIMARY KEY, main_thread boolean NOT NULL)')
+    const def = (name: string, from: number) =>
+      definePipeline<{ key: number }>({ name, worker: new URL('../fixtures/workers/where-run.ts', import.meta.url), tasks: range(20).map((k) => ({ key: from + k })) })
+    await runPipeline(db, def('inproc-where', 0), { inProcess: true })
+    await runPipeline(db, def('thread-where', 100), { threads: 1 })
+    const { rows } = await db.query<{ main: boolean; n: number }>('SELECT key < 100 AS main, count(*) FILTER (WHERE main_thread)::int AS n FROM where_run GROUP BY 1 ORDER BY 1')
+    assert.deepEqual(rows, [
+      { main: false, n: 0 },
+      { main: true, n: 20 },
+    ])
+  })
+
+  test('inProcess with threads, a task timeout or heap limits is refused, naming what to drop', async () => {
+    const { url } = await freshDatabase('inprocbad')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const def = regressionPipeline('inprocbad', [1], [{ key: 1 }])
+    await assert.rejects(runPipeline(db, def, { inProcess: true, threads: 2 }), { code: 'INVALID_OPTION', message: /cannot take threads: 2 .*drop inProcess, or drop threads: 2/ })
+    await assert.rejects(runPipeline(db, def, { inProcess: true, taskTimeoutMillis: 1000 }), { code: 'INVALID_OPTION', message: /cannot take taskTimeoutMillis/ })
+  })
+
+  test('pgcrew run --in-process runs the pipeline; with --threads it is a usage error', async () => {
+    const { url } = await freshDatabase('inproccli')
+    const dir = scratchDir()
+    const file = join(dir, 'inproc-pipeline.ts')
+    writeFileSync(
+      file,
+      `import { definePipeline } from ${JSON.stringify(pipelineModule)}
+export default definePipeline({
+  name: 'inproccli',
+  worker: new URL(${JSON.stringify(worker.href)}),
+  setup: async (db) => {
+    await db.query('CREATE TABLE IF NOT EXISTS counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
+    await db.query('INSERT INTO counters SELECT g, 0 FROM generate_series(1, 50) g ON CONFLICT DO NOTHING')
+  },
+  tasks: Array.from({ length: 50 }, (_, i) => ({ key: i + 1 })),
+})
+`,
+    )
+    const out = collector()
+    const err = collector()
+    const code = await main(['run', file, '--url', url, '--in-process', '--per-worker', '2', '--json'], { stdout: out.stream, stderr: err.stream, env: cleanEnv(), isTTY: false })
+    assert.equal(code, 0, err.text())
+    assert.equal(JSON.parse(out.text()).done, 50)
+    const bad = collector()
+    assert.equal(await main(['run', file, '--url', url, '--in-process', '--threads', '2'], { stdout: collector().stream, stderr: bad.stream, env: cleanEnv(), isTTY: false }), 2)
+    assert.match(bad.text(), /--in-process runs the one worker in this process: it takes no --threads/)
+  })
+})
