@@ -149,11 +149,14 @@ async function main(): Promise<void> {
         { name: 'hand loop', run: (rep) => handLoop(pool, `hand-${rounds}-${rep}`, count, 100 + rep, rounds) },
         { name: 'pgcrew 2×2', run: (rep, mark) => viaPipeline(db, `crew22-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 2, perWorkerConnections: 2 }, mark) },
         { name: 'pgcrew 1×4', run: (rep, mark) => viaPipeline(db, `crew14-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 1, perWorkerConnections: 4 }, mark) },
+        // No worker thread: the one worker in this process (inProcess), 4 connections.
+        { name: 'pgcrew in-process ×4', run: (rep, mark) => viaPipeline(db, `crewin-${rounds}-${rep}`, count, 100 + rep, rounds, { inProcess: true, perWorkerConnections: 4 }, mark) },
       ]
       if (withPgbench && pgbench) sides.push({ name: 'pgbench', child: true, run: (rep) => viaPgbench(pgbench, url, pgbenchScript(dir, `pgbench_${rounds}_${rep}`), count) })
       // Warm-up: threads, plans, caches.
       await handLoop(pool, `warm-hand-${rounds}`, Math.min(500, count), 7, rounds)
       await viaPipeline(db, `warm-crew-${rounds}`, Math.min(500, count), 7, rounds, { threads: 2, perWorkerConnections: 2 })
+      await viaPipeline(db, `warm-crewin-${rounds}`, Math.min(500, count), 7, rounds, { inProcess: true, perWorkerConnections: 4 })
       const s = await interleave(sides, postmaster)
       say(`## ${title}`)
       say()
@@ -200,12 +203,12 @@ async function main(): Promise<void> {
         })
         aim(`pipeline ${what}, pgcrew 2×2 vs hand loop, as a share of the ceiling`, ofCeiling, 0.9)
       } else {
-        for (const side of ['pgcrew 2×2', 'pgcrew 1×4']) {
+        for (const side of ['pgcrew 2×2', 'pgcrew 1×4', 'pgcrew in-process ×4']) {
           aim(`pipeline ${what}, ${side} vs hand loop`, ratios(s, 'hand loop', side), 1.2)
           if (s.has('pgbench')) aim(`pipeline ${what}, ${side} vs pgbench`, ratios(s, 'pgbench', side), 0.6)
         }
       }
-      for (const side of ['pgcrew 2×2', 'pgcrew 1×4']) aim(`pipeline ${what}, ${side} client CPU per task vs hand loop`, cpuOf(side), 1.1, 'max')
+      for (const side of ['pgcrew 2×2', 'pgcrew 1×4', 'pgcrew in-process ×4']) aim(`pipeline ${what}, ${side} client CPU per task vs hand loop`, cpuOf(side), 1.1, 'max')
     }
 
     if (ONLY.has('pipeline'))
