@@ -29,7 +29,7 @@ export function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefine
       ['stopped', s.stopReason],
       ['tasks', `${s.seen} seen, ${s.done} done, ${s.skipped} skipped (already done), ${s.failed} failed, ${s.retried} retried`],
       ['time', `${(s.durationMillis / 1000).toFixed(1)} s, ${s.tasksPerSecond} tasks/s`],
-      ['threads', `${s.threads}, ${s.connections} connections at most`],
+      ['threads', `${s.inProcess ? 'none: the worker ran in this process' : s.threads}, ${s.connections} connections at most`],
       ['budget', s.budgetExplanation],
       ['per worker', workers || '-'],
     ]),

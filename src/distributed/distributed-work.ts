@@ -298,6 +298,7 @@ async function machine(db: Database, def: PipelineDefinition, options: Distribut
       skipped: counts.skipped,
       failed: counts.failed,
       retried: counts.retried,
+      inProcess: false,
       jobs: counts.jobs,
       cancelled: Boolean(o.signal?.aborted),
       durationMillis,

@@ -187,6 +187,8 @@ export interface RunSummary {
   durationMillis: number
   tasksPerSecond: number
   threads: number
+  /** The one worker ran in this process's main thread (inProcess), not in a worker thread. */
+  inProcess: boolean
   connections: number
   /** The connection budget's ceiling (a number, as every figure of the summary). */
   budget: number
@@ -504,6 +506,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     durationMillis,
     tasksPerSecond: Math.round((state.done * 1000) / Math.max(1, durationMillis)),
     threads: crew.budget.threads,
+    inProcess: options.inProcess === true,
     connections: crew.budget.total,
     budget: crew.budget.budget,
     budgetExplanation: crew.budget.explanation,
