@@ -277,11 +277,16 @@ describe('in process (no worker threads)', () => {
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
     const keys = range(300)
     const tasks = keys.map((key): RegressionTask => ({ key, ...(key === 7 ? { fail: 'plain' as const } : {}), ...(key === 11 ? { terminate: true } : {}) }))
-    const first = await runPipeline(db, regressionPipeline('inproc', keys, tasks), { inProcess: true, perWorkerConnections: 3 })
-    // Key 11 lost its connection once (a transient error): retried, and then it terminates again, every attempt.
+    // Key 11 loses its connection on every attempt: retried for the (short) window, then failed as a lost connection.
+    const first = await runPipeline(db, regressionPipeline('inproc', keys, tasks), { inProcess: true, perWorkerConnections: 3, retryWindowMillis: 1500 })
     assert.deepEqual({ threads: first.threads, inProcess: first.inProcess }, { threads: 1, inProcess: true })
-    assert.equal(first.done + first.failed, 300)
+    assert.deepEqual({ done: first.done, failed: first.failed }, { done: 298, failed: 2 })
     assert.ok(first.failures.some((f) => f.key === '7' && /fails on purpose/.test(f.message)))
+    assert.ok(
+      first.failures.some((f) => f.key === '11' && f.code === '57P01'),
+      JSON.stringify(first.failures),
+    )
+    assert.ok(first.retried > 0)
     const c = await counts(db)
     assert.deepEqual(
       keys.filter((k) => k !== 7 && k !== 11 && c[k] !== 1),
