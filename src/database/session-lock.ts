@@ -37,11 +37,14 @@ export class SessionLock {
     this.#options = options
   }
 
-  /** Connect (the session is visible at once, before any key is held); throws when the server cannot be reached. */
+  /**
+   * Connect (the session is visible at once, before any key is held); throws at once when the server
+   * cannot be reached or is full: a caller inside a budget check retries the whole check, not this.
+   */
   static async open(db: Database, options: SessionLockOptions): Promise<SessionLock> {
     const lock = new SessionLock(await db.pgPool({ max: 1, applicationName: options.applicationName }), options)
     try {
-      lock.#client = await withConnectionRetry(() => lock.#connect(), options.retry)
+      lock.#client = await lock.#connect()
     } catch (error) {
       await lock.close()
       throw error
