@@ -64,8 +64,11 @@ async function onLease<T>(host: LaneHost, lease: Lease, first: LaneItem<T>, next
     let tx: Transaction | undefined
     let destroy = false
     try {
-      const firstResult = await (begun ?? beginWith(client, 'BEGIN', current.first.text, current.first.values))
+      // Taken out first: from here on `begun` is only ever the following item's (a failed claim of this
+      // one leaves a failed transaction that the catch below must roll back).
+      const opening = begun ?? beginWith(client, 'BEGIN', current.first.text, current.first.values)
       begun = undefined
+      const firstResult = await opening
       const t = (tx = host.open(client))
       const value = await host.run(t, () => current.run(t, firstResult))
       t.finish()

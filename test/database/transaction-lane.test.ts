@@ -110,6 +110,30 @@ describe('transaction lane', () => {
     assert.equal((await reader.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'")).rows[0]!.n, 0)
   })
 
+  test('a first statement that fails (sent with the COMMIT before it) fails its own task only, and leaves no failed transaction behind', async () => {
+    const { db, url } = await setup('laneclaim', 1)
+    await using _db = db
+    await db.query('ALTER TABLE marks ADD CONSTRAINT not_three CHECK (k <> 3)')
+    const { next, outcomes } = items(
+      Array.from({ length: 6 }, (_, k) => async (tx: Transaction) => {
+        await tx.query('INSERT INTO results VALUES ($1, $2)', [k, 'x'])
+        return (await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid
+      }),
+    )
+    await db[TRANSACTION_LANE](next)
+    assert.deepEqual(
+      outcomes.map((o) => (o.ok ? 'ok' : (o.error as { code: string }).code)),
+      ['ok', 'ok', 'ok', '23514', 'ok', 'ok'],
+    )
+    // Rolled back and kept: one session throughout (a connection left in a failed transaction is destroyed by the pool).
+    assert.equal(new Set(outcomes.flatMap((o) => (o.ok ? [o.value] : []))).size, 1)
+    await using reader = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    assert.deepEqual(
+      (await reader.query<{ k: number }>('SELECT k FROM results ORDER BY k')).rows.map((r) => r.k),
+      [0, 1, 2, 4, 5],
+    )
+  })
+
   test('a task that keeps a session advisory lock: the next transaction runs on another connection, and the lock is not carried into it', async () => {
     const { db } = await setup('lanepin', 2)
     await using _db = db
