@@ -9,6 +9,7 @@ type WireConnection = {
   stream: { cork?: () => void; uncork?: () => void }
   parsedStatements: Record<string, string>
   parse(msg: { name: string; text: string; types: number[] }): void
+  close(msg: { type: 'S' | 'P'; name: string }): void
   bind(msg: { statement: string; values: unknown[]; valueMapper: (v: unknown) => unknown }): void
   execute(msg: { portal: string }): void
   sync(): void
@@ -80,7 +81,14 @@ export class BeginWith {
       connection.parse({ name: '', text: this.#begin, types: [] })
       connection.bind({ statement: '', values: [], valueMapper: prepareValue })
       connection.execute({ portal: '' })
-      if (this.#name === '' || connection.parsedStatements[this.#name] === undefined) connection.parse({ name: this.#name, text: this.#text, types: [] })
+      if (this.#name === '' || connection.parsedStatements[this.#name] === undefined) {
+        // Not known to be parsed here, yet it may exist: a Parse that succeeded before a Bind or
+        // Execute failed (a lock timeout, a NUL byte in a key) is only recorded at ReadyForQuery, which
+        // an error skips, and ROLLBACK does not drop it. Closing a statement that does not exist is no
+        // error, so the Parse cannot meet "already exists" (42P05) on every later claim of the session.
+        if (this.#name !== '') connection.close({ type: 'S', name: this.#name })
+        connection.parse({ name: this.#name, text: this.#text, types: [] })
+      }
       connection.bind({ statement: this.#name, values: this.#values, valueMapper: prepareValue })
       connection.execute({ portal: '' })
       connection.sync()

@@ -656,8 +656,12 @@ export class Database implements AsyncDisposable {
     const client = lease.client
     let destroy = false
     let tx: Transaction | undefined
+    // Until BEGIN (and its first statement) came back, the client's transaction status is no guide:
+    // pg reports an ErrorResponse before the ReadyForQuery that says the transaction failed.
+    let opened = false
     try {
       const firstResult = first ? await beginWith(client, begin, first.text, first.values) : (await runOn(client, begin), undefined)
+      opened = true
       tx = new Transaction(client, 0, undefined, this.#scope)
       const current = tx
       const result = await this.#context.run(current, () => fn(current, firstResult))
@@ -680,7 +684,7 @@ export class Database implements AsyncDisposable {
       // First: a savepoint still queued or running must not send anything after this ROLLBACK.
       tx?.finish(true)
       try {
-        if (client.getTransactionStatus?.() !== 'I') await client.query('ROLLBACK')
+        if (!opened || client.getTransactionStatus?.() !== 'I') await client.query('ROLLBACK')
       } catch {
         destroy = true
       }

@@ -63,12 +63,16 @@ async function onLease<T>(host: LaneHost, lease: Lease, first: LaneItem<T>, next
     let following: LaneItem<T> | undefined
     let tx: Transaction | undefined
     let destroy = false
+    // Whether this item's BEGIN and first statement came back. Until then the client's transaction
+    // status is no guide: pg reports an ErrorResponse before the ReadyForQuery that says "failed".
+    let opened = false
     try {
       // Taken out first: from here on `begun` is only ever the following item's (a failed claim of this
       // one leaves a failed transaction that the catch below must roll back).
       const opening = begun ?? beginWith(client, 'BEGIN', current.first.text, current.first.values)
       begun = undefined
       const firstResult = await opening
+      opened = true
       const t = (tx = host.open(client))
       const value = await host.run(t, () => current.run(t, firstResult))
       t.finish()
@@ -95,7 +99,7 @@ async function onLease<T>(host: LaneHost, lease: Lease, first: LaneItem<T>, next
       // With the following item's transaction open behind it, this one has ended already (its COMMIT answered).
       if (!begun) {
         try {
-          if (client.getTransactionStatus?.() !== 'I') await client.query('ROLLBACK')
+          if (!opened || client.getTransactionStatus?.() !== 'I') await client.query('ROLLBACK')
         } catch {
           destroy = true
         }
