@@ -21,10 +21,12 @@ export interface CrewThreads {
 export async function inlineThreads(data: CrewWorkerData): Promise<CrewThreads> {
   const { crewWorker } = await import('./crew-runtime.ts')
   const run = crewWorker(data, { inline: true })
+  // Nothing can stop a task's JavaScript here: stopping closes the worker's Database (its transactions
+  // roll back, its next query fails) and its channel.
   return {
     run: (body) => run(body),
-    threads: [{ threadId, terminate: async () => undefined }],
+    threads: [{ threadId, terminate: () => run.shutdown() }],
     on: () => undefined,
-    destroy: async () => undefined,
+    destroy: () => run.shutdown(),
   }
 }

@@ -62,7 +62,7 @@ interface Ready {
 }
 
 /** Build the piscina task function for this worker; the init hook runs on its first task. */
-export function crewWorker(data: CrewWorkerData, how: { inline?: boolean } = {}): (envelope: TaskEnvelope | BatchEnvelope) => Promise<TaskOutcome | TaskOutcome[]> {
+export function crewWorker(data: CrewWorkerData, how: { inline?: boolean } = {}): ((envelope: TaskEnvelope | BatchEnvelope) => Promise<TaskOutcome | TaskOutcome[]>) & { shutdown(): Promise<void> } {
   // In a thread: before the user's module is imported, so a pool it creates at import time is known
   // and discarded. In process (crew-inline.ts) this realm's pools are the caller's own: kept.
   if (!how.inline) trackPgPools()
@@ -83,23 +83,32 @@ export function crewWorker(data: CrewWorkerData, how: { inline?: boolean } = {})
     // Whatever this realm holds now was inherited or made at import time: it is not ours to share.
     if (!how.inline) await discardRealmConnections()
     const db = Database.fromSnapshot(data.snapshot, { max: data.perWorkerConnections, applicationName: `${data.applicationName ?? 'pgcrew'} worker ${workerId}` })
-    db.onConnect(stopQueriesOfDeadClients)
-    await connectPatiently(db, abort.signal, data.retryWindowMillis)
-    const handler = await definition.init({ db, workerId, signal: abort.signal })
-    if (typeof handler !== 'function') throw new PgcrewError('WORKER_INVALID', `the init hook of ${data.workerModule} must return a task function`)
-    channel.postMessage({ type: 'ready', threadId } satisfies CrewMessage)
-    return { db, handler }
+    try {
+      db.onConnect(stopQueriesOfDeadClients)
+      await connectPatiently(db, abort.signal, data.retryWindowMillis)
+      const handler = await definition.init({ db, workerId, signal: abort.signal })
+      if (typeof handler !== 'function') throw new PgcrewError('WORKER_INVALID', `the init hook of ${data.workerModule} must return a task function`)
+      channel.postMessage({ type: 'ready', threadId } satisfies CrewMessage)
+      return { db, handler }
+    } catch (error) {
+      // A thread's sockets die with it; in process (and in a thread that lives on) nothing else would close them.
+      await db.close().catch(() => {})
+      throw error
+    }
   }
 
+  let closing: Promise<void> | undefined
+  /** Stop: abort the init hook's signal and close this worker's Database (its transactions roll back). */
+  const shutdown = (): Promise<void> =>
+    (closing ??= (async () => {
+      abort.abort()
+      const r = await ready?.catch(() => undefined)
+      await r?.db.close().catch(() => {})
+    })())
   channel.onmessage = (event: unknown) => {
     const msg = (event as { data: CrewMessage }).data
     if (msg.type !== 'close') return
-    abort.abort()
-    void (async () => {
-      const r = await ready?.catch(() => undefined)
-      await r?.db.close().catch(() => {})
-      channel.postMessage({ type: 'closed', threadId } satisfies CrewMessage)
-    })()
+    void shutdown().then(() => channel.postMessage({ type: 'closed', threadId } satisfies CrewMessage))
   }
 
   const runEnvelope = async (envelope: TaskEnvelope): Promise<TaskOutcome> => {
@@ -179,9 +188,17 @@ export function crewWorker(data: CrewWorkerData, how: { inline?: boolean } = {})
   }
 
   // A batch runs its tasks side by side; the worker's pool (perWorkerConnections) limits how many at once.
-  return (body: TaskEnvelope | BatchEnvelope) => {
+  const run = (body: TaskEnvelope | BatchEnvelope): Promise<TaskOutcome | TaskOutcome[]> => {
     if (body.mode !== 'batch') return runEnvelope(body)
     if (data.lanes !== false && body.tasks.every((t): t is PipelineEnvelope => t.mode === 'pipeline')) return runPipelineBatch(body.tasks)
     return Promise.all(body.tasks.map(runEnvelope))
   }
+  // In process the crew calls shutdown itself (destroy, a close that timed out) and the channel must go
+  // with it; a thread's channel dies with the thread.
+  return Object.assign(run, {
+    shutdown: async () => {
+      await shutdown()
+      channel.close()
+    },
+  })
 }

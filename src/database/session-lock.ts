@@ -31,6 +31,8 @@ export class SessionLock {
   #gate: Promise<void> = Promise.resolve()
   #lostAt: number | undefined
   #closed = false
+  /** Aborted by close(): a retake waiting between tries stops at once. */
+  readonly #stop = new AbortController()
 
   private constructor(pool: pg.Pool, options: SessionLockOptions) {
     this.#pool = pool
@@ -67,7 +69,7 @@ export class SessionLock {
     return this.#queue(() => withConnectionRetry(() => this.#take(), this.#options.retry))
   }
 
-  /** Resolved while the lock is held (or before any key was asked for); pending while it is being taken again. */
+  /** Resolved while the lock is held (or before any key was asked for); pending while it is being taken again; rejected once closed during a take. */
   get gate(): Promise<void> {
     return this.#gate
   }
@@ -124,13 +126,14 @@ export class SessionLock {
     const first = this.#options.retry?.firstDelayMillis ?? RETRY_DEFAULTS.firstDelayMillis
     const cap = this.#options.retry?.maxDelayMillis ?? RETRY_DEFAULTS.maxDelayMillis
     for (let attempt = 1; ; attempt++) {
-      if (this.#closed) return
+      // Closed: the gate must not open as if the lock were held.
+      if (this.#closed) throw new Error('the session lock was closed')
       try {
         await this.#take()
         break
       } catch {
         // Any error: a lock given up here would show a live holder as dead.
-        await sleep(backoffMillis(first, attempt, cap))
+        await sleep(backoffMillis(first, attempt, cap), this.#stop.signal)
       }
     }
     if (this.#lostAt !== undefined && this.held) {
@@ -142,6 +145,7 @@ export class SessionLock {
   /** Give the lock and its session back. A take in progress is not waited for: it sees the lock closed. */
   async close(): Promise<void> {
     this.#closed = true
+    this.#stop.abort()
     const client = this.#client
     if (client) {
       this.#client = undefined

@@ -93,4 +93,24 @@ describe('session lock', () => {
       await cluster.stop()
     }
   })
+
+  test('closed while it is being taken again, its gate rejects (it never opens as if the lock were held)', async () => {
+    const cluster = await startTempCluster()
+    try {
+      await using db = new Database({ connectionString: cluster.url, env: cleanEnv(), max: 1 })
+      const lost: unknown[] = []
+      const lock = await SessionLock.open(db, { applicationName: 'pgcrew lock test', retry: { firstDelayMillis: 50, maxDelayMillis: 200 }, onLost: (e) => lost.push(e) })
+      await lock.hold(9n)
+      await cluster.stopServer()
+      assert.ok(await eventually(async () => lost.length === 1, 10_000), 'the loss was not seen')
+      const gate = lock.gate
+      await lock.close()
+      const started = Date.now()
+      await assert.rejects(gate, /closed/)
+      assert.ok(Date.now() - started < 1000, 'the retake went on after close')
+      assert.equal(lock.held, false)
+    } finally {
+      await cluster.stop()
+    }
+  })
 })

@@ -325,6 +325,16 @@ describe('in process (no worker threads)', () => {
     ])
   })
 
+  test('inProcess: a worker whose init hook fails leaves no session of its own behind (a thread would take its sockets with it)', async () => {
+    const { url } = await freshDatabase('inprocinit')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    const crew = await db.crew({ worker: new URL('../fixtures/workers/init-fails.ts', import.meta.url), inProcess: true, perWorkerConnections: 2 })
+    await assert.rejects(crew.run({}), { code: 'WORKER_INIT_FAILED', message: /cannot load the calibration file/ })
+    await crew.close()
+    const left = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'pgcrew worker%'")
+    assert.equal(left.rows[0]!.n, 0)
+  })
+
   test('inProcess with threads, a task timeout or heap limits is refused, naming what to drop', async () => {
     const { url } = await freshDatabase('inprocbad')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
