@@ -82,8 +82,7 @@ const DONE: Promise<void> = Promise.resolve()
 /** A client may go back to the pool only when it is idle, healthy and still in the state we made it. */
 function reusable(client: pg.ClientBase): boolean {
   const c = client as unknown as PgcrewClient
-  // readyForQuery: a client whose last answer is still coming may report a stale status ('I' before the 'E').
-  return c.getTransactionStatus() === 'I' && (c as unknown as { readyForQuery?: boolean }).readyForQuery !== false && !c.tainted
+  return c.getTransactionStatus() === 'I' && !c.tainted
 }
 
 /** Close the socket without waiting for the server: the forced path must not hang on a stuck backend. */
