@@ -198,7 +198,7 @@ export class Crew implements AsyncDisposable {
     }
     const pool: CrewThreads = options.inProcess
       ? await inlineThreads(workerData)
-      : (new Piscina({
+      : new Piscina({
           filename: crewWorkerFile(),
           minThreads: budget.threads,
           maxThreads: budget.threads,
@@ -208,7 +208,7 @@ export class Crew implements AsyncDisposable {
           concurrentTasksPerWorker: budget.perWorker,
           idleTimeout: 2 ** 31 - 1,
           ...(options.resourceLimits ? { resourceLimits: options.resourceLimits } : {}),
-        }) as unknown as CrewThreads)
+        })
     const channel = new BroadcastChannel(channelName)
     channel.unref()
     return new Crew(pool, channel, budget, options)

@@ -13,9 +13,9 @@ import { backoffMillis } from './retry-backoff.ts'
 import { connectError, describeTarget } from '../connect/connect-errors.ts'
 import { PG_ENV_KEYS, resolveConnectionParams, type ConnectionParams, type ConnectionSettings } from '../connect/connection-params.ts'
 import { parseConnectionString } from '../connect/connection-string.ts'
-import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from '../errors/database-error.ts'
+import { DatabaseError } from '../errors/database-error.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
-import { callerError, createExecutor, isServerErrorOnly, runOn, type Executor, type Lease } from './database-executor.ts'
+import { callerError, createExecutor, isServerErrorOnly, type Executor, type Lease } from './database-executor.ts'
 import { pgPoolFor, type PgPoolOptions } from './database-pg-pool.ts'
 import { loadHookModule, type HookRef } from './on-connect-hooks.ts'
 import { DBVERSION_PATTERN, describeValue, resolveOptions, type DatabaseOptions, type Pooling, type ResolvedOptions } from '../connect/connect-options.ts'
@@ -29,9 +29,9 @@ import type { Store, StoreOptions } from '../store/store.ts'
 import { makeSnapshot, restoreSnapshotOptions, snapshotEnv, type DatabaseSnapshot } from './database-snapshot.ts'
 import { beginStatement, Transaction, type TransactionOptions, type TransactionScope } from './transaction.ts'
 import type { WithClientOptions } from '../toolkit/toolkit-target.ts'
-import { beginWith, type FirstResult } from './begin-with.ts'
+import type { FirstResult } from './begin-with.ts'
 import { activeScope, runScope, type Scope } from './scope.ts'
-import { runLane, type LaneItem } from './transaction-lane.ts'
+import { runLane, type LaneHost, type LaneItem } from './transaction-lane.ts'
 
 /**
  * Internal (not in the public barrel): a transaction whose BEGIN and first statement go out in one
@@ -640,63 +640,28 @@ export class Database implements AsyncDisposable {
   /** Run the items `next` hands out as a lane of transactions (see transaction-lane.ts); each item is settled, this never throws. */
   [TRANSACTION_LANE]<T>(next: () => LaneItem<T> | undefined): Promise<void> {
     if (this.#activeTransaction()) throw new PgcrewError('INVALID_OPTION', 'a lane of transactions cannot run inside another transaction')
-    return runLane(
-      {
-        lease: () => this.#lease(true),
-        reusable: () => this.#executor?.pooling === 'pooled' && !activeScope(this.#scopes),
-        open: (client) => new Transaction(client, 0, undefined, this.#scope),
-        run: (tx, fn) => this.#context.run(tx, fn),
-      },
-      next,
-    )
+    return runLane(this.#laneHost, next)
+  }
+
+  /** What a lane of transactions needs of this Database (transaction-lane.ts). */
+  readonly #laneHost: LaneHost = {
+    lease: () => this.#lease(true),
+    reusable: () => this.#executor?.pooling === 'pooled' && !activeScope(this.#scopes),
+    open: (client) => new Transaction(client, 0, undefined, this.#scope),
+    run: (tx, fn) => this.#context.run(tx, fn),
   }
 
   async #once<T>(begin: string, fn: (tx: Transaction, first?: FirstResult) => Promise<T>, first?: { text: string; values: unknown[] }): Promise<T> {
-    const lease = await this.#lease(true)
-    const client = lease.client
-    let destroy = false
-    let tx: Transaction | undefined
-    // Until BEGIN (and its first statement) came back, the client's transaction status is no guide:
-    // pg reports an ErrorResponse before the ReadyForQuery that says the transaction failed.
-    let opened = false
-    try {
-      const firstResult = first ? await beginWith(client, begin, first.text, first.values) : (await runOn(client, begin), undefined)
-      opened = true
-      tx = new Transaction(client, 0, undefined, this.#scope)
-      const current = tx
-      const result = await this.#context.run(current, () => fn(current, firstResult))
-      // From here on nothing may use this transaction: a savepoint still running (not awaited by fn)
-      // fails with TRANSACTION_FINISHED instead of landing in whatever the connection does next.
-      tx.finish()
-      if (tx.lostWork) throw new PgcrewError('TRANSACTION_INTERLEAVED', `rolled back: ${tx.lostWork}`)
-      // A COMMIT of a failed transaction answers "ROLLBACK". (The client's transaction status is no
-      // guide here: the ReadyForQuery that reports 'E' may not have arrived yet.)
-      const commit = await runOn(client, 'COMMIT')
-      if (commit.command === 'ROLLBACK') {
-        throw new InFailedSqlTransaction(
-          '25P02',
-          'cannot commit: an error inside the transaction was caught and ignored, so PostgreSQL rolled it back; rethrow the error or use a nested transaction (savepoint)',
-          {},
-        )
-      }
-      return result
-    } catch (error) {
-      // First: a savepoint still queued or running must not send anything after this ROLLBACK.
-      tx?.finish(true)
-      try {
-        if (!opened || client.getTransactionStatus?.() !== 'I') await client.query('ROLLBACK')
-      } catch {
-        destroy = true
-      }
-      if (!isServerErrorOnly(error)) destroy = true
-      throw mapDatabaseError(error)
-    } finally {
-      tx?.finish()
-      // A session advisory lock taken in the transaction outlives it: the connection stays with the lock.
-      if (tx) await tx.giveBack((broken) => lease.release(destroy || broken))
-      else await lease.release(destroy)
-      lease.ended?.()
-    }
+    // A lane of one: the same opening, COMMIT, rollback and give-back rules as the pipeline's lanes.
+    let outcome: { ok: true; value: T } | { ok: false; error: unknown } | undefined
+    let given = false
+    await runLane(this.#laneHost, () => {
+      if (given) return undefined
+      given = true
+      return { begin, first, run: (tx, opened) => fn(tx, first ? opened : undefined), settle: (o) => (outcome = o) }
+    })
+    if (!outcome!.ok) throw outcome!.error
+    return outcome!.value
   }
 
   // ---- the PostgreSQL toolkit (each delegates to its own module) -----------------------------

@@ -1,20 +1,23 @@
 // A lane: transactions one after another on one leased connection, each opened by BEGIN and its
 // first statement in one round trip, and each COMMIT sent together with the next one's BEGIN and
 // first statement (commitThenBegin). A pipeline task so costs one round trip less than a
-// transaction of its own, which on a machine whose client and server share the cores is ~10% more
-// tasks per second and ~12% less client CPU per task (measured in .tmp/probe/lane.mjs terms: raw
-// pg, 4 connections). Each transaction keeps the contract of Database.transaction: COMMIT on
-// success, ROLLBACK on error, a caught-and-ignored error refused at COMMIT, a pinned connection
-// (a session advisory lock) never carried into the next.
+// transaction of its own: ~10% more tasks per second and ~12% less client CPU per task on a machine
+// whose client and server share the cores (a probe on raw pg, 4 connections). Database.transaction
+// is a lane of one, so every transaction keeps one set of rules: COMMIT on success, ROLLBACK on
+// error, a caught-and-ignored error refused at COMMIT, a pinned connection (a session advisory lock)
+// given back only at its last unpin and never carried into the next transaction.
 import { InFailedSqlTransaction, mapDatabaseError } from '../errors/database-error.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { beginWith, commitThenBegin, type FirstResult } from './begin-with.ts'
 import { isServerErrorOnly, runOn, type Lease } from './database-executor.ts'
 import type { Transaction } from './transaction.ts'
 
-/** One transaction of a lane: its first statement, its work, and where its outcome goes. */
+/** One transaction of a lane: how it begins, its first statement, its work, and where its outcome goes. */
 export interface LaneItem<T> {
-  readonly first: { text: string; values: unknown[] }
+  /** The BEGIN statement (isolation, read only…); default `BEGIN`. */
+  readonly begin?: string
+  /** Sent with the BEGIN in one round trip (and with the COMMIT before it, in a lane); its row count goes to `run`. */
+  readonly first?: { text: string; values: unknown[] }
   run(tx: Transaction, first: FirstResult): Promise<T>
   settle(outcome: { ok: true; value: T } | { ok: false; error: unknown }): void
 }
@@ -26,6 +29,15 @@ export interface LaneHost {
   reusable(): boolean
   open(client: Lease['client']): Transaction
   run<T>(tx: Transaction, fn: () => Promise<T>): Promise<T>
+}
+
+/** What `run` sees of the first statement when the item has none. */
+const NO_FIRST: FirstResult = Object.freeze({ rowCount: null })
+
+/** BEGIN, and the item's first statement with it when it has one, in one round trip. */
+function open(client: Lease['client'], item: LaneItem<unknown>): Promise<FirstResult> {
+  const begin = item.begin ?? 'BEGIN'
+  return item.first ? beginWith(client, begin, item.first.text, item.first.values) : runOn(client, begin).then(() => NO_FIRST)
 }
 
 const rolledBackAtCommit = (): InFailedSqlTransaction =>
@@ -69,18 +81,20 @@ async function onLease<T>(host: LaneHost, lease: Lease, first: LaneItem<T>, next
     try {
       // Taken out first: from here on `begun` is only ever the following item's (a failed claim of this
       // one leaves a failed transaction that the catch below must roll back).
-      const opening = begun ?? beginWith(client, 'BEGIN', current.first.text, current.first.values)
+      const opening = begun ?? open(client, current)
       begun = undefined
       const firstResult = await opening
       opened = true
       const t = (tx = host.open(client))
       const value = await host.run(t, () => current.run(t, firstResult))
+      // From here on nothing may use this transaction: a savepoint still running (not awaited by run)
+      // fails with TRANSACTION_FINISHED instead of landing in whatever the connection does next.
       t.finish()
       if (t.lostWork) throw new PgcrewError('TRANSACTION_INTERLEAVED', `rolled back: ${t.lostWork}`)
       following = reusable && !t.pinned ? next() : undefined
       let tag: string
-      if (following) {
-        const both = commitThenBegin(client, 'BEGIN', following.first.text, following.first.values)
+      if (following?.first) {
+        const both = commitThenBegin(client, following.begin ?? 'BEGIN', following.first.text, following.first.values)
         try {
           tag = await both.commit
         } catch (error) {
@@ -95,6 +109,7 @@ async function onLease<T>(host: LaneHost, lease: Lease, first: LaneItem<T>, next
       if (tag === 'ROLLBACK') throw rolledBackAtCommit()
       current.settle({ ok: true, value })
     } catch (error) {
+      // First: a savepoint still queued or running must not send anything after this ROLLBACK.
       tx?.finish(true)
       // With the following item's transaction open behind it, this one has ended already (its COMMIT answered).
       if (!begun) {
