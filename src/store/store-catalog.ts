@@ -20,6 +20,51 @@ export interface StoreColumn {
   readonly generated: boolean
   /** The serial or identity sequence behind the column, if any. */
   readonly sequence: string | null
+  /** The column's type (pg_type oid): which parser node-postgres picks for it. */
+  readonly typeOid: number
+  /**
+   * How a value COPY stored here reads back, when the client can tell: the server's output text is
+   * then the text sent (`'same'`; text, unconstrained varchar, json), or follows from it by a fixed
+   * rule (integers, float8, boolean, uuid). Null for every other type (and for domains, varchar(n)).
+   */
+  readonly echo: Echo | null
+  /**
+   * Left out of an INSERT, every row of one transaction gets the same value: no default (NULL, and
+   * not a domain's), a constant, or the transaction's time (now(), CURRENT_TIMESTAMP, CURRENT_DATE…).
+   */
+  readonly sameDefault: boolean
+  /** The column's default draws from its sequence (serial, identity) counting up by 1 without cycling. */
+  readonly countsUp: boolean
+}
+
+/** Types whose output text the client can tell from the value it sent (see StoreColumn.echo). */
+export type Echo = 'same' | 'integer' | 'float8' | 'boolean' | 'uuid'
+
+const ECHO: ReadonlyMap<number, Echo> = new Map([
+  [25, 'same'], // text
+  [114, 'same'], // json: stored as written
+  [20, 'integer'],
+  [21, 'integer'],
+  [23, 'integer'],
+  [701, 'float8'],
+  [16, 'boolean'],
+  [2950, 'uuid'],
+])
+const VARCHAR = 1043
+
+const TRANSACTION_TIME = /^(?:now\(\)|transaction_timestamp\(\)|(?:CURRENT_TIMESTAMP|CURRENT_TIME|LOCALTIMESTAMP|LOCALTIME)(?:\(\d\))?|CURRENT_DATE)$/
+// A literal with its type (how pg_get_expr writes a Const), a number, a boolean.
+const CONSTANT = /^(?:'(?:[^']|'')*'::[\w ."]+(?:\[\])*|-?\d+(?:\.\d+)?|true|false|NULL::[\w ."]+(?:\[\])*)$/
+
+function sameDefaultOf(expr: string | null, isDomain: boolean, identity: string, generated: string): boolean {
+  if (identity !== '' || generated !== '') return false
+  if (expr === null) return !isDomain
+  return TRANSACTION_TIME.test(expr) || CONSTANT.test(expr)
+}
+
+function echoOf(oid: number, typmod: number): Echo | null {
+  if (oid === VARCHAR) return typmod < 0 ? 'same' : null // varchar(n) cuts trailing spaces off a long value
+  return ECHO.get(oid) ?? null
 }
 
 export interface TableInfo {
@@ -32,31 +77,76 @@ export interface TableInfo {
   readonly columns: readonly StoreColumn[]
   readonly byName: ReadonlyMap<string, StoreColumn>
   readonly primaryKey: readonly string[]
+  /**
+   * A row COPY stores keeps the values it was given: an ordinary table with no BEFORE INSERT row
+   * trigger (which could change them) when the catalog was read.
+   */
+  readonly storesAsGiven: boolean
 }
 
 /** Read a table's columns and primary key; an unknown table is STORE_UNKNOWN_TABLE, naming the tables there are. */
 export async function readTableInfo(db: Database, name: string): Promise<TableInfo> {
   const parts = tableParts(name, 'store.table() name')
-  const { rows: found } = await db.query<{ oid: string; sql: string; schema: string; table: string }>(
-    `SELECT c.oid::text AS oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS sql, n.nspname AS schema, c.relname AS table
+  // tgtype bits: 1 row, 2 before, 4 insert (pg_trigger.h).
+  const { rows: found } = await db.query<{ oid: string; sql: string; schema: string; table: string; as_given: boolean }>(
+    `SELECT c.oid::text AS oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS sql, n.nspname AS schema, c.relname AS table,
+            c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgtype & 7 = 7 AND g.tgenabled <> 'D') AS as_given
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`,
     [qname(...parts)],
   )
   if (found.length === 0) throw await unknownTable(db, name)
-  const { oid, sql, schema, table } = found[0]!
-  const { rows } = await db.query<{ name: string; type: string; is_array: boolean; is_json: boolean; identity: string; generated: string; pk: boolean; seq: string | null }>(
-    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typcategory = 'A' AS is_array,
+  const { oid, sql, schema, table, as_given } = found[0]!
+  const { rows } = await db.query<{
+    name: string
+    type: string
+    type_oid: number
+    typmod: number
+    is_array: boolean
+    is_json: boolean
+    identity: string
+    generated: string
+    pk: boolean
+    seq: string | null
+    default_expr: string | null
+    is_domain: boolean
+    counts_up: boolean | null
+  }>(
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.atttypid::int AS type_oid, a.atttypmod AS typmod, t.typcategory = 'A' AS is_array,
             a.atttypid IN ('json'::regtype, 'jsonb'::regtype) AS is_json, a.attidentity AS identity, a.attgenerated AS generated,
-            coalesce(a.attnum = ANY (i.indkey), false) AS pk, pg_get_serial_sequence($2, a.attname) AS seq
+            coalesce(a.attnum = ANY (i.indkey), false) AS pk, pg_get_serial_sequence($2, a.attname) AS seq,
+            pg_get_expr(d.adbin, d.adrelid) AS default_expr, t.typtype = 'd' AS is_domain,
+            (a.attidentity <> '' OR pg_get_expr(d.adbin, d.adrelid) = format('nextval(%L::regclass)', pg_get_serial_sequence($2, a.attname)::regclass))
+              AND (SELECT q.seqincrement = 1 AND NOT q.seqcycle FROM pg_sequence q WHERE q.seqrelid = pg_get_serial_sequence($2, a.attname)::regclass) AS counts_up
        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
        LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
       WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
     [oid, sql],
   )
   const columns = rows.map((r): StoreColumn =>
-    Object.freeze({ name: r.name, type: r.type, isArray: r.is_array, isJson: r.is_json, identityAlways: r.identity === 'a', generated: r.generated === 's', sequence: r.seq }),
+    Object.freeze({
+      name: r.name,
+      type: r.type,
+      isArray: r.is_array,
+      isJson: r.is_json,
+      identityAlways: r.identity === 'a',
+      generated: r.generated === 's',
+      sequence: r.seq,
+      typeOid: r.type_oid,
+      echo: echoOf(r.type_oid, r.typmod),
+      sameDefault: sameDefaultOf(r.default_expr, r.is_domain, r.identity, r.generated),
+      countsUp: r.counts_up === true,
+    }),
   )
-  return Object.freeze({ name, sql, parts: [schema, table] as const, columns, byName: new Map(columns.map((c) => [c.name, c])), primaryKey: rows.filter((r) => r.pk).map((r) => r.name) })
+  return Object.freeze({
+    name,
+    sql,
+    parts: [schema, table] as const,
+    columns,
+    byName: new Map(columns.map((c) => [c.name, c])),
+    primaryKey: rows.filter((r) => r.pk).map((r) => r.name),
+    storesAsGiven: as_given,
+  })
 }
 
 async function unknownTable(db: Database, name: string): Promise<PgcrewError> {

@@ -22,21 +22,24 @@ function unescape(field: string): string {
   return field.replace(UNESCAPE, (_, c: string) => ESCAPED[c] ?? c)
 }
 
-/** Whole lines of COPY text, each parsed into a row object appended to `out`. */
-function parseLines(text: string, names: readonly string[], parsers: readonly Parser[], empty: Record<string, unknown>, out: unknown[]): void {
+/** Whole lines of COPY text, each parsed into a row object appended to `out` (or, from `into` on, into the rows there). */
+function parseLines(text: string, names: readonly string[], parsers: readonly Parser[], empty: Record<string, unknown>, out: unknown[], into: number | undefined): number {
   const width = names.length
   let at = 0
+  let rows = 0
   while (at < text.length) {
-    const row = { ...empty }
+    const row = into === undefined ? { ...empty } : (out[into + rows] as Record<string, unknown> | undefined)
+    if (row === undefined) throw new Error(`COPY answered more rows than there are to fill (${out.length})`)
+    rows++
     for (let i = 0; i < width; i++) {
       const stop = text.indexOf(i < width - 1 ? '\t' : '\n', at)
       const field = text.slice(at, stop)
       at = stop + 1
-      if (field === '\\N') continue
-      row[names[i]!] = parsers[i]!(field.includes('\\') ? unescape(field) : field)
+      row[names[i]!] = field === '\\N' ? null : parsers[i]!(field.includes('\\') ? unescape(field) : field)
     }
-    out.push(row)
+    if (into === undefined) out.push(row)
   }
+  return rows
 }
 
 /** The columns of a result: their names and node-postgres' parser for each. */
@@ -45,6 +48,8 @@ export interface RowShape {
   readonly parsers: readonly Parser[]
   /** Every column null: each row starts as a copy of it (node-postgres builds its rows so). */
   readonly empty: Readonly<Record<string, unknown>>
+  /** The parser of each column, by name. */
+  readonly parserOf: ReadonlyMap<string, Parser>
 }
 
 /** The shape of `select`'s result, from the server's description of a run that returns no row. */
@@ -52,7 +57,9 @@ export async function describeRows(client: pg.ClientBase, select: string, types:
   const { fields } = await client.query(`SELECT * FROM (${select}) AS q LIMIT 0`)
   const empty: Record<string, unknown> = {}
   for (const f of fields) empty[f.name] = null
-  return { names: fields.map((f) => f.name), parsers: fields.map((f) => types.getTypeParser(f.dataTypeID, 'text')), empty }
+  const names = fields.map((f) => f.name)
+  const parsers = fields.map((f) => types.getTypeParser(f.dataTypeID, 'text'))
+  return { names, parsers, empty, parserOf: new Map(names.map((n, i) => [n, parsers[i]!])) }
 }
 
 /**
@@ -72,17 +79,19 @@ export async function copyOut(client: pg.ClientBase, select: string): Promise<Bu
 const PIECE = 65_536
 
 /**
- * COPY text into row objects appended to `out`, ~64 KB at a time with a turn of the event loop in
- * between: a COPY into the server running meanwhile keeps being fed.
+ * COPY text into row objects appended to `out` (or, from `into` on, into the rows there), ~64 KB at a time with a turn of the event loop in
+ * between: a COPY into the server running meanwhile keeps being fed. Resolves to how many rows.
  */
-export async function parseRows(data: readonly Buffer[], shape: RowShape, out: unknown[]): Promise<void> {
+export async function parseRows(data: readonly Buffer[], shape: RowShape, out: unknown[], into?: number): Promise<number> {
+  let rows = 0
   const all = data.length === 1 ? data[0]! : Buffer.concat(data)
   for (let at = 0; at < all.length;) {
     // A newline byte never occurs inside a UTF-8 character: up to one, the text decodes whole.
     const end = at + PIECE >= all.length ? all.length - 1 : all.lastIndexOf(10, at + PIECE)
     const stop = end < at ? all.indexOf(10, at) : end
-    parseLines(all.toString('utf8', at, stop + 1), shape.names, shape.parsers, shape.empty, out)
+    rows += parseLines(all.toString('utf8', at, stop + 1), shape.names, shape.parsers, shape.empty, out, into === undefined ? undefined : into + rows)
     at = stop + 1
     if (at < all.length) await new Promise((resolve) => setImmediate(resolve))
   }
+  return rows
 }

@@ -68,7 +68,7 @@ export class StoreTable<Row extends Record<string, unknown> = Record<string, unk
    * Insert rows in one transaction; resolves to them as stored, in input order (with `{ returning:
    * false }`: to how many, without reading them back). Small batches go as multi-row INSERTs, large
    * ones (`copyThreshold` rows and up, the same columns in every row) through COPY; rows to return
-   * are then read back by their one-column primary key.
+   * then need a one-column primary key, and only what the server decided (ids, defaults) is read back.
    */
   addMany(rows: readonly Partial<Row>[], options?: { returning?: true }): Promise<Row[]>
   addMany(rows: readonly Partial<Row>[], options: { returning: false }): Promise<number>
