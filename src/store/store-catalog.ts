@@ -70,6 +70,10 @@ function echoOf(oid: number, typmod: number): Echo | null {
 export interface TableInfo {
   /** The name as the caller gave it (for messages). */
   readonly name: string
+  /** pg_class oid, as text. */
+  readonly oid: string
+  /** What the catalog said when this was read (see currentTableInfo). */
+  readonly signature: string
   /** The table quoted for SQL, schema included: `"public"."items"`. */
   readonly sql: string
   /** Schema and table, unquoted (for COPY). */
@@ -78,8 +82,8 @@ export interface TableInfo {
   readonly byName: ReadonlyMap<string, StoreColumn>
   readonly primaryKey: readonly string[]
   /**
-   * A row COPY stores keeps the values it was given: an ordinary table with no BEFORE INSERT row
-   * trigger (which could change them) when the catalog was read.
+   * A row COPY stores keeps the values it was given: an ordinary table with no INSERT trigger
+   * (before or after, row or statement: each could change them) when the catalog was read.
    */
   readonly storesAsGiven: boolean
 }
@@ -87,42 +91,65 @@ export interface TableInfo {
 /** Read a table's columns and primary key; an unknown table is STORE_UNKNOWN_TABLE, naming the tables there are. */
 export async function readTableInfo(db: Database, name: string): Promise<TableInfo> {
   const parts = tableParts(name, 'store.table() name')
-  // tgtype bits: 1 row, 2 before, 4 insert (pg_trigger.h).
-  const { rows: found } = await db.query<{ oid: string; sql: string; schema: string; table: string; as_given: boolean }>(
-    `SELECT c.oid::text AS oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS sql, n.nspname AS schema, c.relname AS table,
-            c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgtype & 7 = 7 AND g.tgenabled <> 'D') AS as_given
+  const { rows: found } = await db.query<{ oid: string; sql: string; schema: string; table: string }>(
+    `SELECT c.oid::text AS oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS sql, n.nspname AS schema, c.relname AS table
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`,
     [qname(...parts)],
   )
   if (found.length === 0) throw await unknownTable(db, name)
-  const { oid, sql, schema, table, as_given } = found[0]!
-  const { rows } = await db.query<{
-    name: string
-    type: string
-    type_oid: number
-    typmod: number
-    is_array: boolean
-    is_json: boolean
-    identity: string
-    generated: string
-    pk: boolean
-    seq: string | null
-    default_expr: string | null
-    is_domain: boolean
-    counts_up: boolean | null
-  }>(
-    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.atttypid::int AS type_oid, a.atttypmod AS typmod, t.typcategory = 'A' AS is_array,
+  const { oid, sql, schema, table } = found[0]!
+  return tableInfoOf(name, oid, sql, [schema, table], (await db.query<CatalogRow>(COLUMNS_SQL, [oid, sql])).rows)
+}
+
+/**
+ * The table's info as the catalog has it now, in the caller's transaction, which from then on holds
+ * a lock that keeps the table's definition (an ALTER waits for it): `info` itself when nothing
+ * changed since it was read, else a fresh one. What addMany trusts to build rows without reading
+ * them back (types, defaults, triggers) must be the definition the COPY then meets.
+ */
+export async function currentTableInfo(db: Database, info: TableInfo): Promise<TableInfo> {
+  const { rows } = await db.query<CatalogRow>(`SELECT q.* FROM (${COLUMNS_SQL}) AS q LEFT JOIN (SELECT FROM ${info.sql} LIMIT 0) AS locked ON true`, [info.oid, info.sql])
+  return JSON.stringify(rows) === info.signature ? info : tableInfoOf(info.name, info.oid, info.sql, info.parts, rows)
+}
+
+interface CatalogRow {
+  name: string
+  type: string
+  type_oid: number
+  typmod: number
+  is_array: boolean
+  is_json: boolean
+  identity: string
+  generated: string
+  pk: boolean
+  seq: string | null
+  default_expr: string | null
+  is_domain: boolean
+  user_function: boolean
+  counts_up: boolean | null
+  as_given: boolean
+}
+
+// Every column of table $1 (its quoted name $2), and on each row whether a row COPY stores keeps
+// its values: an ordinary table and no INSERT trigger (tgtype bit 4) that may fire, before (changing
+// NEW) or after (updating the rows, row or statement level). A default that calls a function of a
+// user's (pg_depend records those, never built-in ones) is not taken as the same in every row, even
+// if it prints as now() under the search_path.
+const COLUMNS_SQL = `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.atttypid::int AS type_oid, a.atttypmod AS typmod, t.typcategory = 'A' AS is_array,
             a.atttypid IN ('json'::regtype, 'jsonb'::regtype) AS is_json, a.attidentity AS identity, a.attgenerated AS generated,
             coalesce(a.attnum = ANY (i.indkey), false) AS pk, pg_get_serial_sequence($2, a.attname) AS seq,
             pg_get_expr(d.adbin, d.adrelid) AS default_expr, t.typtype = 'd' AS is_domain,
+            EXISTS (SELECT 1 FROM pg_depend p WHERE p.classid = 'pg_attrdef'::regclass AND p.objid = d.oid AND p.refclassid = 'pg_proc'::regclass) AS user_function,
             (a.attidentity <> '' OR pg_get_expr(d.adbin, d.adrelid) = format('nextval(%L::regclass)', pg_get_serial_sequence($2, a.attname)::regclass))
-              AND (SELECT q.seqincrement = 1 AND NOT q.seqcycle FROM pg_sequence q WHERE q.seqrelid = pg_get_serial_sequence($2, a.attname)::regclass) AS counts_up
+              AND (SELECT q.seqincrement = 1 AND NOT q.seqcycle FROM pg_sequence q WHERE q.seqrelid = pg_get_serial_sequence($2, a.attname)::regclass) AS counts_up,
+            (SELECT c.relkind = 'r' FROM pg_class c WHERE c.oid = $1::oid)
+              AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = $1::oid AND g.tgtype & 4 = 4 AND NOT g.tgisinternal AND g.tgenabled <> 'D') AS as_given
        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
        LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-      WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
-    [oid, sql],
-  )
+      WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`
+
+function tableInfoOf(name: string, oid: string, sql: string, parts: readonly [string, string], rows: CatalogRow[]): TableInfo {
   const columns = rows.map((r): StoreColumn =>
     Object.freeze({
       name: r.name,
@@ -134,18 +161,20 @@ export async function readTableInfo(db: Database, name: string): Promise<TableIn
       sequence: r.seq,
       typeOid: r.type_oid,
       echo: echoOf(r.type_oid, r.typmod),
-      sameDefault: sameDefaultOf(r.default_expr, r.is_domain, r.identity, r.generated),
+      sameDefault: !r.user_function && sameDefaultOf(r.default_expr, r.is_domain, r.identity, r.generated),
       countsUp: r.counts_up === true,
     }),
   )
   return Object.freeze({
     name,
+    oid,
     sql,
-    parts: [schema, table] as const,
+    parts,
     columns,
     byName: new Map(columns.map((c) => [c.name, c])),
     primaryKey: rows.filter((r) => r.pk).map((r) => r.name),
-    storesAsGiven: as_given,
+    storesAsGiven: rows.length > 0 && rows[0]!.as_given,
+    signature: JSON.stringify(rows),
   })
 }
 

@@ -168,10 +168,20 @@ async function floatsWrittenExactly(db: Database, columns: readonly StoreColumn[
  * it sent is the text the server would write (see echoText), and each row's value is the column's
  * parser applied to that text, as node-postgres would apply it to the server's.
  */
-export async function copyRowsReturning<Row>(db: Database, info: TableInfo, columns: readonly StoreColumn[], pk: StoreColumn, rows: readonly Record<string, unknown>[], what: string): Promise<Row[]> {
+export async function copyRowsReturning<Row>(
+  db: Database,
+  info: TableInfo,
+  columns: readonly StoreColumn[],
+  pk: StoreColumn,
+  rows: readonly Record<string, unknown>[],
+  what: string,
+  alone: boolean,
+): Promise<Row[]> {
   const names = columns.map((c) => c.name)
   if (names.includes(pk.name)) return copyKeyedReturning<Row>(db, info, columns, pk, rows, what)
-  if (info.storesAsGiven && pk.countsUp && pk.echo === 'integer') {
+  // Keys drawn by the COPY are told apart by this transaction's xmin: only when no other statement
+  // can run in it meanwhile (addMany opened it; inside the caller's, a concurrent db.query would).
+  if (alone && names.length > 0 && info.storesAsGiven && pk.countsUp && pk.echo === 'integer') {
     const drawn = await copyDrawingIds<Row>(db, info, columns, pk, rows, what)
     if (drawn) return drawn
   }
@@ -224,7 +234,8 @@ export async function copyRowsReturning<Row>(db: Database, info: TableInfo, colu
  * this transaction wrote above the marker, read back in key order. What the server decided is then
  * read once: from the first row alone when every such column takes the same default in every row
  * of a transaction (now(), a constant), else as runs or row by row. Undefined (nothing written) when
- * the ids would pass 2^53.
+ * the ids would pass 2^53. Only for a transaction of its own: other statements in it could draw ids
+ * and write rows with the same xmin meanwhile.
  */
 async function copyDrawingIds<Row>(
   db: Database,
@@ -272,14 +283,14 @@ async function copyDrawingIds<Row>(
       const asked = [pk.name, ...decided]
       const data = await copyOut(
         client,
-        `SELECT ${asked.map((n) => qname(n)).join(', ')} FROM ${info.sql} AS t WHERE ${key} BETWEEN ${marker} AND ${last} AND t.xmin = (SELECT xmin FROM ${info.sql} WHERE ${qname(pk.name)} = ${marker}) ORDER BY ${key}`,
+        `SELECT ${asked.map((n) => qname(n)).join(', ')} FROM ${info.sql} AS t WHERE ${key} BETWEEN ${marker} AND ${lastText} AND t.xmin = (SELECT xmin FROM ${info.sql} WHERE ${qname(pk.name)} = ${marker}) ORDER BY ${key}`,
       )
       const read = await parseRows(data, { names: asked, parsers: asked.map((n) => shape.parserOf.get(n)!), empty: {}, parserOf: shape.parserOf }, out, 0)
-      if (read !== count) throw new Error(`${what}: found ${read} of the ${count} rows it copied (ids ${marker} to ${last})`)
+      if (read !== count) throw new Error(`${what}: found ${read} of the ${count} rows it copied (ids ${marker} to ${lastText})`)
       return out as Row[]
     }
     if (decided.length === 0) return out as Row[]
-    if (decided.every((n) => !given.has(n) && info.byName.get(n)!.sameDefault)) {
+    if (decided.every((n) => !given.has(n) && info.byName.get(n)?.sameDefault === true)) {
       const parsers = decided.map((n) => shape.parserOf.get(n)!)
       for (const row of out) {
         for (let c = 0; c < decided.length; c++) row[decided[c]!] = first[c] === null ? null : parsers[c]!(first[c]!)

@@ -6,7 +6,7 @@ import { DatabaseError } from '../errors/database-error.ts'
 import { qname } from '../toolkit/quote.ts'
 import type { Database } from '../database/database.ts'
 import { copyRows, copyRowsReturning } from './store-copy.ts'
-import { checkColumns, encodeValue, entriesOf, invalidValue, orderBySql, whereSql, wholeNumber, type StoreColumn, type TableInfo } from './store-catalog.ts'
+import { checkColumns, currentTableInfo, encodeValue, entriesOf, invalidValue, orderBySql, whereSql, wholeNumber, type StoreColumn, type TableInfo } from './store-catalog.ts'
 
 /** Column → value to match: `null` is IS NULL, an array is IN (for array and JSON columns, the value itself). */
 export type Where<Row> = { [K in keyof Row]?: Row[K] | readonly Row[K][] | null }
@@ -79,9 +79,10 @@ export class StoreTable<Row extends Record<string, unknown> = Record<string, unk
     if (rows.length === 0) return returning ? [] : 0
     const info = await this.#info()
     try {
-      return await this.#db.transaction(async () => {
+      return await this.#db.transaction(async (tx) => {
         if (rows.length >= this.#copyThreshold) {
-          const copied = await this.#copyMany(info, rows, what, returning)
+          // Alone: no statement of the caller's can run in this transaction meanwhile (see copyRowsReturning).
+          const copied = await this.#copyMany(info, rows, what, returning, tx.depth === 0)
           if (copied !== undefined) return copied
         }
         const columns = Math.max(1, new Set(rows.flatMap((r) => entriesOf(r, what).map(([k]) => k))).size)
@@ -103,9 +104,11 @@ export class StoreTable<Row extends Record<string, unknown> = Record<string, unk
   }
 
   /** COPY the rows (and read them back in input order); undefined when the rows do not suit COPY. */
-  async #copyMany(info: TableInfo, rows: readonly Partial<Row>[], what: string, returning: boolean): Promise<Row[] | number | undefined> {
+  async #copyMany(cached: TableInfo, rows: readonly Partial<Row>[], what: string, returning: boolean, alone: boolean): Promise<Row[] | number | undefined> {
     const keys = entriesOf(rows[0], what).map(([k]) => k)
     if (!sameColumns(rows, keys)) return undefined
+    // Rows built from what was sent must follow the definition the COPY meets, not the one cached.
+    const info = returning ? await currentTableInfo(this.#db, cached) : cached
     checkColumns(info, keys, what)
     refuseGenerated(info, keys, what)
     const columns = keys.map((k) => info.byName.get(k)!)
@@ -114,7 +117,7 @@ export class StoreTable<Row extends Record<string, unknown> = Record<string, unk
     if (info.primaryKey.length !== 1) return undefined
     const pk = info.byName.get(info.primaryKey[0]!)!
     if (!keys.includes(pk.name) && !pk.sequence) return undefined
-    return copyRowsReturning<Row>(this.#db, info, columns, pk, rows, what)
+    return copyRowsReturning<Row>(this.#db, info, columns, pk, rows, what, alone)
   }
 
   /** Rows matching `where` (all rows without it). */

@@ -263,3 +263,131 @@ describe('store addMany through COPY', () => {
     })
   })
 })
+
+// Found by a review of the change that builds rows from what was sent: each returned rows that
+// differed from the stored ones (or failed) before it was fixed.
+type Row = Record<string, unknown>
+
+async function tableWith(prefix: string, sql: string, pooling?: 'per-transaction', options?: string) {
+  const { url, dbname } = await freshDatabase(prefix)
+  await admin(sql, [], dbname)
+  const db = new Database({ connectionString: url, env: cleanEnv(), max: 4, pooling, options })
+  return { db, dbname, copying: await openStore(db, { copyThreshold: 1 }) }
+}
+
+async function storedAs(db: Database, table: string, rows: Row[]): Promise<void> {
+  const { rows: stored } = await db.query<Row>(`SELECT * FROM ${table} WHERE id = ANY ($1) ORDER BY id`, [rows.map((r) => r.id)])
+  assert.equal(stored.length, rows.length, 'every returned row is in the table')
+  assert.deepEqual(rows, stored, 'the rows returned are the rows stored, in input order')
+}
+
+describe('addMany through COPY returns the rows as stored when the table or transaction does more than store them', () => {
+  for (const pooling of [undefined, 'per-transaction'] as const) {
+    const mode = pooling ?? 'pooled'
+
+    test(`an AFTER INSERT row trigger that updates the new row (${mode})`, async () => {
+      const { db, copying } = await tableWith(
+        'rvafter',
+        `CREATE TABLE slugged (id serial PRIMARY KEY, name text NOT NULL, slug text);
+         CREATE FUNCTION slug_it() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE slugged SET slug = lower(NEW.name) WHERE id = NEW.id; RETURN NULL; END $$;
+         CREATE TRIGGER slug_it AFTER INSERT ON slugged FOR EACH ROW EXECUTE FUNCTION slug_it()`,
+        pooling,
+      )
+      await using _db = db
+      await storedAs(db, 'slugged', await copying.table<Row>('slugged').addMany([{ name: 'A' }, { name: 'B' }]))
+      // Every column given, keys too (copyKeyedReturning): the same.
+      await storedAs(
+        db,
+        'slugged',
+        await copying.table<Row>('slugged').addMany([
+          { id: 100, name: 'C', slug: null },
+          { id: 101, name: 'D', slug: null },
+        ]),
+      )
+    })
+
+    test(`an AFTER INSERT statement trigger (transition table) that normalises the rows (${mode})`, async () => {
+      const { db, copying } = await tableWith(
+        'rvafterstmt',
+        `CREATE TABLE named (id serial PRIMARY KEY, name text NOT NULL);
+         CREATE FUNCTION trim_names() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN UPDATE named n SET name = btrim(n.name) FROM fresh WHERE n.id = fresh.id; RETURN NULL; END $$;
+         CREATE TRIGGER trim_names AFTER INSERT ON named REFERENCING NEW TABLE AS fresh FOR EACH STATEMENT EXECUTE FUNCTION trim_names()`,
+        pooling,
+      )
+      await using _db = db
+      await storedAs(db, 'named', await copying.table<Row>('named').addMany([{ name: ' a ' }, { name: ' b ' }]))
+    })
+
+    test(`rows that give no column, every value a default (${mode})`, async () => {
+      const { db, copying } = await tableWith('rvempty', `CREATE TABLE blank (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())`, pooling)
+      await using _db = db
+      const rows = await copying.table<Row>('blank').addMany([{}, {}, {}])
+      assert.equal(rows.length, 3)
+      await storedAs(db, 'blank', rows)
+    })
+
+    test(`statements the caller runs in the enclosing transaction while addMany runs (${mode})`, async () => {
+      const { db, copying } = await tableWith('rvinterleave', `CREATE TABLE busy (id serial PRIMARY KEY, v int NOT NULL)`, pooling)
+      await using _db = db
+      const input = Array.from({ length: 500 }, (_, i) => ({ v: i }))
+      const rows = await db.transaction(async () => {
+        let done = false
+        const adding = copying
+          .table<Row>('busy')
+          .addMany(input)
+          .finally(() => (done = true))
+        // db.query from the transaction while addMany's savepoint is open runs inside that savepoint.
+        const side = (async () => {
+          while (!done) await db.query('INSERT INTO busy (v) VALUES (-1)')
+        })()
+        return (await Promise.all([adding, side]))[0]
+      })
+      assert.deepEqual(
+        rows.map((r) => r.v),
+        input.map((r) => r.v),
+      )
+      await storedAs(db, 'busy', rows)
+    })
+  }
+
+  test('a column added after the store read the catalog', async () => {
+    const { db, dbname, copying } = await tableWith('rvadded', `CREATE TABLE grown (id serial PRIMARY KEY, name text NOT NULL)`)
+    await using _db = db
+    const grown = copying.table<Row>('grown')
+    await grown.addMany([{ name: 'x' }, { name: 'y' }]) // the store has read the catalog
+    await admin(`ALTER TABLE grown ADD COLUMN at timestamptz NOT NULL DEFAULT now()`, [], dbname)
+    await storedAs(db, 'grown', await grown.addMany([{ name: 'a' }, { name: 'b' }]))
+  })
+
+  test('a column type, a default, a BEFORE trigger changed after the store read the catalog', async () => {
+    const { db, dbname, copying } = await tableWith('rvstale', `CREATE TABLE coded (id serial PRIMARY KEY, code text NOT NULL, tag text DEFAULT 'x')`)
+    await using _db = db
+    const coded = copying.table<Row>('coded')
+    await coded.addMany([{ code: 'x' }, { code: 'y' }])
+    await admin(`ALTER TABLE coded ALTER COLUMN code TYPE char(4)`, [], dbname)
+    await storedAs(db, 'coded', await coded.addMany([{ code: 'ab' }, { code: 'c' }])) // 'ab  ' stored, 'ab' returned
+    await admin(`ALTER TABLE coded ALTER COLUMN code TYPE text; CREATE SEQUENCE tags; ALTER TABLE coded ALTER COLUMN tag SET DEFAULT 't' || nextval('tags')`, [], dbname)
+    await storedAs(db, 'coded', await coded.addMany([{ code: 'a' }, { code: 'b' }])) // t1, t2 stored; t1, t1 returned
+    await admin(
+      `CREATE FUNCTION up() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.code := upper(NEW.code); RETURN NEW; END $$;
+       CREATE TRIGGER up BEFORE INSERT ON coded FOR EACH ROW EXECUTE FUNCTION up()`,
+      [],
+      dbname,
+    )
+    await storedAs(db, 'coded', await coded.addMany([{ code: 'a' }, { code: 'b' }])) // A, B stored; a, b returned
+  })
+
+  test('a default printed as now() that is a volatile function of the search path', async () => {
+    const { db, copying } = await tableWith(
+      'rvnow',
+      `CREATE SCHEMA app; CREATE SEQUENCE app.tick;
+       CREATE FUNCTION app.now() RETURNS timestamptz LANGUAGE sql VOLATILE AS $$ SELECT timestamptz '2026-01-01' + nextval('app.tick') * interval '1 second' $$;
+       SET search_path = app, pg_catalog;
+       CREATE TABLE public.stamped (id serial PRIMARY KEY, v int NOT NULL, at timestamptz NOT NULL DEFAULT now())`,
+      undefined,
+      '-c search_path=app,pg_catalog,public',
+    )
+    await using _db = db
+    await storedAs(db, 'stamped', await copying.table<Row>('stamped').addMany([{ v: 1 }, { v: 2 }, { v: 3 }]))
+  })
+})
