@@ -164,7 +164,7 @@ async function floatsWrittenExactly(db: Database, columns: readonly StoreColumn[
  * `pk`: given in every row, or (when `columns` leaves it out) taken from its sequence before the COPY.
  *
  * What the server decided (defaults, a value whose stored text the client cannot tell, every column
- * of a table with a BEFORE INSERT trigger) is read back; the rest the client knows already: the text
+ * of a table with an INSERT trigger) is read back; the rest the client knows already: the text
  * it sent is the text the server would write (see echoText), and each row's value is the column's
  * parser applied to that text, as node-postgres would apply it to the server's.
  */
@@ -386,8 +386,6 @@ async function fillRows(data: readonly Buffer[], shape: RowShape, asked: readonl
 }
 
 interface Ids {
-  /** The smallest id, when the ids are consecutive whole numbers (the common case). */
-  readonly first?: number
   /** The i-th smallest id, as decimal text. */
   at(i: number): string
   /** The `from`-th to the `to`-th smallest ids. */
@@ -411,7 +409,6 @@ async function takeIds(db: Database, sequence: string, count: number): Promise<I
   if (list === null && Number.isSafeInteger(Number(hi))) {
     const first = Number(lo)
     return {
-      first,
       at: (i) => String(first + i),
       list: (from, to) => Array.from({ length: to - from }, (_, i) => String(first + from + i)),
       ranges: (from, to) => [[String(first + from), String(first + to - 1)]],

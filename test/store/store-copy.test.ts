@@ -110,6 +110,29 @@ describe('store addMany through COPY', () => {
     assert.equal(await items.count(), 150)
   })
 
+  test('a parser that throws on a value the client sent (rows built while the COPY streams): the error, nothing stored, the connection still works', async () => {
+    const { url, dbname } = await freshDatabase('storecopyparsesent')
+    await admin('CREATE TABLE nums (id serial PRIMARY KEY, n int NOT NULL)', [], dbname)
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    const nums = (await openStore(db, { copyThreshold: 1 })).table<{ id: number; n: number }>('nums')
+    const input = Array.from({ length: 20000 }, (_, i) => ({ n: i }))
+    const int4 = pg.types.getTypeParser(23)
+    pg.types.setTypeParser(23, (text: string) => {
+      if (text === '15000') throw new Error('this parser refuses 15000')
+      return Number(text)
+    })
+    try {
+      await assert.rejects(nums.addMany(input), /this parser refuses 15000/)
+    } finally {
+      pg.types.setTypeParser(23, int4)
+    }
+    assert.equal(await nums.count(), 0, 'the failed addMany left nothing')
+    assert.deepEqual(
+      (await nums.addMany(input)).map((r) => r.n),
+      input.map((r) => r.n),
+    )
+  })
+
   test('a parser that throws while rows are read back: the error, and the connection still works', { timeout: 60_000 }, async () => {
     const { url, dbname } = await freshDatabase('storecopyparse')
     await admin('CREATE TABLE macs (id serial PRIMARY KEY, mac macaddr NOT NULL)', [], dbname)
