@@ -5,7 +5,7 @@
 // the column's parser applied to that text, as node-postgres would apply it to the server's. Only
 // what the server decided is read back: the keys a sequence drew (known without a read when nobody
 // else drew meanwhile), defaults (once, when every row of a transaction gets the same), values the
-// client cannot tell, and everything in a table whose BEFORE INSERT trigger may change a row.
+// client cannot tell, and everything in a table whose INSERT trigger may change a row.
 import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
 import pg from 'pg'
@@ -161,7 +161,7 @@ async function floatsWrittenExactly(db: Database, columns: readonly StoreColumn[
 
 /**
  * COPY `rows` and resolve to them as stored, in input order. The key is the one-column primary key
- * `pk`: given in every row, or (when `columns` leaves it out) taken from its sequence before the COPY.
+ * `pk`: given in every row, or (when `columns` leaves it out) from its sequence (drawn by the COPY, or up front).
  *
  * What the server decided (defaults, a value whose stored text the client cannot tell, every column
  * of a table with an INSERT trigger) is read back; the rest the client knows already: the text
@@ -185,7 +185,7 @@ export async function copyRowsReturning<Row>(
     const drawn = await copyDrawingIds<Row>(db, info, columns, pk, rows, what)
     if (drawn) return drawn
   }
-  // Otherwise (a sequence that skips, a BEFORE INSERT trigger): ids taken up front, every column read back.
+  // Otherwise (a sequence that skips, an INSERT trigger, the caller's transaction): ids taken up front, every column read back.
   const ids = await takeIds(db, pk.sequence!, rows.length)
   const key = `t.${qname(pk.name)}`
   const copied = [...names, pk.name]
@@ -248,15 +248,8 @@ async function copyDrawingIds<Row>(
   const names = columns.map((c) => c.name)
   const count = rows.length
   return db.withClient(async (client) => {
-    const ask = async <T extends unknown[]>(text: string, values?: unknown[]): Promise<T[]> => {
-      try {
-        return (await client.query({ text, values, rowMode: 'array', types: asText } as pg.QueryConfig)).rows as T[]
-      } catch (error) {
-        throw mapDatabaseError(error)
-      }
-    }
     const shape = await describeRows(client, `SELECT * FROM ${info.sql}`, readTypes)
-    const [[markerText, digits]] = await ask<[string, string]>(`SELECT nextval($1::regclass)::text, current_setting('extra_float_digits')`, [pk.sequence])
+    const [[markerText, digits]] = await askText<[string, string]>(client, `SELECT nextval($1::regclass)::text, current_setting('extra_float_digits')`, [pk.sequence])
     const marker = Number(markerText)
     if (!Number.isSafeInteger(marker + count)) return undefined
     const floatsExact = Number(digits) >= 1
@@ -272,20 +265,21 @@ async function copyDrawingIds<Row>(
     const fields = decided.map((n) => `t.${qname(n)}`)
     const key = `t.${qname(pk.name)}`
     // The sequence's last value in this session, and what the server decided for the first row.
-    const [[lastText, ...first]] = await ask<[string, ...Array<string | null>]>(
+    const [[lastText, ...first]] = await askText<[string, ...Array<string | null>]>(
+      client,
       `SELECT currval($1::regclass)::text${fields.map((f) => `, ${f}`).join('')} FROM (SELECT 1) AS one LEFT JOIN ${info.sql} AS t ON ${key} = ${marker}`,
       [pk.sequence],
     )
     const last = Number(lastText)
     if (count > 1 && last !== marker + count - 1) {
-      // Ids drawn meanwhile by others (or by another default of this table): ours are those the
-      // first row's (sub)transaction wrote from the marker up to the sequence's last value here.
+      // Ids drawn meanwhile by other sessions (or by another default of this table): ours are those
+      // this transaction (the first row's xmin) wrote from the marker up to the sequence's last value here.
       const asked = [pk.name, ...decided]
       const data = await copyOut(
         client,
         `SELECT ${asked.map((n) => qname(n)).join(', ')} FROM ${info.sql} AS t WHERE ${key} BETWEEN ${marker} AND ${lastText} AND t.xmin = (SELECT xmin FROM ${info.sql} WHERE ${qname(pk.name)} = ${marker}) ORDER BY ${key}`,
       )
-      const read = await parseRows(data, { names: asked, parsers: asked.map((n) => shape.parserOf.get(n)!), empty: {}, parserOf: shape.parserOf }, out, 0)
+      const read = await fillRows(data, shape, asked, out, 0)
       if (read !== count) throw new Error(`${what}: found ${read} of the ${count} rows it copied (ids ${marker} to ${lastText})`)
       return out as Row[]
     }
@@ -325,6 +319,15 @@ async function copyKeyedReturning<Row>(db: Database, info: TableInfo, columns: r
 const MAX_GROUPS = 64
 const asText = { getTypeParser: () => (text: string) => text }
 
+/** A statement's rows as arrays of the server's text (parsed by the caller, row by row). */
+async function askText<T extends unknown[]>(client: pg.ClientBase, text: string, values?: unknown[]): Promise<T[]> {
+  try {
+    return (await client.query({ text, values, rowMode: 'array', types: asText } as pg.QueryConfig)).rows as T[]
+  } catch (error) {
+    throw mapDatabaseError(error)
+  }
+}
+
 /**
  * Fill in `asked` for a slice (`count` rows from `out[start]`, ids `firstId` on) from runs of
  * consecutive ids whose asked values the server writes alike: one query, a row per run. False (and
@@ -348,12 +351,7 @@ async function fillRuns(
   const text = `SELECT g.lo::text, g.hi::text, g.n::text, ${fields}
     FROM (SELECT min(${key}) AS lo, max(${key}) AS hi, count(*) AS n FROM ${info.sql} AS t WHERE ${within} GROUP BY ROW(${fields})::text LIMIT ${MAX_GROUPS + 1}) AS g
     JOIN ${info.sql} AS t ON ${key} = g.lo`
-  let runs: unknown[][]
-  try {
-    runs = (await client.query({ text, rowMode: 'array', types: asText } as pg.QueryConfig)).rows as unknown[][]
-  } catch (error) {
-    throw mapDatabaseError(error)
-  }
+  const runs = await askText<unknown[]>(client, text)
   if (runs.length > MAX_GROUPS) return false
   let total = 0
   for (const [lo, hi, n] of runs) {
@@ -379,10 +377,10 @@ async function fillRuns(
   return true
 }
 
-/** Fill in `asked` from COPY text of those columns, a line per row from `out[start]` on. */
-async function fillRows(data: readonly Buffer[], shape: RowShape, asked: readonly string[], out: unknown[], start: number): Promise<void> {
+/** Fill in `asked` from COPY text of those columns, a line per row from `out[start]` on; resolves to how many lines. */
+function fillRows(data: readonly Buffer[], shape: RowShape, asked: readonly string[], out: unknown[], start: number): Promise<number> {
   const parsers = asked.map((n) => shape.parserOf.get(n)!)
-  await parseRows(data, { names: asked, parsers, empty: {}, parserOf: shape.parserOf }, out, start)
+  return parseRows(data, { names: asked, parsers, empty: {}, parserOf: shape.parserOf }, out, start)
 }
 
 interface Ids {
