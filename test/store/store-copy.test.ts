@@ -3,7 +3,7 @@ import { describe, test } from 'node:test'
 import pg from 'pg'
 import { Database } from '../../src/database/database.ts'
 import { openStore } from '../../src/store/store.ts'
-import { admin, cleanEnv, freshDatabase } from '../helpers.ts'
+import { admin, cleanEnv, eventually, freshDatabase } from '../helpers.ts'
 
 // addMany's COPY path (store-copy.ts): every value COPY text must escape, or that node-postgres
 // parses into something other than a string, goes in through COPY and comes back through COPY … TO
@@ -108,6 +108,34 @@ describe('store addMany through COPY', () => {
       good.map((r) => r.qty),
     )
     assert.equal(await items.count(), 150)
+  })
+
+  test('the backend killed while addMany streams its COPY: an error, nothing stored, the next addMany works on a new connection', { timeout: 60_000 }, async () => {
+    const { url, dbname } = await freshDatabase('storecopykill')
+    await admin('CREATE TABLE logged (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL, at timestamptz NOT NULL DEFAULT now())', [], dbname)
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1, applicationName: 'storecopykill' })
+    const logged = (await openStore(db, { copyThreshold: 1 })).table<{ id: string; name: string; at: Date }>('logged')
+    const input = Array.from({ length: 300000 }, (_, i) => ({ name: `row ${i} `.repeat(8) }))
+    // Its failure is awaited below; handled from the start, as the kill may come first.
+    const failed = assert.rejects(logged.addMany(input))
+    // Killed once its COPY is under way.
+    assert.ok(
+      await eventually(async () => {
+        const killed = await admin<{ ok: boolean }>(`SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = $1 AND application_name = 'storecopykill' AND query LIKE 'COPY%'`, [
+          dbname,
+        ])
+        return killed.length > 0
+      }, 20_000),
+      'the COPY was seen running',
+    )
+    await failed
+    assert.equal(await logged.count(), 0, 'the killed addMany left nothing')
+    const rows = await logged.addMany(input.slice(0, 5000))
+    assert.deepEqual(
+      rows.map((r) => r.name),
+      input.slice(0, 5000).map((r) => r.name),
+    )
+    assert.equal(await logged.count(), 5000)
   })
 
   test('a parser that throws on a value the client sent (rows built while the COPY streams): the error, nothing stored, the connection still works', async () => {
