@@ -122,9 +122,12 @@ export interface RunOptions {
   limit?: number
   /**
    * Tasks sent to a worker in one message (each still runs in its own transaction), so the thread
-   * hop is paid once for them. Default 4 × perWorkerConnections (four tasks per connection of a
-   * worker); more amortises further but keeps more tasks in flight (they finish after a Ctrl-C, and
-   * report progress together). 1 sends each task alone. With taskTimeoutMillis tasks always go one by one.
+   * hop is paid once for them. Default: sized by the tasks' measured time, about 50 ms of work per
+   * connection of a worker (one task per connection until the first outcomes arrive, then 1 to 16
+   * per connection: light tasks 16, a task of a second alone). A fixed number amortises as much for
+   * any task but keeps its tasks in flight together (they finish after a Ctrl-C, report progress
+   * together, and a message of slow tasks keeps one thread busy while another has none). 1 sends
+   * each task alone. With taskTimeoutMillis tasks always go one by one.
    */
   tasksPerMessage?: number
   /** Each task's COMMIT goes out with the next task's BEGIN and ledger claim (one round trip less per task); see {@link CrewOptions.sendCommitWithNext}. Default true. */
@@ -351,10 +354,10 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   }
   // Each message costs ~60 µs of main-thread CPU in piscina (run, postTask, postMessage) and as much in
   // the worker to send its outcomes back: at one task per connection that was most of the crew's overhead.
-  const tasksPerMessage = options.tasksPerMessage ?? crew.budget.perWorker * 4
-  // Two messages' worth per thread in flight: one runs while the other's outcomes travel back.
-  const limit = crew.budget.threads * Math.max(crew.budget.perWorker, tasksPerMessage) * 2
-  const batcher = new TaskBatcher(crew, tasksPerMessage)
+  const batcher = new TaskBatcher(crew, { tasksPerMessage: options.tasksPerMessage, perWorker: crew.budget.perWorker })
+  // Two messages' worth per thread in flight: one runs while the other's outcomes travel back. Read at
+  // each task: a message sized by time grows once the first outcomes say how long tasks take.
+  const limit = (): number => crew.budget.threads * Math.max(crew.budget.perWorker, batcher.size) * 2
   const running = new Set<Promise<void>>()
   // Woken when a task leaves `running`: one waiter, O(1) per task (a Promise.race over `running`
   // would attach a reaction to every running task each time a slot is awaited).
@@ -423,7 +426,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         tick()
         continue
       }
-      while (running.size >= limit) await new Promise<void>((resolve) => (slotFreed = resolve))
+      while (running.size >= limit()) await new Promise<void>((resolve) => (slotFreed = resolve))
       // Ctrl-C (or a fatal error, or too many failures) may have come while waiting for a free slot: hand out nothing more.
       if (stopping()) return
       const p: Promise<void> = runOne(task, key)

@@ -1,30 +1,66 @@
 import type { Crew } from '../crew/crew.ts'
 import type { TaskEnvelope, TaskOutcome } from '../crew/crew-protocol.ts'
 
+/** A message sized by time holds about this much of its tasks' measured time per connection of the worker… */
+export const WORK_PER_CONNECTION_MILLIS = 50
+/** …and at most this many tasks per connection (past it the thread hop is already paid for). */
+export const MOST_PER_CONNECTION = 16
+
+/** What the tasks' running average takes from each new duration. */
+const WEIGHT = 1 / 16
+
 /**
- * Gathers the envelopes dispatched in one turn of the event loop (or `maxBatch` of them) into one
- * message to a worker, so the thread hop and postMessage are paid per batch and not per task. Each
- * caller still gets its own outcome: to a retry loop this is `crew.dispatch` with the same contract.
+ * Gathers the envelopes dispatched in one turn of the event loop (or a message's worth of them) into
+ * one message to a worker, so the thread hop and postMessage are paid per message and not per task.
+ * Each caller still gets its own outcome: to a retry loop this is `crew.dispatch` with the same contract.
+ *
+ * The size of a message is fixed when the caller says so (`tasksPerMessage`); otherwise it follows the
+ * tasks' measured time: one task per connection of the worker until the first outcomes arrive, then
+ * about {@link WORK_PER_CONNECTION_MILLIS} of work per connection, between 1 and
+ * {@link MOST_PER_CONNECTION} tasks. Light tasks go 16 per connection (the per-message work of piscina
+ * and the structured clone are paid once for them), a task of a second goes alone: a message never
+ * keeps much work on one thread while another waits, at the end of a run or after a Ctrl-C.
  */
 export class TaskBatcher {
   readonly #crew: Crew
-  readonly #maxBatch: number
+  readonly #fixed: number | undefined
+  readonly #perWorker: number
+  /** Running average of the tasks' time in the worker (ms), once an outcome has said it. */
+  #averageMillis: number | undefined
   #queue: Array<{ envelope: TaskEnvelope; resolve: (outcome: TaskOutcome) => void }> = []
   #scheduled = false
+  readonly #learn = (outcome: TaskOutcome): TaskOutcome => {
+    if (outcome.ok && outcome.millis !== undefined) {
+      const average = this.#averageMillis
+      this.#averageMillis = average === undefined ? outcome.millis : average + (outcome.millis - average) * WEIGHT
+    }
+    return outcome
+  }
 
-  constructor(crew: Crew, maxBatch: number) {
+  constructor(crew: Crew, size: { tasksPerMessage?: number; perWorker: number }) {
     this.#crew = crew
-    this.#maxBatch = maxBatch
+    this.#fixed = size.tasksPerMessage
+    this.#perWorker = Math.max(1, size.perWorker)
+  }
+
+  /** Tasks per message now. */
+  get size(): number {
+    if (this.#fixed !== undefined) return this.#fixed
+    const average = this.#averageMillis
+    if (average === undefined) return this.#perWorker
+    const perConnection = Math.floor(WORK_PER_CONNECTION_MILLIS / Math.max(average, 0.01))
+    return this.#perWorker * Math.max(1, Math.min(MOST_PER_CONNECTION, perConnection))
   }
 
   dispatch(envelope: TaskEnvelope): Promise<TaskOutcome> {
-    if (this.#maxBatch <= 1) return this.#crew.dispatch(envelope)
+    const size = this.size
+    if (size <= 1) return this.#fixed === undefined ? this.#crew.dispatch(envelope).then(this.#learn) : this.#crew.dispatch(envelope)
     return new Promise((resolve) => {
       this.#queue.push({ envelope, resolve })
-      if (this.#queue.length >= this.#maxBatch) this.#flush()
+      if (this.#queue.length >= size) this.#flush()
       else if (!this.#scheduled) {
         this.#scheduled = true
-        // After the current turn: the tasks freed by one finished batch go out together.
+        // After the current turn: the tasks freed by one finished message go out together.
         setImmediate(() => {
           this.#scheduled = false
           this.#flush()
@@ -37,6 +73,6 @@ export class TaskBatcher {
     const batch = this.#queue
     if (batch.length === 0) return
     this.#queue = []
-    void this.#crew.dispatchBatch(batch.map((b) => b.envelope)).then((outcomes) => outcomes.forEach((outcome, i) => batch[i]!.resolve(outcome)))
+    void this.#crew.dispatchBatch(batch.map((b) => b.envelope)).then((outcomes) => outcomes.forEach((outcome, i) => batch[i]!.resolve(this.#learn(outcome))))
   }
 }

@@ -68,6 +68,18 @@ describe('several tasks per message', () => {
     assert.equal(Object.values(await ledger(db, 'batchcrash')).filter((s) => s === 'done').length, 8)
   })
 
+  test('by default slow tasks go one per connection, so every thread gets some (not one message of all of them on one thread)', async () => {
+    const { url } = await freshDatabase('batchslow')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    // Before messages were sized by the tasks' time, 4 per connection went together: all four on one thread, 2 s.
+    const tasks = range(4).map((key) => ({ key, sleepMillis: 500 }))
+    const summary = await runPipeline(db, batchPipeline('batchslow', tasks), { threads: 2, perWorkerConnections: 1 })
+    assert.equal(summary.done, 4)
+    const workers = Object.values(summary.perWorker)
+    assert.equal(workers.length, 2, `one thread ran all the tasks: ${JSON.stringify(summary.perWorker)}`)
+    assert.deepEqual(await counts(db), Object.fromEntries(range(4).map((k) => [k, 1])))
+  })
+
   test('tasksPerMessage must be a whole number ≥ 1, refused before anything runs', async () => {
     const { url } = await freshDatabase('batchopt')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })

@@ -1,0 +1,75 @@
+// How the pipeline sizes its messages to the workers (task-batcher.ts): by the tasks' measured time
+// unless tasksPerMessage fixes it. The crew here is a stand-in that records each message and answers
+// with outcomes of a chosen duration: what is tested is the sizing, not a worker.
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import type { Crew } from '../../src/crew/crew.ts'
+import type { TaskEnvelope, TaskOutcome } from '../../src/crew/crew-protocol.ts'
+import { MOST_PER_CONNECTION, TaskBatcher } from '../../src/pipeline/task-batcher.ts'
+
+function recordingCrew(millis: () => number): { crew: Crew; messages: number[] } {
+  const messages: number[] = []
+  const outcome = (): TaskOutcome => ({ ok: true, value: undefined, millis: millis(), workerId: 1 })
+  const crew = {
+    dispatch: async (_e: TaskEnvelope) => {
+      messages.push(1)
+      return outcome()
+    },
+    dispatchBatch: async (es: TaskEnvelope[]) => {
+      messages.push(es.length)
+      return es.map(outcome)
+    },
+  } as unknown as Crew
+  return { crew, messages }
+}
+
+const envelope = (key: number): TaskEnvelope => ({ mode: 'pipeline', task: { key }, attempt: 1, pipeline: 'p', key: String(key), ledger: 'pgcrew_ledger' })
+
+/** Dispatch `n` tasks in one turn, as the pipeline hands out a window of them; wait for all outcomes. */
+const round = (b: TaskBatcher, n: number, from = 0): Promise<TaskOutcome[]> => Promise.all(Array.from({ length: n }, (_, i) => b.dispatch(envelope(from + i))))
+
+describe('message size', () => {
+  test('one task per connection until the first outcomes, then about 50 ms of work per connection, 16 at most', async () => {
+    let millis = 2
+    const { crew, messages } = recordingCrew(() => millis)
+    const b = new TaskBatcher(crew, { perWorker: 4 })
+    assert.equal(b.size, 4)
+    await round(b, 12)
+    assert.deepEqual(messages, [4, 4, 4])
+    // 2 ms tasks: 25 fit in 50 ms, capped at 16 per connection.
+    assert.equal(b.size, 4 * MOST_PER_CONNECTION)
+    messages.length = 0
+    await round(b, 100, 100)
+    assert.deepEqual(messages, [64, 36])
+    // Tasks that get slower: 10 ms, 5 per connection; a second, one per connection again.
+    millis = 10
+    for (let i = 0; i < 100 && (b.size as number) !== 20; i++) await round(b, 4, 1000 + i * 10)
+    assert.equal(b.size, 20, 'tasks of 10 ms: 5 per connection')
+    millis = 1000
+    for (let i = 0; i < 20 && b.size > 4; i++) await round(b, b.size, 5000 + i * 100)
+    assert.equal(b.size, 4)
+  })
+
+  test('tasksPerMessage fixes the size whatever the tasks take; 1 sends each alone', async () => {
+    const { crew, messages } = recordingCrew(() => 1000)
+    const fixed = new TaskBatcher(crew, { tasksPerMessage: 6, perWorker: 2 })
+    await round(fixed, 14)
+    await round(fixed, 14, 100)
+    assert.deepEqual(messages, [6, 6, 2, 6, 6, 2])
+    messages.length = 0
+    const alone = new TaskBatcher(crew, { tasksPerMessage: 1, perWorker: 2 })
+    await round(alone, 3)
+    assert.deepEqual(messages, [1, 1, 1])
+  })
+
+  test('a worker of one connection with slow tasks sends each alone and still learns when they get fast', async () => {
+    let millis = 800
+    const { crew, messages } = recordingCrew(() => millis)
+    const b = new TaskBatcher(crew, { perWorker: 1 })
+    await round(b, 3)
+    assert.deepEqual(messages, [1, 1, 1])
+    millis = 1
+    for (let i = 0; i < 100 && b.size < MOST_PER_CONNECTION; i++) await round(b, 1, 10 + i)
+    assert.equal(b.size, MOST_PER_CONNECTION)
+  })
+})
