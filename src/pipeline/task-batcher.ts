@@ -30,7 +30,8 @@ export class TaskBatcher {
   #queue: Array<{ envelope: TaskEnvelope; resolve: (outcome: TaskOutcome) => void }> = []
   #scheduled = false
   readonly #learn = (outcome: TaskOutcome): TaskOutcome => {
-    if (outcome.ok && outcome.millis !== undefined) {
+    // A skip (its key found done by the claim) did none of the task's work: it says nothing of how long tasks take.
+    if (outcome.ok && !outcome.skipped && outcome.millis !== undefined) {
       const average = this.#averageMillis
       this.#averageMillis = average === undefined ? outcome.millis : average + (outcome.millis - average) * WEIGHT
     }

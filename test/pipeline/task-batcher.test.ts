@@ -7,9 +7,9 @@ import type { Crew } from '../../src/crew/crew.ts'
 import type { TaskEnvelope, TaskOutcome } from '../../src/crew/crew-protocol.ts'
 import { MOST_PER_CONNECTION, TaskBatcher } from '../../src/pipeline/task-batcher.ts'
 
-function recordingCrew(millis: () => number): { crew: Crew; messages: number[] } {
+function recordingCrew(millis: () => number, skipped = () => false): { crew: Crew; messages: number[] } {
   const messages: number[] = []
-  const outcome = (): TaskOutcome => ({ ok: true, value: undefined, millis: millis(), workerId: 1 })
+  const outcome = (): TaskOutcome => ({ ok: true, value: undefined, skipped: skipped(), millis: millis(), workerId: 1 })
   const crew = {
     dispatch: async (_e: TaskEnvelope) => {
       messages.push(1)
@@ -71,5 +71,23 @@ describe('message size', () => {
     millis = 1
     for (let i = 0; i < 100 && b.size < MOST_PER_CONNECTION; i++) await round(b, 1, 10 + i)
     assert.equal(b.size, MOST_PER_CONNECTION)
+  })
+
+  test('skips (keys the claim found done) and failures do not count as task time', async () => {
+    let skip = true
+    let millis = 0.2
+    const { crew } = recordingCrew(() => millis, () => skip)
+    const b = new TaskBatcher(crew, { perWorker: 2 })
+    await round(b, 2)
+    await round(b, 2, 10)
+    assert.equal(b.size, 2, 'skips of 0.2 ms made the messages bigger')
+    skip = false
+    millis = 1000
+    await round(b, 2, 20)
+    assert.equal(b.size, 2)
+    skip = true
+    millis = 0.2
+    for (let i = 0; i < 10; i++) await round(b, 2, 30 + i * 2)
+    assert.equal(b.size, 2, 'skips pulled the average of one-second tasks down')
   })
 })
