@@ -354,10 +354,8 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   }
   // Each message costs ~60 µs of main-thread CPU in piscina (run, postTask, postMessage) and as much in
   // the worker to send its outcomes back: at one task per connection that was most of the crew's overhead.
-  const batcher = new TaskBatcher(crew, { tasksPerMessage: options.tasksPerMessage, perWorker: crew.budget.perWorker })
-  // Two messages' worth per thread in flight: one runs while the other's outcomes travel back. Read at
-  // each task: a message sized by time grows once the first outcomes say how long tasks take.
-  const limit = (): number => crew.budget.threads * Math.max(crew.budget.perWorker, batcher.size) * 2
+  // The batcher also says when enough is in flight (batcher.full: two messages per thread).
+  const batcher = new TaskBatcher(crew, { tasksPerMessage: options.tasksPerMessage, perWorker: crew.budget.perWorker, threads: crew.budget.threads })
   const running = new Set<Promise<void>>()
   // Woken when a task leaves `running`: one waiter, O(1) per task (a Promise.race over `running`
   // would attach a reaction to every running task each time a slot is awaited).
@@ -426,7 +424,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         tick()
         continue
       }
-      while (running.size >= limit()) await new Promise<void>((resolve) => (slotFreed = resolve))
+      while (batcher.full) await new Promise<void>((resolve) => (slotFreed = resolve))
       // Ctrl-C (or a fatal error, or too many failures) may have come while waiting for a free slot: hand out nothing more.
       if (stopping()) return
       const p: Promise<void> = runOne(task, key)

@@ -25,6 +25,9 @@ export class TaskBatcher {
   readonly #crew: Crew
   readonly #fixed: number | undefined
   readonly #perWorker: number
+  readonly #threads: number
+  /** Messages sent and not yet answered. */
+  #inFlight = 0
   /** Running average of the tasks' time in the worker (ms), once an outcome has said it. */
   #averageMillis: number | undefined
   #queue: Array<{ envelope: TaskEnvelope; resolve: (outcome: TaskOutcome) => void }> = []
@@ -38,10 +41,22 @@ export class TaskBatcher {
     return outcome
   }
 
-  constructor(crew: Crew, size: { tasksPerMessage?: number; perWorker: number }) {
+  constructor(crew: Crew, size: { tasksPerMessage?: number; perWorker: number; threads: number }) {
     this.#crew = crew
     this.#fixed = size.tasksPerMessage
     this.#perWorker = Math.max(1, size.perWorker)
+    this.#threads = Math.max(1, size.threads)
+  }
+
+  /**
+   * Whether enough is in flight: two messages per thread (one runs while the other's outcomes travel
+   * back), more when a message holds fewer tasks than a worker has connections. Counted in messages,
+   * not tasks: when tasks turn slow, a message of many fast-sized tasks still running on one thread
+   * must not keep the next, smaller messages from the threads that are free.
+   */
+  get full(): boolean {
+    const perThread = 2 * Math.max(1, Math.ceil(this.#perWorker / this.size))
+    return this.#inFlight >= this.#threads * perThread
   }
 
   /** Tasks per message now. */
@@ -55,7 +70,13 @@ export class TaskBatcher {
 
   dispatch(envelope: TaskEnvelope): Promise<TaskOutcome> {
     const size = this.size
-    if (size <= 1) return this.#fixed === undefined ? this.#crew.dispatch(envelope).then(this.#learn) : this.#crew.dispatch(envelope)
+    if (size <= 1) {
+      this.#inFlight++
+      return this.#crew.dispatch(envelope).then((outcome) => {
+        this.#inFlight--
+        return this.#learn(outcome)
+      })
+    }
     return new Promise((resolve) => {
       this.#queue.push({ envelope, resolve })
       if (this.#queue.length >= size) this.#flush()
@@ -74,6 +95,11 @@ export class TaskBatcher {
     const batch = this.#queue
     if (batch.length === 0) return
     this.#queue = []
-    void this.#crew.dispatchBatch(batch.map((b) => b.envelope)).then((outcomes) => outcomes.forEach((outcome, i) => batch[i]!.resolve(this.#learn(outcome))))
+    this.#inFlight++
+    void this.#crew.dispatchBatch(batch.map((b) => b.envelope)).then((outcomes) => {
+      // Counted out before the outcomes wake the run's loop, which asks `full` again.
+      this.#inFlight--
+      outcomes.forEach((outcome, i) => batch[i]!.resolve(this.#learn(outcome)))
+    })
   }
 }

@@ -32,7 +32,7 @@ describe('message size', () => {
   test('one task per connection until the first outcomes, then about 50 ms of work per connection, 16 at most', async () => {
     let millis = 2
     const { crew, messages } = recordingCrew(() => millis)
-    const b = new TaskBatcher(crew, { perWorker: 4 })
+    const b = new TaskBatcher(crew, { perWorker: 4, threads: 1 })
     assert.equal(b.size, 4)
     await round(b, 12)
     assert.deepEqual(messages, [4, 4, 4])
@@ -52,12 +52,12 @@ describe('message size', () => {
 
   test('tasksPerMessage fixes the size whatever the tasks take; 1 sends each alone', async () => {
     const { crew, messages } = recordingCrew(() => 1000)
-    const fixed = new TaskBatcher(crew, { tasksPerMessage: 6, perWorker: 2 })
+    const fixed = new TaskBatcher(crew, { tasksPerMessage: 6, perWorker: 2, threads: 1 })
     await round(fixed, 14)
     await round(fixed, 14, 100)
     assert.deepEqual(messages, [6, 6, 2, 6, 6, 2])
     messages.length = 0
-    const alone = new TaskBatcher(crew, { tasksPerMessage: 1, perWorker: 2 })
+    const alone = new TaskBatcher(crew, { tasksPerMessage: 1, perWorker: 2, threads: 1 })
     await round(alone, 3)
     assert.deepEqual(messages, [1, 1, 1])
   })
@@ -65,7 +65,7 @@ describe('message size', () => {
   test('a worker of one connection with slow tasks sends each alone and still learns when they get fast', async () => {
     let millis = 800
     const { crew, messages } = recordingCrew(() => millis)
-    const b = new TaskBatcher(crew, { perWorker: 1 })
+    const b = new TaskBatcher(crew, { perWorker: 1, threads: 1 })
     await round(b, 3)
     assert.deepEqual(messages, [1, 1, 1])
     millis = 1
@@ -77,7 +77,7 @@ describe('message size', () => {
     let skip = true
     let millis = 0.2
     const { crew } = recordingCrew(() => millis, () => skip)
-    const b = new TaskBatcher(crew, { perWorker: 2 })
+    const b = new TaskBatcher(crew, { perWorker: 2, threads: 1 })
     await round(b, 2)
     await round(b, 2, 10)
     assert.equal(b.size, 2, 'skips of 0.2 ms made the messages bigger')
@@ -89,5 +89,51 @@ describe('message size', () => {
     millis = 0.2
     for (let i = 0; i < 10; i++) await round(b, 2, 30 + i * 2)
     assert.equal(b.size, 2, 'skips pulled the average of one-second tasks down')
+  })
+
+  test('enough in flight is counted in messages: a big message of tasks that turned slow does not hold back the next, smaller ones', async () => {
+    // A stand-in crew that answers a message only when told to.
+    const pending: Array<() => void> = []
+    let millis = 2
+    const crew = {
+      dispatch: async () => ({ ok: true, value: undefined, millis, workerId: 1 }),
+      dispatchBatch: (es: TaskEnvelope[]) => new Promise<TaskOutcome[]>((resolve) => pending.push(() => resolve(es.map(() => ({ ok: true, value: undefined, millis, workerId: 1 }))))),
+    } as unknown as Crew
+    const b = new TaskBatcher(crew, { perWorker: 2, threads: 2 })
+    // The newest message answers first: the long one stays out.
+    const answer = async (): Promise<void> => {
+      pending.pop()!()
+      await new Promise((r) => setImmediate(r))
+    }
+    // Four messages of 2 (one per connection until outcomes arrive): two per thread, and that is enough.
+    const first = round(b, 8)
+    await new Promise((r) => setImmediate(r))
+    assert.equal(pending.length, 4)
+    assert.equal(b.full, true)
+    for (let i = 0; i < 4; i++) await answer()
+    await first
+    // 2 ms tasks: messages of 32. One goes out and runs long (its tasks turn slow).
+    assert.equal(b.size, 32)
+    void round(b, 32, 100)
+    await new Promise((r) => setImmediate(r))
+    assert.equal(pending.length, 1)
+    assert.equal(b.full, false)
+    // The other thread's messages answer slow: the size falls to one per connection…
+    millis = 1000
+    const more = round(b, 64, 200)
+    await new Promise((r) => setImmediate(r))
+    await answer()
+    await answer()
+    for (let i = 0; i < 20 && b.size > 2; i++) {
+      void round(b, b.size, 1000 + i * 100)
+      await new Promise((r) => setImmediate(r))
+      while (pending.length > 1) await answer()
+    }
+    assert.equal(b.size, 2)
+    // …and with only the long message of 32 still out, more may go: 32 tasks in flight are one message, not a full window.
+    assert.equal(pending.length, 1)
+    assert.equal(b.full, false)
+    pending.pop()!()
+    await more
   })
 })
