@@ -76,7 +76,10 @@ describe('message size', () => {
   test('skips (keys the claim found done) and failures do not count as task time', async () => {
     let skip = true
     let millis = 0.2
-    const { crew } = recordingCrew(() => millis, () => skip)
+    const { crew } = recordingCrew(
+      () => millis,
+      () => skip,
+    )
     const b = new TaskBatcher(crew, { perWorker: 2, threads: 1 })
     await round(b, 2)
     await round(b, 2, 10)
