@@ -354,7 +354,8 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   }
   // Each message costs ~60 µs of main-thread CPU in piscina (run, postTask, postMessage) and as much in
   // the worker to send its outcomes back: at one task per connection that was most of the crew's overhead.
-  // The batcher also says when enough is in flight (batcher.full: two messages per thread).
+  // The batcher also says when enough is in flight (batcher.full: two messages per thread; mostTasks
+  // bounds the tasks out, those waiting for a retry included).
   const batcher = new TaskBatcher(crew, { tasksPerMessage: options.tasksPerMessage, perWorker: crew.budget.perWorker, threads: crew.budget.threads })
   const running = new Set<Promise<void>>()
   // Woken when a task leaves `running`: one waiter, O(1) per task (a Promise.race over `running`
@@ -424,7 +425,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
         tick()
         continue
       }
-      while (batcher.full) await new Promise<void>((resolve) => (slotFreed = resolve))
+      while (batcher.full || running.size >= batcher.mostTasks) await new Promise<void>((resolve) => (slotFreed = resolve))
       // Ctrl-C (or a fatal error, or too many failures) may have come while waiting for a free slot: hand out nothing more.
       if (stopping()) return
       const p: Promise<void> = runOne(task, key)

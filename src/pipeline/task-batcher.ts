@@ -59,6 +59,15 @@ export class TaskBatcher {
     return this.#inFlight >= this.#threads * perThread
   }
 
+  /**
+   * The most tasks a run keeps out, waiting for a retry included: the window at its largest message
+   * size. Messages are what `full` counts, but a task sleeping before its retry is in no message, and
+   * without this bound a run with many retries would keep handing out new tasks beside them.
+   */
+  get mostTasks(): number {
+    return this.#threads * 2 * Math.max(this.#perWorker, this.#fixed ?? this.#perWorker * MOST_PER_CONNECTION)
+  }
+
   /** Tasks per message now. */
   get size(): number {
     if (this.#fixed !== undefined) return this.#fixed
