@@ -101,6 +101,26 @@ interface TargetRow {
 /** Client CPU per unit in µs: median over reps. */
 const perUnit = (samples: Sample[], which: 'client' | 'postgres'): number => median(samples.map((s) => (s.cpu ? (s.cpu[which] / (s.rate * s.cpu.seconds)) * 1e6 : NaN)))
 
+/**
+ * Before a section: what the sections before it left to the server (dead rows of the counter updates,
+ * unvacuumed inserts, dirty buffers) is cleaned up now rather than by autovacuum and the checkpointer
+ * during the next section's measurement, where it would take CPU from whichever side ran then. VACUUM
+ * ANALYZE of the bench's database, a CHECKPOINT, then up to 30 s for autovacuum workers still running.
+ * (Measured: 0.3–0.5 s after the light section; the CPU-heavy section's ratios moved within run-to-run
+ * noise with and without it, so this is hygiene, not a lever.)
+ */
+async function settle(pool: pg.Pool): Promise<number> {
+  const t = performance.now()
+  await pool.query('VACUUM ANALYZE')
+  await pool.query('CHECKPOINT')
+  for (let i = 0; i < 150; i++) {
+    const { rows } = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+    if (rows[0]!.n === 0) break
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  return (performance.now() - t) / 1000
+}
+
 async function main(): Promise<void> {
   const t0 = performance.now()
   const loadBefore = loadavg()[0]!
@@ -140,9 +160,13 @@ async function main(): Promise<void> {
       `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC — node ${process.version}, ${CORES} cores (${cpus()[0]?.model ?? 'unknown cpu'}), ${Math.round(totalmem() / 2 ** 30)} GB; PostgreSQL ${server} (throwaway cluster, ${cluster.source} binaries, fsync/synchronous_commit/full_page_writes on) on the same machine; pgcrew compiled to JavaScript.`,
     )
     say(
-      `${REPS} interleaved repetitions; a ratio is taken within each repetition, then the median (min–max) of those. CPU is user+sys per task: the client's (all its threads) and the bench's own PostgreSQL server's.`,
+      `${REPS} interleaved repetitions; a ratio is taken within each repetition, then the median (min–max) of those. Before each section the bench's database is vacuumed and checkpointed, so a section does not pay for the one before it. CPU is user+sys per task: the client's (all its threads) and the bench's own PostgreSQL server's.`,
     )
     say()
+
+    const settled = async (): Promise<void> => {
+      process.stderr.write(`  settled the server in ${(await settle(pool)).toFixed(1)} s\n`)
+    }
 
     const pipelineSection = async (title: string, count: number, rounds: number, withPgbench: boolean, heavy = false): Promise<void> => {
       const sides: Side[] = [
@@ -157,6 +181,7 @@ async function main(): Promise<void> {
       await handLoop(pool, `warm-hand-${rounds}`, Math.min(500, count), 7, rounds)
       await viaPipeline(db, `warm-crew-${rounds}`, Math.min(500, count), 7, rounds, { threads: 2, perWorkerConnections: 2 })
       await viaPipeline(db, `warm-crewin-${rounds}`, Math.min(500, count), 7, rounds, { inProcess: true, perWorkerConnections: 4 })
+      await settled()
       const s = await interleave(sides, postmaster)
       say(`## ${title}`)
       say()
@@ -220,6 +245,7 @@ async function main(): Promise<void> {
       // One machine: a local run against --distributed of the same pipeline (the queue's cost per task).
       const options = { threads: 2, perWorkerConnections: 2 }
       await viaDistributed(db, 'warm-distributed', Math.min(500, TASKS), 7, LIGHT_ROUNDS, options)
+      await settled()
       const s = await interleave(
         [
           { name: 'pgcrew run 2×2', run: (rep, mark) => viaPipeline(db, `local-${rep}`, TASKS, 300 + rep, LIGHT_ROUNDS, options, mark) },
@@ -239,6 +265,7 @@ async function main(): Promise<void> {
     }
 
     if (ONLY.has('statements')) {
+      await settled()
       say(`## Statement level (${STATEMENT_MS} ms per measurement, one async loop per connection)`)
       say()
       say('| statement | connections | pgcrew db.query/transaction /s | pg.Pool (named statements) /s | postgres.js /s | pgcrew vs pg.Pool | pgcrew vs postgres.js |')
@@ -266,6 +293,7 @@ async function main(): Promise<void> {
     }
 
     if (ONLY.has('bulk')) {
+      await settled()
       const psql = findPsql(cluster.bindir)
       const file = await writeCopyFile(dir, COPY_ROWS)
       say(`## Bulk load (${COPY_ROWS.toLocaleString('en-US')} rows, one COPY text file)`)
@@ -291,6 +319,7 @@ async function main(): Promise<void> {
     }
 
     if (ONLY.has('store')) {
+      await settled()
       const stores = await openBenchStores(db)
       const rows = storeRows(STORE_ROWS)
       // Warm-up: plans, the catalog read, the JIT.
