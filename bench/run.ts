@@ -109,7 +109,7 @@ const perUnit = (samples: Sample[], which: 'client' | 'postgres'): number => med
  * (Measured: 0.3–0.5 s after the light section; the CPU-heavy section's ratios moved within run-to-run
  * noise with and without it, so this is hygiene, not a lever.)
  */
-async function settle(pool: pg.Pool): Promise<number> {
+async function settle(pool: pg.Pool): Promise<void> {
   const t = performance.now()
   await pool.query('VACUUM ANALYZE')
   await pool.query('CHECKPOINT')
@@ -118,7 +118,7 @@ async function settle(pool: pg.Pool): Promise<number> {
     if (rows[0]!.n === 0) break
     await new Promise((r) => setTimeout(r, 200))
   }
-  return (performance.now() - t) / 1000
+  process.stderr.write(`  settled the server in ${((performance.now() - t) / 1000).toFixed(1)} s\n`)
 }
 
 async function main(): Promise<void> {
@@ -164,10 +164,6 @@ async function main(): Promise<void> {
     )
     say()
 
-    const settled = async (): Promise<void> => {
-      process.stderr.write(`  settled the server in ${(await settle(pool)).toFixed(1)} s\n`)
-    }
-
     const pipelineSection = async (title: string, count: number, rounds: number, withPgbench: boolean, heavy = false): Promise<void> => {
       const sides: Side[] = [
         { name: 'hand loop', run: (rep) => handLoop(pool, `hand-${rounds}-${rep}`, count, 100 + rep, rounds) },
@@ -181,7 +177,7 @@ async function main(): Promise<void> {
       await handLoop(pool, `warm-hand-${rounds}`, Math.min(500, count), 7, rounds)
       await viaPipeline(db, `warm-crew-${rounds}`, Math.min(500, count), 7, rounds, { threads: 2, perWorkerConnections: 2 })
       await viaPipeline(db, `warm-crewin-${rounds}`, Math.min(500, count), 7, rounds, { inProcess: true, perWorkerConnections: 4 })
-      await settled()
+      await settle(pool)
       const s = await interleave(sides, postmaster)
       say(`## ${title}`)
       say()
@@ -245,7 +241,7 @@ async function main(): Promise<void> {
       // One machine: a local run against --distributed of the same pipeline (the queue's cost per task).
       const options = { threads: 2, perWorkerConnections: 2 }
       await viaDistributed(db, 'warm-distributed', Math.min(500, TASKS), 7, LIGHT_ROUNDS, options)
-      await settled()
+      await settle(pool)
       const s = await interleave(
         [
           { name: 'pgcrew run 2×2', run: (rep, mark) => viaPipeline(db, `local-${rep}`, TASKS, 300 + rep, LIGHT_ROUNDS, options, mark) },
@@ -265,7 +261,7 @@ async function main(): Promise<void> {
     }
 
     if (ONLY.has('statements')) {
-      await settled()
+      await settle(pool)
       say(`## Statement level (${STATEMENT_MS} ms per measurement, one async loop per connection)`)
       say()
       say('| statement | connections | pgcrew db.query/transaction /s | pg.Pool (named statements) /s | postgres.js /s | pgcrew vs pg.Pool | pgcrew vs postgres.js |')
@@ -293,7 +289,6 @@ async function main(): Promise<void> {
     }
 
     if (ONLY.has('bulk')) {
-      await settled()
       const psql = findPsql(cluster.bindir)
       const file = await writeCopyFile(dir, COPY_ROWS)
       say(`## Bulk load (${COPY_ROWS.toLocaleString('en-US')} rows, one COPY text file)`)
@@ -304,9 +299,9 @@ async function main(): Promise<void> {
       try {
         const sides = [{ name: 'copyFrom', run: () => viaCopyFrom(copyDb, file, COPY_ROWS) }]
         if (psql) sides.push({ name: 'psql \\copy', run: () => viaPsql(psql, url, file, COPY_ROWS, copyDb) })
-        // Warm-up, as every other section has: the first COPY of a run was 0.7–0.8× the later ones on either side.
+        // Warm-up, as every other section has: without it the section's first COPY (copyFrom's) ran at 0.6–0.75× the later ones.
         for (const side of sides) await side.run()
-        await settled()
+        await settle(pool)
         const s = await interleave(sides, postmaster)
         if (psql) aim(`bulk, copyFrom of ${COPY_ROWS.toLocaleString('en-US')} rows vs psql \\copy`, ratios(s, 'psql \\copy', 'copyFrom'), 1.0)
         say('| side | rows/s median (min–max) | vs psql \\copy |')
@@ -322,7 +317,7 @@ async function main(): Promise<void> {
     }
 
     if (ONLY.has('store')) {
-      await settled()
+      await settle(pool)
       const stores = await openBenchStores(db)
       const rows = storeRows(STORE_ROWS)
       // Warm-up: plans, the catalog read, the JIT.
