@@ -132,7 +132,12 @@ describe('the event log', () => {
     assert.equal(first.severity, 'warning')
     assert.deepEqual(first.data, { free: '2%' })
     assert.equal(first.handledAt, null)
+    // `at` is the server's clock to the microsecond and comes back as a Date to the millisecond: an
+    // event logged in the same millisecond as `second` is "at or after" second.at (a fast machine
+    // did it), so the clock moves on to another millisecond first.
+    await new Promise((resolve) => setTimeout(resolve, 5))
     const second = await store.logEvent('started')
+    assert.ok(first.at < second.at, `${first.at.toISOString()} < ${second.at.toISOString()}`)
     assert.equal(second.severity, 'info')
     const third = await store.logEvent('sensor lost', { severity: 'critical' })
     assert.deepEqual(
