@@ -616,11 +616,22 @@ export class Database implements AsyncDisposable {
    *
    * @example await db.transaction(async (tx) => tx.query('update …'), { isolation: 'serializable', retries: 3 })
    */
-  async transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-    const current = this.#activeTransaction()
-    if (current) return current.transaction(fn, options)
-    const begin = beginStatement(options)
-    const retries = options.retries ?? 0
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    // Not async: without retries (the common case) the transaction is #once's promise itself, one
+    // async layer and its await fewer per transaction. A throw here is still a rejection.
+    try {
+      const current = this.#activeTransaction()
+      if (current) return current.transaction(fn, options)
+      const begin = beginStatement(options)
+      const retries = options.retries ?? 0
+      return retries === 0 ? this.#once(begin, fn) : this.#retrying(begin, fn, options, retries)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  /** A transaction retried after a serialization failure or deadlock, `retries` times at most. */
+  async #retrying<T>(begin: string, fn: (tx: Transaction) => Promise<T>, options: TransactionOptions, retries: number): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.#once(begin, fn)

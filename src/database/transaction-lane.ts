@@ -34,10 +34,13 @@ export interface LaneHost {
 /** What `run` sees of the first statement when the item has none. */
 const NO_FIRST: FirstResult = Object.freeze({ rowCount: null })
 
-/** BEGIN, and the item's first statement with it when it has one, in one round trip. */
-function open(client: Lease['client'], item: LaneItem<unknown>): Promise<FirstResult> {
+/**
+ * BEGIN, and the item's first statement with it when it has one, in one round trip. Without one the
+ * BEGIN's own result stands for it (the caller reads NO_FIRST instead): no `.then` per transaction.
+ */
+function open(client: Lease['client'], item: LaneItem<unknown>): Promise<FirstResult | unknown> {
   const begin = item.begin ?? 'BEGIN'
-  return item.first ? beginWith(client, begin, item.first.text, item.first.values) : runOn(client, begin).then(() => NO_FIRST)
+  return item.first ? beginWith(client, begin, item.first.text, item.first.values) : runOn(client, begin)
 }
 
 const rolledBackAtCommit = (): InFailedSqlTransaction =>
@@ -83,7 +86,8 @@ async function onLease<T>(host: LaneHost, lease: Lease, first: LaneItem<T>, next
       // one leaves a failed transaction that the catch below must roll back).
       const opening = begun ?? open(client, current)
       begun = undefined
-      const firstResult = await opening
+      const answer = await opening
+      const firstResult = current.first ? (answer as FirstResult) : NO_FIRST
       opened = true
       const t = (tx = host.open(client))
       const value = await host.run(t, () => current.run(t, firstResult))
