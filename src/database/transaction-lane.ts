@@ -38,7 +38,7 @@ const NO_FIRST: FirstResult = Object.freeze({ rowCount: null })
  * BEGIN, and the item's first statement with it when it has one, in one round trip. Without one the
  * BEGIN's own result stands for it (the caller reads NO_FIRST instead): no `.then` per transaction.
  */
-function open(client: Lease['client'], item: LaneItem<unknown>): Promise<FirstResult | unknown> {
+function open(client: Lease['client'], item: LaneItem<unknown>): Promise<unknown> {
   const begin = item.begin ?? 'BEGIN'
   return item.first ? beginWith(client, begin, item.first.text, item.first.values) : runOn(client, begin)
 }
