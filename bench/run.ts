@@ -174,6 +174,8 @@ async function main(): Promise<void> {
         { name: 'pgcrew 1×4', run: (rep, mark) => viaPipeline(db, `crew14-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 1, perWorkerConnections: 4 }, mark) },
         // No worker thread: the one worker in this process (inProcess), 4 connections.
         { name: 'pgcrew in-process ×4', run: (rep, mark) => viaPipeline(db, `crewin-${rounds}-${rep}`, count, 100 + rep, rounds, { inProcess: true, perWorkerConnections: 4 }, mark) },
+        // threads: 'auto': one thread of 4 connections, another (up to every core) while those in use are CPU-bound.
+        { name: 'pgcrew auto', run: (rep, mark) => viaPipeline(db, `crewauto-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 'auto' }, mark) },
       ]
       if (withPgbench && pgbench) sides.push({ name: 'pgbench', child: true, run: (rep) => viaPgbench(pgbench, url, pgbenchScript(dir, `pgbench_${rounds}_${rep}`), count) })
       // Warm-up: threads, plans, caches.
@@ -221,18 +223,19 @@ async function main(): Promise<void> {
         })
       if (heavy) {
         aim(`pipeline ${what}, pgcrew 2×2 vs hand loop`, ratios(s, 'hand loop', 'pgcrew 2×2'), 1.4)
+        aim(`pipeline ${what}, pgcrew auto vs hand loop`, ratios(s, 'hand loop', 'pgcrew auto'), 1.4)
         const ofCeiling = s.get('pgcrew 2×2')!.map((x, i) => {
           const loop = s.get('hand loop')![i]!
           return loop.cpu ? x.rate / loop.rate / (CORES / ((loop.cpu.client + loop.cpu.postgres) / loop.cpu.seconds)) : NaN
         })
         aim(`pipeline ${what}, pgcrew 2×2 vs hand loop, as a share of the ceiling`, ofCeiling, 0.9)
       } else {
-        for (const side of ['pgcrew 2×2', 'pgcrew 1×4', 'pgcrew in-process ×4']) {
+        for (const side of ['pgcrew 2×2', 'pgcrew 1×4', 'pgcrew in-process ×4', 'pgcrew auto']) {
           aim(`pipeline ${what}, ${side} vs hand loop`, ratios(s, 'hand loop', side), 1.2)
           if (s.has('pgbench')) aim(`pipeline ${what}, ${side} vs pgbench`, ratios(s, 'pgbench', side), 0.6)
         }
       }
-      for (const side of ['pgcrew 2×2', 'pgcrew 1×4', 'pgcrew in-process ×4']) aim(`pipeline ${what}, ${side} client CPU per task vs hand loop`, cpuOf(side), 1.1, 'max')
+      for (const side of ['pgcrew 2×2', 'pgcrew 1×4', 'pgcrew in-process ×4', 'pgcrew auto']) aim(`pipeline ${what}, ${side} client CPU per task vs hand loop`, cpuOf(side), 1.1, 'max')
     }
 
     if (ONLY.has('pipeline'))

@@ -18,6 +18,14 @@ export function int(value: unknown, flag: string, min: number, max = 100_000): n
   return n
 }
 
+/** --threads N, or auto. */
+function threadCount(value: unknown): number | undefined {
+  if (value === undefined) return undefined
+  const n = /^\d+$/.test(String(value)) ? Number(value) : NaN
+  if (!Number.isSafeInteger(n) || n < 1 || n > 1024) throw new UsageError(`--threads takes a whole number from 1 to 1024, or auto, not "${String(value)}"`)
+  return n
+}
+
 export function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefined): void {
   const workers = Object.entries(s.perWorker)
     .map(([id, n]) => `#${id}: ${n}`)
@@ -29,7 +37,7 @@ export function printSummary(io: CliIO, s: RunSummary, keptIn: string | undefine
       ['stopped', s.stopReason],
       ['tasks', `${s.seen} seen, ${s.done} done, ${s.skipped} skipped (already done), ${s.failed} failed, ${s.retried} retried`],
       ['time', `${(s.durationMillis / 1000).toFixed(1)} s, ${s.tasksPerSecond} tasks/s`],
-      ['threads', `${s.inProcess ? 'none: the worker ran in this process' : s.threads}, ${s.connections} connections at most`],
+      ['threads', `${s.inProcess ? 'none: the worker ran in this process' : s.autoThreads ? `${s.threads} (auto, up to ${s.budgetPlan.threads})` : s.threads}, ${s.connections} connections at most`],
       ['budget', s.budgetExplanation],
       ['per worker', workers || '-'],
     ]),
@@ -57,10 +65,12 @@ function printPlan(io: CliIO, plan: PipelinePlan, json: boolean): number {
 export const command: Command = {
   name: 'run',
   summary: 'Run a pipeline across worker threads; resumable, each task exactly once',
-  usage: `pgcrew run PIPELINE [--threads N | --in-process] [--profile P] [--url URL] [--as admin|user|ROLE] [--dbversion V] [--limit N] [--dry-run] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--report FILE] [--fresh] [--distributed [--tasks-per-job N]] [--json]
+  usage: `pgcrew run PIPELINE [--threads N|auto | --in-process] [--profile P] [--url URL] [--as admin|user|ROLE] [--dbversion V] [--limit N] [--dry-run] [--per-transaction] [--per-worker N] [--budget N] [--retries N] [--retry-window S] [--max-failures N] [--report FILE] [--fresh] [--distributed [--tasks-per-job N]] [--json]
 
   PIPELINE           a module whose default export is definePipeline({ name, worker, tasks })
-  --threads N        worker threads (default: every core)
+  --threads N|auto   worker threads (default: every core); auto starts with one and adds one,
+                     up to every core, while each thread in use is CPU-bound (--per-worker
+                     then defaults to 4)
   --in-process       no worker threads: the one worker runs in this process, with --per-worker N
                      connections (faster for light tasks on a machine with few cores; no task
                      timeout, and a task's JavaScript holds up the progress output while it runs)
@@ -107,7 +117,7 @@ ${connectionFlagHelp('dbversion', 21)}
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
-    const threads = int(values.threads, '--threads', 1, 1024)
+    const threads = values.threads === 'auto' ? 'auto' : threadCount(values.threads)
     const inProcess = values['in-process'] === true
     if (inProcess && threads !== undefined) throw new UsageError('--in-process runs the one worker in this process: it takes no --threads (use --per-worker N for its connections)')
     if (inProcess && values.distributed) throw new UsageError('--distributed does not take --in-process')
@@ -123,6 +133,7 @@ ${connectionFlagHelp('dbversion', 21)}
     if (values.distributed) {
       const other = (['per-transaction', 'fresh', 'max-failures', 'report'] as const).find((flag) => values[flag] !== undefined && values[flag] !== false)
       if (other) throw new UsageError(`--distributed does not take --${other}`)
+      if (values.threads === 'auto') throw new UsageError('--distributed does not take --threads auto: give each machine its number of threads (--threads N)')
       // Loaded on use, as commands are: a local run never loads the job engine.
       const { runMachine } = await import('./work-command.ts')
       return runMachine(values, positionals[0]!, io, true)

@@ -6,14 +6,15 @@
 // contract of a thread's: its Database rebuilt from the snapshot with a pool of its own, its init
 // hook, the ledger claim in each task's transaction. What a thread gives and this cannot: a task
 // timeout (only a thread can be stopped mid-JavaScript) and heap limits.
+import type { EventLoopUtilization } from 'node:perf_hooks'
 import { threadId } from 'node:worker_threads'
 import type { BatchEnvelope, CrewWorkerData, TaskEnvelope } from './crew-protocol.ts'
 
 /** The part of piscina a Crew uses. */
 export interface CrewThreads {
   run(body: TaskEnvelope | BatchEnvelope): Promise<unknown>
-  readonly threads: ReadonlyArray<{ threadId: number; terminate(): Promise<unknown> }>
-  on(event: 'error' | 'workerDestroy', listener: () => void): unknown
+  readonly threads: ReadonlyArray<{ threadId: number; terminate(): Promise<unknown>; performance?: { eventLoopUtilization(...readings: EventLoopUtilization[]): EventLoopUtilization } }>
+  on(event: 'error' | 'workerDestroy', listener: (worker?: { id?: number }) => void): unknown
   destroy(): Promise<void>
 }
 

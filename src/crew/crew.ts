@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os'
 import { extname, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { inspect } from 'node:util'
+import type { EventLoopUtilization } from 'node:perf_hooks'
 import { BroadcastChannel, type ResourceLimits } from 'node:worker_threads'
 import { Piscina } from 'piscina'
 import { inlineThreads, type CrewThreads } from './crew-inline.ts'
@@ -17,9 +18,15 @@ import { machineFqdn } from '../connect/profiles.ts'
 export interface CrewOptions {
   /** The worker module (path or URL) whose default export comes from `defineWorker`. */
   worker: string | URL
-  /** Worker threads. Default: every core (`os.availableParallelism()`). */
-  threads?: number
-  /** Pool size inside each worker. Default 1 (one task at a time per worker). */
+  /**
+   * Worker threads. Default: every core (`os.availableParallelism()`). `'auto'`: start with one
+   * thread and add one, up to every core, while every thread in use keeps its event loop busy
+   * ({@link AUTO_BUSY} of the time over {@link AUTO_CHECK_MILLIS}, twice running): light tasks that
+   * wait on the database stay on one thread with all its connections, tasks with milliseconds of
+   * JavaScript spread over the cores. Threads not yet in use are started but open no connection.
+   */
+  threads?: number | 'auto'
+  /** Pool size inside each worker. Default 1 (one task at a time per worker); with `threads: 'auto'` {@link AUTO_PER_WORKER}. */
   perWorkerConnections?: number
   /** Ceiling on main + threads × perWorker; default from the server's max_connections. */
   connectionBudget?: number
@@ -71,6 +78,91 @@ interface TimedTask {
 
 const DEFAULTS = Object.freeze({ perWorkerConnections: 1, onOverBudget: 'clamp' as const, closeTimeoutMillis: 10_000 })
 
+/** With `threads: 'auto'`, each thread's connections unless perWorkerConnections says otherwise: one thread must carry a run's concurrency alone. */
+export const AUTO_PER_WORKER = 4
+/**
+ * With `threads: 'auto'`, the share of time a thread's event loop must be busy for it to count as
+ * CPU-bound… (measured here, 200 ms readings: a thread of light database-bound tasks at 4
+ * connections 0.40–0.83, one of CPU-heavy tasks, ~1 ms of JavaScript each, 0.96–0.98).
+ */
+export const AUTO_BUSY = 0.9
+/** …measured over this long, and twice in a row before another thread is taken into use. */
+export const AUTO_CHECK_MILLIS = 200
+
+/** A thread as piscina's load balancer sees it. */
+interface BalancedWorker {
+  readonly id: number
+  readonly currentUsage: number
+}
+
+/**
+ * `threads: 'auto'`: which threads take tasks. piscina starts every thread of the budget (a thread
+ * that never gets a task never runs the init hook, so it opens no connection); the balancer hands
+ * tasks only to threads in use, and takes one more into use when the crew allows it.
+ */
+class AutoThreads {
+  /** Threads allowed in use: 1 at first, up to the budget's threads. */
+  allowed = 1
+  /** Threads that have been given a task, by thread id. */
+  readonly used = new Set<number>()
+  /** Every thread's event-loop reading at the last check (taken for threads not yet in use too, so a thread's first check after joining already judges it). */
+  readonly #readings = new Map<number, EventLoopUtilization>()
+  #busyChecks = 0
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(
+    readonly most: number,
+    readonly perThread: number,
+  ) {}
+
+  /** piscina's balancer: the least busy thread in use with room, or a new one when more are allowed. */
+  readonly balance = (_task: unknown, workers: readonly BalancedWorker[]): BalancedWorker | null => {
+    let best: BalancedWorker | null = null
+    for (const worker of workers) {
+      if (worker.currentUsage >= this.perThread) continue
+      const member = this.used.has(worker.id)
+      if (!member && this.used.size >= this.allowed) continue
+      if (!best || worker.currentUsage < best.currentUsage) best = worker
+    }
+    if (best) this.used.add(best.id)
+    return best
+  }
+
+  /** Look at the threads in use every AUTO_CHECK_MILLIS; allow one more while all of them are busy. */
+  start(threads: () => ReadonlyArray<{ threadId: number; performance?: { eventLoopUtilization(...readings: EventLoopUtilization[]): EventLoopUtilization } }>): void {
+    if (this.most <= 1) return
+    this.#timer = setInterval(() => {
+      let busy = this.used.size >= this.allowed
+      for (const thread of threads()) {
+        if (!thread.performance) continue
+        const now = thread.performance.eventLoopUtilization()
+        const before = this.#readings.get(thread.threadId)
+        this.#readings.set(thread.threadId, now)
+        if (this.used.has(thread.threadId) && (!before || thread.performance.eventLoopUtilization(now, before).utilization < AUTO_BUSY)) busy = false
+      }
+      this.#busyChecks = busy ? this.#busyChecks + 1 : 0
+      if (this.#busyChecks >= 2) {
+        this.#busyChecks = 0
+        this.allowed++
+        if (this.allowed >= this.most) this.stop()
+      }
+    }, AUTO_CHECK_MILLIS)
+    this.#timer.unref()
+  }
+
+  /** A thread that died leaves the threads in use: its replacement may take its place. */
+  gone(threadId: number | undefined): void {
+    if (threadId === undefined) return
+    this.used.delete(threadId)
+    this.#readings.delete(threadId)
+  }
+
+  stop(): void {
+    clearInterval(this.#timer)
+    this.#timer = undefined
+  }
+}
+
 /** The worker entry piscina loads: .ts under tsx in development, .js after `npm run build`. */
 function crewWorkerFile(): string {
   const ext = extname(new URL(import.meta.url).pathname) || '.js'
@@ -104,13 +196,17 @@ export class Crew implements AsyncDisposable {
   /** Tasks under a timeout, by id: the clock starts when the worker says the task started. */
   readonly #timed = new Map<number, TimedTask>()
   #nextTimeoutId = 0
-  /** The connection arithmetic this crew runs under. */
+  /** With `threads: 'auto'`: which threads take tasks, and when one more may. */
+  readonly #auto: AutoThreads | undefined
+  /** The connection arithmetic this crew runs under (with `threads: 'auto'`, for the most threads it may use). */
   readonly budget: BudgetPlan
 
-  private constructor(pool: CrewThreads, channel: BroadcastChannel, budget: BudgetPlan, opts: CrewOptions) {
+  private constructor(pool: CrewThreads, channel: BroadcastChannel, budget: BudgetPlan, opts: CrewOptions, auto?: AutoThreads) {
     this.#pool = pool
     this.#channel = channel
     this.budget = budget
+    this.#auto = auto
+    auto?.start(() => pool.threads)
     this.#taskTimeoutMillis = opts.taskTimeoutMillis
     this.#closeTimeoutMillis = opts.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis
     channel.onmessage = (event: unknown) => this.#onMessage((event as { data: CrewMessage }).data)
@@ -118,7 +214,8 @@ export class Crew implements AsyncDisposable {
     // task, if any, fails through run(). Without a listener the error would crash the main thread.
     pool.on('error', () => {})
     // A thread that went away while the crew was open crashed, exited or was stopped by a timeout.
-    pool.on('workerDestroy', () => {
+    pool.on('workerDestroy', (worker?: { id?: number }) => {
+      auto?.gone(worker?.id)
       if (!this.#stopping) this.#crashes++
     })
   }
@@ -153,6 +250,7 @@ export class Crew implements AsyncDisposable {
     if (snapshot.functionHooks > 0) {
       throw new PgcrewError('INVALID_OPTION', 'an onConnect hook given as a function cannot travel to worker threads; pass it as a module path (db.onConnect("./hooks/search-path.ts"))')
     }
+    if (options.inProcess && options.threads === 'auto') throw new PgcrewError('INVALID_OPTION', "inProcess runs the crew's one worker in this thread: it takes no threads: 'auto'; drop one of them")
     if (options.inProcess) {
       const refused =
         options.threads !== undefined && options.threads !== 1
@@ -169,9 +267,10 @@ export class Crew implements AsyncDisposable {
         )
       }
     }
-    const threads = options.inProcess ? 1 : (options.threads ?? availableParallelism())
+    const auto = options.threads === 'auto'
+    const threads = options.inProcess ? 1 : options.threads === undefined || options.threads === 'auto' ? availableParallelism() : options.threads
     requireWhole('threads', threads, 1)
-    const perWorker = options.perWorkerConnections ?? DEFAULTS.perWorkerConnections
+    const perWorker = options.perWorkerConnections ?? (auto ? AUTO_PER_WORKER : DEFAULTS.perWorkerConnections)
     requireWhole('perWorkerConnections', perWorker, 1)
     if (options.taskTimeoutMillis !== undefined) requireWhole('taskTimeoutMillis', options.taskTimeoutMillis, 1)
     const budget = await computeBudget(db, {
@@ -196,6 +295,7 @@ export class Crew implements AsyncDisposable {
       host: options.host ?? machineFqdn(),
       lanes: options.sendCommitWithNext ?? true,
     }
+    const autoThreads = auto ? new AutoThreads(budget.threads, budget.perWorker) : undefined
     const pool: CrewThreads = options.inProcess
       ? await inlineThreads(workerData)
       : new Piscina({
@@ -207,11 +307,12 @@ export class Crew implements AsyncDisposable {
           atomics: 'async',
           concurrentTasksPerWorker: budget.perWorker,
           idleTimeout: 2 ** 31 - 1,
+          ...(autoThreads ? { loadBalancer: autoThreads.balance as never } : {}),
           ...(options.resourceLimits ? { resourceLimits: options.resourceLimits } : {}),
         })
     const channel = new BroadcastChannel(channelName)
     channel.unref()
-    return new Crew(pool, channel, budget, options)
+    return new Crew(pool, channel, budget, options, autoThreads)
   }
 
   #noteInitFailure(error: SerializedError, workerId: number): void {
@@ -228,8 +329,14 @@ export class Crew implements AsyncDisposable {
     return this.#crashes
   }
 
+  /** Worker threads taking tasks: the budget's, or with `threads: 'auto'` those allowed so far. */
   get threads(): number {
-    return this.budget.threads
+    return this.#auto?.allowed ?? this.budget.threads
+  }
+
+  /** Whether this crew chooses its threads as it goes (`threads: 'auto'`). */
+  get autoThreads(): boolean {
+    return this.#auto !== undefined
   }
 
   /** Send one envelope; resolves with the worker's outcome, never rejects. */
@@ -362,6 +469,7 @@ export class Crew implements AsyncDisposable {
       }
       this.#channel.close()
       this.#stopping = true
+      this.#auto?.stop()
       await this.#pool.destroy()
     })()
     return this.#closing
@@ -372,6 +480,7 @@ export class Crew implements AsyncDisposable {
     this.#closing ??= Promise.resolve()
     this.#channel.close()
     this.#stopping = true
+    this.#auto?.stop()
     await this.#pool.destroy()
   }
 

@@ -4,8 +4,10 @@ import { requireWhole } from '../connect/connect-options.ts'
 /** Options of {@link enqueuePipeline} and {@link workPipeline}; all optional, defaults in {@link DISTRIBUTED_DEFAULTS}. */
 export interface DistributedOptions extends Pick<
   RunOptions,
-  'threads' | 'perWorkerConnections' | 'connectionBudget' | 'onOverBudget' | 'retries' | 'retryWindowMillis' | 'retryDelayMillis' | 'taskTimeoutMillis' | 'resourceLimits' | 'signal'
+  'perWorkerConnections' | 'connectionBudget' | 'onOverBudget' | 'retries' | 'retryWindowMillis' | 'retryDelayMillis' | 'taskTimeoutMillis' | 'resourceLimits' | 'signal'
 > {
+  /** Worker threads on this machine. Default: every core. */
+  threads?: number
   /** Tasks in one engine job (each still runs in its own transaction). More amortises the queue's cost per task. */
   tasksPerJob?: number
   /** Keys checked against the ledger, and jobs' worth of tasks added, per round trip when enqueueing. */

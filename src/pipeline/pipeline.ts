@@ -103,7 +103,11 @@ export async function userCode<R>(def: { name: string }, hook: string, fn: () =>
 
 /** Options of {@link runPipeline}; all optional. */
 export interface RunOptions {
-  threads?: number
+  /**
+   * Worker threads: a number, or `'auto'` (one at first, more up to every core while each thread in
+   * use is CPU-bound; each with perWorkerConnections, default 4). Default: every core.
+   */
+  threads?: number | 'auto'
   perWorkerConnections?: number
   connectionBudget?: number
   onOverBudget?: 'clamp' | 'refuse'
@@ -189,7 +193,10 @@ export interface RunSummary {
   cancelled: boolean
   durationMillis: number
   tasksPerSecond: number
+  /** Worker threads that took tasks (with `threads: 'auto'`: as many as it came to; budgetPlan.threads is the most it could). */
   threads: number
+  /** The run chose its threads as it went (`threads: 'auto'`). */
+  autoThreads?: true
   /** The one worker ran in this process's main thread (inProcess), not in a worker thread. */
   inProcess: boolean
   connections: number
@@ -356,7 +363,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
   // the worker to send its outcomes back: at one task per connection that was most of the crew's overhead.
   // The batcher also says when enough is in flight (batcher.full: two messages per thread; mostTasks
   // bounds the tasks out, those waiting for a retry included).
-  const batcher = new TaskBatcher(crew, { tasksPerMessage: options.tasksPerMessage, perWorker: crew.budget.perWorker, threads: crew.budget.threads })
+  const batcher = new TaskBatcher(crew, { tasksPerMessage: options.tasksPerMessage, perWorker: crew.budget.perWorker, threads: () => crew.threads })
   const running = new Set<Promise<void>>()
   // Woken when a task leaves `running`: one waiter, O(1) per task (a Promise.race over `running`
   // would attach a reaction to every running task each time a slot is awaited).
@@ -507,7 +514,8 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     cancelled: Boolean(options.signal?.aborted),
     durationMillis,
     tasksPerSecond: Math.round((state.done * 1000) / Math.max(1, durationMillis)),
-    threads: crew.budget.threads,
+    threads: crew.threads,
+    ...(crew.autoThreads ? { autoThreads: true } : {}),
     inProcess: options.inProcess === true,
     connections: crew.budget.total,
     budget: crew.budget.budget,

@@ -25,7 +25,7 @@ export class TaskBatcher {
   readonly #crew: Crew
   readonly #fixed: number | undefined
   readonly #perWorker: number
-  readonly #threads: number
+  readonly #threads: () => number
   /** Messages sent and not yet answered. */
   #inFlight = 0
   /** Running average of the tasks' time in the worker (ms), once an outcome has said it. */
@@ -41,11 +41,13 @@ export class TaskBatcher {
     return outcome
   }
 
-  constructor(crew: Crew, size: { tasksPerMessage?: number; perWorker: number; threads: number }) {
+  /** `threads` may change during a run (a crew with `threads: 'auto'`): a function is asked each time. */
+  constructor(crew: Crew, size: { tasksPerMessage?: number; perWorker: number; threads: number | (() => number) }) {
     this.#crew = crew
     this.#fixed = size.tasksPerMessage
     this.#perWorker = Math.max(1, size.perWorker)
-    this.#threads = Math.max(1, size.threads)
+    const threads = size.threads
+    this.#threads = typeof threads === 'function' ? () => Math.max(1, threads()) : () => Math.max(1, threads)
   }
 
   /**
@@ -56,7 +58,7 @@ export class TaskBatcher {
    */
   get full(): boolean {
     const perThread = 2 * Math.max(1, Math.ceil(this.#perWorker / this.size))
-    return this.#inFlight >= this.#threads * perThread
+    return this.#inFlight >= this.#threads() * perThread
   }
 
   /**
@@ -65,7 +67,7 @@ export class TaskBatcher {
    * without this bound a run with many retries would keep handing out new tasks beside them.
    */
   get mostTasks(): number {
-    return this.#threads * 2 * Math.max(this.#perWorker, this.#fixed ?? this.#perWorker * MOST_PER_CONNECTION)
+    return this.#threads() * 2 * Math.max(this.#perWorker, this.#fixed ?? this.#perWorker * MOST_PER_CONNECTION)
   }
 
   /** Tasks per message now. */

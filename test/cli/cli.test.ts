@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
-import { hostname } from 'node:os'
+import { availableParallelism, hostname } from 'node:os'
 import { join } from 'node:path'
 import { before, describe, test } from 'node:test'
 import { main } from '../../src/cli/cli-main.ts'
@@ -101,7 +101,10 @@ describe('usage: --help, unknown commands and flags', () => {
       [['profiles', 'lst'], /^pgcrew profiles: unknown subcommand "lst"/m],
       [['tmp', '--nmp'], /^pgcrew tmp: unknown option --nmp \(did you mean --npm\?\)$/m],
       [['--verbose'], /^pgcrew: unknown option --verbose/m],
-      [['run', 'p.ts', '--threads', '1e3'], /^pgcrew run: --threads takes a whole number from 1 to 1024, not "1e3"$/m],
+      [['run', 'p.ts', '--threads', '1e3'], /^pgcrew run: --threads takes a whole number from 1 to 1024, or auto, not "1e3"$/m],
+      [['run', 'p.ts', '--threads', 'Auto'], /^pgcrew run: --threads takes a whole number from 1 to 1024, or auto, not "Auto"$/m],
+      [['run', 'p.ts', '--in-process', '--threads', 'auto'], /--in-process runs the one worker in this process: it takes no --threads/],
+      [['run', 'p.ts', '--distributed', '--threads', 'auto'], /--distributed does not take --threads auto: give each machine its number of threads/],
       [['run', 'p.ts', '--threads', '99999999999999999999'], /--threads takes a whole number from 1 to 1024/],
       [['run', 'p.ts', '--retries', '0x10'], /--retries takes a whole number from 0 to 1000, not "0x10"/],
       [['run', 'p.ts', '--retry-window', '1.5'], /--retry-window takes a whole number from 0 to 86400, not "1.5"/],
@@ -626,6 +629,18 @@ describe('pgcrew run: --url, --dbversion, --limit and --dry-run', () => {
     const bad = await pgcrew(['run', trial, '--url', url, '--dbversion', 'v2; drop'])
     assert.equal(bad.code, 2)
     assert.match(bad.stderr, /^pgcrew run: --dbversion "v2; drop" may hold only letters, digits, _ \. and -$/m)
+  })
+
+  test('--threads auto: the summary says how many threads it took and how many it could, and the budget counts them all at 4 connections', async () => {
+    const { dbname, url } = await urlOf('runauto')
+    const r = await pgcrew(['run', trial, '--url', url, '--threads', 'auto', '--budget', '50'])
+    assert.equal(r.code, 1, r.stderr) // key -1 fails on purpose
+    const cores = availableParallelism()
+    // 21 light tasks keep no thread busy: one thread ran them all.
+    assert.match(r.stdout, new RegExp(`^threads +1 \\(auto, up to ${cores}\\), ${2 + 1 + cores * 4} connections at most$`, 'm'))
+    assert.match(r.stdout, new RegExp(`^budget +budget 50 \\(explicit\\); wanted 2 \\(main\\) \\+ 1 \\(run history\\) \\+ ${cores} threads? × 4 = ${3 + cores * 4} — fits$`, 'm'))
+    assert.match(r.stdout, /^per worker +#\d+: 20$/m)
+    assert.deepEqual(await admin('SELECT count(*)::int AS c FROM counters WHERE n = 1', [], dbname), [{ c: 20 }])
   })
 
   test('--limit N runs only the first N tasks; --dry-run then counts done, failed and still to do, running none and writing nothing', async () => {

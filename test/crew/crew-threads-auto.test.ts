@@ -1,0 +1,131 @@
+// threads: 'auto': a crew starts with one thread of AUTO_PER_WORKER connections and takes another
+// into use (up to every core) only while those in use are CPU-bound. What a user sees: which workers
+// ran the tasks (summary.perWorker), how many threads the summary reports, and which worker sessions
+// the server saw.
+import assert from 'node:assert/strict'
+import { availableParallelism } from 'node:os'
+import { describe, test } from 'node:test'
+import { Database } from '../../src/database/database.ts'
+import { AUTO_PER_WORKER } from '../../src/crew/crew.ts'
+import { definePipeline, runPipeline, type PipelineDefinition } from '../../src/pipeline/pipeline.ts'
+import type { BatchTask } from '../fixtures/workers/pipeline-batch.ts'
+import { cleanEnv, freshDatabase } from '../helpers.ts'
+
+const worker = new URL('../fixtures/workers/pipeline-batch.ts', import.meta.url)
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i + 1)
+
+function counting(name: string, tasks: BatchTask[]): PipelineDefinition<BatchTask> {
+  return definePipeline<BatchTask>({
+    name,
+    worker,
+    setup: async (db) => {
+      await db.query('CREATE TABLE IF NOT EXISTS counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
+      await db.query('INSERT INTO counters SELECT unnest($1::int[]), 0 ON CONFLICT DO NOTHING', [tasks.map((t) => t.key)])
+    },
+    tasks,
+  })
+}
+
+/** Every counter incremented exactly once. */
+async function eachOnce(db: Database, n: number): Promise<void> {
+  const { rows } = await db.query<{ key: number; n: number }>('SELECT key, n FROM counters ORDER BY key')
+  assert.deepEqual(
+    rows.map((r) => [r.key, r.n]),
+    range(n).map((k) => [k, 1]),
+  )
+}
+
+/** The worker sessions the server shows while `run` runs, sampled every 20 ms: the names seen, and the most at once. */
+async function watchWorkerSessions<T>(url: string, run: () => Promise<T>): Promise<{ result: T; names: Set<string>; most: number }> {
+  await using watcher = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+  const names = new Set<string>()
+  let most = 0
+  let running = true
+  const watching = (async () => {
+    while (running) {
+      const { rows } = await watcher.query<{ name: string }>("SELECT application_name AS name FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'pgcrew worker %'")
+      for (const r of rows) names.add(r.name)
+      most = Math.max(most, rows.length)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  })()
+  try {
+    return { result: await run(), names, most }
+  } finally {
+    running = false
+    await watching
+  }
+}
+
+describe("threads: 'auto'", () => {
+  test('tasks that wait on the database stay on one thread with all its connections; the others open none', async () => {
+    const { url } = await freshDatabase('autowait')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    // ~1.2 s of waiting at 4 connections: several of the crew's busy checks, none of them busy.
+    const n = 600
+    const {
+      result: summary,
+      names,
+      most,
+    } = await watchWorkerSessions(url, () =>
+      runPipeline(
+        db,
+        counting(
+          'autowait',
+          range(n).map((key) => ({ key, sleepMillis: 8 })),
+        ),
+        { threads: 'auto' },
+      ),
+    )
+    assert.equal(summary.done, n)
+    assert.equal(Object.keys(summary.perWorker).length, 1, `more than one thread ran tasks: ${JSON.stringify(summary.perWorker)}`)
+    assert.equal(summary.threads, 1)
+    assert.equal(summary.autoThreads, true)
+    // The budget is planned for the most threads auto may take, each with 4 connections.
+    assert.equal(summary.budgetPlan.perWorker, AUTO_PER_WORKER)
+    assert.equal(summary.budgetPlan.threads, availableParallelism())
+    assert.equal(names.size, 1, `worker sessions of more than one thread: ${[...names].join(', ')}`)
+    assert.ok(most <= AUTO_PER_WORKER, `${most} worker sessions at once`)
+    await eachOnce(db, n)
+  })
+
+  test(
+    'tasks that keep their thread busy take another thread into use, and each task still runs once',
+    { skip: availableParallelism() < 2 ? 'this machine has one core: auto has no second thread to take' : false },
+    async () => {
+      const { url } = await freshDatabase('autospin')
+      await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+      // ~3 s of JavaScript that does not yield on one thread; the second thread joins after about half a second.
+      const n = 120
+      const { result: summary, names } = await watchWorkerSessions(url, () =>
+        runPipeline(
+          db,
+          counting(
+            'autospin',
+            range(n).map((key) => ({ key, spinMillis: 25 })),
+          ),
+          { threads: 'auto' },
+        ),
+      )
+      assert.equal(summary.done, n)
+      const ran = Object.values(summary.perWorker)
+      assert.ok(ran.length >= 2, `one thread ran every task: ${JSON.stringify(summary.perWorker)}`)
+      assert.ok(
+        ran.every((k) => k >= 10),
+        `a thread in use ran almost nothing: ${JSON.stringify(summary.perWorker)}`,
+      )
+      assert.equal(summary.threads, ran.length)
+      assert.ok(names.size >= 2, `the server saw the sessions of ${names.size} worker thread(s)`)
+      await eachOnce(db, n)
+    },
+  )
+
+  test('inProcess has one worker in this thread, so it refuses threads: auto', async () => {
+    const { url } = await freshDatabase('autoinproc')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await assert.rejects(runPipeline(db, counting('autoinproc', [{ key: 1 }]), { threads: 'auto', inProcess: true }), {
+      code: 'INVALID_OPTION',
+      message: /inProcess runs the crew's one worker in this thread: it takes no threads: 'auto'/,
+    })
+  })
+})
