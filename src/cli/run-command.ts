@@ -83,7 +83,8 @@ ${connectionFlagHelp('dbversion', 21)}
   --limit N          a trial run: only the first N tasks of the source (done ones are skipped)
   --dry-run          count the tasks done, failed and still to do; run none, write nothing
   --per-transaction  a fresh connection per task instead of a pool in each worker
-  --per-worker N     tasks in flight per thread, each with its own connection (default 1)
+  --per-worker N     tasks in flight per thread, each with its own connection (default 1; 4
+                     with --threads auto)
   --budget N         at most N connections in all, main pool (2) included (default: what the
                      server's max_connections leaves free)
   --retries N        retries of a task after a transient error such as a deadlock (default 3)
