@@ -7,32 +7,15 @@ import { availableParallelism } from 'node:os'
 import { describe, test } from 'node:test'
 import { Database } from '../../src/database/database.ts'
 import { AUTO_PER_WORKER } from '../../src/crew/crew.ts'
-import { definePipeline, runPipeline, type PipelineDefinition } from '../../src/pipeline/pipeline.ts'
-import type { BatchTask } from '../fixtures/workers/pipeline-batch.ts'
+import { runPipeline } from '../../src/pipeline/pipeline.ts'
+import { batchPipeline, counts } from '../fixtures/pipelines/batch.ts'
 import { cleanEnv, freshDatabase } from '../helpers.ts'
 
-const worker = new URL('../fixtures/workers/pipeline-batch.ts', import.meta.url)
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i + 1)
-
-function counting(name: string, tasks: BatchTask[]): PipelineDefinition<BatchTask> {
-  return definePipeline<BatchTask>({
-    name,
-    worker,
-    setup: async (db) => {
-      await db.query('CREATE TABLE IF NOT EXISTS counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
-      await db.query('INSERT INTO counters SELECT unnest($1::int[]), 0 ON CONFLICT DO NOTHING', [tasks.map((t) => t.key)])
-    },
-    tasks,
-  })
-}
 
 /** Every counter incremented exactly once. */
 async function eachOnce(db: Database, n: number): Promise<void> {
-  const { rows } = await db.query<{ key: number; n: number }>('SELECT key, n FROM counters ORDER BY key')
-  assert.deepEqual(
-    rows.map((r) => [r.key, r.n]),
-    range(n).map((k) => [k, 1]),
-  )
+  assert.deepEqual(await counts(db), Object.fromEntries(range(n).map((k) => [k, 1])))
 }
 
 /** The worker sessions the server shows while `run` runs, sampled every 20 ms: the names seen, and the most at once. */
@@ -70,7 +53,7 @@ describe("threads: 'auto'", () => {
     } = await watchWorkerSessions(url, () =>
       runPipeline(
         db,
-        counting(
+        batchPipeline(
           'autowait',
           range(n).map((key) => ({ key, sleepMillis: 8 })),
         ),
@@ -100,7 +83,7 @@ describe("threads: 'auto'", () => {
       const { result: summary, names } = await watchWorkerSessions(url, () =>
         runPipeline(
           db,
-          counting(
+          batchPipeline(
             'autospin',
             range(n).map((key) => ({ key, spinMillis: 25 })),
           ),
@@ -120,10 +103,23 @@ describe("threads: 'auto'", () => {
     },
   )
 
+  test('a thread in use that dies mid-run is replaced: its tasks are retried, every task runs once, the run ends', async () => {
+    const { url } = await freshDatabase('autocrash')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    // Busy tasks (so a second thread may join) and one that kills its thread on its first attempt.
+    const n = 80
+    const tasks = range(n).map((key) => (key === 20 ? { key, crashAfterMillis: 50 } : { key, spinMillis: 20 }))
+    const summary = await runPipeline(db, batchPipeline('autocrash', tasks), { threads: 'auto', retryDelayMillis: 5 })
+    assert.equal(summary.done, n)
+    assert.equal(summary.failed, 0)
+    assert.ok(summary.retried >= 1, 'nothing was retried: the thread did not die')
+    await eachOnce(db, n)
+  })
+
   test('inProcess has one worker in this thread, so it refuses threads: auto', async () => {
     const { url } = await freshDatabase('autoinproc')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
-    await assert.rejects(runPipeline(db, counting('autoinproc', [{ key: 1 }]), { threads: 'auto', inProcess: true }), {
+    await assert.rejects(runPipeline(db, batchPipeline('autoinproc', [{ key: 1 }]), { threads: 'auto', inProcess: true }), {
       code: 'INVALID_OPTION',
       message: /inProcess runs the crew's one worker in this thread: it takes no threads: 'auto'/,
     })

@@ -3,29 +3,11 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { Database } from '../../src/database/database.ts'
-import { definePipeline, runPipeline, type PipelineDefinition } from '../../src/pipeline/pipeline.ts'
-import type { BatchTask } from '../fixtures/workers/pipeline-batch.ts'
+import { runPipeline } from '../../src/pipeline/pipeline.ts'
+import { batchPipeline, counts } from '../fixtures/pipelines/batch.ts'
 import { cleanEnv, freshDatabase } from '../helpers.ts'
 
-const worker = new URL('../fixtures/workers/pipeline-batch.ts', import.meta.url)
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i + 1)
-
-function batchPipeline(name: string, tasks: BatchTask[]): PipelineDefinition<BatchTask> {
-  return definePipeline<BatchTask>({
-    name,
-    worker,
-    setup: async (db) => {
-      await db.query('CREATE TABLE IF NOT EXISTS counters (key int PRIMARY KEY, n int NOT NULL DEFAULT 0)')
-      await db.query('INSERT INTO counters SELECT unnest($1::int[]), 0 ON CONFLICT DO NOTHING', [tasks.map((t) => t.key)])
-    },
-    tasks,
-  })
-}
-
-async function counts(db: Database): Promise<Record<number, number>> {
-  const { rows } = await db.query<{ key: number; n: number }>('SELECT key, n FROM counters ORDER BY key')
-  return Object.fromEntries(rows.map((r) => [r.key, r.n]))
-}
 
 async function ledger(db: Database, pipeline: string): Promise<Record<string, string>> {
   const { rows } = await db.query<{ key: string; status: string }>('SELECT key, status FROM pgcrew_ledger WHERE pipeline = $1', [pipeline])
