@@ -19,10 +19,10 @@ export function int(value: unknown, flag: string, min: number, max = 100_000): n
 }
 
 /** --threads N, or auto. */
-function threadCount(value: unknown): number | undefined {
+function threadCount(value: unknown, auto: boolean): number | undefined {
   if (value === undefined) return undefined
   const n = /^\d+$/.test(String(value)) ? Number(value) : NaN
-  if (!Number.isSafeInteger(n) || n < 1 || n > 1024) throw new UsageError(`--threads takes a whole number from 1 to 1024, or auto, not "${String(value)}"`)
+  if (!Number.isSafeInteger(n) || n < 1 || n > 1024) throw new UsageError(`--threads takes a whole number from 1 to 1024${auto ? ', or auto' : ''}, not "${String(value)}"`)
   return n
 }
 
@@ -118,7 +118,7 @@ ${connectionFlagHelp('dbversion', 21)}
   },
   async run({ values, positionals }, io) {
     if (positionals.length !== 1) throw new UsageError(positionals.length ? `run takes one PIPELINE, got ${positionals.length}` : 'run needs a PIPELINE module (for example examples/demo-pipeline.ts)')
-    const threads = values.threads === 'auto' ? 'auto' : threadCount(values.threads)
+    const threads = values.threads === 'auto' ? 'auto' : threadCount(values.threads, !values.distributed)
     const inProcess = values['in-process'] === true
     if (inProcess && threads !== undefined) throw new UsageError('--in-process runs the one worker in this process: it takes no --threads (use --per-worker N for its connections)')
     if (inProcess && values.distributed) throw new UsageError('--distributed does not take --in-process')

@@ -31,6 +31,11 @@ export interface BudgetRequest {
   beside?: number
   connectionBudget?: number
   onOverBudget: 'clamp' | 'refuse'
+  /**
+   * Over budget, give up threads before connections per thread (`threads: 'auto'`, where one thread
+   * carries the run's concurrency alone until its loop is busy). Default: connections per thread first.
+   */
+  threadsFirst?: boolean
 }
 
 /**
@@ -84,7 +89,7 @@ export function planBudget(req: BudgetRequest, budget: number, budgetText: strin
       details: { budget, wanted },
     })
   }
-  const perWorker = Math.max(1, Math.min(req.perWorker, Math.floor(available / req.threads)))
+  const perWorker = req.threadsFirst ? Math.min(req.perWorker, available) : Math.max(1, Math.min(req.perWorker, Math.floor(available / req.threads)))
   const threads = Math.min(req.threads, Math.floor(available / perWorker))
   const total = fixed + threads * perWorker
   return { budget, source, main: req.main, beside, threads, perWorker, total, clamped: true, explanation: `${head} — clamped to ${sum(req.main, beside, threads, perWorker)}` }

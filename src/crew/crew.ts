@@ -105,7 +105,9 @@ class AutoThreads {
   allowed = 1
   /** Threads that have been given a task, by thread id. */
   readonly used = new Set<number>()
-  /** Every thread's event-loop reading at the last check (taken for threads not yet in use too, so a thread's first check after joining already judges it). */
+  /** The most threads in use at once so far: what the run took. */
+  peak = 0
+  /** Every ready thread's event-loop reading at the last check (taken for threads not yet in use too, so a thread's first check after joining already judges it). */
   readonly #readings = new Map<number, EventLoopUtilization>()
   #busyChecks = 0
   #timer: NodeJS.Timeout | undefined
@@ -117,6 +119,9 @@ class AutoThreads {
 
   /** piscina's balancer: the least busy thread in use with room, or a new one when more are allowed. */
   readonly balance = (_task: unknown, workers: readonly BalancedWorker[]): BalancedWorker | null => {
+    let members = 0
+    for (const worker of workers) if (this.used.has(worker.id)) members++
+    if (members < this.used.size) this.#forgetGone(workers)
     let best: BalancedWorker | null = null
     for (const worker of workers) {
       if (worker.currentUsage >= this.perThread) continue
@@ -124,17 +129,32 @@ class AutoThreads {
       if (!member && this.used.size >= this.allowed) continue
       if (!best || worker.currentUsage < best.currentUsage) best = worker
     }
-    if (best) this.used.add(best.id)
+    if (best) {
+      this.used.add(best.id)
+      if (this.used.size > this.peak) this.peak = this.used.size
+    }
     return best
   }
 
-  /** Look at the threads in use every AUTO_CHECK_MILLIS; allow one more while all of them are busy. */
-  start(threads: () => ReadonlyArray<{ threadId: number; performance?: { eventLoopUtilization(...readings: EventLoopUtilization[]): EventLoopUtilization } }>): void {
+  /**
+   * Look at the threads in use every AUTO_CHECK_MILLIS; allow one more while all of them are busy.
+   * A thread is judged only from its first reading after its init (`ready`): importing the worker
+   * module, connecting and the init hook keep a loop busy too, and are no sign that tasks need
+   * another thread (a short run under load took a second thread for its first one's start-up).
+   */
+  start(
+    threads: () => ReadonlyArray<{ threadId: number; performance?: { eventLoopUtilization(...readings: EventLoopUtilization[]): EventLoopUtilization } }>,
+    ready: (threadId: number) => boolean,
+  ): void {
     if (this.most <= 1) return
     this.#timer = setInterval(() => {
       let busy = this.used.size >= this.allowed
       for (const thread of threads()) {
         if (!thread.performance) continue
+        if (!ready(thread.threadId)) {
+          if (this.used.has(thread.threadId)) busy = false
+          continue
+        }
         const now = thread.performance.eventLoopUtilization()
         const before = this.#readings.get(thread.threadId)
         this.#readings.set(thread.threadId, now)
@@ -150,11 +170,19 @@ class AutoThreads {
     this.#timer.unref()
   }
 
-  /** A thread that died leaves the threads in use: its replacement may take its place. */
-  gone(threadId: number | undefined): void {
-    if (threadId === undefined) return
-    this.used.delete(threadId)
-    this.#readings.delete(threadId)
+  /**
+   * A thread that died leaves the threads in use, so that its replacement may take its place. Found
+   * here, among the live threads piscina offers, not from its 'workerDestroy' event: by then the dead
+   * thread's id reads -1 (Node clears threadId at exit), and a slot kept by a dead thread left every
+   * task queued with no thread allowed to take it (a run with one thread hung at its first crash).
+   */
+  #forgetGone(workers: readonly BalancedWorker[]): void {
+    const live = new Set(workers.map((worker) => worker.id))
+    for (const id of this.used) {
+      if (live.has(id)) continue
+      this.used.delete(id)
+      this.#readings.delete(id)
+    }
   }
 
   stop(): void {
@@ -206,7 +234,10 @@ export class Crew implements AsyncDisposable {
     this.#channel = channel
     this.budget = budget
     this.#auto = auto
-    auto?.start(() => pool.threads)
+    auto?.start(
+      () => pool.threads,
+      (threadId) => this.#ready.has(threadId),
+    )
     this.#taskTimeoutMillis = opts.taskTimeoutMillis
     this.#closeTimeoutMillis = opts.closeTimeoutMillis ?? DEFAULTS.closeTimeoutMillis
     channel.onmessage = (event: unknown) => this.#onMessage((event as { data: CrewMessage }).data)
@@ -214,8 +245,7 @@ export class Crew implements AsyncDisposable {
     // task, if any, fails through run(). Without a listener the error would crash the main thread.
     pool.on('error', () => {})
     // A thread that went away while the crew was open crashed, exited or was stopped by a timeout.
-    pool.on('workerDestroy', (worker?: { id?: number }) => {
-      auto?.gone(worker?.id)
+    pool.on('workerDestroy', () => {
       if (!this.#stopping) this.#crashes++
     })
   }
@@ -268,6 +298,9 @@ export class Crew implements AsyncDisposable {
       }
     }
     const auto = options.threads === 'auto'
+    if (options.threads !== undefined && !auto && typeof options.threads !== 'number') {
+      throw new PgcrewError('INVALID_OPTION', `threads must be a whole number ≥ 1 or 'auto', not ${inspect(options.threads)}`)
+    }
     const threads = options.inProcess ? 1 : options.threads === undefined || options.threads === 'auto' ? availableParallelism() : options.threads
     requireWhole('threads', threads, 1)
     const perWorker = options.perWorkerConnections ?? (auto ? AUTO_PER_WORKER : DEFAULTS.perWorkerConnections)
@@ -280,6 +313,7 @@ export class Crew implements AsyncDisposable {
       beside: options.besideConnections ?? 0,
       connectionBudget: options.connectionBudget,
       onOverBudget: options.onOverBudget ?? DEFAULTS.onOverBudget,
+      threadsFirst: auto,
     })
     const channelName = `pgcrew-crew-${randomBytes(6).toString('hex')}`
     // Worker numbers run 1…threads in every run (thread ids depend on what the process started before).
@@ -332,6 +366,11 @@ export class Crew implements AsyncDisposable {
   /** Worker threads taking tasks: the budget's, or with `threads: 'auto'` those allowed so far. */
   get threads(): number {
     return this.#auto?.allowed ?? this.budget.threads
+  }
+
+  /** Worker threads that took tasks at once: the budget's, or with `threads: 'auto'` the most in use so far (allowed is not taken: a run may end first). */
+  get threadsTaken(): number {
+    return this.#auto?.peak ?? this.budget.threads
   }
 
   /** Whether this crew chooses its threads as it goes (`threads: 'auto'`). */

@@ -193,7 +193,7 @@ export interface RunSummary {
   cancelled: boolean
   durationMillis: number
   tasksPerSecond: number
-  /** Worker threads that took tasks (with `threads: 'auto'`: as many as it came to; budgetPlan.threads is the most it could). */
+  /** Worker threads that took tasks (with `threads: 'auto'`: the most in use at once; budgetPlan.threads is the most it could take). */
   threads: number
   /** The run chose its threads as it went (`threads: 'auto'`). */
   autoThreads?: true
@@ -514,7 +514,7 @@ export async function runPipeline<T extends PipelineTask>(db: Database, def: Pip
     cancelled: Boolean(options.signal?.aborted),
     durationMillis,
     tasksPerSecond: Math.round((state.done * 1000) / Math.max(1, durationMillis)),
-    threads: crew.threads,
+    threads: crew.threadsTaken,
     ...(crew.autoThreads ? { autoThreads: true } : {}),
     inProcess: options.inProcess === true,
     connections: crew.budget.total,

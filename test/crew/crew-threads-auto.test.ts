@@ -116,6 +116,69 @@ describe("threads: 'auto'", () => {
     await eachOnce(db, n)
   })
 
+  test("a thread's start-up (module import, connecting, the init hook) does not count as busy: waiting tasks after a slow init stay on one thread", async () => {
+    const { url } = await freshDatabase('autoinit')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    // The init hook spins for 1 s (five of the crew's busy checks), then ~0.6 s of waiting tasks.
+    const n = 300
+    const before = process.env.PGCREW_TEST_INIT_SPIN_MILLIS
+    process.env.PGCREW_TEST_INIT_SPIN_MILLIS = '1000'
+    let summary
+    try {
+      summary = await runPipeline(
+        db,
+        batchPipeline(
+          'autoinit',
+          range(n).map((key) => ({ key, sleepMillis: 8 })),
+        ),
+        { threads: 'auto' },
+      )
+    } finally {
+      if (before === undefined) delete process.env.PGCREW_TEST_INIT_SPIN_MILLIS
+      else process.env.PGCREW_TEST_INIT_SPIN_MILLIS = before
+    }
+    assert.equal(summary.done, n)
+    assert.equal(Object.keys(summary.perWorker).length, 1, `more than one thread ran tasks: ${JSON.stringify(summary.perWorker)}`)
+    assert.equal(summary.threads, 1)
+    await eachOnce(db, n)
+  })
+
+  test('with room for one thread only, a thread that exits mid-run is replaced, its tasks go to the new one, and the run ends', async () => {
+    const { url } = await freshDatabase('autoexit')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    // Budget 4 = main 2 + run history 1 + one thread of one connection.
+    const n = 10
+    const tasks = range(n).map((key) => (key === 4 ? { key, crashAfterMillis: 50 } : { key }))
+    const run = runPipeline(db, batchPipeline('autoexit', tasks), { threads: 'auto', connectionBudget: 4, retryDelayMillis: 5 })
+    let timer: NodeJS.Timeout | undefined
+    const hung = new Promise<'hung'>((r) => (timer = setTimeout(() => r('hung'), 15_000)))
+    const summary = await Promise.race([run, hung]).finally(() => clearTimeout(timer))
+    assert.notEqual(summary, 'hung', 'the run did not end within 15 s of a thread exiting')
+    if (summary === 'hung') return
+    assert.deepEqual([summary.budgetPlan.threads, summary.budgetPlan.perWorker], [1, 1])
+    assert.equal(summary.done, n)
+    assert.ok(summary.retried >= 1, 'nothing was retried: the thread did not die')
+    await eachOnce(db, n)
+  })
+
+  test('over the connection budget, auto gives up threads before connections per thread: its first thread keeps the run concurrent', async () => {
+    const { url } = await freshDatabase('autoclamp')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    // Budget 6 = main 2 + run history 1 + 3 for workers: one thread of 3 (not 3 threads of 1).
+    const summary = await runPipeline(db, batchPipeline('autoclamp', [{ key: 1 }, { key: 2 }]), { threads: 'auto', connectionBudget: 6 })
+    assert.equal(summary.done, 2)
+    assert.deepEqual([summary.budgetPlan.threads, summary.budgetPlan.perWorker, summary.budgetPlan.clamped], [1, 3, true])
+  })
+
+  test('threads takes a number or auto; another string is refused, naming both', async () => {
+    const { url } = await freshDatabase('autotypo')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    await assert.rejects(runPipeline(db, batchPipeline('autotypo', [{ key: 1 }]), { threads: 'Auto' as never }), {
+      code: 'INVALID_OPTION',
+      message: "threads must be a whole number ≥ 1 or 'auto', not 'Auto'",
+    })
+  })
+
   test('inProcess has one worker in this thread, so it refuses threads: auto', async () => {
     const { url } = await freshDatabase('autoinproc')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
