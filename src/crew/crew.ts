@@ -107,7 +107,7 @@ class AutoThreads {
   readonly used = new Set<number>()
   /** The most threads in use at once so far: what the run took. */
   peak = 0
-  /** Every ready thread's event-loop reading at the last check (taken for threads not yet in use too, so a thread's first check after joining already judges it). */
+  /** Each ready thread's event-loop reading at the last check: a thread's first reading after its init is its baseline, the next one judges it. */
   readonly #readings = new Map<number, EventLoopUtilization>()
   #busyChecks = 0
   #timer: NodeJS.Timeout | undefined
