@@ -1,4 +1,4 @@
-import { getRun, listRuns, runForJson } from '../history/run-list.ts'
+import { getRun, listRuns, runForJson, threadsText } from '../history/run-list.ts'
 import { formatEta } from '../pipeline/pipeline-rate.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { UsageError, type Command } from './cli-command.ts'
@@ -37,7 +37,7 @@ ${HISTORY_CONNECTION_USAGE}`,
             ['host', `${run.host ?? '?'} (pid ${run.pid ?? '?'})`],
             ['role', run.role ?? undefined],
             ['database', run.database ?? undefined],
-            ['threads', run.threads === null ? undefined : `${run.threads}, ${run.connections} connections at most`],
+            ['threads', threadsText(run) ?? undefined],
             ['started', run.startedAt.toISOString()],
             ['ended', run.endedAt?.toISOString()],
             ['duration', formatEta(run.durationMillis / 1000)],

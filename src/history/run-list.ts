@@ -66,7 +66,8 @@ function toRecord(r: Row, crashed: boolean): RunRecord {
     pid: started?.pid ?? null,
     role: started?.role ?? null,
     database: started?.database ?? null,
-    threads: started?.threads ?? null,
+    threads: summary?.threads ?? started?.threads ?? null,
+    threadsUpTo: summary?.autoThreads ? (started?.threads ?? null) : null,
     connections: started?.connections ?? null,
     startedAt: r.started_at,
     endedAt,
@@ -141,4 +142,10 @@ export async function getRun(db: Database, id: number, options: { schema?: strin
 export function runForJson(run: RunRecord): Omit<RunRecord, 'started' | 'ended'> & { ledger: string | null; summary: RunEnded['summary'] } {
   const { started, ended, ...facts } = run
   return { ...facts, ledger: started?.ledger ?? null, summary: ended?.summary ?? null }
+}
+
+/** The threads line of `pgcrew runs N` and the report page: `1 (auto, up to 2), 11 connections at most`. */
+export function threadsText(run: Pick<RunRecord, 'threads' | 'threadsUpTo' | 'connections'>): string | null {
+  if (run.threads === null) return null
+  return `${run.threads}${run.threadsUpTo !== null ? ` (auto, up to ${run.threadsUpTo})` : ''}, ${run.connections} connections at most`
 }

@@ -51,7 +51,10 @@ export interface RunRecord {
   pid: number | null
   role: string | null
   database: string | null
+  /** Threads that took tasks: the run's summary once it ended (with `threads: 'auto'`, the most in use at once), before that the threads it started with. */
   threads: number | null
+  /** With `threads: 'auto'`, the most threads the run could have taken (its budget's); otherwise null. */
+  threadsUpTo: number | null
   connections: number | null
   startedAt: Date
   endedAt: Date | null

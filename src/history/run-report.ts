@@ -9,7 +9,7 @@ import { createRequire } from 'node:module'
 import type { Database } from '../database/database.ts'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { qname } from '../toolkit/quote.ts'
-import { getRun, runForJson } from './run-list.ts'
+import { getRun, runForJson, threadsText } from './run-list.ts'
 import { HISTORY_DEFAULTS } from './run-recorder.ts'
 import type { RunRecord } from './run-record.ts'
 
@@ -113,7 +113,7 @@ export function renderReport(data: ReportData): string {
     ['status', r.status + (r.reason ? ` — ${r.reason}` : '')],
     ['host', `${r.host ?? '?'} (pid ${r.pid ?? '?'})`],
     ['role / database', `${r.role ?? '?'} / ${r.database ?? '?'}`],
-    ['threads', r.threads === null ? null : `${r.threads}, ${r.connections} connections at most`],
+    ['threads', threadsText(r)],
     ['started', r.startedAt.toISOString()],
     ['ended', r.endedAt?.toISOString() ?? 'still running'],
     ['duration', `${(r.durationMillis / 1000).toFixed(1)} s`],

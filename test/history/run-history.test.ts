@@ -2,11 +2,13 @@
 // run whose process was killed shows as crashed, told by its lock, which died with the process.
 import assert from 'node:assert/strict'
 import { execFile, spawn } from 'node:child_process'
+import { availableParallelism } from 'node:os'
 import { promisify } from 'node:util'
 import { describe, test } from 'node:test'
 import { Database } from '../../src/database/database.ts'
 import { definePipeline, runPipeline } from '../../src/pipeline/pipeline.ts'
-import { getRun, listRuns } from '../../src/history/run-list.ts'
+import { getRun, listRuns, threadsText } from '../../src/history/run-list.ts'
+import { batchPipeline } from '../fixtures/pipelines/batch.ts'
 import { admin, cleanEnv, eventually, freshDatabase, freshRole, server } from '../helpers.ts'
 
 const worker = new URL('../fixtures/workers/history.ts', import.meta.url)
@@ -54,6 +56,28 @@ describe('run history', () => {
     // Its lock went with the end: nothing of the run holds a connection any more.
     const locks = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
     assert.equal(locks.rows[0]!.n, 0)
+  })
+
+  test("a threads: 'auto' run is listed with the threads it took and the most it could, as its summary said them", async () => {
+    const { url } = await freshDatabase('histauto')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 2 })
+    // Tasks that wait on the database: auto keeps them on one thread of the budget's several.
+    const summary = await runPipeline(
+      db,
+      batchPipeline(
+        'histauto',
+        range(100).map((key) => ({ key, sleepMillis: 5 })),
+      ),
+      { threads: 'auto' },
+    )
+    assert.equal(summary.threads, 1)
+    const run = (await getRun(db, summary.runId!))!
+    assert.deepEqual([run.threads, run.threadsUpTo], [1, availableParallelism()])
+    assert.equal(threadsText(run), `1 (auto, up to ${availableParallelism()}), ${summary.connections} connections at most`)
+    // A fixed number of threads has no "up to".
+    const fixed = await runPipeline(db, batchPipeline('histfixed', [{ key: 1 }]), { threads: 1 })
+    const plain = (await getRun(db, fixed.runId!))!
+    assert.deepEqual([plain.threads, plain.threadsUpTo, threadsText(plain)], [1, null, `1, ${fixed.connections} connections at most`])
   })
 
   test('with a main pool of one connection the run is recorded at once: its lock has a connection of its own, counted in the budget', async () => {
