@@ -91,6 +91,7 @@ export class PgcrewClient extends pg.Client {
   /** The server forgot this session's prepared statements: so do we, and pg (it would skip the Parse). */
   #forgetStatements(): void {
     this.#names.clear()
+    this.#beginNames.clear()
     const connection = (this as unknown as { connection: WireConnection }).connection
     connection.parsedStatements = {}
     connection.submittedNamedStatements = {}
@@ -139,6 +140,56 @@ export class PgcrewClient extends pg.Client {
       })
     }
     super.query(text, values as unknown[], callback)
+  }
+
+  /** Whether `text` may go out inside another submittable (BEGIN with it): not one that `statement` must watch. */
+  joinsBegin(text: string): boolean {
+    return !TAINTS.test(text) && !FORGETS_STATEMENTS.test(text)
+  }
+
+  /**
+   * SQL text → the name it runs under as a transaction's first statement, sent with its BEGIN
+   * (begin-with.ts). Names of their own: that submittable closes a statement it does not know to be
+   * parsed before parsing it (a Parse that succeeded before its Execute failed is never recorded),
+   * which #named's pg Query does not, so one name for both let a failed first statement leave a
+   * statement behind that the next plain use of the text met as "already exists" (42P05).
+   */
+  readonly #beginNames = new Map<string, string>()
+
+  /** The name `text` runs under as a first statement sent with BEGIN ('' for none: prepareStatements off, or the cap reached). */
+  statementNameFor(text: string): string {
+    if (!this.#prepare) return ''
+    let name = this.#beginNames.get(text)
+    if (name === undefined) {
+      if (this.#beginNames.size >= MAX_NAMED_STATEMENTS) return ''
+      name = `${statementName(text)}_b`
+      this.#beginNames.set(text, name)
+    }
+    return name
+  }
+
+  /** Such a first statement failed: a stale one (0A000, 26000) gets a fresh name, as in #named. */
+  statementFailed(text: string, error: unknown): void {
+    if (STALE_STATEMENT.has((error as { code?: string }).code ?? '') && this.#beginNames.has(text)) this.#beginNames.set(text, `${statementName(text)}_b${++this.#generation}`)
+  }
+
+  #beginsInFlight = 0
+
+  /**
+   * A BEGIN sent without waiting for it (a transaction opened lazily): until it is answered, pg's
+   * status still says idle, yet everything queued behind it runs inside that transaction. So the
+   * status reads 'T' meanwhile, for the checks that ask it (a transaction-scoped lock, migrate).
+   */
+  beginSent(answered: Promise<unknown>): void {
+    this.#beginsInFlight++
+    const done = (): void => {
+      this.#beginsInFlight--
+    }
+    answered.then(done, done)
+  }
+
+  override getTransactionStatus(): ReturnType<pg.Client['getTransactionStatus']> {
+    return this.#beginsInFlight > 0 ? 'T' : super.getTransactionStatus()
   }
 
   /**

@@ -1,9 +1,19 @@
 import { createRequire } from 'node:module'
 import type pg from 'pg'
-import { statementName } from '../connect/connect-client.ts'
+import { statementName, type PgcrewClient } from '../connect/connect-client.ts'
 
 // node-postgres' own value serialisation, so parameters encode exactly as in client.query.
-const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue(value: unknown): unknown }
+const require = createRequire(import.meta.url)
+const { prepareValue } = require('pg/lib/utils.js') as { prepareValue(value: unknown): unknown }
+// node-postgres' own result builder, so rows parse exactly as in client.query (the client's type parsers included).
+const Result = require('pg/lib/result.js') as new (rowMode?: string, types?: unknown) => PgResult
+
+interface PgResult extends pg.QueryResult {
+  addFields(fields: unknown[]): void
+  parseRow(fields: unknown[]): unknown
+  addRow(row: unknown): void
+  addCommandComplete(msg: { text: string }): void
+}
 
 type WireConnection = {
   stream: { cork?: () => void; uncork?: () => void }
@@ -11,6 +21,7 @@ type WireConnection = {
   parse(msg: { name: string; text: string; types: number[] }): void
   close(msg: { type: 'S' | 'P'; name: string }): void
   bind(msg: { statement: string; values: unknown[]; valueMapper: (v: unknown) => unknown }): void
+  describe(msg: { type: 'P'; name: string }): void
   execute(msg: { portal: string }): void
   sync(): void
 }
@@ -51,8 +62,21 @@ export class BeginWith {
   #resolve!: (r: FirstResult) => void
   #reject!: (e: unknown) => void
   #connection: WireConnection | undefined
+  /**
+   * With `rows`: the statement's full result, built by pg's own Result. Named `_result` because
+   * pg's client gives a submittable's `_result` its type parsers when it queues it.
+   */
+  readonly _result: PgResult | undefined
+  /** A row that its type parser refused: reported when the statement's round trip ends. */
+  #rowError: unknown
 
-  constructor(begin: string, text: string, values: unknown[], named: boolean, commitFirst = false) {
+  /** Told when the statement fails (the client renames a stale named statement). */
+  readonly #onError: ((error: unknown) => void) | undefined
+
+  /** `name`: the statement's name as a named prepared statement, '' to send it unnamed. */
+  constructor(begin: string, text: string, values: unknown[], name: string, commitFirst = false, rows = false, onError?: (error: unknown) => void) {
+    if (rows) this._result = new Result()
+    this.#onError = onError
     if (commitFirst) {
       this.commit = new Promise((resolve, reject) => (this.#commitSettle = { resolve, reject }))
       this.commit.catch(() => {})
@@ -60,7 +84,7 @@ export class BeginWith {
     this.#begin = begin
     this.#text = text
     this.#values = values
-    this.#name = named ? statementName(text) : ''
+    this.#name = name
     this.result = new Promise((resolve, reject) => {
       this.#resolve = resolve
       this.#reject = reject
@@ -90,6 +114,7 @@ export class BeginWith {
         connection.parse({ name: this.#name, text: this.#text, types: [] })
       }
       connection.bind({ statement: this.#name, values: this.#values, valueMapper: prepareValue })
+      if (this._result) connection.describe({ type: 'P', name: '' })
       connection.execute({ portal: '' })
       connection.sync()
     } finally {
@@ -98,8 +123,13 @@ export class BeginWith {
   }
 
   handleCommandComplete(msg: { text: string }): void {
-    if (this.#commitSettle && this.#completes++ === 0) return this.#commitSettle.resolve(msg.text)
+    const index = this.#completes++
+    if (this.#commitSettle && index === 0) return this.#commitSettle.resolve(msg.text)
     // BEGIN reports "BEGIN"; the statement "INSERT 0 1", "UPDATE 3"…: the last number is its row count.
+    if (this._result) {
+      if (index === (this.#commitSettle ? 2 : 1)) this._result.addCommandComplete(msg)
+      return
+    }
     const count = /(\d+)$/.exec(msg.text)
     this.#rowCount = count ? Number(count[1]) : null
   }
@@ -109,6 +139,7 @@ export class BeginWith {
   handleError(error: unknown): void {
     // The server has no such statement (DISCARD ALL behind our back): parse it afresh next time.
     if (this.#name !== '' && (error as { code?: string }).code === '26000') delete this.#connection?.parsedStatements[this.#name]
+    this.#onError?.(error)
     if (this.#commitSettle && this.#completes === 0) {
       // The COMMIT failed: nothing after it ran (no transaction is open).
       this.#commitSettle.reject(error)
@@ -120,11 +151,22 @@ export class BeginWith {
   handleReadyForQuery(): void {
     // Both parsed: the named statement is this connection's from now on (pg skips its Parse next time).
     if (this.#name !== '') this.#connection!.parsedStatements[this.#name] = this.#text
-    this.#resolve({ rowCount: this.#rowCount })
+    if (this.#rowError !== undefined) return this.#reject(this.#rowError)
+    this.#resolve(this._result ?? { rowCount: this.#rowCount })
   }
 
-  handleRowDescription(): void {}
-  handleDataRow(): void {}
+  handleRowDescription(msg: { fields: unknown[] }): void {
+    this._result?.addFields(msg.fields)
+  }
+
+  handleDataRow(msg: { fields: unknown[] }): void {
+    if (!this._result || this.#rowError !== undefined) return
+    try {
+      this._result.addRow(this._result.parseRow(msg.fields))
+    } catch (error) {
+      this.#rowError = error
+    }
+  }
   handleEmptyQuery(): void {}
   handlePortalSuspended(): void {}
   handleCopyInResponse(): void {}
@@ -133,19 +175,33 @@ export class BeginWith {
 
 /** Send BEGIN and `text` in one round trip on `client`; resolves with the statement's row count. */
 export function beginWith(client: pg.ClientBase, begin: string, text: string, values: unknown[]): Promise<FirstResult> {
-  const named = (client as { preparesStatements?: boolean }).preparesStatements === true
-  const submittable = new BeginWith(begin, text, values, named)
+  const submittable = new BeginWith(begin, text, values, namedFor(client, text))
   client.query(submittable as never)
   return submittable.result
 }
+
+/** The pipeline's statements (the ledger claim): named by their text when the client prepares statements. */
+const namedFor = (client: pg.ClientBase, text: string): string => ((client as { preparesStatements?: boolean }).preparesStatements === true ? statementName(text) : '')
 
 /**
  * COMMIT the open transaction on `client` and open the next with its first statement, in one round
  * trip (one write, one Sync): the pipeline's lanes save a round trip per task so.
  */
 export function commitThenBegin(client: pg.ClientBase, begin: string, text: string, values: unknown[]): CommitThenBegin {
-  const named = (client as { preparesStatements?: boolean }).preparesStatements === true
-  const submittable = new BeginWith(begin, text, values, named, true)
+  const submittable = new BeginWith(begin, text, values, namedFor(client, text), true)
   client.query(submittable as never)
   return { commit: submittable.commit!, begin: submittable.result }
+}
+
+/**
+ * BEGIN and a statement that may return rows, in one round trip: what `client.query(text, values)`
+ * answers, with the BEGIN in front of it. A transaction's first statement goes out so (Transaction).
+ */
+export function beginWithRows(client: PgcrewClient, begin: string, text: string, values: unknown[]): Promise<pg.QueryResult> {
+  // Named as the client names it (its cap on named statements, a fresh name for a stale one).
+  const submittable = new BeginWith(begin, text, values, client.statementNameFor(text), false, true, (error) => client.statementFailed(text, error))
+  client.query(submittable as never)
+  const result = submittable.result as unknown as Promise<pg.QueryResult>
+  client.beginSent(result)
+  return result
 }

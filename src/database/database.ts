@@ -658,7 +658,7 @@ export class Database implements AsyncDisposable {
   readonly #laneHost: LaneHost = {
     lease: () => this.#lease(true),
     reusable: () => this.#executor?.pooling === 'pooled' && !activeScope(this.#scopes),
-    open: (client) => new Transaction(client, 0, undefined, this.#scope),
+    open: (client, begin) => new Transaction(client, 0, undefined, this.#scope, begin),
     run: (tx, fn) => this.#context.run(tx, fn),
   }
 

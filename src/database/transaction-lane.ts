@@ -27,9 +27,18 @@ export interface LaneHost {
   lease(): Promise<Lease>
   /** Whether one lease may carry one transaction after another (a pool; not a connection per transaction, not a scope). */
   reusable(): boolean
-  open(client: Lease['client']): Transaction
+  /** A Transaction on `client`; with `begin`, one whose BEGIN has not been sent (it goes with its first statement). */
+  open(client: Lease['client'], begin?: string): Transaction
   run<T>(tx: Transaction, fn: () => Promise<T>): Promise<T>
 }
+
+/**
+ * An item without a first statement opens lazily: no round trip before its work, BEGIN goes out with
+ * the work's first statement (Transaction.query), and a transaction that sent nothing sends no
+ * COMMIT either. Measured on raw pg (4 connections, fsync on): a one-UPDATE transaction 1.13–1.14×
+ * as fast with BEGIN in the UPDATE's write, at 0.73× the client CPU.
+ */
+const lazily = (item: LaneItem<unknown>, begun: Promise<FirstResult> | undefined): boolean => !item.first && !begun
 
 /** What `run` sees of the first statement when the item has none. */
 const NO_FIRST: FirstResult = Object.freeze({ rowCount: null })
@@ -84,20 +93,24 @@ async function onLease<T>(host: LaneHost, lease: Lease, first: LaneItem<T>, next
     try {
       // Taken out first: from here on `begun` is only ever the following item's (a failed claim of this
       // one leaves a failed transaction that the catch below must roll back).
-      const opening = begun ?? open(client, current)
+      const lazy = lazily(current, begun)
+      const opening = lazy ? undefined : (begun ?? open(client, current))
       begun = undefined
-      const answer = await opening
+      const answer = opening && (await opening)
       const firstResult = current.first ? (answer as FirstResult) : NO_FIRST
       opened = true
-      const t = (tx = host.open(client))
+      const t = (tx = host.open(client, lazy ? (current.begin ?? 'BEGIN') : undefined))
       const value = await host.run(t, () => current.run(t, firstResult))
       // From here on nothing may use this transaction: a savepoint still running (not awaited by run)
       // fails with TRANSACTION_FINISHED instead of landing in whatever the connection does next.
       t.finish()
       if (t.lostWork) throw new PgcrewError('TRANSACTION_INTERLEAVED', `rolled back: ${t.lostWork}`)
       following = reusable && !t.pinned ? next() : undefined
+      if (t.beginError !== undefined) throw t.beginError
       let tag: string
-      if (following?.first) {
+      // Opened lazily and nothing sent: no transaction on the server, nothing to commit.
+      if (t.beginPending) tag = 'COMMIT'
+      else if (following?.first) {
         const both = commitThenBegin(client, following.begin ?? 'BEGIN', following.first.text, following.first.values)
         try {
           tag = await both.commit
@@ -118,7 +131,9 @@ async function onLease<T>(host: LaneHost, lease: Lease, first: LaneItem<T>, next
       // With the following item's transaction open behind it, this one has ended already (its COMMIT answered).
       if (!begun) {
         try {
-          if (!opened || client.getTransactionStatus?.() !== 'I') await client.query('ROLLBACK')
+          // A lazily sent BEGIN may still be on its way (the work threw before awaiting its first
+          // statement), so the status is no guide then either: ROLLBACK, queued behind it.
+          if (!opened || tx?.begunLazily || client.getTransactionStatus?.() !== 'I') await client.query('ROLLBACK')
         } catch {
           destroy = true
         }

@@ -1,6 +1,8 @@
 import type pg from 'pg'
 import { PgcrewError } from '../errors/pgcrew-error.ts'
 import { DatabaseError, InFailedSqlTransaction, mapDatabaseError } from '../errors/database-error.ts'
+import { PgcrewClient } from '../connect/connect-client.ts'
+import { beginWithRows } from './begin-with.ts'
 import { callerError, runOn } from './database-executor.ts'
 
 /** Options of `db.transaction`; only the outermost call may set them. */
@@ -36,6 +38,16 @@ export interface TransactionScope {
   run<T>(tx: Transaction, fn: () => T): T
   /** The transaction the calling code runs inside, if any. */
   current(): Transaction | undefined
+}
+
+/**
+ * Whether a transaction's first statement can carry its BEGIN: one with parameters (pg sends those
+ * in the extended protocol anyway, which takes one statement per Parse) that pgcrew's client does
+ * not have to watch (a role switch, DISCARD ALL: its `statement` path looks at those).
+ */
+function joinsBegin(client: pg.ClientBase, text: string, values: unknown[] | undefined): client is PgcrewClient {
+  if (!Array.isArray(values) || values.length === 0) return false
+  return client instanceof PgcrewClient && client.joinsBegin(text)
 }
 
 const NO_SCOPE: TransactionScope = { run: (_tx, fn) => fn(), current: () => undefined }
@@ -79,15 +91,65 @@ export class Transaction {
   /** Set when the transaction ended while pinned: gives the connection back once the last pin goes. */
   #giveBackLater: ((broken: boolean) => Promise<void>) | undefined
 
+  readonly #client: pg.ClientBase
+  /**
+   * The BEGIN not sent yet (an outermost transaction opened lazily): it goes out in one round trip
+   * with the first statement (`query` with parameters), or on its own, queued ahead of anything else,
+   * as soon as something else needs the connection (`client`, a savepoint). Undefined once sent.
+   */
+  #pendingBegin: string | undefined
+  /** Whether this transaction was opened lazily and its BEGIN has gone out since. */
+  #begunLazily = false
+  /** A lazily sent BEGIN that failed: the transaction must not commit. */
+  #beginError: unknown
+
   constructor(
-    /** The connection this transaction runs on (for pg-cursor, COPY streams…). */
-    readonly client: pg.ClientBase,
+    /** The connection this transaction runs on. */
+    client: pg.ClientBase,
     /** 0 for the outermost transaction, 1+ inside savepoints. */
     readonly depth = 0,
     /** The enclosing transaction of a savepoint. */
     readonly parent?: Transaction,
     readonly scope: TransactionScope = parent?.scope ?? NO_SCOPE,
-  ) {}
+    /** For an outermost transaction: the BEGIN to send with its first statement (see #pendingBegin); without it, BEGIN has been sent. */
+    begin?: string,
+  ) {
+    this.#client = client
+    this.#pendingBegin = begin
+  }
+
+  /**
+   * The connection this transaction runs on (for pg-cursor, COPY streams…). Reading it sends a
+   * pending BEGIN first: pg runs a connection's queries in the order they were queued.
+   */
+  get client(): pg.ClientBase {
+    if (this.#pendingBegin !== undefined) this.#sendBegin()
+    return this.#client
+  }
+
+  /** Whether BEGIN was held back and has gone out since: the transaction is open (or opening) on the server. */
+  get begunLazily(): boolean {
+    return this.#begunLazily
+  }
+
+  /** Whether a BEGIN is still held back: nothing of this transaction has reached the server. */
+  get beginPending(): boolean {
+    return this.#pendingBegin !== undefined
+  }
+
+  /** A held-back BEGIN that failed once sent. */
+  get beginError(): unknown {
+    return this.#beginError
+  }
+
+  #sendBegin(): void {
+    const begin = this.#pendingBegin!
+    this.#pendingBegin = undefined
+    this.#begunLazily = true
+    const answered = runOn(this.#client, begin)
+    answered.catch((error: unknown) => (this.#beginError ??= error))
+    if (this.#client instanceof PgcrewClient) this.#client.beginSent(answered)
+  }
 
   /** False once the outermost transaction has committed or rolled back: its connection is gone. */
   get active(): boolean {
@@ -200,7 +262,16 @@ export class Transaction {
   async query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>> {
     this.noteUse()
     try {
-      return await (typeof text === 'string' ? runOn<R>(this.client, text, values) : this.client.query<R>(text, values))
+      const client = this.#client
+      if (this.#pendingBegin !== undefined && typeof text === 'string' && joinsBegin(client, text, values)) {
+        // The first statement, with parameters (so in the extended protocol in any case): BEGIN goes with it.
+        const begin = this.#pendingBegin
+        this.#pendingBegin = undefined
+        this.#begunLazily = true
+        return (await beginWithRows(client, begin, text, values!)) as pg.QueryResult<R>
+      }
+      const c = this.client
+      return await (typeof text === 'string' ? runOn<R>(c, text, values) : c.query<R>(text, values))
     } catch (error) {
       const mapped = callerError(error)
       // The statement ran in whichever savepoint is innermost on the server, not necessarily this one.

@@ -8,7 +8,7 @@ import { Database, TRANSACTION_FROM, TRANSACTION_LANE } from '../../src/database
 import type { LaneItem } from '../../src/database/transaction-lane.ts'
 import type { Transaction } from '../../src/database/transaction.ts'
 import type { FirstResult } from '../../src/database/begin-with.ts'
-import { cleanEnv, freshDatabase } from '../helpers.ts'
+import { cleanEnv, eventually, freshDatabase } from '../helpers.ts'
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown }
 
@@ -187,5 +187,131 @@ describe('transaction lane', () => {
     assert.deepEqual(outcomes[1], { ok: true, value: 0 })
     assert.notEqual(pids[0], pids[1])
     await held!.release()
+  })
+})
+
+// db.transaction is a lane of one whose item has no first statement: its BEGIN waits for the work's
+// first statement and goes out with it (one round trip less), or alone, queued ahead, as soon as
+// anything else needs the connection.
+describe('db.transaction: BEGIN goes out with the first statement', () => {
+  /** Whether the session is outside a transaction now (inside one, now() is the transaction's start). */
+  const autocommit = async (db: Database): Promise<boolean> => (await db.query<{ a: boolean }>('SELECT now() = statement_timestamp() AS a')).rows[0]!.a
+
+  test('a one-statement transaction takes 2 round trips, not 3; its result is what db.query gives, types parsed', async () => {
+    const { url } = await freshDatabase('lazyrt')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    const roundTrips = countRoundTrips(db)
+    await db.query('CREATE TABLE t (k int PRIMARY KEY, at timestamptz, doc jsonb, tags text[])')
+    await db.query("INSERT INTO t VALUES (1, '2026-01-02T03:04:05Z', '{\"a\": [1, 2]}', '{x,y}')")
+    const sql = 'SELECT k, at, doc, tags, k * $2::numeric AS scaled FROM t WHERE k = $1'
+    const outside = await db.query(sql, [1, 1.5])
+    const before = roundTrips.count()
+    const inside = await db.transaction((tx) => tx.query(sql, [1, 1.5]))
+    assert.equal(roundTrips.count() - before, 2, 'BEGIN + SELECT, then COMMIT')
+    assert.deepEqual(inside.rows, outside.rows)
+    assert.deepEqual(inside.rows, [{ k: 1, at: new Date('2026-01-02T03:04:05Z'), doc: { a: [1, 2] }, tags: ['x', 'y'], scaled: '1.5' }])
+    assert.deepEqual([inside.command, inside.rowCount, inside.fields.map((f) => f.name)], ['SELECT', 1, ['k', 'at', 'doc', 'tags', 'scaled']])
+    // A write's count, and an empty transaction sends nothing at all.
+    const written = await db.transaction((tx) => tx.query('UPDATE t SET k = k WHERE k >= $1', [0]))
+    assert.deepEqual([written.command, written.rowCount, written.rows], ['UPDATE', 1, []])
+    const quiet = roundTrips.count()
+    assert.equal(await db.transaction(async () => 42), 42)
+    assert.equal(roundTrips.count() - quiet, 0)
+  })
+
+  test('isolation and read only reach the BEGIN that goes with the first statement', async () => {
+    const { url } = await freshDatabase('lazyiso')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    const { rows } = await db.transaction(
+      (tx) => tx.query<{ i: string; r: string }>("SELECT current_setting('transaction_isolation') AS i, current_setting('transaction_read_only') AS r WHERE $1::int = 1", [1]),
+      { isolation: 'serializable', readOnly: true },
+    )
+    assert.deepEqual(rows, [{ i: 'serializable', r: 'on' }])
+  })
+
+  test('a first statement that fails rolls the transaction back, typed, and the connection comes back outside a transaction', async () => {
+    const { url } = await freshDatabase('lazyfail')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await db.query('CREATE TABLE t (k int PRIMARY KEY)')
+    await db.query('INSERT INTO t VALUES (1)')
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(
+        db.transaction(async (tx) => {
+          await tx.query('INSERT INTO t VALUES ($1)', [1])
+          await tx.query('INSERT INTO t VALUES ($1)', [2])
+        }),
+        { code: '23505', name: 'UniqueViolation' },
+      )
+    }
+    // A caught first failure cannot be committed: the server refuses everything after it.
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.query('INSERT INTO t VALUES ($1)', [1]).catch(() => {})
+      }),
+      { code: '25P02' },
+    )
+    assert.equal(await autocommit(db), true)
+    assert.deepEqual((await db.query('SELECT k FROM t ORDER BY k')).rows, [{ k: 1 }])
+    // The same statement, now valid, still runs as the first of a transaction and on its own: the
+    // failed ones were parsed before their Execute failed, and no Parse meets "already exists" (42P05).
+    await db.query('INSERT INTO t VALUES ($1)', [3])
+    await db.transaction((tx) => tx.query('INSERT INTO t VALUES ($1)', [2]))
+    await db.transaction(async (tx) => {
+      await tx.query('SELECT 1 WHERE $1::int = 1', [1])
+      await tx.query('INSERT INTO t VALUES ($1)', [4])
+    })
+    assert.deepEqual((await db.query('SELECT k FROM t ORDER BY k')).rows, [{ k: 1 }, { k: 2 }, { k: 3 }, { k: 4 }])
+  })
+
+  test('work that throws before its first statement is answered: nothing commits, and the connection is not lent inside a transaction', async () => {
+    const { url } = await freshDatabase('lazythrow')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await db.query('CREATE TABLE t (k int PRIMARY KEY)')
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        void tx.query('INSERT INTO t VALUES ($1)', [1]).catch(() => {})
+        throw new Error('before the insert was answered')
+      }),
+      /before the insert was answered/,
+    )
+    // Read first, then a statement on the raw client: BEGIN went ahead of it, so it is undone too.
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.client.query('INSERT INTO t VALUES (2)')
+        throw new Error('undo it')
+      }),
+      /undo it/,
+    )
+    assert.equal(await autocommit(db), true)
+    assert.deepEqual((await db.query('SELECT count(*)::int AS n FROM t')).rows, [{ n: 0 }])
+  })
+
+  test('without parameters the first statement goes alone after its BEGIN, so several statements in one string still run', async () => {
+    const { url } = await freshDatabase('lazymulti')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await db.query('CREATE TABLE t (k int PRIMARY KEY)')
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.query('INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)')
+        throw new Error('undo both')
+      }),
+      /undo both/,
+    )
+    assert.deepEqual((await db.query('SELECT count(*)::int AS n FROM t')).rows, [{ n: 0 }])
+  })
+
+  test('the server ends the session during the first statement: the transaction fails with a connection error, the next one runs on a new connection', async () => {
+    const { url } = await freshDatabase('lazykill')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await using killer = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await db.query('CREATE TABLE t (k int PRIMARY KEY)')
+    const pid = (await db.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid
+    const running = db.transaction((tx) => tx.query('INSERT INTO t SELECT $1 FROM pg_sleep(5)', [1]))
+    running.catch(() => {})
+    await eventually(async () => (await killer.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1 AND query LIKE 'INSERT INTO t%'", [pid])).rows[0]!.n === 1)
+    await killer.query('SELECT pg_terminate_backend($1)', [pid])
+    await assert.rejects(running, (error: Error & { code?: string }) => /^(57P01|08)/.test(error.code ?? '') || /terminat|Connection terminated/i.test(error.message))
+    await db.transaction((tx) => tx.query('INSERT INTO t VALUES ($1)', [2]))
+    assert.deepEqual((await killer.query('SELECT k FROM t')).rows, [{ k: 2 }])
   })
 })

@@ -1,6 +1,7 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Database } from '../../src/database/database.ts'
+import type { Transaction } from '../../src/database/transaction.ts'
 import { UndefinedColumn } from '../../src/errors/database-error.ts'
 import { prepare } from '../../src/toolkit/prepared.ts'
 import { admin, atEnd, cleanEnv, eventually, freshDatabase } from '../helpers.ts'
@@ -123,10 +124,17 @@ describe('statements with parameters run as named prepared statements (prepareSt
     // The cached plan's result type changed (0A000): resent under a fresh name, it sees the new column.
     assert.deepEqual((await db.query(select, [1])).rows, [{ id: 1, v: 'x' }])
     await db.query('ALTER TABLE t ADD COLUMN w int DEFAULT 7')
+    // Inside a transaction (here its second statement) the statement ran and failed: the error stands.
+    const second = (tx: Transaction) => tx.query('SELECT 1 WHERE $1::int = 1', [1]).then(() => tx.query(select, [1]))
+    await assert.rejects(db.transaction(second), { code: '0A000' })
+    assert.deepEqual((await db.transaction(second)).rows, [{ id: 1, v: 'x', w: 7 }])
+    // A transaction's first statement goes out with its BEGIN under a name of its own: the same rule.
+    assert.deepEqual((await db.transaction((tx) => tx.query(select, [1]))).rows, [{ id: 1, v: 'x', w: 7 }])
+    await db.query('ALTER TABLE t ADD COLUMN z int DEFAULT 8')
     await assert.rejects(
       db.transaction((tx) => tx.query(select, [1])),
       { code: '0A000' },
     )
-    assert.deepEqual((await db.transaction((tx) => tx.query(select, [1]))).rows, [{ id: 1, v: 'x', w: 7 }])
+    assert.deepEqual((await db.transaction((tx) => tx.query(select, [1]))).rows, [{ id: 1, v: 'x', w: 7, z: 8 }])
   })
 })
