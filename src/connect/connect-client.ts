@@ -105,7 +105,7 @@ export class PgcrewClient extends pg.Client {
   #named(text: string, values: unknown[], callback: StatementCallback, retried: boolean): void {
     let name = this.#names.get(text)
     if (name === undefined) {
-      if (this.#names.size >= MAX_NAMED_STATEMENTS) return void super.query(text, values, callback)
+      if (this.#names.size + this.#beginNames.size >= MAX_NAMED_STATEMENTS) return void super.query(text, values, callback)
       name = statementName(text)
       this.#names.set(text, name)
     }
@@ -161,7 +161,8 @@ export class PgcrewClient extends pg.Client {
     if (!this.#prepare) return ''
     let name = this.#beginNames.get(text)
     if (name === undefined) {
-      if (this.#beginNames.size >= MAX_NAMED_STATEMENTS) return ''
+      // One cap for both maps: at most MAX_NAMED_STATEMENTS prepared statements per connection.
+      if (this.#names.size + this.#beginNames.size >= MAX_NAMED_STATEMENTS) return ''
       name = `${statementName(text)}_b`
       this.#beginNames.set(text, name)
     }

@@ -69,6 +69,8 @@ export class BeginWith {
   readonly _result: PgResult | undefined
   /** A row that its type parser refused: reported when the statement's round trip ends. */
   #rowError: unknown
+  /** The statement's values could not be serialised: nothing of it ran, whatever the server answers. */
+  #failed: unknown
 
   /** Told when the statement fails (the client renames a stale named statement). */
   readonly #onError: ((error: unknown) => void) | undefined
@@ -113,7 +115,16 @@ export class BeginWith {
         if (this.#name !== '') connection.close({ type: 'S', name: this.#name })
         connection.parse({ name: this.#name, text: this.#text, types: [] })
       }
-      connection.bind({ statement: this.#name, values: this.#values, valueMapper: prepareValue })
+      try {
+        connection.bind({ statement: this.#name, values: this.#values, valueMapper: prepareValue })
+      } catch (error) {
+        // A value pg cannot serialise (a BigInt inside JSON, a throwing toPostgres): no Execute, but
+        // the Sync still goes out, or the server never answers and the connection hangs on this
+        // query. The error goes to the caller; what was sent (a BEGIN) is rolled back by its lane.
+        this.#failed = error
+        connection.sync()
+        return
+      }
       if (this._result) connection.describe({ type: 'P', name: '' })
       connection.execute({ portal: '' })
       connection.sync()
@@ -149,6 +160,8 @@ export class BeginWith {
   }
 
   handleReadyForQuery(): void {
+    // Not bound: the Parse may or may not have run; left unrecorded, the next use closes and parses it afresh.
+    if (this.#failed !== undefined) return this.#reject(this.#failed)
     // Both parsed: the named statement is this connection's from now on (pg skips its Parse next time).
     if (this.#name !== '') this.#connection!.parsedStatements[this.#name] = this.#text
     if (this.#rowError !== undefined) return this.#reject(this.#rowError)
@@ -200,8 +213,8 @@ export function commitThenBegin(client: pg.ClientBase, begin: string, text: stri
 export function beginWithRows(client: PgcrewClient, begin: string, text: string, values: unknown[]): Promise<pg.QueryResult> {
   // Named as the client names it (its cap on named statements, a fresh name for a stale one).
   const submittable = new BeginWith(begin, text, values, client.statementNameFor(text), false, true, (error) => client.statementFailed(text, error))
-  client.query(submittable as never)
   const result = submittable.result as unknown as Promise<pg.QueryResult>
   client.beginSent(result)
+  client.query(submittable as never)
   return result
 }

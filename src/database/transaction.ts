@@ -123,7 +123,9 @@ export class Transaction {
    * pending BEGIN first: pg runs a connection's queries in the order they were queued.
    */
   get client(): pg.ClientBase {
-    if (this.#pendingBegin !== undefined) this.#sendBegin()
+    // Not once the transaction has ended: its connection may be someone else's by now (the caller's
+    // next step refuses with TRANSACTION_FINISHED), and a BEGIN sent there would swallow their work.
+    if (this.#pendingBegin !== undefined && this.active) this.#sendBegin()
     return this.#client
   }
 

@@ -8,6 +8,7 @@ import { Database, TRANSACTION_FROM, TRANSACTION_LANE } from '../../src/database
 import type { LaneItem } from '../../src/database/transaction-lane.ts'
 import type { Transaction } from '../../src/database/transaction.ts'
 import type { FirstResult } from '../../src/database/begin-with.ts'
+import { advisoryLock } from '../../src/toolkit/advisory-lock.ts'
 import { cleanEnv, eventually, freshDatabase } from '../helpers.ts'
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown }
@@ -284,6 +285,41 @@ describe('db.transaction: BEGIN goes out with the first statement', () => {
     )
     assert.equal(await autocommit(db), true)
     assert.deepEqual((await db.query('SELECT count(*)::int AS n FROM t')).rows, [{ n: 0 }])
+  })
+
+  test('a first statement whose value pg cannot serialise fails at once, and the connection is not left waiting for the server', async () => {
+    const { url } = await freshDatabase('lazybind')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<'hung'>((r) => (timer = setTimeout(() => r('hung'), 5000)))
+    const outcome = await Promise.race([
+      db
+        .transaction((tx) => tx.query('SELECT $1::jsonb AS j', [{ n: 1n }]))
+        .then(
+          () => 'ran',
+          (error: Error) => error.message,
+        ),
+      late,
+    ]).finally(() => clearTimeout(timer))
+    assert.match(outcome, /BigInt/)
+    // The one connection is free again, outside a transaction.
+    assert.equal(await autocommit(db), true)
+    assert.deepEqual((await db.transaction((tx) => tx.query('SELECT $1::jsonb AS j', [{ n: 1 }]))).rows, [{ j: { n: 1 } }])
+  })
+
+  test("a transaction that sent nothing and has ended sends no BEGIN when the toolkit is handed it later: the next borrower's work commits", async () => {
+    const { url } = await freshDatabase('lazyended')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await using reader = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await db.query('CREATE TABLE t (k int PRIMARY KEY)')
+    let saved: Transaction | undefined
+    await db.transaction(async (tx) => {
+      saved = tx
+    })
+    await assert.rejects(advisoryLock(saved!, 1), { code: 'TRANSACTION_FINISHED' })
+    await db.query('INSERT INTO t VALUES ($1)', [1])
+    assert.deepEqual((await reader.query('SELECT k FROM t')).rows, [{ k: 1 }])
+    assert.equal(await autocommit(db), true)
   })
 
   test('without parameters the first statement goes alone after its BEGIN, so several statements in one string still run', async () => {

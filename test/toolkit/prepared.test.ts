@@ -113,6 +113,18 @@ describe('statements with parameters run as named prepared statements (prepareSt
     assert.deepEqual((await db.query('SELECT id FROM t WHERE id = $1', [1])).rows, [{ id: 1 }])
   })
 
+  it("are at most 256 per connection, counting those sent as a transaction's first statement with its BEGIN", async () => {
+    const { url } = await freshDatabase('prepcap')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    for (let i = 0; i < 300; i++) {
+      const text = `SELECT $1::int + ${i} AS n`
+      assert.deepEqual((await db.query(text, [1])).rows, [{ n: 1 + i }])
+      assert.deepEqual((await db.transaction((tx) => tx.query(text, [2]))).rows, [{ n: 2 + i }])
+    }
+    const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_prepared_statements')
+    assert.equal(rows[0]!.n, 256)
+  })
+
   it('see a changed table: outside a transaction the statement is parsed again, inside one the error stands', async () => {
     const { url } = await freshDatabase('prepalter')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
