@@ -42,6 +42,18 @@ export interface CommitThenBegin {
 /** The reason `CommitThenBegin.begin` rejects when its COMMIT failed: the server skipped the rest. */
 export const NOT_BEGUN = Symbol('not begun: the COMMIT before it failed')
 
+/** How a BeginWith goes out. */
+interface BeginWithOptions {
+  /** The statement's name as a named prepared statement; '' sends it unnamed. */
+  name: string
+  /** COMMIT the open transaction first, in the same write (commitThenBegin). */
+  commitFirst?: boolean
+  /** Collect the statement's rows (beginWithRows); otherwise only its row count. */
+  rows?: boolean
+  /** Told when the statement fails (the client renames a stale named statement). */
+  onError?: (error: unknown) => void
+}
+
 /**
  * A node-postgres "submittable" that opens a transaction and runs its first statement in one round
  * trip: BEGIN and the statement go out as one write (extended protocol, one Sync). A BEGIN in the
@@ -72,21 +84,19 @@ export class BeginWith {
   /** The statement's values could not be serialised: nothing of it ran, whatever the server answers. */
   #failed: unknown
 
-  /** Told when the statement fails (the client renames a stale named statement). */
   readonly #onError: ((error: unknown) => void) | undefined
 
-  /** `name`: the statement's name as a named prepared statement, '' to send it unnamed. */
-  constructor(begin: string, text: string, values: unknown[], name: string, commitFirst = false, rows = false, onError?: (error: unknown) => void) {
-    if (rows) this._result = new Result()
-    this.#onError = onError
-    if (commitFirst) {
+  constructor(begin: string, text: string, values: unknown[], how: BeginWithOptions) {
+    if (how.rows) this._result = new Result()
+    this.#onError = how.onError
+    if (how.commitFirst) {
       this.commit = new Promise((resolve, reject) => (this.#commitSettle = { resolve, reject }))
       this.commit.catch(() => {})
     }
     this.#begin = begin
     this.#text = text
     this.#values = values
-    this.#name = name
+    this.#name = how.name
     this.result = new Promise((resolve, reject) => {
       this.#resolve = resolve
       this.#reject = reject
@@ -188,7 +198,7 @@ export class BeginWith {
 
 /** Send BEGIN and `text` in one round trip on `client`; resolves with the statement's row count. */
 export function beginWith(client: pg.ClientBase, begin: string, text: string, values: unknown[]): Promise<FirstResult> {
-  const submittable = new BeginWith(begin, text, values, namedFor(client, text))
+  const submittable = new BeginWith(begin, text, values, { name: namedFor(client, text) })
   client.query(submittable as never)
   return submittable.result
 }
@@ -201,7 +211,7 @@ const namedFor = (client: pg.ClientBase, text: string): string => ((client as { 
  * trip (one write, one Sync): the pipeline's lanes save a round trip per task so.
  */
 export function commitThenBegin(client: pg.ClientBase, begin: string, text: string, values: unknown[]): CommitThenBegin {
-  const submittable = new BeginWith(begin, text, values, namedFor(client, text), true)
+  const submittable = new BeginWith(begin, text, values, { name: namedFor(client, text), commitFirst: true })
   client.query(submittable as never)
   return { commit: submittable.commit!, begin: submittable.result }
 }
@@ -212,7 +222,7 @@ export function commitThenBegin(client: pg.ClientBase, begin: string, text: stri
  */
 export function beginWithRows(client: PgcrewClient, begin: string, text: string, values: unknown[]): Promise<pg.QueryResult> {
   // Named as the client names it (its cap on named statements, a fresh name for a stale one).
-  const submittable = new BeginWith(begin, text, values, client.statementNameFor(text), false, true, (error) => client.statementFailed(text, error))
+  const submittable = new BeginWith(begin, text, values, { name: client.statementNameFor(text), rows: true, onError: (error) => client.statementFailed(text, error) })
   const result = submittable.result as unknown as Promise<pg.QueryResult>
   client.beginSent(result)
   client.query(submittable as never)

@@ -32,14 +32,6 @@ export interface LaneHost {
   run<T>(tx: Transaction, fn: () => Promise<T>): Promise<T>
 }
 
-/**
- * An item without a first statement opens lazily: no round trip before its work, BEGIN goes out with
- * the work's first statement (Transaction.query), and a transaction that sent nothing sends no
- * COMMIT either. Measured on raw pg (4 connections, fsync on): a one-UPDATE transaction 1.13–1.14×
- * as fast with BEGIN in the UPDATE's write, at 0.73× the client CPU.
- */
-const lazily = (item: LaneItem<unknown>, begun: Promise<FirstResult> | undefined): boolean => !item.first && !begun
-
 /** What `run` sees of the first statement when the item has none. */
 const NO_FIRST: FirstResult = Object.freeze({ rowCount: null })
 
@@ -93,7 +85,12 @@ async function onLease<T>(host: LaneHost, lease: Lease, first: LaneItem<T>, next
     try {
       // Taken out first: from here on `begun` is only ever the following item's (a failed claim of this
       // one leaves a failed transaction that the catch below must roll back).
-      const lazy = lazily(current, begun)
+      // An item without a first statement opens lazily: no round trip before its work, BEGIN goes out
+      // with the work's first statement (Transaction.query), and a transaction that sent nothing sends
+      // no COMMIT either. (Such an item never has `begun`: that is only made for an item with one.)
+      // Measured on raw pg (4 connections, fsync on): a one-UPDATE transaction 1.13–1.14× as fast with
+      // BEGIN in the UPDATE's write, at 0.73× the client CPU.
+      const lazy = !current.first
       const opening = lazy ? undefined : (begun ?? open(client, current))
       begun = undefined
       const answer = opening && (await opening)

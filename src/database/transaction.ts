@@ -144,11 +144,16 @@ export class Transaction {
     return this.#beginError
   }
 
-  #sendBegin(): void {
+  /** The held-back BEGIN, taken out to be sent now. */
+  #takeBegin(): string {
     const begin = this.#pendingBegin!
     this.#pendingBegin = undefined
     this.#begunLazily = true
-    const answered = runOn(this.#client, begin)
+    return begin
+  }
+
+  #sendBegin(): void {
+    const answered = runOn(this.#client, this.#takeBegin())
     answered.catch((error: unknown) => (this.#beginError ??= error))
     if (this.#client instanceof PgcrewClient) this.#client.beginSent(answered)
   }
@@ -267,10 +272,7 @@ export class Transaction {
       const client = this.#client
       if (this.#pendingBegin !== undefined && typeof text === 'string' && joinsBegin(client, text, values)) {
         // The first statement, with parameters (so in the extended protocol in any case): BEGIN goes with it.
-        const begin = this.#pendingBegin
-        this.#pendingBegin = undefined
-        this.#begunLazily = true
-        return (await beginWithRows(client, begin, text, values!)) as pg.QueryResult<R>
+        return (await beginWithRows(client, this.#takeBegin(), text, values!)) as pg.QueryResult<R>
       }
       const c = this.client
       return await (typeof text === 'string' ? runOn<R>(c, text, values) : c.query<R>(text, values))
