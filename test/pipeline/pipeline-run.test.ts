@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import { chmodSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { Database } from '../../src/database/database.ts'
 import { definePipeline, runPipeline } from '../../src/pipeline/pipeline.ts'
-import { admin, cleanEnv, eventually, freshDatabase, server } from '../helpers.ts'
+import { admin, atEnd, cleanEnv, eventually, freshDatabase, scratchDir, server } from '../helpers.ts'
 
 const fixture = (name: string) => new URL(`../fixtures/workers/${name}.ts`, import.meta.url)
 
@@ -157,12 +159,25 @@ describe('pgcrew run', () => {
   test('Ctrl-C in a terminal (SIGINT to the whole process group) with the temporary server: the server outlives it, the summary is printed, nothing is recorded as failed', async () => {
     const cli = new URL('../../src/cli.ts', import.meta.url).pathname
     const pipeline = new URL('../fixtures/pipelines/counter.ts', import.meta.url).pathname
-    // No PG* settings and no profile: `pgcrew run` starts its own temporary server. detached: its
-    // own process group, as a terminal's foreground job has.
-    const child = spawn(process.execPath, ['--import', 'tsx', cli, 'run', pipeline, '--threads', '2'], {
+    // No PG* settings and no profile: `pgcrew run` starts its own temporary server, in a project of
+    // its own (in this checkout's .pgcrew/data, every run of the suite resumed the last one's ledger
+    // until a run found all 3000 tasks done and never showed progress). detached: its own process
+    // group, as a terminal's foreground job has.
+    const project = scratchDir()
+    chmodSync(project, 0o755) // as root, the server runs as postgres and must reach .pgcrew/data
+    writeFileSync(join(project, 'package.json'), '{ "name": "ctrl-c-project" }\n')
+    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), cli, 'run', pipeline, '--threads', '2'], {
+      cwd: project,
       env: cleanEnv({ PGCREW_FIXTURE_N: '3000', PGCREW_FIXTURE_SLOW: '1' }),
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
+    })
+    atEnd(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL')
+      } catch {
+        // ended, as it should have
+      }
     })
     let out = ''
     let err = ''
