@@ -322,6 +322,25 @@ describe('db.transaction: BEGIN goes out with the first statement', () => {
     assert.equal(await autocommit(db), true)
   })
 
+  test('the session dies before a BEGIN queued ahead of work on tx.client: the transaction fails even when the work catches, and the next one runs on a new connection', async () => {
+    const { url } = await freshDatabase('lazydead')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await using killer = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await db.query('CREATE TABLE t (k int PRIMARY KEY)')
+    const pid = (await db.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid
+    const gone = async (): Promise<boolean> => (await killer.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = $1', [pid])).rows[0]!.n === 0
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        // Nothing sent yet (the BEGIN is held back): the server ends the session first.
+        await killer.query('SELECT pg_terminate_backend($1)', [pid])
+        assert.ok(await eventually(gone))
+        await tx.client.query('INSERT INTO t VALUES (1)').catch(() => {})
+      }),
+    )
+    await db.transaction((tx) => tx.query('INSERT INTO t VALUES ($1)', [2]))
+    assert.deepEqual((await killer.query('SELECT k FROM t')).rows, [{ k: 2 }])
+  })
+
   test('without parameters the first statement goes alone after its BEGIN, so several statements in one string still run', async () => {
     const { url } = await freshDatabase('lazymulti')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
