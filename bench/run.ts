@@ -209,10 +209,17 @@ async function main(): Promise<void> {
       if (heavy) {
         // The ceiling assumes a core is as fast while the other one is busy: measure that (no database).
         const cores = await measureCores()
-        if (cores)
+        if (cores) {
+          const factor = cores.together / cores.alone
+          // Information beside the target, not a second target: the target row keeps the ceiling above.
+          const share = median(s.get('pgcrew 2×2')!.map((x, i) => x.rate / s.get('hand loop')![i]!.rate)) / (median(ceilings) / Math.max(1, factor))
           say(
-            `Two cores at once: the task's JavaScript alone (no database) takes ${cores.alone.toFixed(2)} ms of CPU per task in one worker thread, ${cores.together.toFixed(2)} ms in each of two running at once (${(cores.together / cores.alone).toFixed(2)}×).`,
+            `Two cores at once: the task's JavaScript alone (no database) takes ${cores.alone.toFixed(2)} ms of CPU per task in one worker thread, ${cores.together.toFixed(2)} ms in each of two running at once (${factor.toFixed(2)}×). ` +
+              (factor > 1.02
+                ? `With a core that much slower while the other is busy, the ceiling would be ${(median(ceilings) / factor).toFixed(2)}×, and pgcrew 2×2 ${share.toFixed(2)} of it.`
+                : 'A core is no slower while the other is busy here: the ceiling above stands.'),
           )
+        }
         say()
       }
       const what = heavy ? 'CPU-heavy' : 'light'
