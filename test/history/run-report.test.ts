@@ -87,8 +87,10 @@ describe('the run report in a browser', () => {
           .sort(),
         ['45', '5'],
       )
+      // pg_sleep(1.5) counts the server's wall clock, which NTP may slew against the worker's monotonic
+      // one (seen: 1,499.1 ms): a margin, still far above the 25 ms tasks.
       assert.ok(
-        slowest.slice(0, 2).every((r) => Number(r[1]) >= 1500),
+        slowest.slice(0, 2).every((r) => Number(r[1]) >= 1400),
         JSON.stringify(slowest),
       )
       const shot = await tab.screenshot({ fullPage: true })
