@@ -212,11 +212,11 @@ async function main(): Promise<void> {
         if (cores) {
           const factor = cores.together / cores.alone
           // Information beside the target, not a second target: the target row keeps the ceiling above.
-          const share = median(s.get('pgcrew 2×2')!.map((x, i) => x.rate / s.get('hand loop')![i]!.rate)) / (median(ceilings) / Math.max(1, factor))
+          const slower = median(ceilings) / factor
           say(
             `Two cores at once: the task's JavaScript alone (no database) takes ${cores.alone.toFixed(2)} ms of CPU per task in one worker thread, ${cores.together.toFixed(2)} ms in each of two running at once (${factor.toFixed(2)}×). ` +
               (factor > 1.02
-                ? `With a core that much slower while the other is busy, the ceiling would be ${(median(ceilings) / factor).toFixed(2)}×, and pgcrew 2×2 ${share.toFixed(2)} of it.`
+                ? `With a core that much slower while the other is busy, the ceiling would be ${slower.toFixed(2)}×, and pgcrew 2×2 ${(median(ratios(s, 'hand loop', 'pgcrew 2×2')) / slower).toFixed(2)} of it.`
                 : 'A core is no slower while the other is busy here: the ceiling above stands.'),
           )
         }

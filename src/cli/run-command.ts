@@ -18,11 +18,11 @@ export function int(value: unknown, flag: string, min: number, max = 100_000): n
   return n
 }
 
-/** --threads N, or auto. */
-function threadCount(value: unknown, auto: boolean): number | undefined {
+/** --threads N (the message names auto where the run takes it: not with --distributed). */
+function threadCount(value: unknown, autoAllowed: boolean): number | undefined {
   if (value === undefined) return undefined
   const n = /^\d+$/.test(String(value)) ? Number(value) : NaN
-  if (!Number.isSafeInteger(n) || n < 1 || n > 1024) throw new UsageError(`--threads takes a whole number from 1 to 1024${auto ? ', or auto' : ''}, not "${String(value)}"`)
+  if (!Number.isSafeInteger(n) || n < 1 || n > 1024) throw new UsageError(`--threads takes a whole number from 1 to 1024${autoAllowed ? ', or auto' : ''}, not "${String(value)}"`)
   return n
 }
 
