@@ -23,6 +23,7 @@ import { cpuUsed, findPostmaster, readCpu, type CpuUsed } from './cpu.ts'
 import { measureMemory, memoryChild, type MemoryResult } from './memory.ts'
 import { viaDistributed } from './distributed-side.ts'
 import { findPgbench, handLoop, pgbenchScript, viaPgbench, viaPipeline } from './pipeline-sides.ts'
+import { handProcesses } from './hand-processes.ts'
 import { closeSides, openSides, statementRate, type Client, type StatementKind } from './statements.ts'
 import { HEAVY_ROUNDS, LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
 import { openBenchStores, storeRows, viaAddMany, viaAddManyCount, viaCopyRows } from './store.ts'
@@ -38,6 +39,7 @@ const STORE_ROWS = env('BENCH_STORE_ROWS', 100_000)
 const MEMORY_FRESH = Math.min(env('BENCH_MEMORY_FRESH', 20_000), MEMORY_TASKS)
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'pipeline,heavy,distributed,statements,bulk,memory').split(','))
 const CORES = availableParallelism()
+const TWO_HAND = 'hand loop, 2 processes × 2'
 
 interface Sample {
   rate: number
@@ -52,8 +54,12 @@ const median = (xs: number[]): number => {
 const range = (xs: number[], digits: number): string => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`
 const f0 = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a')
 
-/** A side of a measurement; `mark()` restarts the CPU window where the side starts its own clock (the pipeline at its first task). */
-type Side = { name: string; run: (rep: number, mark: () => void) => Promise<number>; child?: boolean }
+/**
+ * A side of a measurement; `mark()` restarts the CPU window where the side starts its own clock (the
+ * pipeline at its first task). A side whose client is in child processes that outlive nothing of the
+ * window (the hand loops in processes of their own) returns their CPU over it itself, in seconds.
+ */
+type Side = { name: string; run: (rep: number, mark: () => void) => Promise<number | { rate: number; clientCpu: number }>; child?: boolean }
 
 /** Runs sides in turn, REPS times, alternating the order; collects a sample per side per rep. */
 async function interleave(sides: Side[], postmaster: number | undefined): Promise<Map<string, Sample[]>> {
@@ -67,8 +73,10 @@ async function interleave(sides: Side[], postmaster: number | undefined): Promis
         before = readCpu(postmaster)
         t = performance.now()
       }
-      const rate = await side.run(rep, mark)
-      const cpu = cpuUsed(before, readCpu(postmaster), (performance.now() - t) / 1000, side.child)
+      const result = await side.run(rep, mark)
+      const rate = typeof result === 'number' ? result : result.rate
+      const used = cpuUsed(before, readCpu(postmaster), (performance.now() - t) / 1000, side.child)
+      const cpu = used && typeof result !== 'number' ? { ...used, client: result.clientCpu } : used
       out.get(side.name)!.push({ rate, cpu })
       process.stderr.write(`  rep ${rep + 1}/${REPS} ${side.name}: ${f0(rate)}/s${cpu ? `, client CPU ${f0((cpu.client / (rate * cpu.seconds)) * 1e6)} µs/task` : ''}\n`)
     }
@@ -177,6 +185,15 @@ async function main(): Promise<void> {
         // threads: 'auto': one thread of 4 connections, another (up to every core) while those in use are CPU-bound.
         { name: 'pgcrew auto', run: (rep, mark) => viaPipeline(db, `crewauto-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 'auto' }, mark) },
       ]
+      // What two cores give by hand: the loop in two processes, 2 connections each, half the tasks each.
+      if (heavy)
+        sides.splice(1, 0, {
+          name: TWO_HAND,
+          run: async (rep, mark) => {
+            const r = await handProcesses(url.href, `hand2-${rounds}-${rep}`, count, 100 + rep, rounds, 2, 2, mark)
+            return { rate: r.rate, clientCpu: r.cpu }
+          },
+        })
       if (withPgbench && pgbench) sides.push({ name: 'pgbench', child: true, run: (rep) => viaPgbench(pgbench, url, pgbenchScript(dir, `pgbench_${rounds}_${rep}`), count) })
       // Warm-up: threads, plans, caches.
       await handLoop(pool, `warm-hand-${rounds}`, Math.min(500, count), 7, rounds)
@@ -220,6 +237,12 @@ async function main(): Promise<void> {
                 : 'A core is no slower while the other is busy here: the ceiling above stands.'),
           )
         }
+        const cpu2 = (name: string): number => perUnit(s.get(name)!, 'client') / loopCpu
+        say()
+        say(
+          `By hand on two cores: the loop in two processes of 2 connections each (half the tasks each, started and warmed before the clock) gives ${ratio(s, 'hand loop', TWO_HAND)} the one loop, at ${cpu2(TWO_HAND).toFixed(2)}× its client CPU per task; ` +
+            `pgcrew 2×2 gives ${ratio(s, TWO_HAND, 'pgcrew 2×2')} the two processes (its threads' start inside the time), at ${(perUnit(s.get('pgcrew 2×2')!, 'client') / perUnit(s.get(TWO_HAND)!, 'client')).toFixed(2)}× their CPU per task.`,
+        )
         say()
       }
       const what = heavy ? 'CPU-heavy' : 'light'
@@ -394,7 +417,7 @@ async function main(): Promise<void> {
     say(`## How this was made`)
     say()
     say(
-      `\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process, one pg.Pool of 4, 4 async loops, each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here).`,
+      `\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process, one pg.Pool of 4, 4 async loops, each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here). Hand loop, 2 processes × 2 (CPU-heavy only): the same loop in two child processes, a pg.Pool of 2 and 2 loops each, half the tasks each, warmed and then started together; its CPU is the children's own over the timed window.`,
     )
     say(
       `1-min load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after${Math.max(loadBefore, loadAfter) > CORES ? ` — the machine was busy with other work (more than ${CORES} runnable): absolute numbers are noisy, the per-repetition ratios less so` : ''}. Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s.`,
