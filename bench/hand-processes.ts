@@ -1,10 +1,11 @@
 // The hand loop run in K processes at once, each with its own pg.Pool and loops over its share of the
-// tasks: what a user gets from more cores by hand, without pgcrew (a child per core, started and
-// warmed before the clock starts). node .tmp/bench-build/bench/hand-processes.js is the child.
+// tasks: what a user gets from more cores by hand, without pgcrew. Warmed (started, connected and run
+// on 200 tasks before the clock starts) or cold (timed from the fork). This file is also the child;
+// it imports pg and the hand loop only, as a user's own script would.
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
-import { handLoop } from './pipeline-sides.ts'
+import { handLoop } from './hand-loop.ts'
 
 interface ChildArgs {
   url: string
@@ -13,6 +14,7 @@ interface ChildArgs {
   seed: number
   rounds: number
   loops: number
+  warm: boolean
 }
 
 type FromChild = { ready: true } | { seconds: number; cpu: number }
@@ -22,10 +24,13 @@ if (process.send && process.env.PGCREW_BENCH_HAND_CHILD) {
   const pool = new pg.Pool({ connectionString: args.url, max: args.loops })
   pool.on('error', () => {})
   // Warm: connections, JIT, plans (a name of its own, so its ledger rows are not the measured ones').
-  await handLoop(pool, `${args.name}-warm`, 200, args.seed + 1000, args.rounds, args.loops)
-  process.send({ ready: true } satisfies FromChild)
-  await new Promise<void>((resolve) => process.once('message', () => resolve()))
-  const c0 = process.cpuUsage()
+  if (args.warm) {
+    await handLoop(pool, `${args.name}-warm`, 200, args.seed + 1000, args.rounds, args.loops)
+    process.send({ ready: true } satisfies FromChild)
+    await new Promise<void>((resolve) => process.once('message', () => resolve()))
+  }
+  // Cold: the process's whole CPU, its start, imports and connections included, as a thread's start is for pgcrew.
+  const c0 = args.warm ? process.cpuUsage() : undefined
   const t0 = performance.now()
   await handLoop(pool, args.name, args.count, args.seed, args.rounds, args.loops)
   const seconds = (performance.now() - t0) / 1000
@@ -36,14 +41,26 @@ if (process.send && process.env.PGCREW_BENCH_HAND_CHILD) {
 }
 
 /**
- * `processes` hand loops of `loops` connections each, over count/processes tasks each, started together
- * once all are warm. Returns tasks per second over the slowest, and the children's CPU seconds
- * (their own process.cpuUsage over the measured window).
+ * `processes` hand loops of `loops` connections each, over count/processes tasks each: started together
+ * once all are warm, or (`warm` false) timed from the fork. Returns tasks per second over the slowest,
+ * and the children's CPU seconds (their own process.cpuUsage over the timed window; cold: their whole).
  */
-export async function handProcesses(url: string, name: string, count: number, seed: number, rounds: number, processes = 2, loops = 2, mark?: () => void): Promise<{ rate: number; cpu: number }> {
+export async function handProcesses(
+  url: string,
+  name: string,
+  count: number,
+  seed: number,
+  rounds: number,
+  processes = 2,
+  loops = 2,
+  mark?: () => void,
+  warm = true,
+): Promise<{ rate: number; cpu: number }> {
   const share = Math.ceil(count / processes)
+  if (!warm) mark?.()
+  const t00 = performance.now()
   const children = Array.from({ length: processes }, (_, i) => {
-    const args: ChildArgs = { url, name: `${name}-p${i}`, count: share, seed: seed * 10 + i, rounds, loops }
+    const args: ChildArgs = { url, name: `${name}-p${i}`, count: share, seed: seed * 10 + i, rounds, loops, warm }
     return fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, PGCREW_BENCH_HAND_CHILD: JSON.stringify(args) }, stdio: 'inherit' })
   })
   const next = (child: (typeof children)[number]): Promise<FromChild> =>
@@ -51,11 +68,11 @@ export async function handProcesses(url: string, name: string, count: number, se
       child.once('message', (m) => resolve(m as FromChild))
       child.once('exit', (code) => reject(new Error(`hand-loop child exited with ${code}`)))
     })
-  await Promise.all(children.map(next))
+  if (warm) await Promise.all(children.map(next))
   const done = children.map(next)
-  mark?.()
-  const t0 = performance.now()
-  for (const child of children) child.send('go')
+  if (warm) mark?.()
+  const t0 = warm ? performance.now() : t00
+  if (warm) for (const child of children) child.send('go')
   const results = (await Promise.all(done)) as { seconds: number; cpu: number }[]
   const seconds = (performance.now() - t0) / 1000
   return { rate: (share * processes) / seconds, cpu: results.reduce((a, r) => a + r.cpu, 0) }

@@ -2,50 +2,16 @@
 import { spawn } from 'node:child_process'
 import { existsSync, writeFileSync } from 'node:fs'
 import { extname, join } from 'node:path'
-import pg from 'pg'
 import type { Database } from '../src/database/database.ts'
 import { runPipeline, definePipeline, type RunOptions } from '../src/pipeline/pipeline.ts'
 import type { ProgressReporter } from '../src/pipeline/pipeline-progress.ts'
-import { CLAIM_SQL, cpuWork, idStream, INSERT_SQL, READ_SQL, UPDATE_SQL, type PipelineBenchTask } from './workload.ts'
+import { CLAIM_SQL, INSERT_SQL, READ_SQL, UPDATE_SQL } from './workload.ts'
+import { tasks } from './hand-loop.ts'
+
+export { handLoop, tasks } from './hand-loop.ts'
 
 /** A bench worker next to this file: .js when compiled (npm run bench), .ts under tsx. */
 export const workerUrl = (name: string): URL => new URL(`./workers/${name}${extname(new URL(import.meta.url).pathname)}`, import.meta.url)
-
-export function* tasks(count: number, seed: number, rounds: number): Generator<PipelineBenchTask> {
-  const next = idStream(seed)
-  for (let key = 1; key <= count; key++) yield { key, id: next(), rounds }
-}
-
-/**
- * What a user writes without pgcrew: one pg.Pool of `loops` connections and as many async loops, each
- * task BEGIN, the ledger claim, read, compute, insert, update, COMMIT. Returns tasks per second.
- */
-export async function handLoop(pool: pg.Pool, name: string, count: number, seed: number, rounds: number, loops = 4): Promise<number> {
-  const source = tasks(count, seed, rounds)
-  const start = performance.now()
-  const loop = async (): Promise<void> => {
-    for (let r = source.next(); !r.done; r = source.next()) {
-      const task = r.value
-      const client = await pool.connect()
-      try {
-        await client.query('BEGIN')
-        const claim = await client.query(CLAIM_SQL, [name, String(task.key), 1, 0])
-        if (claim.rowCount === 1) {
-          const { rows } = await client.query(READ_SQL, [task.id])
-          await client.query(INSERT_SQL, [task.id, cpuWork(rows[0], task.rounds)])
-          await client.query(UPDATE_SQL, [task.id])
-        }
-        await client.query('COMMIT')
-        client.release()
-      } catch (error) {
-        client.release(true)
-        throw error
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: loops }, loop))
-  return count / ((performance.now() - start) / 1000)
-}
 
 /**
  * pgcrew's runPipeline over the same tasks. Timed from progress.start (the crew's threads exist then;

@@ -39,7 +39,8 @@ const STORE_ROWS = env('BENCH_STORE_ROWS', 100_000)
 const MEMORY_FRESH = Math.min(env('BENCH_MEMORY_FRESH', 20_000), MEMORY_TASKS)
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'pipeline,heavy,distributed,statements,bulk,memory').split(','))
 const CORES = availableParallelism()
-const TWO_HAND = 'hand loop, 2 processes × 2'
+const TWO_HAND_WARM = 'hand loop, 2 processes × 2, warmed'
+const TWO_HAND_COLD = 'hand loop, 2 processes × 2, cold'
 
 interface Sample {
   rate: number
@@ -185,15 +186,20 @@ async function main(): Promise<void> {
         // threads: 'auto': one thread of 4 connections, another (up to every core) while those in use are CPU-bound.
         { name: 'pgcrew auto', run: (rep, mark) => viaPipeline(db, `crewauto-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 'auto' }, mark) },
       ]
-      // What two cores give by hand: the loop in two processes, 2 connections each, half the tasks each.
+      // What two cores give by hand: the loop in two processes, 2 connections each, half the tasks each;
+      // warmed and started together, and started cold (timed from the fork, as pgcrew's threads start inside its time).
       if (heavy)
-        sides.splice(1, 0, {
-          name: TWO_HAND,
-          run: async (rep, mark) => {
-            const r = await handProcesses(url.href, `hand2-${rounds}-${rep}`, count, 100 + rep, rounds, 2, 2, mark)
-            return { rate: r.rate, clientCpu: r.cpu }
-          },
-        })
+        sides.splice(
+          1,
+          0,
+          ...[TWO_HAND_WARM, TWO_HAND_COLD].map((name): Side => ({
+            name,
+            run: async (rep, mark) => {
+              const r = await handProcesses(url.href, `hand2${name === TWO_HAND_WARM ? 'w' : 'c'}-${rounds}-${rep}`, count, 100 + rep, rounds, 2, 2, mark, name === TWO_HAND_WARM)
+              return { rate: r.rate, clientCpu: r.cpu }
+            },
+          })),
+        )
       if (withPgbench && pgbench) sides.push({ name: 'pgbench', child: true, run: (rep) => viaPgbench(pgbench, url, pgbenchScript(dir, `pgbench_${rounds}_${rep}`), count) })
       // Warm-up: threads, plans, caches.
       await handLoop(pool, `warm-hand-${rounds}`, Math.min(500, count), 7, rounds)
@@ -237,11 +243,12 @@ async function main(): Promise<void> {
                 : 'A core is no slower while the other is busy here: the ceiling above stands.'),
           )
         }
-        const cpu2 = (name: string): number => perUnit(s.get(name)!, 'client') / loopCpu
+        const cpuVs = (a: string, b: string): string => (perUnit(s.get(b)!, 'client') / perUnit(s.get(a)!, 'client')).toFixed(2)
         say()
         say(
-          `By hand on two cores: the loop in two processes of 2 connections each (half the tasks each, started and warmed before the clock) gives ${ratio(s, 'hand loop', TWO_HAND)} the one loop, at ${cpu2(TWO_HAND).toFixed(2)}× its client CPU per task; ` +
-            `pgcrew 2×2 gives ${ratio(s, TWO_HAND, 'pgcrew 2×2')} the two processes (its threads' start inside the time), at ${(perUnit(s.get('pgcrew 2×2')!, 'client') / perUnit(s.get(TWO_HAND)!, 'client')).toFixed(2)}× their CPU per task.`,
+          `By hand on two cores: the loop in two processes of 2 connections each, half the tasks each, gives ${ratio(s, 'hand loop', TWO_HAND_WARM)} the one loop at ${cpuVs('hand loop', TWO_HAND_WARM)}× its client CPU per task when the processes are warmed before the clock, ` +
+            `and ${ratio(s, 'hand loop', TWO_HAND_COLD)} at ${cpuVs('hand loop', TWO_HAND_COLD)}× when they start cold (timed from the fork: start, imports, connections and the JIT's warm-up inside the time, as pgcrew's threads have theirs). ` +
+            `pgcrew 2×2 gives ${ratio(s, TWO_HAND_WARM, 'pgcrew 2×2')} the warmed processes at ${cpuVs(TWO_HAND_WARM, 'pgcrew 2×2')}× their CPU per task, and ${ratio(s, TWO_HAND_COLD, 'pgcrew 2×2')} the cold ones at ${cpuVs(TWO_HAND_COLD, 'pgcrew 2×2')}×.`,
         )
         say()
       }
@@ -417,7 +424,7 @@ async function main(): Promise<void> {
     say(`## How this was made`)
     say()
     say(
-      `\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process, one pg.Pool of 4, 4 async loops, each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here). Hand loop, 2 processes × 2 (CPU-heavy only): the same loop in two child processes, a pg.Pool of 2 and 2 loops each, half the tasks each, warmed and then started together; its CPU is the children's own over the timed window.`,
+      `\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process, one pg.Pool of 4, 4 async loops, each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here). Hand loop, 2 processes × 2 (CPU-heavy only): the same loop in two child processes, a pg.Pool of 2 and 2 loops each, half the tasks each; warmed (200 tasks each) and then started together, its CPU the children's own over the timed window; or cold, timed from the fork, its CPU the children's whole.`,
     )
     say(
       `1-min load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after${Math.max(loadBefore, loadAfter) > CORES ? ` — the machine was busy with other work (more than ${CORES} runnable): absolute numbers are noisy, the per-repetition ratios less so` : ''}. Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s.`,
