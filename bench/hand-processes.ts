@@ -63,17 +63,28 @@ export async function handProcesses(
     const args: ChildArgs = { url, name: `${name}-p${i}`, count: share, seed: seed * 10 + i, rounds, loops, warm }
     return fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, PGCREW_BENCH_HAND_CHILD: JSON.stringify(args) }, stdio: 'inherit' })
   })
+  // Waited for before returning: a child's pool.end() and exit must not spill into the next side's window.
+  const exited = children.map((child) => new Promise<void>((resolve) => child.once('exit', () => resolve())))
   const next = (child: (typeof children)[number]): Promise<FromChild> =>
     new Promise((resolve, reject) => {
       child.once('message', (m) => resolve(m as FromChild))
-      child.once('exit', (code) => reject(new Error(`hand-loop child exited with ${code}`)))
+      child.once('exit', (code, signal) => reject(new Error(`hand-loop child exited with ${code ?? signal}`)))
     })
-  if (warm) await Promise.all(children.map(next))
-  const done = children.map(next)
-  if (warm) mark?.()
-  const t0 = warm ? performance.now() : t00
-  if (warm) for (const child of children) child.send('go')
-  const results = (await Promise.all(done)) as { seconds: number; cpu: number }[]
-  const seconds = (performance.now() - t0) / 1000
+  let results: { seconds: number; cpu: number }[]
+  let seconds: number
+  try {
+    if (warm) await Promise.all(children.map(next))
+    const done = children.map(next)
+    if (warm) mark?.()
+    const t0 = warm ? performance.now() : t00
+    if (warm) for (const child of children) child.send('go')
+    results = (await Promise.all(done)) as { seconds: number; cpu: number }[]
+    seconds = (performance.now() - t0) / 1000
+  } catch (error) {
+    // One child failed: the other would wait for 'go' (or run on) with nobody listening.
+    for (const child of children) child.kill()
+    throw error
+  }
+  await Promise.all(exited)
   return { rate: (share * processes) / seconds, cpu: results.reduce((a, r) => a + r.cpu, 0) }
 }

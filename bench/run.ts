@@ -243,7 +243,10 @@ async function main(): Promise<void> {
                 : 'A core is no slower while the other is busy here: the ceiling above stands.'),
           )
         }
-        const cpuVs = (a: string, b: string): string => (perUnit(s.get(b)!, 'client') / perUnit(s.get(a)!, 'client')).toFixed(2)
+        const cpuVs = (a: string, b: string): string => {
+          const x = perUnit(s.get(b)!, 'client') / perUnit(s.get(a)!, 'client')
+          return Number.isFinite(x) ? x.toFixed(2) : 'n/a'
+        }
         say()
         say(
           `By hand on two cores: the loop in two processes of 2 connections each, half the tasks each, gives ${ratio(s, 'hand loop', TWO_HAND_WARM)} the one loop at ${cpuVs('hand loop', TWO_HAND_WARM)}× its client CPU per task when the processes are warmed before the clock, ` +
