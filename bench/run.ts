@@ -278,10 +278,22 @@ async function main(): Promise<void> {
       for (const side of ['pgcrew 2×2', 'pgcrew 1×4', 'pgcrew in-process ×4', 'pgcrew auto']) aim(`pipeline ${what}, ${side} client CPU per task vs hand loop`, cpuOf(side), 1.1, 'max')
     }
 
-    if (ONLY.has('pipeline'))
+    // Where the bench's time goes, section by section, for the last line of BENCHMARKS.md.
+    const took: string[] = []
+    let lapAt = performance.now()
+    const lap = (section: string): void => {
+      const now = performance.now()
+      took.push(`${section} ${((now - lapAt) / 1000).toFixed(0)} s`)
+      lapAt = now
+    }
+    if (ONLY.has('pipeline')) {
       await pipelineSection(`Pipeline, light task (${TASKS.toLocaleString('en-US')} tasks; read, ${LIGHT_ROUNDS} sha256 rounds, insert, update; ledger claim first)`, TASKS, LIGHT_ROUNDS, true)
-    if (ONLY.has('heavy'))
+      lap('light pipeline')
+    }
+    if (ONLY.has('heavy')) {
       await pipelineSection(`Pipeline, CPU-heavy task (${HEAVY_TASKS.toLocaleString('en-US')} tasks; ${HEAVY_ROUNDS} sha256 rounds ≈ 2 ms of JavaScript each)`, HEAVY_TASKS, HEAVY_ROUNDS, false, true)
+      lap('CPU-heavy pipeline')
+    }
 
     if (ONLY.has('distributed')) {
       // One machine: a local run against --distributed of the same pipeline (the queue's cost per task).
@@ -304,6 +316,7 @@ async function main(): Promise<void> {
         say(`| ${name} | ${f0(median(rates))} (${range(rates, 0)}) | ${name === 'pgcrew run 2×2' ? '1' : ratio(s, 'pgcrew run 2×2', name)} | ${f0(perUnit(samples, 'client'))} |`)
       }
       say()
+      lap('distributed')
     }
 
     if (ONLY.has('statements')) {
@@ -332,6 +345,7 @@ async function main(): Promise<void> {
         }
       }
       say()
+      lap('statements')
     }
 
     if (ONLY.has('bulk')) {
@@ -360,6 +374,7 @@ async function main(): Promise<void> {
         await copyDb.close()
       }
       say()
+      lap('bulk')
     }
 
     if (ONLY.has('store')) {
@@ -390,6 +405,7 @@ async function main(): Promise<void> {
         )
       }
       say()
+      lap('record store')
     }
 
     if (ONLY.has('memory')) {
@@ -409,6 +425,7 @@ async function main(): Promise<void> {
           `main process peak RSS ${r.peakRssMb.toFixed(0)} MB (VmHWM; target < 300 MB); ${r.done.toLocaleString('en-US')} done, ${r.skipped.toLocaleString('en-US')} skipped in ${r.seconds.toFixed(1)} s.`,
       )
       say()
+      lap('memory')
     }
 
     if (targets.length) {
@@ -430,7 +447,7 @@ async function main(): Promise<void> {
       `\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process, one pg.Pool of 4, 4 async loops, each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here). Hand loop, 2 processes × 2 (CPU-heavy only): the same loop in two child processes, a pg.Pool of 2 and 2 loops each, half the tasks each; warmed (200 tasks each) and then started together, its CPU the children's own over the timed window; or cold, timed from the fork, its CPU the children's whole.`,
     )
     say(
-      `1-min load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after${Math.max(loadBefore, loadAfter) > CORES ? ` — the machine was busy with other work (more than ${CORES} runnable): absolute numbers are noisy, the per-repetition ratios less so` : ''}. Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s.`,
+      `1-min load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after${Math.max(loadBefore, loadAfter) > CORES ? ` — the machine was busy with other work (more than ${CORES} runnable): absolute numbers are noisy, the per-repetition ratios less so` : ''}. Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s${took.length ? `: ${took.join(', ')}, the rest starting the throwaway server and setting up` : ''}.`,
     )
     if (process.env.BENCH_WRITE !== '0')
       writeFileSync(new URL(import.meta.url.includes('/.tmp/bench-build/') ? '../../../BENCHMARKS.md' : '../BENCHMARKS.md', import.meta.url), lines.join('\n') + '\n')
