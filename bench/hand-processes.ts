@@ -17,7 +17,8 @@ interface ChildArgs {
   warm: boolean
 }
 
-type FromChild = { ready: true } | { seconds: number; cpu: number }
+// The parent times the side itself (both children, from 'go' or from the fork): a child sends its CPU only.
+type FromChild = { ready: true } | { cpu: number }
 
 if (process.send && process.env.PGCREW_BENCH_HAND_CHILD) {
   const args = JSON.parse(process.env.PGCREW_BENCH_HAND_CHILD) as ChildArgs
@@ -31,11 +32,9 @@ if (process.send && process.env.PGCREW_BENCH_HAND_CHILD) {
   }
   // Cold: the process's whole CPU, its start, imports and connections included, as a thread's start is for pgcrew.
   const c0 = args.warm ? process.cpuUsage() : undefined
-  const t0 = performance.now()
   await handLoop(pool, args.name, args.count, args.seed, args.rounds, args.loops)
-  const seconds = (performance.now() - t0) / 1000
   const c = process.cpuUsage(c0)
-  process.send({ seconds, cpu: (c.user + c.system) / 1e6 } satisfies FromChild)
+  process.send({ cpu: (c.user + c.system) / 1e6 } satisfies FromChild)
   await pool.end()
   process.disconnect()
 }
@@ -70,7 +69,7 @@ export async function handProcesses(
       child.once('message', (m) => resolve(m as FromChild))
       child.once('exit', (code, signal) => reject(new Error(`hand-loop child exited with ${code ?? signal}`)))
     })
-  let results: { seconds: number; cpu: number }[]
+  let results: { cpu: number }[]
   let seconds: number
   try {
     if (warm) await Promise.all(children.map(next))
@@ -78,7 +77,7 @@ export async function handProcesses(
     if (warm) mark?.()
     const t0 = warm ? performance.now() : t00
     if (warm) for (const child of children) child.send('go')
-    results = (await Promise.all(done)) as { seconds: number; cpu: number }[]
+    results = (await Promise.all(done)) as { cpu: number }[]
     seconds = (performance.now() - t0) / 1000
   } catch (error) {
     // One child failed: the other would wait for 'go' (or run on) with nobody listening.
