@@ -7,8 +7,9 @@
 // child's from /proc/self/stat cutime) and of the bench's own PostgreSQL (its postmaster's children).
 // npm run bench compiles pgcrew first (bench/tsconfig.json) and runs the JavaScript, as users do.
 // Short runs while developing: BENCH_ONLY=pipeline,heavy,distributed,statements,bulk,memory BENCH_REPS BENCH_TASKS
-// BENCH_DISTRIBUTED_TASKS BENCH_HEAVY_TASKS BENCH_MS BENCH_COPY_ROWS BENCH_MEMORY_TASKS. BENCH_ONLY=store (not in the default
-// set) measures the record store's addMany against copyFrom, BENCH_STORE_ROWS rows (100,000).
+// BENCH_DISTRIBUTED_TASKS BENCH_HEAVY_TASKS BENCH_MS BENCH_STATEMENT_REPS BENCH_COPY_ROWS BENCH_MEMORY_TASKS.
+// BENCH_ONLY=store (not in the default set) measures the record store's addMany against copyFrom,
+// BENCH_STORE_ROWS rows (100,000).
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os'
@@ -30,13 +31,13 @@ import { openBenchStores, storeRows, viaAddMany, viaAddManyCount, viaCopyRows } 
 
 const env = (name: string, fallback: number): number => Number(process.env[name] ?? fallback)
 const REPS = env('BENCH_REPS', 3)
-// The defaults keep a full run under the 10 minutes on a 2-core machine (646–888 s before they
+// The defaults keep a full run under the 10 minutes on a 2-core machine (644–888 s before they
 // were trimmed from 20,000 light tasks, 20,000 distributed and 1500 ms per statement measurement).
 const TASKS = env('BENCH_TASKS', 12_000)
 const DISTRIBUTED_TASKS = env('BENCH_DISTRIBUTED_TASKS', 10_000)
 const HEAVY_TASKS = env('BENCH_HEAVY_TASKS', 3_000)
 // Statements: more, shorter repetitions than the pipelines (7 × 500 ms against 3 × 1500 ms before): this
-// machine changes speed within seconds, and a median of 7 ratios of neighbouring windows holds still better.
+// machine changes speed within seconds, and the median of 7 ratios of neighbouring windows is steadier.
 const STATEMENT_MS = env('BENCH_MS', 500)
 const STATEMENT_REPS = env('BENCH_STATEMENT_REPS', 7)
 const COPY_ROWS = env('BENCH_COPY_ROWS', 1_000_000)
