@@ -7,10 +7,11 @@ import { startTempCluster } from '../src/cluster/temp-cluster.ts'
 import { handLoop, viaPipeline } from './pipeline-sides.ts'
 import { LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
 import { sampleThreads } from './threads.ts'
+import { benchSetting } from './settings.ts'
 
 const side = process.argv[2] ?? 'crew22'
-const count = Number(process.env.BENCH_TASKS ?? 5000)
-const rounds = Number(process.env.BENCH_ROUNDS ?? LIGHT_ROUNDS)
+const count = benchSetting('BENCH_TASKS', 5000)
+const rounds = benchSetting('BENCH_ROUNDS', LIGHT_ROUNDS)
 const cluster = await startTempCluster({ settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', shared_buffers: '256MB' } })
 const pool = new pg.Pool({ connectionString: cluster.url, max: 4 })
 const db = new Database({ connectionString: cluster.url, max: 1 })
@@ -32,7 +33,7 @@ try {
           count,
           1,
           rounds,
-          side === 'crew14' ? { threads: 1, perWorkerConnections: 4 } : { threads: 2, perWorkerConnections: 2, tasksPerMessage: process.env.BENCH_TPM ? Number(process.env.BENCH_TPM) : undefined },
+          side === 'crew14' ? { threads: 1, perWorkerConnections: 4 } : { threads: 2, perWorkerConnections: 2, tasksPerMessage: process.env.BENCH_TPM ? benchSetting('BENCH_TPM', 1) : undefined },
         )
   const cpu = process.cpuUsage(cpu0)
   const monoEnd = mono()

@@ -28,8 +28,9 @@ import { handProcesses } from './hand-processes.ts'
 import { closeSides, openSides, statementRate, type Client, type StatementKind } from './statements.ts'
 import { HEAVY_ROUNDS, LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
 import { openBenchStores, storeRows, viaAddMany, viaAddManyCount, viaCopyRows } from './store.ts'
+import { benchSections, benchSetting } from './settings.ts'
 
-const env = (name: string, fallback: number): number => Number(process.env[name] ?? fallback)
+const env = (name: string, fallback: number): number => benchSetting(name, fallback)
 const REPS = env('BENCH_REPS', 3)
 // The defaults keep a full run under the 10 minutes on a 2-core machine (644–888 s before they
 // were trimmed from 20,000 light tasks, 20,000 distributed and 1500 ms per statement measurement).
@@ -44,7 +45,7 @@ const COPY_ROWS = env('BENCH_COPY_ROWS', 1_000_000)
 const MEMORY_TASKS = env('BENCH_MEMORY_TASKS', 2_000_000)
 const STORE_ROWS = env('BENCH_STORE_ROWS', 100_000)
 const MEMORY_FRESH = Math.min(env('BENCH_MEMORY_FRESH', 20_000), MEMORY_TASKS)
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'pipeline,heavy,distributed,statements,bulk,memory').split(','))
+const ONLY = benchSections('BENCH_ONLY', ['pipeline', 'heavy', 'distributed', 'statements', 'bulk', 'memory', 'store'], ['pipeline', 'heavy', 'distributed', 'statements', 'bulk', 'memory'])
 const CORES = availableParallelism()
 const TWO_HAND_WARM = 'hand loop, 2 processes × 2, warmed'
 const TWO_HAND_COLD = 'hand loop, 2 processes × 2, cold'

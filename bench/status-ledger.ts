@@ -10,10 +10,11 @@ import { startTempCluster } from '../src/cluster/temp-cluster.ts'
 import { ensureLedger } from '../src/pipeline/pipeline-ledger.ts'
 import { ledgerCounts, ledgerFailures } from '../src/history/ledger-queries.ts'
 import { pipelineStatus } from '../src/history/pipeline-status.ts'
+import { benchSetting } from './settings.ts'
 
-const ROWS = Number(process.env.BENCH_LEDGER_ROWS ?? 10_000_000)
-const REPS = Number(process.env.BENCH_REPS ?? 7)
-const NEW_ROWS = Number(process.env.BENCH_NEW_ROWS ?? 100_000)
+const ROWS = benchSetting('BENCH_LEDGER_ROWS', 10_000_000)
+const REPS = benchSetting('BENCH_REPS', 7)
+const NEW_ROWS = benchSetting('BENCH_NEW_ROWS', 100_000)
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
