@@ -180,7 +180,7 @@ async function main(): Promise<void> {
       `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC — node ${process.version}, ${CORES} cores (${cpus()[0]?.model ?? 'unknown cpu'}), ${Math.round(totalmem() / 2 ** 30)} GB; PostgreSQL ${server} (throwaway cluster, ${cluster.source} binaries, fsync/synchronous_commit/full_page_writes on) on the same machine; pgcrew compiled to JavaScript.`,
     )
     say(
-      `${REPS} interleaved repetitions; a ratio is taken within each repetition, then the median (min–max) of those. Before each section the bench's database is vacuumed and checkpointed, so a section does not pay for the one before it. CPU is user+sys per task: the client's (all its threads) and the bench's own PostgreSQL server's.`,
+      `${REPS} interleaved repetitions (the statement level ${STATEMENT_REPS}); a ratio is taken within each repetition, then the median (min–max) of those. Before each section the bench's database is vacuumed and checkpointed, so a section does not pay for the one before it. CPU is user+sys per task: the client's (all its threads) and the bench's own PostgreSQL server's.`,
     )
     say()
 
