@@ -1,9 +1,30 @@
 // The file piscina loads for every crew: it reconnects from the master's snapshot, then runs the
 // user's worker module (named in workerData) one task at a time.
-// First: pg, loaded without its import-time probe's cost (see pg-preload.ts).
-import '../src/crew/pg-preload.ts'
+//
+// pg and pgcrew's runtime are loaded on the thread's first task, not when the thread starts: piscina
+// starts every thread of a crew's budget, and with threads: 'auto' a run of light tasks may never take
+// some of them into use. Such a thread then costs its start alone; loading them cost ~220 ms of CPU
+// and ~13 MB in each (bench/idle-thread.ts).
 import { workerData } from 'node:worker_threads'
-import { crewWorker } from '../src/crew/crew-runtime.ts'
-import type { CrewWorkerData } from '../src/crew/crew-protocol.ts'
+import type { BatchEnvelope, CrewWorkerData, TaskEnvelope, TaskOutcome } from '../src/crew/crew-protocol.ts'
+import { isTypeScript, registerTypeScript } from '../src/crew/typescript-loader.ts'
 
-export default crewWorker(workerData as CrewWorkerData)
+type Run = (envelope: TaskEnvelope | BatchEnvelope) => Promise<TaskOutcome | TaskOutcome[]>
+
+async function load(): Promise<Run> {
+  // Run from source under tsx (development, the tests), the modules below are TypeScript too; on
+  // Node 20 a thread's import() has tsx's hooks only once the thread registers them itself.
+  if (isTypeScript(import.meta.url)) await registerTypeScript()
+  // First: pg, loaded without its import-time probe's cost (see pg-preload.ts).
+  await import('../src/crew/pg-preload.ts')
+  const { crewWorker } = await import('../src/crew/crew-runtime.ts')
+  return crewWorker(workerData as CrewWorkerData)
+}
+
+let run: Run | undefined
+let loading: Promise<Run> | undefined
+
+export default function crewTask(envelope: TaskEnvelope | BatchEnvelope): Promise<TaskOutcome | TaskOutcome[]> {
+  if (run) return run(envelope)
+  return (loading ??= load().then((loaded) => (run = loaded))).then((loaded) => loaded(envelope))
+}

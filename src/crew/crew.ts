@@ -97,8 +97,9 @@ interface BalancedWorker {
 
 /**
  * `threads: 'auto'`: which threads take tasks. piscina starts every thread of the budget (a thread
- * that never gets a task never runs the init hook, so it opens no connection); the balancer hands
- * tasks only to threads in use, and takes one more into use when the crew allows it.
+ * that never gets a task loads neither pg nor pgcrew's runtime, never runs the init hook and opens no
+ * connection: workers/crew-worker.ts); the balancer hands tasks only to threads in use, and takes one
+ * more into use when the crew allows it.
  */
 class AutoThreads {
   /** Threads allowed in use: 1 at first, up to the budget's threads. */

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import pg from 'pg'
 import { describe, test } from 'node:test'
+import { Worker } from 'node:worker_threads'
 import { Database } from '../../src/database/database.ts'
 import { definePipeline, runPipeline } from '../../src/pipeline/pipeline.ts'
 import { startTempCluster } from '../../src/cluster/temp-cluster.ts'
@@ -55,6 +56,34 @@ describe('crew workers', () => {
     await using crew = await db.crew({ worker: fixture('echo'), threads: 1 })
     const here = { navigator: 'navigator' in globalThis, typeofNavigator: typeof (globalThis as { navigator?: unknown }).navigator }
     assert.deepEqual(await crew.run({ op: 'globals' }), here)
+  })
+
+  test("a crew thread loads pg and pgcrew only for its first task: one that gets none (threads: 'auto' on light work) costs its start alone", async () => {
+    const { url } = await freshDatabase('crewlazy')
+    await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
+    await db.connect()
+    const workerData = {
+      crewWorkerFile: new URL('../../workers/crew-worker.ts', import.meta.url).href,
+      snapshot: db.snapshot(),
+      workerModule: fixture('echo').href,
+      perWorkerConnections: 1,
+      channel: 'pgcrew-test-lazy-thread',
+      workerNumbers: new Int32Array(new SharedArrayBuffer(4)),
+      host: 'test',
+    }
+    // A Node 20 thread has tsx's import hooks only once it registers them itself (as the crew's worker file does).
+    const fixtureUrl = new URL('../fixtures/crew-thread-loads.ts', import.meta.url).href
+    const thread = new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(fixtureUrl)}) })`, { eval: true, workerData })
+    try {
+      const seen = await new Promise((resolve, reject) => {
+        thread.once('message', resolve)
+        thread.once('error', reject)
+      })
+      const { rows } = await db.query('SELECT current_user AS u')
+      assert.deepEqual(seen, { before: false, started: false, outcome: { ok: true, user: rows[0].u }, afterTask: true })
+    } finally {
+      await thread.terminate()
+    }
   })
 
   test('a task may run in a db.scope of its own: one backend for all its statements, and nothing of its session reaches the next task', async () => {
