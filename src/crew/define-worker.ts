@@ -9,8 +9,8 @@ export interface WorkerContext {
   /** This worker's Database, reconnected from the master's snapshot (same profile, role, dbversion, pooling). */
   db: Database
   /**
-   * The crew's number for this worker: 1…threads, in the order its threads start (a thread that
-   * replaces a dead one takes the next number). In its connections' application_name, the ledger's
+   * The crew's number for this worker: 1…threads, in the order its threads take their first task (a
+   * thread that replaces a dead one takes the next number). In its connections' application_name, the ledger's
    * `worker` column and a pipeline summary's `perWorker`.
    */
   workerId: number
