@@ -14,11 +14,25 @@ type Run = (envelope: TaskEnvelope | BatchEnvelope) => Promise<TaskOutcome | Tas
 async function load(): Promise<Run> {
   // Run from source under tsx (development, the tests), the modules below are TypeScript too; on
   // Node 20 a thread's import() has tsx's hooks only once the thread registers them itself.
-  if (isTypeScript(import.meta.url)) await registerTypeScript()
+  if (isTypeScript(import.meta.url) && !(await registerTypeScript())) {
+    throw new Error(`${import.meta.url} is TypeScript but tsx, which pgcrew depends on, cannot be loaded; reinstall pgcrew (npm install) or run the built .js files`)
+  }
   // First: pg, loaded without its import-time probe's cost (see pg-preload.ts).
   await import('../src/crew/pg-preload.ts')
   const { crewWorker } = await import('../src/crew/crew-runtime.ts')
   return crewWorker(workerData as CrewWorkerData)
+}
+
+/**
+ * This thread could not load pg or pgcrew (a broken install): every task fails as a failed worker
+ * init does, permanent, so a run stops at once instead of retrying each task as if the thread had died.
+ * No threadId: the thread never joined the crew's channel, so close() must not wait for its answer.
+ */
+function loadFailed(envelope: TaskEnvelope | BatchEnvelope, error: unknown): TaskOutcome | TaskOutcome[] {
+  const e = error as { message?: unknown; code?: unknown }
+  const message = `this worker thread could not load pgcrew: ${typeof e?.message === 'string' ? e.message : String(error)}${typeof e?.code === 'string' ? ` (${e.code})` : ''}`
+  const outcome: TaskOutcome = { ok: false, error: { name: 'PgcrewError', code: 'WORKER_INIT_FAILED', message, transient: false }, workerId: -1 }
+  return envelope.mode === 'batch' ? envelope.tasks.map(() => outcome) : outcome
 }
 
 let run: Run | undefined
@@ -26,5 +40,8 @@ let loading: Promise<Run> | undefined
 
 export default function crewTask(envelope: TaskEnvelope | BatchEnvelope): Promise<TaskOutcome | TaskOutcome[]> {
   if (run) return run(envelope)
-  return (loading ??= load().then((loaded) => (run = loaded))).then((loaded) => loaded(envelope))
+  return (loading ??= load().then((loaded) => (run = loaded))).then(
+    (loaded) => loaded(envelope),
+    (error: unknown) => loadFailed(envelope, error),
+  )
 }

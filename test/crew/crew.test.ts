@@ -58,31 +58,60 @@ describe('crew workers', () => {
     assert.deepEqual(await crew.run({ op: 'globals' }), here)
   })
 
+  /** Load the crew's worker file in a thread as piscina does, run two tasks through it, and say what the thread saw. */
+  async function crewThread(workerData: Record<string, unknown>): Promise<Record<string, unknown>> {
+    // A Node 20 thread has tsx's import hooks only once it registers them itself (as the crew's worker file does).
+    const fixtureUrl = new URL('../fixtures/crew-thread-loads.ts', import.meta.url).href
+    const thread = new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(fixtureUrl)}) })`, {
+      eval: true,
+      workerData: { crewWorkerFile: new URL('../../workers/crew-worker.ts', import.meta.url).href, ...workerData },
+    })
+    try {
+      return await new Promise((resolve, reject) => {
+        thread.once('message', resolve)
+        thread.once('error', reject)
+        thread.once('exit', (code) => reject(new Error(`the thread exited (${code}) before it reported`)))
+      })
+    } finally {
+      await thread.terminate()
+    }
+  }
+
   test("a crew thread loads pg and pgcrew only for its first task: one that gets none (threads: 'auto' on light work) costs its start alone", async () => {
     const { url } = await freshDatabase('crewlazy')
     await using db = new Database({ connectionString: url, env: cleanEnv(), max: 1 })
     await db.connect()
-    const workerData = {
-      crewWorkerFile: new URL('../../workers/crew-worker.ts', import.meta.url).href,
+    const seen = await crewThread({
       snapshot: db.snapshot(),
       workerModule: fixture('echo').href,
       perWorkerConnections: 1,
       channel: 'pgcrew-test-lazy-thread',
       workerNumbers: new Int32Array(new SharedArrayBuffer(4)),
       host: 'test',
+    })
+    const { rows } = await db.query('SELECT current_user AS u')
+    // The worker number is taken with the first task, once, by the thread's two first tasks together.
+    assert.deepEqual(seen, {
+      started: false,
+      numberAfterStart: 0,
+      numberAfterTasks: 1,
+      outcomes: [
+        { ok: true, user: rows[0].u, workerId: 1 },
+        { ok: true, user: rows[0].u, workerId: 1 },
+      ],
+      afterTasks: true,
+    })
+  })
+
+  test('a crew thread that cannot load pgcrew fails each task as a failed worker init (permanent, not a crash to retry), not by hanging', async () => {
+    // workerData without its shared worker-number slot: the runtime cannot start in this thread.
+    const seen = (await crewThread({ workerModule: fixture('echo').href, perWorkerConnections: 1, channel: 'pgcrew-test-lazy-fail', host: 'test' })) as {
+      outcomes: Array<{ ok: boolean; code: string; transient: boolean; message: string; workerId: number; threadId?: number }>
     }
-    // A Node 20 thread has tsx's import hooks only once it registers them itself (as the crew's worker file does).
-    const fixtureUrl = new URL('../fixtures/crew-thread-loads.ts', import.meta.url).href
-    const thread = new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(fixtureUrl)}) })`, { eval: true, workerData })
-    try {
-      const seen = await new Promise((resolve, reject) => {
-        thread.once('message', resolve)
-        thread.once('error', reject)
-      })
-      const { rows } = await db.query('SELECT current_user AS u')
-      assert.deepEqual(seen, { before: false, started: false, outcome: { ok: true, user: rows[0].u }, afterTask: true })
-    } finally {
-      await thread.terminate()
+    assert.equal(seen.outcomes.length, 2)
+    for (const outcome of seen.outcomes) {
+      assert.deepEqual({ ...outcome, message: undefined }, { ok: false, code: 'WORKER_INIT_FAILED', transient: false, message: undefined, workerId: -1, threadId: undefined })
+      assert.match(outcome.message, /^this worker thread could not load pgcrew: /)
     }
   })
 
