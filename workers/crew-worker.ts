@@ -4,7 +4,7 @@
 // pg and pgcrew's runtime are loaded on the thread's first task, not when the thread starts: piscina
 // starts every thread of a crew's budget, and with threads: 'auto' a run of light tasks may never take
 // some of them into use. Such a thread then costs its start alone; loading them cost ~220 ms of CPU
-// and ~13 MB in each (bench/idle-thread.ts).
+// and ~13 MB in each (bench/startup.ts).
 import { workerData } from 'node:worker_threads'
 import type { BatchEnvelope, CrewWorkerData, TaskEnvelope, TaskOutcome } from '../src/crew/crew-protocol.ts'
 import { isTypeScript, registerTypeScript } from '../src/crew/typescript-loader.ts'
