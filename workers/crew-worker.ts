@@ -7,7 +7,7 @@
 // and ~13 MB in each (bench/startup.ts).
 import { workerData } from 'node:worker_threads'
 import type { BatchEnvelope, CrewWorkerData, TaskEnvelope, TaskOutcome } from '../src/crew/crew-protocol.ts'
-import { isTypeScript, registerTypeScript } from '../src/crew/typescript-loader.ts'
+import { isTypeScript, registerTypeScript, tsxMissing } from '../src/crew/typescript-loader.ts'
 
 type Run = (envelope: TaskEnvelope | BatchEnvelope) => Promise<TaskOutcome | TaskOutcome[]>
 
@@ -15,7 +15,7 @@ async function load(): Promise<Run> {
   // Run from source under tsx (development, the tests), the modules below are TypeScript too; on
   // Node 20 a thread's import() has tsx's hooks only once the thread registers them itself.
   if (isTypeScript(import.meta.url) && !(await registerTypeScript())) {
-    throw new Error(`${import.meta.url} is TypeScript but tsx, which pgcrew depends on, cannot be loaded; reinstall pgcrew (npm install) or run the built .js files`)
+    throw new Error(tsxMissing(import.meta.url, 'run the built .js files'))
   }
   // First: pg, loaded without its import-time probe's cost (see pg-preload.ts).
   await import('../src/crew/pg-preload.ts')

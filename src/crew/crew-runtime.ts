@@ -8,12 +8,12 @@ import { serializeError, type BatchEnvelope, type CrewMessage, type CrewWorkerDa
 import { discardRealmConnections, trackPgPools } from '../database/database-realm.ts'
 import { claimStatement } from '../pipeline/pipeline-ledger.ts'
 import { withConnectionRetry } from '../database/connection-retry.ts'
-import { isTypeScript, registerTypeScript } from './typescript-loader.ts'
+import { isTypeScript, registerTypeScript, tsxMissing } from './typescript-loader.ts'
 
 /** Import the user's worker module, a TypeScript one with tsx registered first (a failed import would be cached). */
 async function importWorkerModule(url: string): Promise<unknown> {
   if (isTypeScript(url) && !(await registerTypeScript())) {
-    throw new PgcrewError('WORKER_INVALID', `${url} is TypeScript but tsx, which pgcrew depends on, cannot be loaded; reinstall pgcrew (npm install) or point the crew at the built .js file`)
+    throw new PgcrewError('WORKER_INVALID', tsxMissing(url, 'point the crew at the built .js file'))
   }
   return import(url)
 }

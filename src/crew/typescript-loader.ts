@@ -9,6 +9,11 @@ const TYPESCRIPT = /\.([mc]?tsx?|jsx)$/i
 /** Settles once tsx's loader hooks are registered in this thread: true, or false when tsx is not installed. */
 let registering: Promise<boolean> | undefined
 
+/** What to say when `what` is TypeScript and tsx cannot be registered: the same words wherever it happens; `instead` is the way round it. */
+export function tsxMissing(what: string, instead: string): string {
+  return `${what} is TypeScript but tsx, which pgcrew depends on, cannot be loaded; reinstall pgcrew (npm install) or ${instead}`
+}
+
 /** True when `url` (or a path) names a module only tsx can load (TypeScript, JSX). */
 export function isTypeScript(url: string): boolean {
   return TYPESCRIPT.test(new URL(url, 'file:///').pathname)

@@ -13,7 +13,7 @@ import { RETRY_DEFAULTS, withConnectionRetry, type ConnectionRetryOptions } from
 import { attemptTask, taskAttempts } from './task-attempts.ts'
 import { TaskBatcher } from './task-batcher.ts'
 import type { HistoryOptions } from '../history/run-recorder.ts'
-import { isTypeScript, registerTypeScript } from '../crew/typescript-loader.ts'
+import { isTypeScript, registerTypeScript, tsxMissing } from '../crew/typescript-loader.ts'
 
 /** A task: any structured-cloneable object with a stable `key`. */
 export type PipelineTask = { key: string | number } & Record<string, unknown>
@@ -250,7 +250,7 @@ export async function loadPipeline(spec: string): Promise<PipelineDefinition> {
   }
   let mod: { default?: unknown }
   if (isTypeScript(file) && !(await registerTypeScript())) {
-    throw new PgcrewError('PIPELINE_LOAD_FAILED', `${spec} is TypeScript but tsx, which pgcrew depends on, cannot be loaded; reinstall pgcrew (npm install) or give the built .js file`, {
+    throw new PgcrewError('PIPELINE_LOAD_FAILED', tsxMissing(spec, 'give the built .js file'), {
       details: { file },
     })
   }
