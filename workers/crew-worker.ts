@@ -27,6 +27,7 @@ async function load(): Promise<Run> {
  * This thread could not load pg or pgcrew (a broken install): every task fails as a failed worker
  * init does, permanent, so a run stops at once instead of retrying each task as if the thread had died.
  * No threadId: the thread never joined the crew's channel, so close() must not wait for its answer.
+ * Worded here rather than by crew-protocol's serializeError: that module's imports may be what failed.
  */
 function loadFailed(envelope: TaskEnvelope | BatchEnvelope, error: unknown): TaskOutcome | TaskOutcome[] {
   const e = error as { message?: unknown; code?: unknown }

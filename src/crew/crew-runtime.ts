@@ -66,8 +66,9 @@ export function crewWorker(data: CrewWorkerData, how: { inline?: boolean } = {})
   // In a thread: before the user's module is imported, so a pool it creates at import time is known
   // and discarded. In process (crew-inline.ts) this realm's pools are the caller's own: kept.
   if (!how.inline) trackPgPools()
-  // The crew's number for this worker, in the order its threads take their first task: 1…threads (a thread that
-  // replaces a dead one takes the next). The ledger's `worker` column and the summary show it.
+  // The crew's number for this worker, in the order its threads take their first task: 1…threads
+  // (a thread that replaces a dead one takes the next). The ledger's `worker` column and the summary
+  // show it.
   const workerId = Atomics.add(data.workerNumbers, 0, 1) + 1
   const abort = new AbortController()
   const channel = new BroadcastChannel(data.channel)

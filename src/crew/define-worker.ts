@@ -10,8 +10,8 @@ export interface WorkerContext {
   db: Database
   /**
    * The crew's number for this worker: 1…threads, in the order its threads take their first task (a
-   * thread that replaces a dead one takes the next number). In its connections' application_name, the ledger's
-   * `worker` column and a pipeline summary's `perWorker`.
+   * thread that replaces a dead one takes the next number). In its connections' application_name,
+   * the ledger's `worker` column and a pipeline summary's `perWorker`.
    */
   workerId: number
   /** Aborted when the crew closes. */
