@@ -1,4 +1,5 @@
-// What AsyncLocalStorage costs on Node 20: node .tmp/bench-build/bench/async-context.js [PAIRS] [TASKS]
+// What AsyncLocalStorage costs on Node 20: node .tmp/bench-build/bench/async-context.js
+// (BENCH_PAIRS pairs, default 8, of BENCH_TASKS light tasks each, default 6000).
 // pgcrew finds the transaction a db.query runs inside through AsyncLocalStorage (README: "Inside
 // db.transaction(fn)"). On Node 20 a storage in use turns on V8's promise hooks for the whole thread:
 // every promise, and every await, then calls into JavaScript. This runs the bench's hand-written loop
@@ -11,8 +12,9 @@ import { startTempCluster } from '../src/cluster/temp-cluster.ts'
 import { TABLES_SQL } from './workload.ts'
 import { benchSetting } from './settings.ts'
 
-const pairs = benchSetting('BENCH_PAIRS', Number(process.argv[2] ?? 6))
-const count = benchSetting('BENCH_TASKS', Number(process.argv[3] ?? 6000))
+// Settings as the rest of the bench takes them: BENCH_* variables, a typo refused before anything runs.
+const pairs = benchSetting('BENCH_PAIRS', 8)
+const count = benchSetting('BENCH_TASKS', 6000)
 const handLoop = new URL('./hand-loop.js', import.meta.url).href
 
 // One child: warm up on 500 tasks, then time `count` of them; prints tasks/s and client µs per task.
