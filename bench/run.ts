@@ -23,9 +23,9 @@ import { measureCores } from './cores.ts'
 import { cpuUsed, findPostmaster, readCpu, type CpuUsed } from './cpu.ts'
 import { measureMemory, memoryChild, type MemoryResult } from './memory.ts'
 import { viaDistributed } from './distributed-side.ts'
-import { findPgbench, handLoop, pgbenchScript, viaPgbench, viaPipeline } from './pipeline-sides.ts'
+import { findPgbench, pgbenchScript, viaPgbench, viaPipeline } from './pipeline-sides.ts'
 import { handProcesses } from './hand-processes.ts'
-import { closeSides, openSides, statementRate, type Client, type StatementKind } from './statements.ts'
+import { STATEMENT_KINDS, statementChild, type Client, type StatementChild } from './statements.ts'
 import { HEAVY_ROUNDS, LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
 import { openBenchStores, storeRows, viaAddMany, viaAddManyCount, viaCopyRows } from './store.ts'
 import { benchSections, benchSetting } from './settings.ts'
@@ -186,7 +186,16 @@ async function main(): Promise<void> {
 
     const pipelineSection = async (title: string, count: number, rounds: number, withPgbench: boolean, heavy = false): Promise<void> => {
       const sides: Side[] = [
-        { name: 'hand loop', run: (rep) => handLoop(pool, `hand-${rounds}-${rep}`, count, 100 + rep, rounds) },
+        // In a process of its own, as a user's script runs: in this one, pgcrew's transactions have put an
+        // AsyncLocalStorage in use, and on Node 20 that slows every promise of the process (1.09–1.11× the
+        // loop's client CPU per task, bench/async-context.ts), a cost a hand-written loop does not have.
+        {
+          name: 'hand loop',
+          run: async (rep, mark) => {
+            const r = await handProcesses(url.href, `hand-${rounds}-${rep}`, count, 100 + rep, rounds, 1, 4, mark)
+            return { rate: r.rate, clientCpu: r.cpu }
+          },
+        },
         { name: 'pgcrew 2×2', run: (rep, mark) => viaPipeline(db, `crew22-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 2, perWorkerConnections: 2 }, mark) },
         { name: 'pgcrew 1×4', run: (rep, mark) => viaPipeline(db, `crew14-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 1, perWorkerConnections: 4 }, mark) },
         // No worker thread: the one worker in this process (inProcess), 4 connections.
@@ -210,7 +219,6 @@ async function main(): Promise<void> {
         )
       if (withPgbench && pgbench) sides.push({ name: 'pgbench', child: true, run: (rep) => viaPgbench(pgbench, url, pgbenchScript(dir, `pgbench_${rounds}_${rep}`), count) })
       // Warm-up: threads, plans, caches.
-      await handLoop(pool, `warm-hand-${rounds}`, Math.min(500, count), 7, rounds)
       await viaPipeline(db, `warm-crew-${rounds}`, Math.min(500, count), 7, rounds, { threads: 2, perWorkerConnections: 2 })
       await viaPipeline(db, `warm-crewin-${rounds}`, Math.min(500, count), 7, rounds, { inProcess: true, perWorkerConnections: 4 })
       await settle(pool)
@@ -329,18 +337,19 @@ async function main(): Promise<void> {
 
     if (ONLY.has('statements')) {
       await settle(pool)
-      say(`## Statement level (${STATEMENT_REPS} interleaved repetitions of ${STATEMENT_MS} ms per measurement, one async loop per connection)`)
+      say(`## Statement level (${STATEMENT_REPS} interleaved repetitions of ${STATEMENT_MS} ms per measurement, one async loop per connection; each client in a process of its own)`)
       say()
       say('| statement | connections | pgcrew db.query/transaction /s | pg.Pool (named statements) /s | postgres.js /s | pgcrew vs pg.Pool | pgcrew vs postgres.js |')
       say('|---|---:|---:|---:|---:|---:|---:|')
       for (const connections of [4, 8]) {
-        const sidesDb = await openSides(url.href, connections)
+        // Each client in a process of its own (statements.ts: why), started once per connection count.
+        const clients: Client[] = ['pgcrew', 'pg.Pool', 'postgres.js']
+        const children = new Map<Client, StatementChild>()
         try {
-          for (const kind of ['point read', 'SELECT 1', 'write transaction'] as StatementKind[]) {
-            const clients: Client[] = ['pgcrew', 'pg.Pool', 'postgres.js']
-            for (const c of clients) await statementRate(sidesDb, c, kind, connections, 200, 3)
+          for (const c of clients) children.set(c, await statementChild(url.href, c, connections))
+          for (const kind of STATEMENT_KINDS) {
             const s = await interleave(
-              clients.map((c) => ({ name: c, run: (rep: number) => statementRate(sidesDb, c, kind, connections, STATEMENT_MS, 11 + rep) })),
+              clients.map((c) => ({ name: c, run: (rep: number) => children.get(c)!.rate(kind, STATEMENT_MS, 11 + rep) })),
               postmaster,
               STATEMENT_REPS,
             )
@@ -350,7 +359,7 @@ async function main(): Promise<void> {
             say(`| ${kind} | ${connections} | ${m('pgcrew')} | ${m('pg.Pool')} | ${m('postgres.js')} | ${ratio(s, 'pg.Pool', 'pgcrew')} | ${ratio(s, 'postgres.js', 'pgcrew')} |`)
           }
         } finally {
-          await closeSides(sidesDb)
+          await Promise.all([...children.values()].map((child) => child.close()))
         }
       }
       say()
@@ -453,7 +462,7 @@ async function main(): Promise<void> {
     say(`## How this was made`)
     say()
     say(
-      `\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process, one pg.Pool of 4, 4 async loops, each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here). Hand loop, 2 processes × 2 (CPU-heavy only): the same loop in two child processes, a pg.Pool of 2 and 2 loops each, half the tasks each; warmed (200 tasks each) and then started together, its CPU the children's own over the timed window; or cold, timed from the fork, its CPU the children's whole.`,
+      `\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process of its own (a child: in the bench's process pgcrew's AsyncLocalStorage is in use, which on Node 20 slows every promise there), one pg.Pool of 4, 4 async loops, warmed on 200 tasks before the clock and its CPU its own over the timed window; each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here). Hand loop, 2 processes × 2 (CPU-heavy only): the same loop in two child processes, a pg.Pool of 2 and 2 loops each, half the tasks each; warmed (200 tasks each) and then started together, its CPU the children's own over the timed window; or cold, timed from the fork, its CPU the children's whole.`,
     )
     say(
       `1-min load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after${Math.max(loadBefore, loadAfter) > CORES ? ` — the machine was busy with other work (more than ${CORES} runnable): absolute numbers are noisy, the per-repetition ratios less so` : ''}. Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s${took.length ? `: ${took.join(', ')}, the rest starting the throwaway server and setting up` : ''}.`,
