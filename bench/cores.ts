@@ -1,7 +1,11 @@
 // What two cores give: the CPU-heavy task's JavaScript (no database) in one worker thread alone, then in
-// two at once. The pipeline's "ceiling" assumes each core is as fast with the other one busy; on a
-// virtual machine whose cores share a physical one, or under other load, it is not.
+// two at once, then in two processes at once. The pipeline's "ceiling" assumes each core is as fast with
+// the other one busy; on a virtual machine whose cores share a physical one, or under other load, it is
+// not. Two threads can also slow each other where two processes do not (one process's shared locks and
+// allocator: on Node 20, node:crypto's createHash, which the task calls 1000 times, is such a case).
+import { fork } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads'
 import { cpuWork, HEAVY_ROUNDS } from './workload.ts'
 
@@ -18,31 +22,59 @@ export interface CoresResult {
   alone: number
   /** Milliseconds of CPU per task in each of two threads running at once (their mean). */
   together: number
+  /** The same in each of two processes running at once (their mean). */
+  processes: number
+  /** Tasks per second of wall time: one thread alone, two threads together, two processes together. */
+  rates: { alone: number; threads: number; processes: number }
 }
 
-function measureInThread(tasks: number): { cpuMillisPerTask: number } {
+interface Measured {
+  cpuMillisPerTask: number
+  wallMillis: number
+}
+
+function measureInThread(tasks: number): Measured {
   for (let i = 0; i < 100; i++) cpuWork(ROW, HEAVY_ROUNDS)
   const c0 = threadCpu()
+  const t0 = performance.now()
   for (let i = 0; i < tasks; i++) cpuWork(ROW, HEAVY_ROUNDS)
-  return { cpuMillisPerTask: ((threadCpu() - c0) * 1000) / tasks }
+  return { cpuMillisPerTask: ((threadCpu() - c0) * 1000) / tasks, wallMillis: performance.now() - t0 }
 }
 
 if (!isMainThread && (workerData as { cores?: boolean } | undefined)?.cores) parentPort!.postMessage(measureInThread((workerData as { tasks: number }).tasks))
+if (isMainThread && process.send && process.env.PGCREW_BENCH_CORES_CHILD) {
+  process.send(measureInThread(Number(process.env.PGCREW_BENCH_CORES_CHILD)))
+  process.disconnect()
+}
 
-async function inThreads(k: number, tasks: number): Promise<number[]> {
+async function inThreads(k: number, tasks: number): Promise<Measured[]> {
   const runs = Array.from(
     { length: k },
     () =>
-      new Promise<number>((resolve, reject) => {
+      new Promise<Measured>((resolve, reject) => {
         const w = new Worker(new URL(import.meta.url), { workerData: { cores: true, tasks } })
-        w.once('message', (m: { cpuMillisPerTask: number }) => resolve(m.cpuMillisPerTask))
+        w.once('message', (m: Measured) => resolve(m))
         w.once('error', reject)
       }),
   )
   return Promise.all(runs)
 }
 
-/** One thread alone, then two at once, `reps` times each; medians. Undefined where /proc is missing. */
+async function inProcesses(k: number, tasks: number): Promise<Measured[]> {
+  const runs = Array.from(
+    { length: k },
+    () =>
+      new Promise<Measured>((resolve, reject) => {
+        const child = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, PGCREW_BENCH_CORES_CHILD: String(tasks) }, stdio: 'inherit' })
+        child.once('message', (m: Measured) => resolve(m))
+        child.once('exit', (code) => reject(new Error(`cores child exited with ${code}`)))
+        child.once('error', reject)
+      }),
+  )
+  return Promise.all(runs)
+}
+
+/** One thread alone, two threads at once and two processes at once, `reps` times each; medians. Undefined where /proc is missing. */
 export async function measureCores(tasks = 600, reps = 3): Promise<CoresResult | undefined> {
   try {
     threadCpu()
@@ -51,11 +83,22 @@ export async function measureCores(tasks = 600, reps = 3): Promise<CoresResult |
   }
   const alone: number[] = []
   const together: number[] = []
+  const processes: number[] = []
+  const rates = { alone: [] as number[], threads: [] as number[], processes: [] as number[] }
+  const meanCpu = (ms: Measured[]): number => ms.reduce((a, m) => a + m.cpuMillisPerTask, 0) / ms.length
+  // Tasks per second of the group: all its tasks over the slowest member's time (they start together).
+  const rate = (ms: Measured[]): number => (ms.length * tasks * 1000) / Math.max(...ms.map((m) => m.wallMillis))
   for (let r = 0; r < reps; r++) {
-    alone.push(...(await inThreads(1, tasks)))
-    const two = await inThreads(2, tasks)
-    together.push(two.reduce((a, b) => a + b, 0) / two.length)
+    const one = await inThreads(1, tasks)
+    alone.push(meanCpu(one))
+    rates.alone.push(rate(one))
+    const threads = await inThreads(2, tasks)
+    together.push(meanCpu(threads))
+    rates.threads.push(rate(threads))
+    const procs = await inProcesses(2, tasks)
+    processes.push(meanCpu(procs))
+    rates.processes.push(rate(procs))
   }
   const med = (xs: number[]): number => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-  return { alone: med(alone), together: med(together) }
+  return { alone: med(alone), together: med(together), processes: med(processes), rates: { alone: med(rates.alone), threads: med(rates.threads), processes: med(rates.processes) } }
 }

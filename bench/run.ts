@@ -253,7 +253,9 @@ async function main(): Promise<void> {
           // Information beside the target, not a second target: the target row keeps the ceiling above.
           const slower = median(ceilings) / factor
           say(
-            `Two cores at once: the task's JavaScript alone (no database) takes ${cores.alone.toFixed(2)} ms of CPU per task in one worker thread, ${cores.together.toFixed(2)} ms in each of two running at once (${factor.toFixed(2)}×). ` +
+            `Two cores at once: the task's JavaScript alone (no database) takes ${cores.alone.toFixed(2)} ms of CPU per task in one worker thread, ${cores.together.toFixed(2)} ms in each of two threads running at once (${factor.toFixed(2)}×), ` +
+              `and ${cores.processes.toFixed(2)} ms in each of two processes running at once (${(cores.processes / cores.alone).toFixed(2)}×). ` +
+              `In tasks per second: ${f0(cores.rates.alone)} in one thread, ${f0(cores.rates.threads)} in two threads together, ${f0(cores.rates.processes)} in two processes together: two threads give ${(cores.rates.threads / cores.rates.processes).toFixed(2)}× what two processes give (bench/cores.ts). ` +
               (factor > 1.02
                 ? `With a core that much slower while the other is busy, the ceiling would be ${slower.toFixed(2)}×, and pgcrew 2×2 ${(median(ratios(s, 'hand loop', 'pgcrew 2×2')) / slower).toFixed(2)} of it.`
                 : 'A core is no slower while the other is busy here: the ceiling above stands.'),
