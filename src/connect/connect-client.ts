@@ -283,7 +283,17 @@ export function markUnreusable(client: pg.ClientBase): void {
   if (client instanceof PgcrewClient) client.tainted = true
 }
 
+/** Names already worked out: a pipeline names its ledger claim on every task, and a sha256 costs ~2 µs. */
+const statementNames = new Map<string, string>()
+
 /** The statement name for a text: stable across connections and processes, so every connection shares it. */
 export function statementName(text: string): string {
-  return `pgcrew_${createHash('sha256').update(text).digest('hex').slice(0, 20)}`
+  let name = statementNames.get(text)
+  if (name === undefined) {
+    name = `pgcrew_${createHash('sha256').update(text).digest('hex').slice(0, 20)}`
+    // Texts built with values inlined would grow this without end: start over past the per-connection cap.
+    if (statementNames.size >= MAX_NAMED_STATEMENTS * 4) statementNames.clear()
+    statementNames.set(text, name)
+  }
+  return name
 }

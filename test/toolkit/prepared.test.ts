@@ -1,5 +1,7 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { statementName } from '../../src/connect/connect-client.ts'
 import { Database } from '../../src/database/database.ts'
 import type { Transaction } from '../../src/database/transaction.ts'
 import { UndefinedColumn } from '../../src/errors/database-error.ts'
@@ -42,6 +44,17 @@ describe('prepared statements', () => {
     const table = (await db.query("SELECT 'users'::regclass::oid AS oid")).rows[0].oid
     assert.equal(stmt.columnTypes[0]!.tableOid, table)
     assert.equal(stmt.columnTypes[4]!.tableOid, 0)
+  })
+
+  it('are named from their text alone, the same in every process and however many texts came before', () => {
+    const text = 'SELECT id FROM users WHERE id = $1'
+    const expected = `pgcrew_${createHash('sha256').update(text).digest('hex').slice(0, 20)}`
+    assert.equal(statementName(text), expected)
+    // More texts than the names remembered in one process: the name does not change once they are forgotten.
+    const others = Array.from({ length: 3000 }, (_, i) => statementName(`SELECT ${i}`))
+    assert.equal(new Set(others).size, 3000)
+    assert.equal(statementName(text), expected)
+    assert.equal(statementName('SELECT 7'), others[7])
   })
 
   it('runs many times; the server parses it once per connection', async () => {
