@@ -204,19 +204,19 @@ async function main(): Promise<void> {
         { name: 'pgcrew auto', run: (rep, mark) => viaPipeline(db, `crewauto-${rounds}-${rep}`, count, 100 + rep, rounds, { threads: 'auto' }, mark) },
       ]
       // What two cores give by hand: the loop in two processes, 2 connections each, half the tasks each;
-      // warmed and started together, and started cold (timed from the fork, as pgcrew's threads start inside its time).
-      if (heavy)
-        sides.splice(
-          1,
-          0,
-          ...[TWO_HAND_WARM, TWO_HAND_COLD].map((name): Side => ({
-            name,
-            run: async (rep, mark) => {
-              const r = await handProcesses(url.href, `hand2${name === TWO_HAND_WARM ? 'w' : 'c'}-${rounds}-${rep}`, count, 100 + rep, rounds, 2, 2, mark, name === TWO_HAND_WARM)
-              return { rate: r.rate, clientCpu: r.cpu }
-            },
-          })),
-        )
+      // warmed and started together, and (CPU-heavy) started cold (timed from the fork, as pgcrew's threads
+      // start inside its time). On light tasks the warmed pair is the by-hand counterpart of pgcrew 2×2.
+      sides.splice(
+        1,
+        0,
+        ...(heavy ? [TWO_HAND_WARM, TWO_HAND_COLD] : [TWO_HAND_WARM]).map((name): Side => ({
+          name,
+          run: async (rep, mark) => {
+            const r = await handProcesses(url.href, `hand2${name === TWO_HAND_WARM ? 'w' : 'c'}-${rounds}-${rep}`, count, 100 + rep, rounds, 2, 2, mark, name === TWO_HAND_WARM)
+            return { rate: r.rate, clientCpu: r.cpu }
+          },
+        })),
+      )
       if (withPgbench && pgbench) sides.push({ name: 'pgbench', child: true, run: (rep) => viaPgbench(pgbench, url, pgbenchScript(dir, `pgbench_${rounds}_${rep}`), count) })
       // Warm-up: threads, plans, caches.
       await viaPipeline(db, `warm-crew-${rounds}`, Math.min(500, count), 7, rounds, { threads: 2, perWorkerConnections: 2 })
@@ -245,6 +245,17 @@ async function main(): Promise<void> {
           `the whole machine was ${median(machine).toFixed(2)} of ${CORES} cores busy during the hand loop (other load included).`,
       )
       say()
+      const cpuVs = (a: string, b: string): string => {
+        const x = perUnit(s.get(b)!, 'client') / perUnit(s.get(a)!, 'client')
+        return Number.isFinite(x) ? x.toFixed(2) : 'n/a'
+      }
+      if (!heavy) {
+        say(
+          `By hand on two cores: the loop in two processes of 2 connections each, half the tasks each, warmed before the clock, gives ${ratio(s, 'hand loop', TWO_HAND_WARM)} the one loop at ${cpuVs('hand loop', TWO_HAND_WARM)}× its client CPU per task: ` +
+            `what splitting the work over two event loops of 2 connections costs without pgcrew. pgcrew 2×2 gives ${ratio(s, TWO_HAND_WARM, 'pgcrew 2×2')} the two processes at ${cpuVs(TWO_HAND_WARM, 'pgcrew 2×2')}× their CPU per task.`,
+        )
+        say()
+      }
       if (heavy) {
         // The ceiling assumes a core is as fast while the other one is busy: measure that (no database).
         const cores = await measureCores()
@@ -260,10 +271,6 @@ async function main(): Promise<void> {
                 ? `With a core that much slower while the other is busy, the ceiling would be ${slower.toFixed(2)}×, and pgcrew 2×2 ${(median(ratios(s, 'hand loop', 'pgcrew 2×2')) / slower).toFixed(2)} of it.`
                 : 'A core is no slower while the other is busy here: the ceiling above stands.'),
           )
-        }
-        const cpuVs = (a: string, b: string): string => {
-          const x = perUnit(s.get(b)!, 'client') / perUnit(s.get(a)!, 'client')
-          return Number.isFinite(x) ? x.toFixed(2) : 'n/a'
         }
         say()
         say(
@@ -464,7 +471,7 @@ async function main(): Promise<void> {
     say(`## How this was made`)
     say()
     say(
-      `\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process of its own (a child: in the bench's process pgcrew's AsyncLocalStorage is in use, which on Node 20 slows every promise there), one pg.Pool of 4, 4 async loops, warmed on 200 tasks before the clock and its CPU its own over the timed window; each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here). Hand loop, 2 processes × 2 (CPU-heavy only): the same loop in two child processes, a pg.Pool of 2 and 2 loops each, half the tasks each; warmed (200 tasks each) and then started together, its CPU the children's own over the timed window; or cold, timed from the fork, its CPU the children's whole.`,
+      `\`npm run bench\` (bench/run.ts, compiled by \`tsc -p bench\`). Hand loop: one process of its own (a child: in the bench's process pgcrew's AsyncLocalStorage is in use, which on Node 20 slows every promise there), one pg.Pool of 4, 4 async loops, warmed on 200 tasks before the clock and its CPU its own over the timed window; each task BEGIN, the ledger claim (pgcrew's own INSERT … ON CONFLICT), read, compute, insert, update, COMMIT. pgcrew: runPipeline with a worker doing the same three statements in the task's transaction (the claim is pgcrew's). pgbench: \`-M prepared -c 4\` with the same statements as a custom script and no JavaScript compute (the server's own limit here). Hand loop, 2 processes × 2: the same loop in two child processes, a pg.Pool of 2 and 2 loops each, half the tasks each; warmed (200 tasks each) and then started together, its CPU the children's own over the timed window; or (CPU-heavy only) cold, timed from the fork, its CPU the children's whole.`,
     )
     say(
       `1-min load average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after${Math.max(loadBefore, loadAfter) > CORES ? ` — the machine was busy with other work (more than ${CORES} runnable): absolute numbers are noisy, the per-repetition ratios less so` : ''}. Total bench time ${((performance.now() - t0) / 1000).toFixed(0)} s${took.length ? `: ${took.join(', ')}, the rest starting the throwaway server and setting up` : ''}.`,
