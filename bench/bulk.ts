@@ -27,8 +27,9 @@ export function findPsql(bindir?: string): string | undefined {
 }
 
 /** Rows per second of db.copyFrom('bench_copy', file stream). */
-export async function viaCopyFrom(db: Database, file: string, rows: number): Promise<number> {
+export async function viaCopyFrom(db: Database, file: string, rows: number, mark?: () => void): Promise<number> {
   await db.query('TRUNCATE bench_copy')
+  mark?.()
   const start = performance.now()
   const { rows: copied } = await db.copyFrom('bench_copy', createReadStream(file, { highWaterMark: 1 << 16 }))
   const seconds = (performance.now() - start) / 1000
@@ -37,8 +38,9 @@ export async function viaCopyFrom(db: Database, file: string, rows: number): Pro
 }
 
 /** Rows per second of `psql -c "\copy bench_copy FROM file"` (process start included, as a user runs it). */
-export async function viaPsql(psql: string, url: URL, file: string, rows: number, db: Database): Promise<number> {
+export async function viaPsql(psql: string, url: URL, file: string, rows: number, db: Database, mark?: () => void): Promise<number> {
   await db.query('TRUNCATE bench_copy')
+  mark?.()
   const env = { ...process.env, PGPASSWORD: decodeURIComponent(url.password) }
   const args = ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', url.hostname, '-p', url.port, '-U', decodeURIComponent(url.username), '-d', url.pathname.slice(1), '-c', `\\copy bench_copy FROM '${file}'`]
   const start = performance.now()

@@ -384,18 +384,20 @@ async function main(): Promise<void> {
       const copyDb = new Database({ connectionString: url.href, max: 1 })
       await copyDb.connect()
       try {
-        const sides = [{ name: 'copyFrom', run: () => viaCopyFrom(copyDb, file, COPY_ROWS) }]
-        if (psql) sides.push({ name: 'psql \\copy', run: () => viaPsql(psql, url, file, COPY_ROWS, copyDb) })
+        // CPU per row: copyFrom's is the bench process's own, psql's that of the waited-for child.
+        const sides: Side[] = [{ name: 'copyFrom', run: (_rep, mark) => viaCopyFrom(copyDb, file, COPY_ROWS, mark) }]
+        if (psql) sides.push({ name: 'psql \\copy', child: true, run: (_rep, mark) => viaPsql(psql, url, file, COPY_ROWS, copyDb, mark) })
         // Warm-up, as every other section has: without it the section's first COPY (copyFrom's) ran at 0.6–0.75× the later ones.
-        for (const side of sides) await side.run()
+        for (const side of sides) await side.run(0, () => {})
         await settle(pool)
         const s = await interleave(sides, postmaster)
         if (psql) aim(`bulk, copyFrom of ${COPY_ROWS.toLocaleString('en-US')} rows vs psql \\copy`, ratios(s, 'psql \\copy', 'copyFrom'), 1.0)
-        say('| side | rows/s median (min–max) | vs psql \\copy |')
-        say('|---|---:|---:|')
+        say('| side | rows/s median (min–max) | vs psql \\copy | client CPU µs/row | PostgreSQL CPU µs/row |')
+        say('|---|---:|---:|---:|---:|')
         for (const [name, samples] of s) {
           const rates = samples.map((x) => x.rate)
-          say(`| ${name} | ${f0(median(rates))} (${range(rates, 0)}) | ${psql ? (name === 'copyFrom' ? ratio(s, 'psql \\copy', 'copyFrom') : '1') : 'n/a'} |`)
+          const cpu = (which: 'client' | 'postgres'): string => (perUnit(samples, which) || NaN).toFixed(2).replace('NaN', 'n/a')
+          say(`| ${name} | ${f0(median(rates))} (${range(rates, 0)}) | ${psql ? (name === 'copyFrom' ? ratio(s, 'psql \\copy', 'copyFrom') : '1') : 'n/a'} | ${cpu('client')} | ${cpu('postgres')} |`)
         }
       } finally {
         await copyDb.close()
