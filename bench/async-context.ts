@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process'
 import { Database } from '../src/database/database.ts'
 import { ensureLedger } from '../src/pipeline/pipeline-ledger.ts'
 import { startTempCluster } from '../src/cluster/temp-cluster.ts'
-import { TABLES_SQL } from './workload.ts'
+import { DURABLE_SETTINGS, TABLES_SQL } from './workload.ts'
 import { benchSetting } from './settings.ts'
 
 // Settings as the rest of the bench takes them: BENCH_* variables, a typo refused before anything runs.
@@ -33,7 +33,7 @@ console.log(JSON.stringify({ rate, cpu: (c.user + c.system) / ${count} }))
 await pool.end()
 `
 
-const cluster = await startTempCluster({ settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', shared_buffers: '256MB' } })
+const cluster = await startTempCluster({ settings: DURABLE_SETTINGS })
 try {
   const db = new Database({ connectionString: cluster.url, max: 1 })
   for (const sql of TABLES_SQL) await db.query(sql)

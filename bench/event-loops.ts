@@ -13,7 +13,7 @@ import { Database } from '../src/database/database.ts'
 import { startTempCluster } from '../src/cluster/temp-cluster.ts'
 import { ensureLedger } from '../src/pipeline/pipeline-ledger.ts'
 import { handLoop } from './hand-loop.ts'
-import { LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
+import { DURABLE_SETTINGS, LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
 
 interface ChildArgs {
   url: string
@@ -52,7 +52,7 @@ if (process.send && process.env.PGCREW_BENCH_LOOPS_CHILD) {
   process.disconnect()
 } else {
   const reps = Number(process.argv[2] ?? 3)
-  const cluster = await startTempCluster({ settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', shared_buffers: '256MB', max_connections: 100 } })
+  const cluster = await startTempCluster({ settings: DURABLE_SETTINGS })
   const db = new Database({ connectionString: cluster.url, max: 1 })
   let runs = 0
   const side = async (processes: number, loops: number, count: number): Promise<{ rate: number } & ChildResult> => {

@@ -8,14 +8,14 @@ import { Session } from 'node:inspector/promises'
 import pg from 'pg'
 import { startTempCluster } from '../src/cluster/temp-cluster.ts'
 import { openSide, STATEMENT_KINDS, statementRate, type Client, type StatementKind } from './statements.ts'
-import { TABLES_SQL } from './workload.ts'
+import { DURABLE_SETTINGS, TABLES_SQL } from './workload.ts'
 import { benchSetting } from './settings.ts'
 
 const client = (process.argv[2] ?? 'pgcrew') as Client
 const kind = ({ read: 'point read', select1: 'SELECT 1', write: 'write transaction' } as Record<string, StatementKind>)[process.argv[3] ?? 'read']!
 const connections = Number(process.argv[4] ?? 4)
 const ms = benchSetting('BENCH_MS', 5000)
-const cluster = process.env.BENCH_URL ? undefined : await startTempCluster({ settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', shared_buffers: '256MB' } })
+const cluster = process.env.BENCH_URL ? undefined : await startTempCluster({ settings: DURABLE_SETTINGS })
 const url = process.env.BENCH_URL ?? cluster!.url
 const setup = new pg.Client({ connectionString: url })
 await setup.connect()

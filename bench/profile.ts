@@ -6,14 +6,14 @@ import { ensureLedger } from '../src/pipeline/pipeline-ledger.ts'
 import { startTempCluster } from '../src/cluster/temp-cluster.ts'
 import { viaPipeline } from './pipeline-sides.ts'
 import { handProcesses } from './hand-processes.ts'
-import { LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
+import { DURABLE_SETTINGS, LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
 import { sampleThreads } from './threads.ts'
 import { benchSetting } from './settings.ts'
 
 const side = process.argv[2] ?? 'crew22'
 const count = benchSetting('BENCH_TASKS', 5000)
 const rounds = benchSetting('BENCH_ROUNDS', LIGHT_ROUNDS)
-const cluster = await startTempCluster({ settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', shared_buffers: '256MB' } })
+const cluster = await startTempCluster({ settings: DURABLE_SETTINGS })
 const pool = new pg.Pool({ connectionString: cluster.url, max: 4 })
 // pool.end() resolves before its clients' sockets have closed, and the server's shutdown right after
 // would reach one of them as an 'error' with no listener: the hand side died with a stack trace.

@@ -26,7 +26,7 @@ import { viaDistributed } from './distributed-side.ts'
 import { findPgbench, pgbenchScript, viaPgbench, viaPipeline } from './pipeline-sides.ts'
 import { handProcesses } from './hand-processes.ts'
 import { STATEMENT_KINDS, statementChild, type Client, type StatementChild } from './statements.ts'
-import { HEAVY_ROUNDS, LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
+import { DURABLE_SETTINGS, HEAVY_ROUNDS, LIGHT_ROUNDS, TABLES_SQL } from './workload.ts'
 import { openBenchStores, storeRows, viaAddMany, viaAddManyCount, viaCopyRows } from './store.ts'
 import { benchSections, benchSetting } from './settings.ts'
 
@@ -155,7 +155,7 @@ async function main(): Promise<void> {
     targets.push({ target, value: m, detail: `${m.toFixed(digits)}× (${xs.length > 1 ? range(xs, digits) : 'one run'})`, goal, kind, unit: '×' })
   }
   // Durable settings, as a real server has them (the test clusters turn fsync off).
-  const cluster: TempCluster = await startTempCluster({ settings: { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', shared_buffers: '256MB', max_connections: 100 } })
+  const cluster: TempCluster = await startTempCluster({ settings: DURABLE_SETTINGS })
   const postmaster = findPostmaster(cluster.port)
   const dir = mkdtempSync(join(tmpdir(), 'pgcrew-bench-'))
   const dbname = `pgcrew_bench_${randomBytes(4).toString('hex')}`

@@ -2,6 +2,9 @@
 import { createHash } from 'node:crypto'
 
 /** Chained sha256 rounds of a light task (~40 µs) and of the CPU-heavy one (~2 ms of JavaScript). */
+/** The bench server's settings: durable, as a real server runs (the test clusters turn fsync off). */
+export const DURABLE_SETTINGS = { fsync: 'on', synchronous_commit: 'on', full_page_writes: 'on', shared_buffers: '256MB', max_connections: 100 }
+
 export const LIGHT_ROUNDS = 20
 export const HEAVY_ROUNDS = 1000
 
